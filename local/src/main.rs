@@ -1,0 +1,51 @@
+//! `local-server`: `setup` creates the emulator's table and bucket; `serve` (the default)
+//! also serves every route on `http://127.0.0.1:$PORT` (3000 by default).
+
+use std::sync::Arc;
+
+use shared::auth::{mint_hs256, now_epoch, Claims};
+use shared::{table, AppState, Config};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let state = AppState::new(config).await?;
+    table::ensure_table(&state.dynamo, &state.config.table_name).await?;
+    table::ensure_bucket(&state.s3, &state.config.bucket_name).await?;
+    if std::env::args().nth(1).as_deref() == Some("setup") {
+        println!("Table {} and bucket {} are ready", state.config.table_name, state.config.bucket_name);
+        return Ok(());
+    }
+
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let port = listener.local_addr()?.port();
+    println!("Listening on http://127.0.0.1:{port}");
+    if let Some(secret) = &state.config.jwt.secret {
+        let claims = Claims {
+            sub: "dev-user".into(),
+            organization_id: local_server::DEV_ORG.into(),
+            exp: now_epoch() + 12 * 3600,
+            nbf: None,
+            iss: state.config.jwt.issuer.clone(),
+            aud: state.config.jwt.audience.clone(),
+            email: Some("dev@example.com".into()),
+            given_name: Some("Dev".into()),
+            family_name: Some("User".into()),
+        };
+        let token = mint_hs256(secret, &claims)?;
+        println!("\nDevelopment token (organization {}, valid 12 hours):\n{token}\n", local_server::DEV_ORG);
+        println!("Try it:");
+        println!(
+            "curl -s -X PUT http://127.0.0.1:{port}/agents/agent-1/convos/convo-1 \\\n  -H \"Authorization: Bearer {token}\" \\\n  -H 'Content-Type: application/json' \\\n  -d '{{\"userName\":\"Jane Doe\",\"origin\":\"sms\"}}'\n"
+        );
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    local_server::serve(Arc::new(state), listener, shutdown).await;
+    Ok(())
+}

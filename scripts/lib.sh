@@ -1,0 +1,59 @@
+# Shared by scripts/run.sh and scripts/test.sh: pinned tools in .local/venv and the emulator.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.local/venv"
+
+# Installs the pinned Python tools once (again only when scripts/requirements.txt changes).
+install_tools() {
+  local stamp="$VENV/.requirements" want
+  want="$(cat "$ROOT/scripts/requirements.txt")"
+  if [[ -x "$VENV/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return
+  fi
+  echo "Installing the local emulator and linters into .local/venv ..."
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
+  printf '%s' "$want" > "$stamp"
+}
+
+# Prints a free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Starts moto server on 127.0.0.1:$1 in the background and waits until it answers.
+start_emulator() {
+  local port="$1"
+  mkdir -p "$ROOT/.local"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" > "$ROOT/.local/moto-$port.log" 2>&1 &
+  EMULATOR_PID=$!
+  for _ in $(seq 1 150); do
+    if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$EMULATOR_PID" 2>/dev/null; then
+      echo "The emulator exited; see .local/moto-$port.log" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "The emulator did not start on port $port; see .local/moto-$port.log" >&2
+  return 1
+}
+
+stop_emulator() {
+  if [[ -n "${EMULATOR_PID:-}" ]]; then
+    kill "$EMULATOR_PID" 2>/dev/null || true
+    wait "$EMULATOR_PID" 2>/dev/null || true
+  fi
+}
+
+# Points the AWS SDK at the emulator with throwaway credentials (never real ones).
+use_emulator() {
+  local port="$1"
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+  export AWS_REGION="${AWS_REGION:-us-east-1}"
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
+  unset AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole suite: its own emulator on a free port, every test of the workspace against it,
+# cfn-lint on template.yaml; stops what it started. `.ci/run` runs exactly this.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+install_tools
+EMULATOR_PORT="$(free_port)"
+trap stop_emulator EXIT
+start_emulator "$EMULATOR_PORT"
+use_emulator "$EMULATOR_PORT"
+
+export TABLE_NAME="training-data-test"
+export BUCKET_NAME="training-exports-test"
+export JWT_SECRET="test-secret-for-the-suite-only-0123456789abcdef"
+unset JWT_PUBLIC_KEY JWT_ALGORITHM JWT_ISSUER JWT_AUDIENCE CURSOR_SECRET
+
+echo "== cfn-lint template.yaml"
+"$VENV/bin/cfn-lint" template.yaml
+
+echo "== cargo test (emulator on $AWS_ENDPOINT_URL)"
+cargo build --quiet -p local-server
+./target/debug/local-server setup
+cargo test --workspace --all-targets "$@"

@@ -1,0 +1,127 @@
+//! Configuration read once per cold start from the environment.
+
+use std::env;
+
+/// A configuration problem found at cold start; the function refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    /// A variable is set but cannot be used.
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// The signing algorithms a deployment may pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256, verified with `JWT_SECRET`.
+    Hs256,
+    /// RSA PKCS#1 v1.5 with SHA-256, verified with the PEM in `JWT_PUBLIC_KEY`.
+    Rs256,
+    /// ECDSA P-256 with SHA-256, verified with the PEM in `JWT_PUBLIC_KEY`.
+    Es256,
+}
+
+/// How bearer tokens are verified.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// The only algorithm accepted; never taken from the token's header.
+    pub algorithm: JwtAlgorithm,
+    /// Shared secret for HS256.
+    pub secret: Option<String>,
+    /// PEM public key for RS256 / ES256.
+    pub public_key_pem: Option<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+}
+
+/// Settings shared by every function.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The single DynamoDB table (`TABLE_NAME`).
+    pub table_name: String,
+    /// The export bucket (`BUCKET_NAME`).
+    pub bucket_name: String,
+    /// Token verification (`JWT_*`).
+    pub jwt: JwtConfig,
+    /// Key that signs pagination cursors (`CURSOR_SECRET`, else `JWT_SECRET`).
+    pub cursor_secret: Vec<u8>,
+    /// Largest request body accepted (`MAX_BODY_BYTES`, default 1 MiB).
+    pub max_body_bytes: usize,
+}
+
+/// Default largest request body: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+fn optional(name: &'static str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    optional(name).ok_or(ConfigError::Missing(name))
+}
+
+fn parsed<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match optional(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: e.to_string() }),
+    }
+}
+
+impl Config {
+    /// Reads every setting from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let secret = optional("JWT_SECRET");
+        let public_key_pem = optional("JWT_PUBLIC_KEY");
+        let algorithm = match optional("JWT_ALGORITHM").as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None if public_key_pem.is_some() && secret.is_none() => {
+                return Err(ConfigError::Missing("JWT_ALGORITHM"));
+            }
+            None | Some("HS256") => JwtAlgorithm::Hs256,
+            Some("RS256") => JwtAlgorithm::Rs256,
+            Some("ES256") => JwtAlgorithm::Es256,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "JWT_ALGORITHM",
+                    reason: format!("{other} is not one of HS256, RS256, ES256"),
+                })
+            }
+        };
+        match algorithm {
+            JwtAlgorithm::Hs256 if secret.is_none() => return Err(ConfigError::Missing("JWT_SECRET")),
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 if public_key_pem.is_none() => {
+                return Err(ConfigError::Missing("JWT_PUBLIC_KEY"))
+            }
+            _ => {}
+        }
+        if let Some(s) = &secret {
+            if algorithm == JwtAlgorithm::Hs256 && s.len() < 32 {
+                return Err(ConfigError::Invalid { name: "JWT_SECRET", reason: "use at least 32 bytes".into() });
+            }
+        }
+        let cursor_secret = optional("CURSOR_SECRET")
+            .or_else(|| secret.clone())
+            .ok_or(ConfigError::Missing("CURSOR_SECRET"))?
+            .into_bytes();
+        Ok(Self {
+            table_name: required("TABLE_NAME")?,
+            bucket_name: required("BUCKET_NAME")?,
+            jwt: JwtConfig {
+                algorithm,
+                secret,
+                public_key_pem: public_key_pem.map(|p| p.replace("\\n", "\n")),
+                issuer: optional("JWT_ISSUER"),
+                audience: optional("JWT_AUDIENCE"),
+            },
+            cursor_secret,
+            max_body_bytes: parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! HTTP handlers of the conversation routes (Convocore envelope).
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+
+use super::model::{Convo, ConvoInput, IngestInput};
+use super::store::ConvoStore;
+use crate::error::Envelope;
+use crate::http::{handle, json_response, limit_param, path_id, query_param, read_json, success};
+use crate::AppState;
+
+/// How a conversation is answered: the stored header plus `ts` (last activity).
+fn view(c: &Convo) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("ts".into(), json!(c.ts()));
+    }
+    v
+}
+
+/// `PUT /agents/{agentId}/convos/{convoId}`: create (201) or update (200) a header.
+pub async fn put_convo(state: &AppState, req: Request) -> Response<Body> {
+    handle(state, req, Envelope::Convocore, |principal, req| async move {
+        let agent = path_id(&req, "agentId")?;
+        let convo = path_id(&req, "convoId")?;
+        let input: ConvoInput = read_json(&req, state.config.max_body_bytes)?;
+        let input = input.validate()?;
+        let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
+        let (saved, created) = store.put_header(&principal.organization_id, &agent, &convo, input).await?;
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        Ok(success(status, "Conversation saved successfully", &view(&saved)))
+    })
+    .await
+}
+
+/// `POST /agents/{agentId}/convos/{convoId}/messages`: append up to 500 messages, idempotently.
+pub async fn ingest_messages(state: &AppState, req: Request) -> Response<Body> {
+    handle(state, req, Envelope::Convocore, |principal, req| async move {
+        let agent = path_id(&req, "agentId")?;
+        let convo = path_id(&req, "convoId")?;
+        let input: IngestInput = read_json(&req, state.config.max_body_bytes)?;
+        let received = input.messages.len();
+        let messages = input.into_messages()?;
+        let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
+        let outcome = store.ingest(&principal.organization_id, &agent, &convo, messages).await?;
+        let status = if outcome.inserted > 0 { StatusCode::CREATED } else { StatusCode::OK };
+        let c = &outcome.convo;
+        Ok(success(
+            status,
+            "Messages ingested successfully",
+            &json!({
+                "received": received,
+                "inserted": outcome.inserted,
+                "duplicates": received - outcome.inserted,
+                "messagesNum": c.messages_num,
+                "firstMessageTS": c.first_message_ts,
+                "lastMessageTS": c.last_message_ts,
+            }),
+        ))
+    })
+    .await
+}
+
+/// Default page size of the conversation list.
+pub const DEFAULT_LIMIT: usize = 20;
+/// Largest page size of the conversation list.
+pub const MAX_LIMIT: usize = 100;
+
+/// `GET /agents/{agentId}/convos?limit=&cursor=`: newest activity first.
+pub async fn list_convos(state: &AppState, req: Request) -> Response<Body> {
+    handle(state, req, Envelope::Convocore, |principal, req| async move {
+        let org = &principal.organization_id;
+        let agent = path_id(&req, "agentId")?;
+        let limit = limit_param(&req, DEFAULT_LIMIT, MAX_LIMIT)?;
+        let scope = format!("convos:{agent}");
+        let start = query_param(&req, "cursor").map(|c| state.cursors.decode(org, &scope, c)).transpose()?;
+        let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
+        let (convos, last) = store.list(org, &agent, limit, start).await?;
+        let next = state.cursors.encode(org, &scope, last.as_ref())?;
+        let data: Vec<_> = convos.iter().map(view).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "success": true,
+                "message": "Conversations retrieved successfully",
+                "data": data,
+                "nextCursor": next,
+            }),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,328 @@
+//! DynamoDB access for conversations and messages. Every key starts with the organization.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::{
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{AttributeValue, Put, TransactWriteItem, Update},
+    Client,
+};
+
+use super::model::{Convo, ConvoInput, Message};
+use crate::error::{ApiError, SdkResultExt};
+use crate::table::{GSI1, LSI1, PK, SK};
+
+/// Partition key of an agent's conversation headers.
+pub fn agent_pk(org: &str, agent: &str) -> String {
+    format!("ORG#{org}#AGENT#{agent}")
+}
+/// Sort key of a conversation header.
+pub fn convo_sk(convo: &str) -> String {
+    format!("CONVO#{convo}")
+}
+/// Partition key of a conversation's messages.
+pub fn messages_pk(org: &str, agent: &str, convo: &str) -> String {
+    format!("ORG#{org}#CONVO#{agent}#{convo}")
+}
+/// GSI2 partition key: a contact's conversations.
+pub fn contact_pk(org: &str, contact: &str) -> String {
+    format!("ORG#{org}#CONTACT#{contact}")
+}
+fn activity_sk(ts: &str, convo: &str) -> String {
+    format!("{ts}#{convo}")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Messages per transaction: DynamoDB allows 100 actions, one is the header update.
+const TX_MESSAGES: usize = 99;
+/// Attempts when concurrent ingests race on the header's version.
+const MAX_VERSION_RETRIES: usize = 8;
+
+/// What an ingest did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestOutcome {
+    /// Messages stored by this request.
+    pub inserted: usize,
+    /// Messages already stored (same id) and left unchanged.
+    pub duplicates: usize,
+    /// The header after the ingest.
+    pub convo: Convo,
+}
+
+/// Conversation storage over one table.
+pub struct ConvoStore<'a> {
+    client: &'a Client,
+    table: &'a str,
+}
+
+impl<'a> ConvoStore<'a> {
+    /// A store over `table`.
+    pub fn new(client: &'a Client, table: &'a str) -> Self {
+        Self { client, table }
+    }
+
+    /// Creates or updates a header; fields absent from `input` keep their value.
+    /// Returns the header and whether it was created.
+    pub async fn put_header(&self, org: &str, agent: &str, convo: &str, input: ConvoInput) -> Result<(Convo, bool), ApiError> {
+        let now = crate::time::now_rfc3339();
+        let mut sets = vec![
+            "agentId = :agent".to_string(),
+            "id = :convo".to_string(),
+            "organizationId = :org".to_string(),
+            "createdAt = if_not_exists(createdAt, :now)".to_string(),
+            "updatedAt = :now".to_string(),
+            "messagesNum = if_not_exists(messagesNum, :zero)".to_string(),
+            "version = if_not_exists(version, :zero) + :one".to_string(),
+            "GSI1PK = :agentKey".to_string(),
+            "GSI1SK = if_not_exists(GSI1SK, :activity)".to_string(),
+            "GSI2SK = :contactSort".to_string(),
+        ];
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([
+            (":agent".into(), s(agent)),
+            (":convo".into(), s(convo)),
+            (":org".into(), s(org)),
+            (":now".into(), s(&now)),
+            (":zero".into(), n(0)),
+            (":one".into(), n(1)),
+            (":agentKey".into(), s(agent_pk(org, agent))),
+            (":activity".into(), s(activity_sk(&now, convo))),
+            (":contactSort".into(), s(format!("CONVO#{agent}#{convo}"))),
+        ]);
+        match &input.contact_id {
+            Some(contact) => {
+                sets.push("contactId = :contact".into());
+                sets.push("GSI2PK = :contactKey".into());
+                values.insert(":contact".into(), s(contact));
+                values.insert(":contactKey".into(), s(contact_pk(org, contact)));
+            }
+            None => {
+                sets.push("contactId = if_not_exists(contactId, :convo)".into());
+                sets.push("GSI2PK = if_not_exists(GSI2PK, :contactKey)".into());
+                values.insert(":contactKey".into(), s(contact_pk(org, convo)));
+            }
+        }
+        let feedback = input.feedback.map(|f| format!("{f:?}"));
+        let texts = [
+            ("userName", input.user_name),
+            ("userEmail", input.user_email),
+            ("userPhone", input.user_phone),
+            ("userCompany", input.user_company),
+            ("userAddress", input.user_address),
+            ("userWebsite", input.user_website),
+            ("notes", input.notes),
+            ("origin", input.origin),
+        ];
+        for (i, (name, value)) in texts.into_iter().enumerate() {
+            if let Some(v) = value {
+                sets.push(format!("{name} = :t{i}"));
+                values.insert(format!(":t{i}"), s(v));
+            }
+        }
+        match feedback {
+            Some(f) => {
+                sets.push("feedback = :feedback".into());
+                values.insert(":feedback".into(), s(f));
+            }
+            None => {
+                sets.push("feedback = if_not_exists(feedback, :feedback)".into());
+                values.insert(":feedback".into(), s("Unset"));
+            }
+        }
+        let tags = input.tags.map(|t| AttributeValue::L(t.into_iter().map(s).collect()));
+        match tags {
+            Some(t) => {
+                sets.push("tags = :tags".into());
+                values.insert(":tags".into(), t);
+            }
+            None => {
+                sets.push("tags = if_not_exists(tags, :tags)".into());
+                values.insert(":tags".into(), AttributeValue::L(vec![]));
+            }
+        }
+        let out = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key(PK, s(agent_pk(org, agent)))
+            .key(SK, s(convo_sk(convo)))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .set_expression_attribute_values(Some(values))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .ctx("put conversation header")?;
+        let item = out.attributes.unwrap_or_default();
+        let convo: Convo = serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode conversation", e))?;
+        let created = convo.version == 1;
+        Ok((convo, created))
+    }
+
+    /// Reads a header (strongly consistent).
+    pub async fn get_header(&self, org: &str, agent: &str, convo: &str) -> Result<Option<Convo>, ApiError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table)
+            .key(PK, s(agent_pk(org, agent)))
+            .key(SK, s(convo_sk(convo)))
+            .consistent_read(true)
+            .send()
+            .await
+            .ctx("get conversation header")?;
+        out.item
+            .map(serde_dynamo::from_item)
+            .transpose()
+            .map_err(|e| ApiError::internal("decode conversation", e))
+    }
+
+    /// Appends messages. Each chunk of up to 99 messages is written in one transaction
+    /// together with the header's counters, so counts never drift from the stored messages;
+    /// a message whose id is already stored is left unchanged and counted as a duplicate.
+    /// Answers 404 when the conversation has no header.
+    pub async fn ingest(&self, org: &str, agent: &str, convo: &str, messages: Vec<Message>) -> Result<IngestOutcome, ApiError> {
+        let not_found = || ApiError::not_found("Conversation not found");
+        let mut header = self.get_header(org, agent, convo).await?.ok_or_else(not_found)?;
+        let (mut inserted, mut duplicates) = (0, 0);
+        let pk = messages_pk(org, agent, convo);
+        for chunk in messages.chunks(TX_MESSAGES) {
+            let mut pending: Vec<&Message> = chunk.iter().collect();
+            let mut attempts = 0;
+            while !pending.is_empty() {
+                attempts += 1;
+                if attempts > MAX_VERSION_RETRIES + chunk.len() {
+                    return Err(ApiError::new(
+                        crate::error::ErrorKind::Unavailable,
+                        "The conversation is being written concurrently; retry shortly",
+                    ));
+                }
+                let first = pending.iter().map(|m| m.ts.as_str()).chain(header.first_message_ts.as_deref()).min();
+                let last = pending.iter().map(|m| m.ts.as_str()).chain(header.last_message_ts.as_deref()).max();
+                let (Some(first), Some(last)) = (first.map(str::to_owned), last.map(str::to_owned)) else {
+                    break;
+                };
+                let mut items = Vec::with_capacity(pending.len() + 1);
+                for m in &pending {
+                    let mut item: HashMap<String, AttributeValue> =
+                        serde_dynamo::to_item(m).map_err(|e| ApiError::internal("encode message", e))?;
+                    item.insert(PK.into(), s(&pk));
+                    item.insert(SK.into(), s(format!("MSG#{}", m.id)));
+                    item.insert(LSI1.sk.into(), s(format!("{}#{}", m.ts, m.id)));
+                    item.insert("type".into(), s("text"));
+                    let put = Put::builder()
+                        .table_name(self.table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(PK)")
+                        .build()
+                        .map_err(|e| ApiError::internal("build message put", e))?;
+                    items.push(TransactWriteItem::builder().put(put).build());
+                }
+                let now = crate::time::now_rfc3339();
+                let update = Update::builder()
+                    .table_name(self.table)
+                    .key(PK, s(agent_pk(org, agent)))
+                    .key(SK, s(convo_sk(convo)))
+                    .update_expression(
+                        "SET messagesNum = messagesNum + :n, firstMessageTS = :first, lastMessageTS = :last, \
+                         GSI1SK = :activity, updatedAt = :now, version = version + :one",
+                    )
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":n", n(pending.len() as u64))
+                    .expression_attribute_values(":first", s(&first))
+                    .expression_attribute_values(":last", s(&last))
+                    .expression_attribute_values(":activity", s(activity_sk(&last, convo)))
+                    .expression_attribute_values(":now", s(&now))
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":v", n(header.version))
+                    .build()
+                    .map_err(|e| ApiError::internal("build header update", e))?;
+                items.push(TransactWriteItem::builder().update(update).build());
+                match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+                    Ok(_) => {
+                        inserted += pending.len();
+                        header.messages_num += pending.len() as u64;
+                        header.first_message_ts = Some(first);
+                        header.last_message_ts = Some(last);
+                        header.updated_at = now;
+                        header.version += 1;
+                        pending.clear();
+                    }
+                    Err(err) => {
+                        let reasons = match err.as_service_error() {
+                            Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+                                e.cancellation_reasons().to_vec()
+                            }
+                            _ => return Err(crate::error::from_sdk("ingest messages", err)),
+                        };
+                        let failed = |i: usize| {
+                            reasons.get(i).and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed")
+                        };
+                        let before = pending.len();
+                        let kept: Vec<&Message> =
+                            pending.iter().enumerate().filter(|(i, _)| !failed(*i)).map(|(_, m)| *m).collect();
+                        duplicates += before - kept.len();
+                        pending = kept;
+                        if failed(before) || reasons.is_empty() {
+                            // Another writer moved the header on (or it vanished): read it again.
+                            header = self.get_header(org, agent, convo).await?.ok_or_else(not_found)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(IngestOutcome { inserted, duplicates, convo: header })
+    }
+
+    /// One page of an agent's conversations, newest activity first.
+    pub async fn list(
+        &self,
+        org: &str,
+        agent: &str,
+        limit: usize,
+        start: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<(Vec<Convo>, Option<HashMap<String, AttributeValue>>), ApiError> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.table)
+            .index_name(GSI1.name)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", GSI1.pk)
+            .expression_attribute_values(":pk", s(agent_pk(org, agent)))
+            .scan_index_forward(false)
+            .limit(limit as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .ctx("list conversations")?;
+        let convos = serde_dynamo::from_items(out.items.unwrap_or_default())
+            .map_err(|e| ApiError::internal("decode conversations", e))?;
+        Ok((convos, out.last_evaluated_key))
+    }
+
+    /// Every message of a conversation in time order (paged Query on LSI1).
+    pub async fn messages(&self, org: &str, agent: &str, convo: &str) -> Result<Vec<Message>, ApiError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(self.table)
+            .index_name(LSI1.name)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":pk", s(messages_pk(org, agent, convo)))
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.ctx("read messages")?;
+            out.push(serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode message", e))?);
+        }
+        Ok(out)
+    }
+}

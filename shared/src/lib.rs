@@ -1,0 +1,54 @@
+//! The common crate of every Lambda function in this workspace.
+//!
+//! Configuration, AWS clients, authentication, the error type and response envelopes live
+//! here, next to the domain code (grouped by domain). Each function's `main.rs` only builds
+//! an [`AppState`] once per cold start and hands requests to one handler of [`routes`].
+
+pub mod auth;
+pub mod aws;
+pub mod config;
+pub mod convos;
+pub mod cursor;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod routes;
+pub mod table;
+pub mod time;
+pub mod validate;
+
+pub use config::Config;
+pub use error::{ApiError, Envelope};
+
+use auth::Authenticator;
+
+/// Everything a handler needs, built once per cold start and shared by every invocation.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings read from the environment.
+    pub config: Config,
+    /// DynamoDB client (honours `AWS_ENDPOINT_URL`).
+    pub dynamo: aws_sdk_dynamodb::Client,
+    /// S3 client (path-style addressing when an endpoint override is set).
+    pub s3: aws_sdk_s3::Client,
+    /// Verifies bearer tokens with the algorithm pinned by configuration.
+    pub auth: Authenticator,
+    /// Signs and checks pagination cursors.
+    pub cursors: cursor::CursorCodec,
+}
+
+impl AppState {
+    /// Reads the configuration from the environment and builds the AWS clients.
+    pub async fn from_env() -> Result<Self, config::ConfigError> {
+        let config = Config::from_env()?;
+        Self::new(config).await
+    }
+
+    /// Builds the clients for an explicit configuration (the local server and tests use this).
+    pub async fn new(config: Config) -> Result<Self, config::ConfigError> {
+        let auth = Authenticator::new(&config.jwt)?;
+        let cursors = cursor::CursorCodec::new(&config.cursor_secret)?;
+        let (dynamo, s3) = aws::clients().await;
+        Ok(Self { config, dynamo, s3, auth, cursors })
+    }
+}

@@ -1,0 +1,112 @@
+//! Every route of `template.yaml`: the function that serves it, its method and path, and its
+//! handler. The local server dispatches through this table, each Lambda binary calls its
+//! handler directly, and a test checks both against the template, `functions/` and `events/`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use lambda_http::{Body, Request, Response};
+
+use crate::error::Envelope;
+use crate::AppState;
+
+/// A handler future, borrowed from the state for the request's lifetime.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
+/// A route handler as a plain function pointer.
+pub type Handler = for<'a> fn(&'a AppState, Request) -> HandlerFuture<'a>;
+
+/// One HTTP route.
+#[derive(Clone, Copy)]
+pub struct Route {
+    /// The kebab-case function name: folder, crate, binary and `events/<name>.json`.
+    pub function: &'static str,
+    /// HTTP method as API Gateway's route key spells it.
+    pub method: &'static str,
+    /// Path template with `{param}` segments, as in `template.yaml`.
+    pub path: &'static str,
+    /// Which error envelope the route answers with.
+    pub envelope: Envelope,
+    /// The handler the function's `main.rs` calls.
+    pub handler: Handler,
+}
+
+macro_rules! route {
+    ($function:literal, $method:literal, $path:literal, $envelope:expr, $handler:path) => {
+        Route {
+            function: $function,
+            method: $method,
+            path: $path,
+            envelope: $envelope,
+            handler: |state, req| Box::pin($handler(state, req)),
+        }
+    };
+}
+
+/// The route table.
+pub const ROUTES: &[Route] = &[
+    route!("put-convo", "PUT", "/agents/{agentId}/convos/{convoId}", Envelope::Convocore, crate::convos::handlers::put_convo),
+    route!(
+        "ingest-messages",
+        "POST",
+        "/agents/{agentId}/convos/{convoId}/messages",
+        Envelope::Convocore,
+        crate::convos::handlers::ingest_messages
+    ),
+    route!("list-convos", "GET", "/agents/{agentId}/convos", Envelope::Convocore, crate::convos::handlers::list_convos),
+];
+
+/// Matches `path` against a route template, returning the path parameters.
+pub fn match_path(template: &str, path: &str) -> Option<Vec<(String, String)>> {
+    let t: Vec<&str> = template.trim_matches('/').split('/').collect();
+    let p: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if t.len() != p.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    for (t, p) in t.iter().zip(&p) {
+        if let Some(name) = t.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
+            if p.is_empty() {
+                return None;
+            }
+            params.push((name.to_string(), (*p).to_string()));
+        } else if t != p {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+/// The route for `method` and `path`: `Ok` with its parameters, `Err(true)` when the path
+/// exists under another method (405), `Err(false)` when nothing matches (404).
+pub fn find(method: &str, path: &str) -> Result<(&'static Route, Vec<(String, String)>), bool> {
+    let mut path_known = false;
+    // Literal segments win over parameters (`/convos/export` before `/convos/{convoId}`).
+    let mut candidates: Vec<(&'static Route, Vec<(String, String)>)> =
+        ROUTES.iter().filter_map(|r| match_path(r.path, path).map(|p| (r, p))).collect();
+    candidates.sort_by_key(|(_, params)| params.len());
+    for (route, params) in candidates {
+        path_known = true;
+        if route.method == method {
+            return Ok((route, params));
+        }
+    }
+    Err(path_known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_templates_and_reports_405_vs_404() {
+        assert_eq!(
+            match_path("/agents/{agentId}/convos", "/agents/a1/convos"),
+            Some(vec![("agentId".to_string(), "a1".to_string())])
+        );
+        assert_eq!(match_path("/agents/{agentId}/convos", "/agents//convos"), None);
+        assert_eq!(match_path("/agents/{agentId}/convos", "/agents/a/convos/x"), None);
+        assert_eq!(find("GET", "/agents/a/convos").map(|(r, _)| r.function).ok(), Some("list-convos"));
+        assert!(matches!(find("DELETE", "/agents/a/convos"), Err(true)));
+        assert!(matches!(find("GET", "/nope"), Err(false)));
+    }
+}

@@ -1,0 +1,55 @@
+//! Timestamps: RFC 3339 with milliseconds in UTC for storage and Tether, and Convocore's
+//! human-readable form (`December 1st 2024, 10:30:00 am`).
+
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+
+/// Now, as stored: `2026-05-18T14:30:00.000Z`.
+pub fn now_rfc3339() -> String {
+    to_rfc3339(Utc::now())
+}
+
+/// Formats a UTC instant as stored.
+pub fn to_rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses any RFC 3339 timestamp and normalises it to UTC.
+pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Convocore's export format, always UTC: `December 1st 2024, 10:30:00 am`.
+pub fn human(t: DateTime<Utc>) -> String {
+    let day = t.day();
+    let suffix = match (day % 10, day % 100) {
+        (1, n) if n != 11 => "st",
+        (2, n) if n != 12 => "nd",
+        (3, n) if n != 13 => "rd",
+        _ => "th",
+    };
+    let (pm, hour) = t.hour12();
+    format!(
+        "{} {day}{suffix} {}, {hour}:{:02}:{:02} {}",
+        t.format("%B"),
+        t.year(),
+        t.minute(),
+        t.second(),
+        if pm { "pm" } else { "am" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_matches_convocore_examples() {
+        let t = parse_rfc3339("2024-12-01T10:30:00Z").unwrap();
+        assert_eq!(human(t), "December 1st 2024, 10:30:00 am");
+        let t = parse_rfc3339("2024-03-22T23:05:09+01:00").unwrap();
+        assert_eq!(human(t), "March 22nd 2024, 10:05:09 pm");
+        let t = parse_rfc3339("2024-01-11T00:00:00Z").unwrap();
+        assert_eq!(human(t), "January 11th 2024, 12:00:00 am");
+        assert_eq!(to_rfc3339(parse_rfc3339("2026-05-18T16:30:00+02:00").unwrap()), "2026-05-18T14:30:00.000Z");
+    }
+}
