@@ -6,7 +6,6 @@
 
 use std::convert::Infallible;
 
-use base64::Engine;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -14,7 +13,6 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use lambda_http::Body;
-use serde_json::{json, Map, Value};
 use shared::error::{ApiError, Envelope, ErrorKind};
 use shared::{routes, AppState};
 use tokio::net::TcpListener;
@@ -32,101 +30,6 @@ fn envelope_for(path: &str) -> Envelope {
     } else {
         Envelope::Convocore
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Builds the payload 2.0 event API Gateway would send for this request.
-pub fn gateway_event(
-    method: &str,
-    route_key: &str,
-    raw_path: &str,
-    raw_query: &str,
-    headers: &http::HeaderMap,
-    path_params: &[(String, String)],
-    body: &[u8],
-) -> Value {
-    let mut hdrs = Map::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match hdrs.get_mut(name.as_str()) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&value);
-            }
-            _ => {
-                hdrs.insert(name.as_str().to_string(), Value::String(value));
-            }
-        }
-    }
-    let mut query = Map::new();
-    for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")));
-        match query.get_mut(&k) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&v);
-            }
-            _ => {
-                query.insert(k, Value::String(v));
-            }
-        }
-    }
-    let params: Map<String, Value> =
-        path_params.iter().map(|(k, v)| (k.clone(), Value::String(percent_decode(v)))).collect();
-    let (body, base64) = match std::str::from_utf8(body) {
-        _ if body.is_empty() => (Value::Null, false),
-        Ok(text) => (Value::String(text.to_string()), false),
-        Err(_) => (Value::String(base64::engine::general_purpose::STANDARD.encode(body)), true),
-    };
-    let now = chrono::Utc::now();
-    let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    json!({
-        "version": "2.0",
-        "routeKey": route_key,
-        "rawPath": raw_path,
-        "rawQueryString": raw_query,
-        "headers": hdrs,
-        "queryStringParameters": if query.is_empty() { Value::Null } else { Value::Object(query) },
-        "pathParameters": if params.is_empty() { Value::Null } else { Value::Object(params) },
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "local",
-            "domainName": host,
-            "domainPrefix": "local",
-            "http": {
-                "method": method,
-                "path": raw_path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": headers.get(http::header::USER_AGENT).and_then(|h| h.to_str().ok()).unwrap_or(""),
-            },
-            "requestId": format!("local-{}", now.timestamp_nanos_opt().unwrap_or_default()),
-            "routeKey": route_key,
-            "stage": "$default",
-            "time": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
-            "timeEpoch": now.timestamp_millis(),
-        },
-        "body": body,
-        "isBase64Encoded": base64,
-    })
 }
 
 fn to_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes>> {
@@ -162,8 +65,8 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
         Err(false) => return to_hyper(ApiError::not_found(format!("No route for {method} {path}")).into_response(envelope)),
     };
     let route_key = format!("{} {}", route.method, route.path);
-    let event = gateway_event(method, &route_key, &path, parts.uri.query().unwrap_or(""), &parts.headers, &params, &body);
-    let request = match lambda_http::request::from_str(&event.to_string()) {
+    let query = parts.uri.query().unwrap_or("");
+    let request = match shared::gateway::request(method, &route_key, &path, query, &parts.headers, &params, &body) {
         Ok(r) => r,
         Err(e) => return to_hyper(ApiError::internal("local gateway event", e).into_response(route.envelope)),
     };

@@ -54,6 +54,10 @@ pub struct Config {
     pub max_body_bytes: usize,
 }
 
+/// The development secret of the README, `scripts/run.sh` and the tokens in `events/`.
+/// A deployed function refuses to start with it (`sam local` is allowed).
+pub const DEV_JWT_SECRET: &str = "local-development-secret-change-me-0123456789";
+
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -105,6 +109,10 @@ impl Config {
             if algorithm == JwtAlgorithm::Hs256 && s.len() < 32 {
                 return Err(ConfigError::Invalid { name: "JWT_SECRET", reason: "use at least 32 bytes".into() });
             }
+        }
+        let deployed = optional("AWS_LAMBDA_FUNCTION_NAME").is_some() && optional("AWS_SAM_LOCAL").is_none();
+        if deployed && secret.as_deref() == Some(DEV_JWT_SECRET) {
+            return Err(ConfigError::Invalid { name: "JWT_SECRET", reason: "the public development secret cannot be deployed".into() });
         }
         let cursor_secret = optional("CURSOR_SECRET")
             .or_else(|| secret.clone())

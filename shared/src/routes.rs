@@ -8,7 +8,7 @@ use std::pin::Pin;
 use lambda_http::{Body, Request, Response};
 
 use crate::error::Envelope;
-use crate::AppState;
+use crate::{convos, AppState};
 
 /// A handler future, borrowed from the state for the request's lifetime.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
@@ -28,6 +28,8 @@ pub struct Route {
     pub envelope: Envelope,
     /// The handler the function's `main.rs` calls.
     pub handler: Handler,
+    /// The handler's path as written in `main.rs` (checked by a test).
+    pub handler_path: &'static str,
 }
 
 macro_rules! route {
@@ -38,21 +40,22 @@ macro_rules! route {
             path: $path,
             envelope: $envelope,
             handler: |state, req| Box::pin($handler(state, req)),
+            handler_path: concat!("shared::", stringify!($handler)),
         }
     };
 }
 
 /// The route table.
 pub const ROUTES: &[Route] = &[
-    route!("put-convo", "PUT", "/agents/{agentId}/convos/{convoId}", Envelope::Convocore, crate::convos::handlers::put_convo),
+    route!("put-convo", "PUT", "/agents/{agentId}/convos/{convoId}", Envelope::Convocore, convos::handlers::put_convo),
     route!(
         "ingest-messages",
         "POST",
         "/agents/{agentId}/convos/{convoId}/messages",
         Envelope::Convocore,
-        crate::convos::handlers::ingest_messages
+        convos::handlers::ingest_messages
     ),
-    route!("list-convos", "GET", "/agents/{agentId}/convos", Envelope::Convocore, crate::convos::handlers::list_convos),
+    route!("list-convos", "GET", "/agents/{agentId}/convos", Envelope::Convocore, convos::handlers::list_convos),
 ];
 
 /// Matches `path` against a route template, returning the path parameters.

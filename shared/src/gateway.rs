@@ -1,0 +1,131 @@
+//! API Gateway HTTP API (payload 2.0) events, as the gateway would send them.
+//!
+//! The local server and the tests build requests here and convert them with `lambda_http`'s
+//! own conversion, so handlers see exactly what they see in Lambda.
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+/// Decodes `%XX` escapes (invalid escapes are kept as they are).
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Builds the payload 2.0 event API Gateway would send for this request.
+pub fn event(
+    method: &str,
+    route_key: &str,
+    raw_path: &str,
+    raw_query: &str,
+    headers: &http::HeaderMap,
+    path_params: &[(String, String)],
+    body: &[u8],
+) -> Value {
+    let mut hdrs = Map::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match hdrs.get_mut(name.as_str()) {
+            Some(Value::String(existing)) => {
+                existing.push(',');
+                existing.push_str(&value);
+            }
+            _ => {
+                hdrs.insert(name.as_str().to_string(), Value::String(value));
+            }
+        }
+    }
+    let mut query = Map::new();
+    for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")));
+        match query.get_mut(&k) {
+            Some(Value::String(existing)) => {
+                existing.push(',');
+                existing.push_str(&v);
+            }
+            _ => {
+                query.insert(k, Value::String(v));
+            }
+        }
+    }
+    let params: Map<String, Value> =
+        path_params.iter().map(|(k, v)| (k.clone(), Value::String(percent_decode(v)))).collect();
+    let (body, base64) = match std::str::from_utf8(body) {
+        _ if body.is_empty() => (Value::Null, false),
+        Ok(text) => (Value::String(text.to_string()), false),
+        Err(_) => (Value::String(base64::engine::general_purpose::STANDARD.encode(body)), true),
+    };
+    let now = chrono::Utc::now();
+    let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    json!({
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": raw_path,
+        "rawQueryString": raw_query,
+        "headers": hdrs,
+        "queryStringParameters": if query.is_empty() { Value::Null } else { Value::Object(query) },
+        "pathParameters": if params.is_empty() { Value::Null } else { Value::Object(params) },
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "domainName": host,
+            "domainPrefix": "local",
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get(http::header::USER_AGENT).and_then(|h| h.to_str().ok()).unwrap_or(""),
+            },
+            "requestId": format!("local-{}", now.timestamp_nanos_opt().unwrap_or_default()),
+            "routeKey": route_key,
+            "stage": "$default",
+            "time": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
+            "timeEpoch": now.timestamp_millis(),
+        },
+        "body": body,
+        "isBase64Encoded": base64,
+    })
+}
+
+/// Builds the event and converts it into the `Request` a handler receives in Lambda.
+pub fn request(
+    method: &str,
+    route_key: &str,
+    raw_path: &str,
+    raw_query: &str,
+    headers: &http::HeaderMap,
+    path_params: &[(String, String)],
+    body: &[u8],
+) -> Result<lambda_http::Request, serde_json::Error> {
+    let event = event(method, route_key, raw_path, raw_query, headers, path_params, body);
+    lambda_http::request::from_str(&event.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_never_panics_on_odd_input() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%é%zz%4"), "%é%zz%4");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+}

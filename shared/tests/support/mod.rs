@@ -1,0 +1,104 @@
+//! Test support: real clients against the emulator started by `scripts/test.sh`, tokens, and
+//! requests shaped exactly as API Gateway shapes them.
+#![allow(dead_code)]
+
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use shared::auth::{mint_hs256, now_epoch, Claims};
+use shared::{gateway, routes, table, AppState, Config};
+
+/// A fresh state per test (each test has its own runtime, and so its own connections).
+pub async fn state() -> AppState {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok_and(|v| v.starts_with("http://127.0.0.1")),
+        "tests run against the local emulator: use ./scripts/test.sh"
+    );
+    let state = AppState::from_env().await.expect("configuration from scripts/test.sh");
+    table::ensure_table(&state.dynamo, &state.config.table_name).await.expect("table");
+    table::ensure_bucket(&state.s3, &state.config.bucket_name).await.expect("bucket");
+    state
+}
+
+/// A state whose configuration is changed by `f` (other JWT settings, limits).
+pub async fn state_with(f: impl FnOnce(&mut Config)) -> AppState {
+    let mut config = state().await.config;
+    f(&mut config);
+    AppState::new(config).await.expect("state")
+}
+
+/// A new organization id, so tests never see each other's data.
+pub fn new_org() -> String {
+    shared::ids::object_id()
+}
+
+/// A valid token for `org`.
+pub fn token(org: &str) -> String {
+    token_claims(Claims {
+        sub: "user-1".into(),
+        organization_id: org.into(),
+        exp: now_epoch() + 3600,
+        nbf: None,
+        iss: None,
+        aud: None,
+        email: Some("alice@example.com".into()),
+        given_name: Some("Alice".into()),
+        family_name: Some("Rivera".into()),
+    })
+}
+
+/// A token with these claims, signed with the suite's secret.
+pub fn token_claims(claims: Claims) -> String {
+    mint_hs256(&std::env::var("JWT_SECRET").expect("JWT_SECRET"), &claims).expect("sign")
+}
+
+/// An answer: status, headers and the body parsed as JSON (`Value::Null` when not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub bytes: Vec<u8>,
+}
+
+/// Sends a request through the route table, as the local server and API Gateway would.
+pub async fn send(state: &AppState, method: &str, uri: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let (route, params) = match routes::find(method, path) {
+        Ok(found) => found,
+        Err(_) => panic!("no route for {method} {path}"),
+    };
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+    }
+    let route_key = format!("{} {}", route.method, route.path);
+    let req = gateway::request(method, &route_key, path, query, &map, &params, body).expect("event");
+    let response = (route.handler)(state, req).await;
+    let (parts, body) = response.into_parts();
+    let bytes = body.to_vec();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        bytes,
+    }
+}
+
+/// A JSON request with a bearer token.
+pub async fn call(state: &AppState, method: &str, uri: &str, token: &str, body: Option<Value>) -> Answer {
+    let auth = format!("Bearer {token}");
+    let bytes = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
+    let mut headers = vec![("authorization", auth.as_str())];
+    if !bytes.is_empty() {
+        headers.push(("content-type", "application/json"));
+    }
+    send(state, method, uri, &headers, &bytes).await
+}
+
+/// Asserts the Convocore error envelope with `code`.
+pub fn assert_convocore_error(a: &Answer, status: u16, code: &str) {
+    assert_eq!(a.status.as_u16(), status, "body: {}", a.body);
+    assert_eq!(a.body["code"], code, "body: {}", a.body);
+    assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", a.body);
+    assert!(a.body["issues"].is_array(), "body: {}", a.body);
+}
