@@ -26,19 +26,19 @@ free_port() {
 start_emulator() {
   local port="$1"
   mkdir -p "$ROOT/.local"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" > "$ROOT/.local/moto-$port.log" 2>&1 &
+  "$VENV/bin/python" "$ROOT/scripts/emulator.py" "$port" > "$ROOT/.local/emulator.log" 2>&1 &
   EMULATOR_PID=$!
   for _ in $(seq 1 150); do
     if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" 2>/dev/null; then
       return 0
     fi
     if ! kill -0 "$EMULATOR_PID" 2>/dev/null; then
-      echo "The emulator exited; see .local/moto-$port.log" >&2
+      echo "The emulator exited; see .local/emulator.log" >&2
       return 1
     fi
     sleep 0.2
   done
-  echo "The emulator did not start on port $port; see .local/moto-$port.log" >&2
+  echo "The emulator did not start on port $port; see .local/emulator.log" >&2
   return 1
 }
 

@@ -92,7 +92,11 @@ impl Authenticator {
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must also be present, not merely not contradicted.
+        let mut required = vec!["exp", "sub"];
+        required.extend(config.issuer.as_ref().map(|_| "iss"));
+        required.extend(config.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         match &config.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,

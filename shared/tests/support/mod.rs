@@ -9,11 +9,24 @@ use shared::{gateway, routes, table, AppState, Config};
 
 /// A fresh state per test (each test has its own runtime, and so its own connections).
 pub async fn state() -> AppState {
+    static LOGS: std::sync::Once = std::sync::Once::new();
+    // Handlers log infrastructure faults; show them with a failing test's output.
+    LOGS.call_once(|| {
+        if std::env::var("RUST_LOG").is_err() {
+            // SAFETY: runs once, before any test reads the environment concurrently with it.
+            unsafe { std::env::set_var("RUST_LOG", "warn") };
+        }
+        lambda_http::tracing::init_default_subscriber();
+    });
     assert!(
         std::env::var("AWS_ENDPOINT_URL").is_ok_and(|v| v.starts_with("http://127.0.0.1")),
         "tests run against the local emulator: use ./scripts/test.sh"
     );
-    let state = AppState::from_env().await.expect("configuration from scripts/test.sh");
+    let mut config = Config::from_env().expect("configuration from scripts/test.sh");
+    // One table per test binary: the emulator copies a whole table on every transactional
+    // write, so small tables keep the suite fast (real DynamoDB has no such cost).
+    config.table_name = format!("{}-{}", config.table_name, env!("CARGO_CRATE_NAME"));
+    let state = AppState::new(config).await.expect("state");
     table::ensure_table(&state.dynamo, &state.config.table_name).await.expect("table");
     table::ensure_bucket(&state.s3, &state.config.bucket_name).await.expect("bucket");
     state
