@@ -7,6 +7,9 @@
 //! |---------------------|----------------------------------|-----------------|-------------------------------------------|
 //! | conversation header | `ORG#<org>#AGENT#<agent>`        | `CONVO#<convo>` | GSI1: agent's convos by last activity; GSI2: contact's convos |
 //! | message             | `ORG#<org>#CONVO#<agent>#<convo>`| `MSG#<msgId>`   | LSI1: time order (`<ts>#<msgId>`)          |
+//! | snapshot header     | `ORG#<org>#SNAP#<id>`            | `META`          | GSI1 all, GSI2 quality, GSI3 category, GSI4 contact; each partition per archive state, sorted by id (= time) |
+//! | snapshot messages   | `ORG#<org>#SNAP#<id>`            | `MSGS#<n>`      | none: chunks of at most ~300 KB            |
+//! | idempotency record  | `ORG#<org>#IDEM#<key>`           | `IDEM`          | none; expires by TTL (`expiresAt`)          |
 
 use std::time::Duration;
 
@@ -33,15 +36,19 @@ pub struct IndexDef {
 
 /// LSI1: messages of a conversation in time order.
 pub const LSI1: IndexDef = IndexDef { name: "LSI1", pk: PK, sk: "LSI1SK" };
-/// GSI1: an agent's conversations by last activity.
+/// GSI1: an agent's conversations by last activity; an organization's snapshots.
 pub const GSI1: IndexDef = IndexDef { name: "GSI1", pk: "GSI1PK", sk: "GSI1SK" };
-/// GSI2: a contact's conversations.
+/// GSI2: a contact's conversations; snapshots by quality.
 pub const GSI2: IndexDef = IndexDef { name: "GSI2", pk: "GSI2PK", sk: "GSI2SK" };
+/// GSI3: snapshots by category.
+pub const GSI3: IndexDef = IndexDef { name: "GSI3", pk: "GSI3PK", sk: "GSI3SK" };
+/// GSI4: snapshots by contact.
+pub const GSI4: IndexDef = IndexDef { name: "GSI4", pk: "GSI4PK", sk: "GSI4SK" };
 
 /// Local secondary indexes (all projections are ALL).
 pub const LOCAL_INDEXES: &[IndexDef] = &[LSI1];
 /// Global secondary indexes (all projections are ALL).
-pub const GLOBAL_INDEXES: &[IndexDef] = &[GSI1, GSI2];
+pub const GLOBAL_INDEXES: &[IndexDef] = &[GSI1, GSI2, GSI3, GSI4];
 
 /// Every key attribute, sorted, as `AttributeDefinitions` lists them (all strings).
 pub fn key_attributes() -> Vec<&'static str> {

@@ -132,7 +132,8 @@ fn template_table_matches_the_table_definition() {
 }
 
 /// Every `events/` file goes through its handler and succeeds, in the order a user would
-/// invoke them (create the conversation, ingest, list).
+/// invoke them (create the conversation, ingest, list, capture a snapshot, ...). The sample
+/// snapshot id of the `{id}` events is replaced by the one the create event made.
 #[tokio::test]
 async fn every_event_file_runs_through_its_handler() {
     let state = support::state_with(|c| {
@@ -140,12 +141,19 @@ async fn every_event_file_runs_through_its_handler() {
         c.cursor_secret = DEV_JWT_SECRET.as_bytes().to_vec();
     })
     .await;
+    const SAMPLE_SNAPSHOT_ID: &str = "67f1a0b0c0d0e0f0a0b0c0d0";
+    let mut snapshot_id = SAMPLE_SNAPSHOT_ID.to_string();
     for route in ROUTES {
         let path = root().join("events").join(format!("{}.json", route.function));
-        let request = lambda_http::request::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap().replace(SAMPLE_SNAPSHOT_ID, &snapshot_id);
+        let request = lambda_http::request::from_str(&text).unwrap();
         let response = (route.handler)(&state, request).await;
         let status = response.status();
-        let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap_or_default();
         assert!(status.is_success(), "{}: {status} {body}", route.function);
+        if route.function == "create-snapshot" {
+            snapshot_id = body["data"]["_id"].as_str().unwrap().to_string();
+        }
     }
+    assert_ne!(snapshot_id, SAMPLE_SNAPSHOT_ID, "the create event made a snapshot");
 }

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::{
 
 use super::model::{Convo, ConvoInput, Message};
 use crate::error::{ApiError, SdkResultExt};
-use crate::table::{GSI1, LSI1, PK, SK};
+use crate::table::{GSI1, GSI2, LSI1, PK, SK};
 
 /// Partition key of an agent's conversation headers.
 pub fn agent_pk(org: &str, agent: &str) -> String {
@@ -303,6 +303,29 @@ impl<'a> ConvoStore<'a> {
         let convos = serde_dynamo::from_items(out.items.unwrap_or_default())
             .map_err(|e| ApiError::internal("decode conversations", e))?;
         Ok((convos, out.last_evaluated_key))
+    }
+
+    /// Every conversation header of a contact (GSI2), across agents.
+    pub async fn contact_convos(&self, org: &str, contact: &str) -> Result<Vec<Convo>, ApiError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(self.table)
+            .index_name(GSI2.name)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :convo)")
+            .expression_attribute_names("#pk", GSI2.pk)
+            .expression_attribute_names("#sk", GSI2.sk)
+            .expression_attribute_values(":pk", s(contact_pk(org, contact)))
+            .expression_attribute_values(":convo", s("CONVO#"))
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.ctx("read contact conversations")?;
+            out.push(serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode conversation", e))?);
+        }
+        Ok(out)
     }
 
     /// Every message of a conversation in time order (paged Query on LSI1).

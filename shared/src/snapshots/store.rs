@@ -1,0 +1,563 @@
+//! DynamoDB access for snapshots.
+//!
+//! A snapshot is a header item (`META`) plus its messages in chunk items (`MSGS#<n>`) of at
+//! most ~300 KB, so a snapshot of any size is kept whole under DynamoDB's 400 KB item limit.
+//! Chunks are written first and the header last, conditionally: the header is the commit
+//! point, so a reader never sees a half-written snapshot. Delete removes the header first.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::{
+    types::{AttributeValue, DeleteRequest, ReturnConsumedCapacity, WriteRequest},
+    Client,
+};
+use chrono::{DateTime, Utc};
+use futures::future::try_join_all;
+
+use super::model::{PatchInput, Snapshot, SnapshotMessage};
+use crate::error::{ApiError, ErrorKind, SdkResultExt};
+use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, PK, SK};
+
+/// Target size of one message chunk item (DynamoDB's limit is 400 KB).
+pub const CHUNK_BYTES: usize = 300_000;
+const META: &str = "META";
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// Partition key of a snapshot's items.
+pub fn snapshot_pk(org: &str, id: &str) -> String {
+    format!("ORG#{org}#SNAP#{id}")
+}
+
+fn archived_part(archived: bool) -> &'static str {
+    if archived {
+        "A1"
+    } else {
+        "A0"
+    }
+}
+
+/// The list partition of `index` for a snapshot's organization and archive state.
+fn partition(org: &str, archived: bool, index: &IndexDef, value: &str) -> String {
+    let a = archived_part(archived);
+    match index.name {
+        "GSI2" => format!("ORG#{org}#SNAPS#{a}#Q#{value}"),
+        "GSI3" => format!("ORG#{org}#SNAPS#{a}#C#{value}"),
+        "GSI4" => format!("ORG#{org}#SNAPS#{a}#CT#{value}"),
+        _ => format!("ORG#{org}#SNAPS#{a}"),
+    }
+}
+
+/// The index attributes of a header: set ones, and the ones to remove (no quality, ...).
+fn index_keys(snap: &Snapshot) -> (Vec<(&'static str, String)>, Vec<&'static str>) {
+    let (org, a) = (&snap.organization_id, snap.is_archived);
+    let mut set = vec![(GSI1.pk, partition(org, a, &GSI1, "")), (GSI1.sk, snap.id.clone())];
+    let mut remove = Vec::new();
+    for (ix, value) in [(&GSI2, &snap.quality), (&GSI3, &snap.category), (&GSI4, &Some(snap.contact.id.clone()))] {
+        match value {
+            Some(v) => {
+                set.push((ix.pk, partition(org, a, ix, v)));
+                set.push((ix.sk, snap.id.clone()));
+            }
+            None => remove.extend([ix.pk, ix.sk]),
+        }
+    }
+    (set, remove)
+}
+
+/// Which snapshots a list or an export wants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    /// Exact quality.
+    pub quality: Option<String>,
+    /// Exact category.
+    pub category: Option<String>,
+    /// Every one of these tags.
+    pub tags: Vec<String>,
+    /// Archive state.
+    pub archived: Archived,
+    /// Created at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Created at or before.
+    pub to: Option<DateTime<Utc>>,
+    /// Exact contact.
+    pub contact_id: Option<String>,
+}
+
+/// The `archived` filter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Archived {
+    /// Only snapshots not archived (the default).
+    #[default]
+    No,
+    /// Only archived snapshots.
+    Yes,
+    /// Both.
+    All,
+}
+
+impl Filters {
+    /// A stable description of the filters, so a cursor only continues the same query.
+    pub fn scope(&self) -> String {
+        format!(
+            "snapshots:{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.quality, self.category, self.tags, self.archived, self.from, self.to, self.contact_id
+        )
+    }
+
+    /// The most selective index the filters allow, and its key value.
+    fn index(&self) -> (&'static IndexDef, String) {
+        if let Some(c) = &self.contact_id {
+            (&GSI4, c.clone())
+        } else if let Some(c) = &self.category {
+            (&GSI3, c.clone())
+        } else if let Some(q) = &self.quality {
+            (&GSI2, q.clone())
+        } else {
+            (&GSI1, String::new())
+        }
+    }
+}
+
+/// Read statistics of one list, for tests and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReadStats {
+    /// Items the key conditions read (`ScannedCount`), before any filter.
+    pub scanned: i64,
+    /// Read capacity reported by DynamoDB (`ReturnConsumedCapacity`).
+    pub capacity: f64,
+}
+
+/// The smallest id of a second and the largest: ids start with 8 hex digits of seconds.
+fn id_bound(t: DateTime<Utc>, high: bool) -> String {
+    let secs = t.timestamp().clamp(0, u32::MAX as i64) as u32;
+    format!("{secs:08x}{}", if high { "ffffffffffffffff" } else { "0000000000000000" })
+}
+
+/// The id just before `id` (ids are 96-bit hex numbers), for an exclusive upper bound.
+fn predecessor(id: &str) -> Option<String> {
+    let n = u128::from_str_radix(id, 16).ok()?;
+    Some(format!("{:024x}", n.checked_sub(1)?))
+}
+
+/// Snapshot storage over one table.
+pub struct SnapshotStore<'a> {
+    client: &'a Client,
+    table: &'a str,
+}
+
+impl<'a> SnapshotStore<'a> {
+    /// A store over `table`.
+    pub fn new(client: &'a Client, table: &'a str) -> Self {
+        Self { client, table }
+    }
+
+    /// Stores a new snapshot: message chunks first, then the header (the commit point).
+    /// On failure the chunks already written are removed again.
+    pub async fn create(&self, snap: &mut Snapshot, messages: &[SnapshotMessage]) -> Result<(), ApiError> {
+        let pk = snapshot_pk(&snap.organization_id, &snap.id);
+        let chunks = chunk(messages);
+        snap.chunks = chunks.len();
+        let puts = chunks.iter().enumerate().map(|(i, chunk)| {
+            let pk = pk.clone();
+            async move {
+                let value = serde_dynamo::to_attribute_value(chunk).map_err(|e| ApiError::internal("encode chunk", e))?;
+                self.client
+                    .put_item()
+                    .table_name(self.table)
+                    .item(PK, s(pk))
+                    .item(SK, s(format!("MSGS#{i:05}")))
+                    .item("messages", value)
+                    .send()
+                    .await
+                    .ctx("put snapshot chunk")
+            }
+        });
+        let written = try_join_all(puts).await;
+        let header = match written {
+            Ok(_) => self.put_header(snap).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = header {
+            if let Err(cleanup) = self.delete_chunks(&pk).await {
+                tracing::error!(snapshot = %snap.id, error = %cleanup, "could not remove chunks of a failed create");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn put_header(&self, snap: &Snapshot) -> Result<(), ApiError> {
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(snap).map_err(|e| ApiError::internal("encode snapshot", e))?;
+        item.insert(PK.into(), s(snapshot_pk(&snap.organization_id, &snap.id)));
+        item.insert(SK.into(), s(META));
+        for (k, v) in index_keys(snap).0 {
+            item.insert(k.into(), s(v));
+        }
+        self.client
+            .put_item()
+            .table_name(self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await
+            .ctx("put snapshot header")?;
+        Ok(())
+    }
+
+    /// The header of a snapshot (strongly consistent), without messages.
+    pub async fn get_header(&self, org: &str, id: &str) -> Result<Option<Snapshot>, ApiError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table)
+            .key(PK, s(snapshot_pk(org, id)))
+            .key(SK, s(META))
+            .consistent_read(true)
+            .send()
+            .await
+            .ctx("get snapshot")?;
+        out.item.map(serde_dynamo::from_item).transpose().map_err(|e| ApiError::internal("decode snapshot", e))
+    }
+
+    /// A snapshot with its messages, in one paged Query of its partition.
+    pub async fn get(&self, org: &str, id: &str) -> Result<Option<(Snapshot, Vec<SnapshotMessage>)>, ApiError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(self.table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", s(snapshot_pk(org, id)))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let (mut header, mut messages, mut chunks) = (None, Vec::new(), 0);
+        while let Some(item) = pages.next().await {
+            let mut item = item.ctx("get snapshot")?;
+            match item.get(SK).and_then(|v| v.as_s().ok()).map(String::as_str) {
+                Some(META) => {
+                    header = Some(serde_dynamo::from_item::<_, Snapshot>(item).map_err(|e| ApiError::internal("decode snapshot", e))?)
+                }
+                _ => {
+                    let chunk = item.remove("messages").unwrap_or(AttributeValue::L(vec![]));
+                    let mut part: Vec<SnapshotMessage> =
+                        serde_dynamo::from_attribute_value(chunk).map_err(|e| ApiError::internal("decode chunk", e))?;
+                    messages.append(&mut part);
+                    chunks += 1;
+                }
+            }
+        }
+        let Some(header) = header else { return Ok(None) };
+        if chunks != header.chunks || messages.len() != header.message_count {
+            return Err(ApiError::internal("get snapshot", format!("snapshot {id} has {chunks} of {} chunks", header.chunks)));
+        }
+        Ok(Some((header, messages)))
+    }
+
+    /// One page of snapshots, newest first: `limit` items and the id to continue after.
+    /// Each archive partition is one Query on the most selective index; other filters narrow it.
+    pub async fn list(
+        &self,
+        org: &str,
+        filters: &Filters,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<Snapshot>, Option<String>, ReadStats), ApiError> {
+        let archived: &[bool] = match filters.archived {
+            Archived::No => &[false],
+            Archived::Yes => &[true],
+            Archived::All => &[false, true],
+        };
+        let mut stats = ReadStats::default();
+        let mut all = Vec::new();
+        for &a in archived {
+            let (mut items, part) = self.query_partition(org, filters, a, limit + 1, after).await?;
+            stats.scanned += part.scanned;
+            stats.capacity += part.capacity;
+            all.append(&mut items);
+        }
+        // Both partitions are sorted by id descending; merged, the first `limit` are the page.
+        all.sort_by(|a, b| b.id.cmp(&a.id));
+        let next = if all.len() > limit { all.get(limit - 1).map(|s| s.id.clone()) } else { None };
+        all.truncate(limit);
+        Ok((all, next, stats))
+    }
+
+    async fn query_partition(
+        &self,
+        org: &str,
+        f: &Filters,
+        archived: bool,
+        want: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<Snapshot>, ReadStats), ApiError> {
+        let (index, value) = f.index();
+        let lo = f.from.map(|t| id_bound(t, false)).unwrap_or_else(|| "0".repeat(24));
+        let mut hi = f.to.map(|t| id_bound(t, true)).unwrap_or_else(|| "f".repeat(24));
+        if let Some(after) = after.and_then(predecessor) {
+            hi = hi.min(after);
+        }
+        let mut filters = Vec::new();
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([
+            (":pk".into(), s(partition(org, archived, index, &value))),
+            (":lo".into(), s(lo)),
+            (":hi".into(), s(hi)),
+        ]);
+        if let (Some(q), false) = (&f.quality, index.name == GSI2.name) {
+            filters.push("quality = :q");
+            values.insert(":q".into(), s(q));
+        }
+        if let (Some(c), false) = (&f.category, index.name == GSI3.name) {
+            filters.push("category = :c");
+            values.insert(":c".into(), s(c));
+        }
+        let tag_filters: Vec<String> = (0..f.tags.len()).map(|i| format!("contains(tags, :t{i})")).collect();
+        for (i, t) in f.tags.iter().enumerate() {
+            values.insert(format!(":t{i}"), s(t));
+        }
+        // Ids carry seconds; createdAt refines `from` / `to` to the millisecond.
+        if let Some(from) = f.from {
+            filters.push("createdAt >= :from");
+            values.insert(":from".into(), s(crate::time::to_rfc3339(from)));
+        }
+        if let Some(to) = f.to {
+            filters.push("createdAt <= :to");
+            values.insert(":to".into(), s(crate::time::to_rfc3339(to)));
+        }
+        let filter = filters.into_iter().map(str::to_string).chain(tag_filters).collect::<Vec<_>>().join(" AND ");
+        let mut out = Vec::new();
+        let mut stats = ReadStats::default();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(self.table)
+                .index_name(index.name)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+                .expression_attribute_names("#pk", index.pk)
+                .expression_attribute_names("#sk", index.sk)
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_filter_expression((!filter.is_empty()).then(|| filter.clone()))
+                .scan_index_forward(false)
+                .limit((want - out.len()).max(1) as i32)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .ctx("list snapshots")?;
+            stats.scanned += i64::from(page.scanned_count);
+            stats.capacity += page.consumed_capacity.as_ref().and_then(|c| c.capacity_units).unwrap_or(0.0);
+            let items: Vec<Snapshot> = serde_dynamo::from_items(page.items.unwrap_or_default())
+                .map_err(|e| ApiError::internal("decode snapshots", e))?;
+            out.extend(items);
+            start = page.last_evaluated_key;
+            if out.len() >= want || start.is_none() {
+                break;
+            }
+        }
+        out.truncate(want);
+        Ok((out, stats))
+    }
+
+    /// Applies a patch with an optimistic-concurrency loop: a concurrent change re-reads and
+    /// re-applies, so no field is ever lost; with `if_match` (the `updatedAt` the client saw)
+    /// a stale document answers 412 instead.
+    pub async fn patch(&self, org: &str, id: &str, patch: &PatchInput, if_match: Option<&str>) -> Result<Snapshot, ApiError> {
+        for _ in 0..8 {
+            let Some(mut snap) = self.get_header(org, id).await? else {
+                return Err(not_found());
+            };
+            if if_match.is_some_and(|m| m != snap.updated_at) {
+                return Err(precondition_failed());
+            }
+            let read_version = snap.version;
+            patch.apply(&mut snap);
+            let now = crate::time::now_rfc3339();
+            snap.updated_at = if now > snap.updated_at { now } else { bump(&snap.updated_at) };
+            snap.version += 1;
+            let (set, remove) = index_keys(&snap);
+            let mut values: HashMap<String, AttributeValue> = HashMap::from([
+                (":notes".into(), opt(&snap.notes)),
+                (":tags".into(), AttributeValue::L(snap.tags.iter().map(s).collect())),
+                (":quality".into(), opt(&snap.quality)),
+                (":category".into(), opt(&snap.category)),
+                (":archived".into(), AttributeValue::Bool(snap.is_archived)),
+                (":updated".into(), s(&snap.updated_at)),
+                (":version".into(), AttributeValue::N(snap.version.to_string())),
+                (":read".into(), AttributeValue::N(read_version.to_string())),
+            ]);
+            let mut sets = vec![
+                "notes = :notes".to_string(),
+                "tags = :tags".into(),
+                "quality = :quality".into(),
+                "category = :category".into(),
+                "isArchived = :archived".into(),
+                "updatedAt = :updated".into(),
+                "version = :version".into(),
+            ];
+            for (i, (k, v)) in set.into_iter().enumerate() {
+                sets.push(format!("{k} = :k{i}"));
+                values.insert(format!(":k{i}"), s(v));
+            }
+            let mut expr = format!("SET {}", sets.join(", "));
+            if !remove.is_empty() {
+                expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
+            }
+            let result = self
+                .client
+                .update_item()
+                .table_name(self.table)
+                .key(PK, s(snapshot_pk(org, id)))
+                .key(SK, s(META))
+                .update_expression(expr)
+                .condition_expression("version = :read")
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(snap),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => continue,
+                Err(e) => return Err(crate::error::from_sdk("patch snapshot", e)),
+            }
+        }
+        Err(ApiError::new(ErrorKind::Unavailable, "The snapshot is being changed concurrently; retry shortly"))
+    }
+
+    /// Deletes a snapshot and its message chunks. `Ok(false)` when there was none.
+    pub async fn delete(&self, org: &str, id: &str) -> Result<bool, ApiError> {
+        let pk = snapshot_pk(org, id);
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(self.table)
+            .key(PK, s(&pk))
+            .key(SK, s(META))
+            .condition_expression("attribute_exists(PK)")
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => return Ok(false),
+            Err(e) => return Err(crate::error::from_sdk("delete snapshot", e)),
+        }
+        self.delete_chunks(&pk).await?;
+        Ok(true)
+    }
+
+    /// Removes every item left in a snapshot's partition (its chunks), 25 per batch.
+    async fn delete_chunks(&self, pk: &str) -> Result<(), ApiError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(self.table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .projection_expression("PK, SK")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            keys.push(item.ctx("list snapshot chunks")?);
+        }
+        for batch in keys.chunks(25) {
+            let mut requests: Vec<WriteRequest> = batch
+                .iter()
+                .filter_map(|k| DeleteRequest::builder().set_key(Some(k.clone())).build().ok())
+                .map(|d| WriteRequest::builder().delete_request(d).build())
+                .collect();
+            for attempt in 0..8 {
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(self.table, requests)
+                    .send()
+                    .await
+                    .ctx("delete snapshot chunks")?;
+                requests = out.unprocessed_items.and_then(|mut u| u.remove(self.table)).unwrap_or_default();
+            }
+            if !requests.is_empty() {
+                return Err(ApiError::new(ErrorKind::Unavailable, "Storage is busy; retry the delete shortly"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn opt(v: &Option<String>) -> AttributeValue {
+    v.as_ref().map_or(AttributeValue::Null(true), s)
+}
+
+/// One millisecond after an RFC 3339 timestamp, so `updatedAt` strictly grows.
+fn bump(ts: &str) -> String {
+    crate::time::parse_rfc3339(ts)
+        .map(|t| crate::time::to_rfc3339(t + chrono::Duration::milliseconds(1)))
+        .unwrap_or_else(crate::time::now_rfc3339)
+}
+
+/// Tether's 404 for snapshots.
+pub fn not_found() -> ApiError {
+    ApiError::not_found("Training snapshot not found")
+}
+
+fn precondition_failed() -> ApiError {
+    ApiError::new(ErrorKind::PreconditionFailed, "The snapshot changed since it was read (If-Match does not match updatedAt)")
+}
+
+/// Splits messages into chunks of about [`CHUNK_BYTES`] of JSON each.
+fn chunk(messages: &[SnapshotMessage]) -> Vec<&[SnapshotMessage]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        // Attribute names and type markers add about 100 bytes per message.
+        let len = m.content.len() + m.id.len() + m.timestamp.len() + 100;
+        if size + len > CHUNK_BYTES && i > start {
+            out.push(&messages[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += len;
+    }
+    if start < messages.len() {
+        out.push(&messages[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_stay_under_the_item_limit_and_keep_every_message() {
+        let m = |n: usize| SnapshotMessage {
+            id: format!("m{n}"),
+            content: "x".repeat(n),
+            sender: "user".into(),
+            sender_type: "AI".into(),
+            timestamp: "2024-01-01T00:00:00.000Z".into(),
+        };
+        let messages: Vec<_> = (0..5000).map(|i| m(300 + i % 200)).collect();
+        let chunks = chunk(&messages);
+        assert!(chunks.len() > 1);
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 5000);
+        for c in &chunks {
+            assert!(serde_json::to_vec(c).unwrap().len() < 400_000);
+        }
+        assert!(chunk(&[]).is_empty());
+        assert_eq!(predecessor("000000000000000000000010").as_deref(), Some("00000000000000000000000f"));
+        assert_eq!(predecessor("000000000000000000000000"), None);
+    }
+}
