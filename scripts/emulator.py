@@ -3,24 +3,52 @@
 moto's in-memory backends are not safe under concurrent writes (its TransactWriteItems
 deep-copies the table while other threads change it, and fails with "dictionary changed size
 during iteration"). Real DynamoDB has no such limit, so the emulator serialises requests
-instead of the product working around it. Usage: emulator.py PORT
+instead of the product working around it.
+
+moto also takes that rollback copy of the whole table once per item of a transaction; with
+requests serialised, one copy per table per request is the same backup, so it is reused.
+Usage: emulator.py PORT
 """
 
 import signal
 import sys
 import threading
 
+import copy
+
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
+
+
+class _RequestScopedTableCopy:
+    """Stands in for the `copy` module inside moto's DynamoDB backend."""
+
+    def __init__(self) -> None:
+        self.tables: dict[int, Table] = {}
+
+    def deepcopy(self, x, memo=None):
+        if isinstance(x, Table):
+            if id(x) not in self.tables:
+                self.tables[id(x)] = copy.deepcopy(x, memo)
+            return self.tables[id(x)]
+        return copy.deepcopy(x, memo)
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
 
 
 def main() -> None:
     port = int(sys.argv[1])
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
+    table_copies = _RequestScopedTableCopy()
+    dynamodb_models.copy = table_copies
 
     def serialised(environ, start_response):
         with lock:
+            table_copies.tables.clear()
             # Consume the response inside the lock: the body may still read backend state.
             return [b"".join(app(environ, start_response))]
 

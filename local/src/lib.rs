@@ -50,17 +50,27 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
     let envelope = envelope_for(&path);
     let body = match Limited::new(body, GATEWAY_MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             let e = ApiError::new(ErrorKind::PayloadTooLarge, "Request body exceeds the gateway's 10 MB limit");
             return to_hyper(e.into_response(envelope));
         }
+        Err(_) => return to_hyper(ApiError::validation("The request body could not be read").into_response(envelope)),
     };
     let method = parts.method.as_str();
     let (route, params) = match routes::find(method, &path) {
         Ok(found) => found,
         Err(true) => {
             let e = ApiError::new(ErrorKind::MethodNotAllowed, format!("{method} is not supported on {path}"));
-            return to_hyper(e.into_response(envelope));
+            let mut response = to_hyper(e.into_response(envelope));
+            let allowed: Vec<&str> = routes::ROUTES
+                .iter()
+                .filter(|r| routes::match_path(r.path, &path).is_some())
+                .map(|r| r.method)
+                .collect();
+            if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(http::header::ALLOW, v);
+            }
+            return response;
         }
         Err(false) => return to_hyper(ApiError::not_found(format!("No route for {method} {path}")).into_response(envelope)),
     };
@@ -79,7 +89,11 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: impl s
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {

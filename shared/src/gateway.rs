@@ -26,6 +26,11 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A Host that parses as a URL authority (lambda_http builds the request URL from it).
+fn is_sane_host(host: &[u8]) -> bool {
+    !host.is_empty() && host.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
+}
+
 /// Builds the payload 2.0 event API Gateway would send for this request.
 pub fn event(
     method: &str,
@@ -38,6 +43,15 @@ pub fn event(
 ) -> Value {
     let mut hdrs = Map::new();
     for (name, value) in headers {
+        // API Gateway only forwards a valid Host and scheme; lambda_http parses both into a URL.
+        let sane = match name.as_str() {
+            "host" => is_sane_host(value.as_bytes()),
+            "x-forwarded-proto" => matches!(value.as_bytes(), b"http" | b"https"),
+            _ => true,
+        };
+        if !sane {
+            continue;
+        }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         match hdrs.get_mut(name.as_str()) {
             Some(Value::String(existing)) => {
@@ -71,7 +85,11 @@ pub fn event(
         Err(_) => (Value::String(base64::engine::general_purpose::STANDARD.encode(body)), true),
     };
     let now = chrono::Utc::now();
-    let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    let host = headers
+        .get(http::header::HOST)
+        .filter(|h| is_sane_host(h.as_bytes()))
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
     json!({
         "version": "2.0",
         "routeKey": route_key,

@@ -92,6 +92,7 @@ pub const MAX_ID_LEN: usize = 128;
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
+        && !id.bytes().all(|b| b == b'.') // `.` and `..` are path segments, not ids
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
 }
 

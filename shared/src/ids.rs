@@ -2,21 +2,30 @@
 //! ids keep working and ids sort by creation time.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 use rand::Rng;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Per process, like an ObjectId: a random 5-byte value and a counter that starts at a random
+/// point, so ids made by one process within one second still sort in creation order.
+fn process_state() -> &'static ([u8; 5], AtomicU32) {
+    static STATE: OnceLock<([u8; 5], AtomicU32)> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let mut rng = rand::rng();
+        // Start in the lower half so the 24-bit counter does not wrap for 8 million ids.
+        (rng.random(), AtomicU32::new(rng.random::<u32>() & 0x007f_ffff))
+    })
+}
 
-/// A new id: 4 bytes of seconds since the epoch, 5 random bytes, a 3-byte counter.
+/// A new id: 4 bytes of seconds since the epoch, 5 bytes random per process, a 3-byte counter.
 pub fn object_id() -> String {
     object_id_at(crate::auth::now_epoch())
 }
 
 /// A new id for the given second (tests and range bounds use this).
 pub fn object_id_at(seconds: u64) -> String {
-    let mut rng = rand::rng();
-    let random: [u8; 5] = rng.random();
-    let counter = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(rng.random::<u32>() & 0x00ff_ffff);
+    let (random, counter) = process_state();
+    let counter = counter.fetch_add(1, Ordering::Relaxed);
     let mut out = format!("{:08x}", seconds as u32);
     for b in random {
         out.push_str(&format!("{b:02x}"));
@@ -41,7 +50,8 @@ mod tests {
         assert!(is_object_id(&a) && is_object_id(&b));
         assert!(a < b);
         assert!(a.starts_with(&format!("{:08x}", 1_700_000_000u32)));
-        assert_ne!(object_id(), object_id());
+        let (x, y) = (object_id(), object_id());
+        assert!(x < y, "one process's ids sort in creation order");
         assert!(!is_object_id("zz0000000000000000000000"));
     }
 }
