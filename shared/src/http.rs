@@ -77,8 +77,11 @@ pub fn read_json<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
     if mime != "application/json" && !mime.ends_with("+json") {
         return Err(ApiError::new(ErrorKind::UnsupportedMediaType, "Content-Type must be application/json"));
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::validation("Request body is empty; a JSON object is required"));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::validation("Request body is empty; a JSON object is required")),
+        // serde would also decode a struct from a positional array; the API takes objects only.
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::validation("Request body must be a JSON object")),
     }
     serde_json::from_slice(bytes).map_err(|e| ApiError::validation(format!("Invalid JSON body: {e}")))
 }

@@ -13,8 +13,12 @@ pub fn to_rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Parses any RFC 3339 timestamp and normalises it to UTC.
+/// Parses an RFC 3339 timestamp (with `T` between date and time, as JSON Schema's
+/// `date-time` requires) and normalises it to UTC.
 pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
+        return None;
+    }
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
@@ -51,5 +55,7 @@ mod tests {
         let t = parse_rfc3339("2024-01-11T00:00:00Z").unwrap();
         assert_eq!(human(t), "January 11th 2024, 12:00:00 am");
         assert_eq!(to_rfc3339(parse_rfc3339("2026-05-18T16:30:00+02:00").unwrap()), "2026-05-18T14:30:00.000Z");
+        assert_eq!(parse_rfc3339("2024-12-01 10:30:00Z"), None);
+        assert_eq!(parse_rfc3339("2024-12-01"), None);
     }
 }

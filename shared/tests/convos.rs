@@ -190,6 +190,8 @@ async fn bad_input_gets_a_4xx_in_the_envelope_and_writes_nothing() {
         ("missing field", br#"{"messages":[{"from":"user","ts":"2024-12-01T10:30:00Z"}]}"#.to_vec(), 400, "BAD_REQUEST"),
         ("wrong type", br#"{"messages":[{"from":"user","content":5,"ts":"2024-12-01T10:30:00Z"}]}"#.to_vec(), 400, "BAD_REQUEST"),
         ("bad timestamp", br#"{"messages":[{"from":"user","content":"x","ts":"yesterday"}]}"#.to_vec(), 400, "BAD_REQUEST"),
+        ("space for T", br#"{"messages":[{"from":"user","content":"x","ts":"2024-12-01 10:30:00Z"}]}"#.to_vec(), 400, "BAD_REQUEST"),
+        ("positional array", br#"[[["m1","user","hi","2024-12-01T10:30:00Z",null,null]]]"#.to_vec(), 400, "BAD_REQUEST"),
         ("unknown field", br#"{"messages":[],"extra":1}"#.to_vec(), 400, "BAD_REQUEST"),
         ("empty batch", br#"{"messages":[]}"#.to_vec(), 400, "BAD_REQUEST"),
         ("over 1 MB", format!(r#"{{"messages":[{{"from":"user","content":"{}","ts":"2024-12-01T10:30:00Z"}}]}}"#, "a".repeat(1_100_000)).into_bytes(), 413, "PAYLOAD_TOO_LARGE"),
