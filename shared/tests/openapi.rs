@@ -1,0 +1,1329 @@
+//! `openapi.yaml` describes what the handlers really do.
+//!
+//! Requests go through the same path API Gateway uses (`support::send`); every answer must use
+//! a status the spec documents for that route and method, carry the headers the spec marks as
+//! required, and have a body that validates against the documented schema (OpenAPI 3.1 schemas
+//! are JSON Schema 2020-12, checked with `format` assertions on). The requests themselves are
+//! checked against the spec too: those the handlers accept must be valid per the spec, and
+//! the invalid ones the handlers refuse with 400 must be invalid per the spec.
+//!
+//! Adding a route: document it in `openapi.yaml`, then add a test that drives it through a
+//! [`SpecCase`] and ends with [`SpecCase::assert_exercised_all_but`].
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use serde_json::{json, Map, Value};
+use shared::error::{ApiError, ErrorKind};
+use shared::routes::{self, ROUTES};
+use shared::AppState;
+use support::{call, new_org, send, state, token, Answer};
+
+const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
+const HTTP_METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+// ---------------------------------------------------------------------------------------------
+// The spec, loaded once, with every `$ref` replaced by what it points to.
+// ---------------------------------------------------------------------------------------------
+
+/// `openapi.yaml` as written.
+fn raw_spec() -> &'static Value {
+    static RAW: OnceLock<Value> = OnceLock::new();
+    RAW.get_or_init(|| {
+        let text = std::fs::read_to_string(SPEC_PATH).unwrap_or_else(|e| panic!("read {SPEC_PATH}: {e}"));
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {SPEC_PATH}: {e}"))
+    })
+}
+
+/// `openapi.yaml` with every local `$ref` inlined, so any schema in it is a standalone
+/// JSON Schema.
+fn spec() -> &'static Value {
+    static RESOLVED: OnceLock<Value> = OnceLock::new();
+    RESOLVED.get_or_init(|| resolve(raw_spec(), raw_spec(), 0))
+}
+
+/// Replaces `{"$ref": "#/..."}` with its (resolved) target. Siblings of a `$ref` are kept:
+/// `description` / `summary` override the target's (Reference Object semantics), any other
+/// sibling keyword is applied next to the target with `allOf` (Schema Object semantics).
+fn resolve(root: &Value, node: &Value, depth: usize) -> Value {
+    assert!(depth < 32, "$ref nesting deeper than 32: is a schema recursive?");
+    match node {
+        Value::Object(map) => {
+            let siblings: Map<String, Value> =
+                map.iter().filter(|(k, _)| *k != "$ref").map(|(k, v)| (k.clone(), resolve(root, v, depth))).collect();
+            let Some(reference) = map.get("$ref") else { return Value::Object(siblings) };
+            let reference = reference.as_str().unwrap_or_else(|| panic!("$ref must be a string: {reference}"));
+            let pointer =
+                reference.strip_prefix('#').unwrap_or_else(|| panic!("only local $refs are used: {reference}"));
+            let target = root.pointer(pointer).unwrap_or_else(|| panic!("dangling $ref {reference}"));
+            let mut resolved = resolve(root, target, depth + 1);
+            let (annotations, keywords): (Map<String, Value>, Map<String, Value>) =
+                siblings.into_iter().partition(|(k, _)| k == "description" || k == "summary");
+            if !keywords.is_empty() {
+                let mut wrapper = keywords;
+                wrapper.insert("allOf".into(), json!([resolved]));
+                resolved = Value::Object(wrapper);
+            }
+            if let Value::Object(obj) = &mut resolved {
+                obj.extend(annotations);
+            }
+            resolved
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolve(root, v, depth)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The operation for `method` on `path_template`, resolved; panics when undocumented.
+fn operation(method: &str, path_template: &str) -> &'static Value {
+    let op = &spec()["paths"][path_template][method.to_ascii_lowercase()];
+    assert!(op.is_object(), "openapi.yaml documents no {method} {path_template}");
+    op
+}
+
+/// The parameters of an operation: the path item's, overridden by the operation's.
+fn parameters(method: &str, path_template: &str) -> Vec<&'static Value> {
+    let path_level = spec()["paths"][path_template]["parameters"].as_array().into_iter().flatten();
+    let op_level: Vec<&Value> =
+        operation(method, path_template)["parameters"].as_array().into_iter().flatten().collect();
+    let key = |p: &Value| (p["name"].clone(), p["in"].clone());
+    let mut out: Vec<&Value> = path_level.filter(|p| !op_level.iter().any(|o| key(o) == key(p))).collect();
+    out.extend(op_level);
+    out
+}
+
+/// The problems of `instance` against `schema` (empty when it validates).
+fn schema_errors(schema: &Value, instance: &Value) -> Vec<String> {
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .unwrap_or_else(|e| panic!("openapi.yaml has an invalid schema ({e}): {schema}"));
+    validator.iter_errors(instance).map(|e| format!("at `{}`: {e}", e.instance_path())).collect()
+}
+
+/// The documented response of `op` for `status`: exact, then `4XX`-style, then `default`.
+fn documented_response(op: &Value, status: u16) -> Option<&Value> {
+    let responses = &op["responses"];
+    [status.to_string(), format!("{}XX", status / 100), "default".to_string()]
+        .into_iter()
+        .map(|key| &responses[key])
+        .find(|r| r.is_object())
+}
+
+/// A header value as the JSON value its schema expects (numbers for numeric schemas).
+fn header_instance(schema: &Value, raw: &str) -> Value {
+    match schema["type"].as_str() {
+        Some("integer" | "number") => serde_json::from_str::<serde_json::Number>(raw.trim())
+            .map(Value::Number)
+            .unwrap_or_else(|_| Value::String(raw.to_string())),
+        Some("boolean") => {
+            raw.trim().parse::<bool>().map(Value::Bool).unwrap_or_else(|_| Value::String(raw.to_string()))
+        }
+        _ => Value::String(raw.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checkers.
+// ---------------------------------------------------------------------------------------------
+
+/// Asserts that `answer`, given by `method` on the route `path_template`, is what the spec
+/// documents: a documented status, every required header (valid against its schema), a
+/// documented content type, and a body that validates against the documented schema.
+fn assert_matches_spec(method: &str, path_template: &str, answer: &Answer) {
+    let status = answer.status.as_u16();
+    let op = operation(method, path_template);
+    let context = || format!("{method} {path_template} answered {status} {}", String::from_utf8_lossy(&answer.bytes));
+    let response = documented_response(op, status)
+        .unwrap_or_else(|| panic!("status {status} is not documented for {method} {path_template}; {}", context()));
+
+    if let Some(headers) = response["headers"].as_object() {
+        for (name, header) in headers {
+            let value =
+                answer.headers.get(name.as_str()).map(|v| v.to_str().unwrap_or_else(|_| panic!("{name} not ASCII")));
+            match value {
+                None if header["required"] == true => panic!("required header {name} is missing; {}", context()),
+                None => {}
+                Some(raw) => {
+                    let errors = schema_errors(&header["schema"], &header_instance(&header["schema"], raw));
+                    assert!(
+                        errors.is_empty(),
+                        "header {name}: {raw:?} does not match the spec: {errors:?}; {}",
+                        context()
+                    );
+                }
+            }
+        }
+    }
+
+    match response["content"].as_object() {
+        None => assert!(answer.bytes.is_empty(), "the spec documents no body; {}", context()),
+        Some(content) => {
+            let content_type = answer
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("no Content-Type; {}", context()));
+            let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            let media = content
+                .get(&mime)
+                .unwrap_or_else(|| panic!("content type {mime} is not documented for this status; {}", context()));
+            let body: Value = if mime == "application/json" || mime.ends_with("+json") {
+                serde_json::from_slice(&answer.bytes)
+                    .unwrap_or_else(|e| panic!("body is not JSON ({e}); {}", context()))
+            } else {
+                Value::String(String::from_utf8_lossy(&answer.bytes).into_owned())
+            };
+            let errors = schema_errors(&media["schema"], &body);
+            assert!(errors.is_empty(), "body does not match the spec:\n  {}\n{}", errors.join("\n  "), context());
+        }
+    }
+}
+
+/// Every problem of a request against the spec: path, query and header parameters, request
+/// body. `headers` are the request's headers other than `Authorization` and `Content-Type`;
+/// `body` is the JSON sent (`None`: no body).
+fn request_problems(
+    method: &str,
+    path_template: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Vec<String> {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let path_params = routes::match_path(path_template, path).unwrap_or_else(|| panic!("{uri} is not {path_template}"));
+    let query_params: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .map(|(k, v)| (shared::gateway::percent_decode(k), shared::gateway::percent_decode(v)))
+        // The handlers treat an empty query value as absent, and so does the spec.
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let mut problems = Vec::new();
+    for param in parameters(method, path_template) {
+        let name = param["name"].as_str().unwrap_or_default();
+        let schema = &param["schema"];
+        // A repeatable query parameter (`type: array`, form style, exploded): every value.
+        if param["in"] == "query" && schema["type"] == "array" {
+            assert!(param["explode"] != false, "{name}: only exploded arrays are used");
+            let values: Vec<Value> = query_params
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| header_instance(&schema["items"], v))
+                .collect();
+            if values.is_empty() {
+                if param["required"] == true {
+                    problems.push(format!("parameter {name} is required"));
+                }
+            } else {
+                let instance = Value::Array(values);
+                for e in schema_errors(schema, &instance) {
+                    problems.push(format!("parameter {name}={instance}: {e}"));
+                }
+            }
+            continue;
+        }
+        let value = match param["in"].as_str() {
+            Some("path") => {
+                path_params.iter().find(|(k, _)| k == name).map(|(_, v)| shared::gateway::percent_decode(v))
+            }
+            Some("query") => query_params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            Some("header") => headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_string()),
+            other => panic!("parameter {name} in {other:?}: extend request_problems"),
+        };
+        match value {
+            None if param["required"] == true => problems.push(format!("parameter {name} is required")),
+            None => {}
+            Some(raw) => {
+                for e in schema_errors(schema, &header_instance(schema, &raw)) {
+                    problems.push(format!("parameter {name}={raw:?}: {e}"));
+                }
+            }
+        }
+    }
+    for (header, _) in headers {
+        let documented = parameters(method, path_template)
+            .iter()
+            .any(|p| p["in"] == "header" && p["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(header)));
+        if !documented {
+            problems.push(format!("header {header} is not a documented parameter"));
+        }
+    }
+    let request_body = &operation(method, path_template)["requestBody"];
+    match (body, request_body.is_object()) {
+        (None, true) if request_body["required"] == true => problems.push("a request body is required".into()),
+        (None, _) => {}
+        (Some(_), false) => problems.push("the spec documents no request body".into()),
+        (Some(body), true) => {
+            let schema = &request_body["content"]["application/json"]["schema"];
+            assert!(
+                schema.is_object(),
+                "{method} {path_template}: request body must be documented as application/json"
+            );
+            problems.extend(schema_errors(schema, body).into_iter().map(|e| format!("body {e}")));
+        }
+    }
+    problems
+}
+
+/// One route under test: checks every answer against the spec and remembers the statuses seen.
+struct SpecCase {
+    method: &'static str,
+    path: &'static str,
+    seen: BTreeSet<u16>,
+}
+
+impl SpecCase {
+    fn new(method: &'static str, path: &'static str) -> Self {
+        let route = ROUTES.iter().find(|r| r.method == method && r.path == path);
+        assert!(route.is_some(), "{method} {path} is not in ROUTES");
+        Self { method, path, seen: BTreeSet::new() }
+    }
+
+    /// Checks `answer` against the spec, asserts it has `status`, and returns it.
+    fn check(&mut self, status: u16, answer: Answer) -> Answer {
+        assert_eq!(answer.status.as_u16(), status, "{} {}: {}", self.method, self.path, answer.body);
+        assert_matches_spec(self.method, self.path, &answer);
+        self.seen.insert(status);
+        answer
+    }
+
+    /// Asserts the spec accepts this request (one the handler accepted).
+    fn request_valid(&self, uri: &str, body: Option<&Value>) {
+        self.request_valid_with(uri, &[], body);
+    }
+
+    /// Asserts the spec rejects this request (one the handler refused with 400).
+    fn request_invalid(&self, uri: &str, body: Option<&Value>) {
+        self.request_invalid_with(uri, &[], body);
+    }
+
+    /// [`Self::request_valid`] for a request with these header parameters.
+    fn request_valid_with(&self, uri: &str, headers: &[(&str, &str)], body: Option<&Value>) {
+        let problems = request_problems(self.method, self.path, uri, headers, body);
+        assert!(
+            problems.is_empty(),
+            "{} {uri} {headers:?}: the handler accepts it but the spec does not: {problems:?}",
+            self.method
+        );
+    }
+
+    /// [`Self::request_invalid`] for a request with these header parameters.
+    fn request_invalid_with(&self, uri: &str, headers: &[(&str, &str)], body: Option<&Value>) {
+        let problems = request_problems(self.method, self.path, uri, headers, body);
+        assert!(
+            !problems.is_empty(),
+            "{} {uri} {headers:?} {body:?}: the handler refuses it but the spec allows it",
+            self.method
+        );
+    }
+
+    /// Asserts every documented status was produced, but `except` (those no request can produce).
+    fn assert_exercised_all_but(&self, except: &[u16]) {
+        let documented: BTreeSet<u16> = operation(self.method, self.path)["responses"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.parse().ok())
+            .filter(|s| !except.contains(s))
+            .collect();
+        let missing: Vec<_> = documented.difference(&self.seen).collect();
+        assert!(missing.is_empty(), "{} {}: documented statuses never exercised: {missing:?}", self.method, self.path);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for requests.
+// ---------------------------------------------------------------------------------------------
+
+/// A state whose DynamoDB endpoint refuses connections, with retries off: every storage call
+/// fails at once the way an unreachable or throttling DynamoDB does.
+async fn unreachable_storage() -> AppState {
+    let mut s = state().await;
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+    let config = s
+        .dynamo
+        .config()
+        .to_builder()
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .build();
+    s.dynamo = aws_sdk_dynamodb::Client::from_conf(config);
+    s
+}
+
+/// Sends raw bytes with these headers and, when `bearer` is given, a bearer token.
+async fn raw(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    bearer: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    if let Some(ct) = content_type {
+        headers.push(("content-type", ct));
+    }
+    send(state, method, uri, &headers, body).await
+}
+
+/// A JSON body of `size` bytes (over the body limit when `size` is).
+fn oversized_body(size: usize) -> Vec<u8> {
+    let mut body = br#"{"notes":""#.to_vec();
+    body.resize(size - 2, b'a');
+    body.extend_from_slice(br#""}"#);
+    body
+}
+
+fn message(id: &str, from: &str, content: &str, ts: &str) -> Value {
+    json!({ "id": id, "from": from, "content": content, "ts": ts })
+}
+
+/// A JSON request with a bearer token and extra headers (`Idempotency-Key`, `If-Match`).
+async fn call_with(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    bearer: &str,
+    extra: &[(&str, &str)],
+    body: &Value,
+) -> Answer {
+    let auth = format!("Bearer {bearer}");
+    let mut headers = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
+    headers.extend_from_slice(extra);
+    send(state, method, uri, &headers, body.to_string().as_bytes()).await
+}
+
+/// A contact with one conversation (under agent `ag`) of these messages: `(id, from, ts)`.
+/// `lead` is the conversation header (its `contactId` is set to `contact`).
+async fn seed_contact(state: &AppState, tok: &str, contact: &str, mut lead: Value, messages: &[(&str, &str, &str)]) {
+    lead["contactId"] = json!(contact);
+    let convo = format!("/agents/ag/convos/convo-{contact}");
+    let a = call(state, "PUT", &convo, tok, Some(lead)).await;
+    assert!(a.status.is_success(), "{}", a.body);
+    if messages.is_empty() {
+        return;
+    }
+    let batch: Vec<Value> =
+        messages.iter().map(|(id, from, ts)| message(id, from, &format!("text of {id}"), ts)).collect();
+    let a = call(state, "POST", &format!("{convo}/messages"), tok, Some(json!({ "messages": batch }))).await;
+    assert_eq!(a.status.as_u16(), 201, "{}", a.body);
+}
+
+/// A lead with every field, as Tether's examples have it.
+fn full_lead() -> Value {
+    json!({ "userName": "Jane Doe", "userPhone": "+14155550123", "userEmail": "jane@example.com", "origin": "sms" })
+}
+
+const FOUR_MESSAGES: &[(&str, &str, &str)] = &[
+    ("m1", "user", "2026-05-18T13:30:00Z"),
+    ("m2", "bot", "2026-05-18T13:31:00Z"),
+    ("m3", "human", "2026-05-18T13:32:00Z"),
+    ("m4", "user", "2026-05-18T13:33:00Z"),
+];
+
+/// Creates a snapshot of `contact` and returns its `_id`.
+async fn create_snapshot(state: &AppState, tok: &str, body: Value) -> String {
+    let a = call(state, "POST", SNAPSHOTS, tok, Some(body)).await;
+    assert_eq!(a.status.as_u16(), 201, "{}", a.body);
+    a.body["data"]["_id"].as_str().expect("_id").to_string()
+}
+
+const SNAPSHOTS: &str = "/api/training/snapshots";
+const SNAPSHOT: &str = "/api/training/snapshots/{id}";
+
+/// The exact 404 of every snapshot route.
+fn snapshot_not_found() -> Value {
+    json!({ "success": false, "message": "Training snapshot not found", "error": "NOT_FOUND" })
+}
+
+/// Asserts the `ETag` is the document's `updatedAt`, quoted.
+fn assert_etag(a: &Answer) {
+    let etag = a.headers.get("etag").and_then(|v| v.to_str().ok()).expect("an ETag");
+    assert_eq!(etag, format!("\"{}\"", a.body["data"]["updatedAt"].as_str().expect("updatedAt")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The spec itself.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn spec_is_openapi_3_1_with_global_bearer_auth_and_valid_schemas() {
+    let raw = raw_spec();
+    assert_eq!(raw["openapi"], "3.1.0");
+    assert_eq!(raw["info"]["title"], "Conversation Training Data API");
+    assert_eq!(raw["security"], json!([{ "bearerAuth": [] }]));
+    let scheme = &raw["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"], &scheme["bearerFormat"]),
+        (&json!("http"), &json!("bearer"), &json!("JWT"))
+    );
+    for name in [
+        "ConvocoreError",
+        "TetherError",
+        "Convo",
+        "ConvoInput",
+        "IngestInput",
+        "IngestResult",
+        "CreateSnapshotInput",
+        "PatchSnapshotInput",
+        "SnapshotMessage",
+        "SnapshotCreated",
+        "SnapshotPopulated",
+        "SnapshotSummary",
+    ] {
+        assert!(raw["components"]["schemas"][name].is_object(), "components.schemas.{name}");
+    }
+
+    // Every schema (resolved) is valid JSON Schema 2020-12 and compiles.
+    let mut schemas = Vec::new();
+    collect_schemas(spec(), &mut schemas);
+    assert!(schemas.len() > 20, "found only {} schemas", schemas.len());
+    for schema in schemas {
+        if let Err(e) = jsonschema::draft202012::meta::validate(schema) {
+            panic!("not a valid JSON Schema 2020-12 ({e}): {schema}");
+        }
+        schema_errors(schema, &Value::Null);
+    }
+    // OpenAPI 3.0 keywords that 3.1 (JSON Schema) silently ignores.
+    let text = std::fs::read_to_string(SPEC_PATH).expect("spec");
+    for keyword in ["nullable:", "exclusiveMinimum: true", "exclusiveMaximum: true"] {
+        assert!(!text.contains(keyword), "`{keyword}` is OpenAPI 3.0; use JSON Schema 2020-12");
+    }
+
+    // The error envelopes render as documented: Tether without issues, Tether with issues.
+    let tether = &spec()["components"]["schemas"]["TetherError"];
+    let plain = ApiError::not_found("Snapshot not found").into_response(shared::Envelope::Tether);
+    let with_issues =
+        ApiError::validation_issues("Invalid", vec!["notes: too long".into()]).into_response(shared::Envelope::Tether);
+    for response in [plain, with_issues] {
+        let body: Value = serde_json::from_slice(response.body().as_ref()).expect("json");
+        let errors = schema_errors(tether, &body);
+        assert!(errors.is_empty(), "TetherError does not describe {body}: {errors:?}");
+    }
+}
+
+/// Every `schema` value under `node` (already resolved).
+fn collect_schemas<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
+    match node {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "schema" && v.is_object() {
+                    out.push(v);
+                } else if k == "schemas" {
+                    out.extend(v.as_object().into_iter().flat_map(|m| m.values()));
+                } else {
+                    collect_schemas(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_schemas(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_route_is_documented_and_nothing_else_is() {
+    let mut documented = BTreeSet::new();
+    for (path, item) in spec()["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys().filter(|k| HTTP_METHODS.contains(&k.as_str())) {
+            documented.insert((method.to_ascii_uppercase(), path.clone()));
+        }
+    }
+    let routed: BTreeSet<(String, String)> =
+        ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
+    assert_eq!(routed.len(), ROUTES.len(), "ROUTES has a duplicate");
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&routed).collect();
+    assert!(missing.is_empty(), "routes missing from openapi.yaml: {missing:?}");
+    assert!(extra.is_empty(), "openapi.yaml documents routes that ROUTES does not serve: {extra:?}");
+
+    for route in ROUTES {
+        let op = operation(route.method, route.path);
+        let name = format!("{} {}", route.method, route.path);
+        assert_eq!(op["x-function"], route.function, "{name}: x-function");
+        let envelope = format!("{:?}", route.envelope).to_ascii_lowercase();
+        assert_eq!(op["x-error-envelope"], envelope.as_str(), "{name}: x-error-envelope");
+        assert!(op["operationId"].is_string(), "{name}: operationId");
+
+        // Every `{param}` of the template is documented as a required path parameter.
+        let params = parameters(route.method, route.path);
+        for segment in route.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))) {
+            let p = params.iter().find(|p| p["name"] == segment && p["in"] == "path");
+            assert!(p.is_some_and(|p| p["required"] == true), "{name}: path parameter {segment}");
+        }
+        for p in params.iter().filter(|p| p["in"] == "path") {
+            let param = format!("{{{}}}", p["name"].as_str().unwrap_or_default());
+            assert!(route.path.contains(&param), "{name}: documents path parameter {param} it does not have");
+        }
+
+        // Security is global, so every route documents 401, and storage can always fail.
+        for status in [401, 500, 503] {
+            assert!(documented_response(op, status).is_some(), "{name}: {status} is not documented");
+        }
+    }
+}
+
+#[test]
+fn every_documented_error_status_renders_as_documented() {
+    // Each documented 4xx/5xx, rendered by the real error renderer in the route's envelope,
+    // matches the spec (covers statuses a request cannot trigger on purpose, such as 500).
+    const KINDS: &[ErrorKind] = &[
+        ErrorKind::Validation,
+        ErrorKind::Unauthorized,
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::Conflict,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ];
+    // Routes missing from the spec are reported by `every_route_is_documented_and_nothing_else_is`.
+    let documented = ROUTES.iter().filter(|r| spec()["paths"][r.path][r.method.to_ascii_lowercase()].is_object());
+    for route in documented {
+        let op = operation(route.method, route.path);
+        for status in op["responses"].as_object().expect("responses").keys().filter_map(|k| k.parse::<u16>().ok()) {
+            if status < 400 {
+                continue;
+            }
+            let kind = KINDS
+                .iter()
+                .find(|k| k.status().as_u16() == status)
+                .unwrap_or_else(|| panic!("{} {}: no ErrorKind answers {status}", route.method, route.path));
+            for issues in [vec![], vec!["field: problem".to_string()]] {
+                let error = ApiError { kind: *kind, message: "Something went wrong".into(), issues };
+                let (parts, body) = error.into_response(route.envelope).into_parts();
+                let bytes = body.to_vec();
+                let answer = Answer {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    bytes,
+                };
+                assert_matches_spec(route.method, route.path, &answer);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The routes, driven for real.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn put_convo_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("PUT", "/agents/{agentId}/convos/{convoId}");
+    let uri = "/agents/agent-1/convos/convo-1";
+
+    // 201 on creation, with every field.
+    let full = json!({
+        "contactId": "contact-1",
+        "userName": "Jane Doe",
+        "userEmail": "jane@example.com",
+        "userPhone": "+1234567890",
+        "userCompany": "Acme Corp",
+        "userAddress": "1 Main St",
+        "userWebsite": "https://acme.example",
+        "notes": "Interested in premium",
+        "tags": [" new-lead ", "new-lead", "", "vip"],
+        "origin": "web-chat",
+        "feedback": "Positive",
+    });
+    case.request_valid(uri, Some(&full));
+    let a = case.check(201, call(&s, "PUT", uri, &tok, Some(full)).await);
+    assert_eq!(a.body["data"]["tags"], json!(["new-lead", "vip"]));
+    assert_eq!(a.body["data"]["ts"], a.body["data"]["createdAt"]);
+
+    // 200 on update; null and absent fields keep their value.
+    let partial =
+        json!({ "userName": "Jane B. Doe", "notes": null, "feedback": null, "tags": null, "contactId": null });
+    case.request_valid(uri, Some(&partial));
+    let a = case.check(200, call(&s, "PUT", uri, &tok, Some(partial)).await);
+    assert_eq!(a.body["data"]["userName"], "Jane B. Doe");
+    assert_eq!(a.body["data"]["notes"], "Interested in premium");
+    assert_eq!(a.body["data"]["feedback"], "Positive");
+    assert_eq!(a.body["data"]["contactId"], "contact-1");
+
+    // 200 with every field null: nothing changes.
+    let nulls: Value = [
+        "contactId",
+        "userName",
+        "userEmail",
+        "userPhone",
+        "userCompany",
+        "userAddress",
+        "userWebsite",
+        "notes",
+        "tags",
+        "origin",
+        "feedback",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), Value::Null))
+    .collect::<Map<String, Value>>()
+    .into();
+    case.request_valid(uri, Some(&nulls));
+    let b = case.check(200, call(&s, "PUT", uri, &tok, Some(nulls)).await);
+    let unchanged = |v: &Value| {
+        let mut v = v["data"].clone();
+        v.as_object_mut().map(|o| o.remove("updatedAt"));
+        v
+    };
+    assert_eq!(unchanged(&b.body), unchanged(&a.body));
+
+    // 201 with an empty object: the defaults, nulls included.
+    let uri2 = "/agents/agent-1/convos/convo-2";
+    case.request_valid(uri2, Some(&json!({})));
+    let a = case.check(201, call(&s, "PUT", uri2, &tok, Some(json!({}))).await);
+    assert_eq!(a.body["data"]["contactId"], "convo-2");
+    assert_eq!(a.body["data"]["lastMessageTS"], Value::Null);
+
+    // 400: malformed JSON, empty body, and bodies the spec rejects too.
+    case.check(400, raw(&s, "PUT", uri, Some(&tok), Some("application/json"), br#"{"userName": "#).await);
+    case.check(400, raw(&s, "PUT", uri, Some(&tok), Some("application/json"), b"  ").await);
+    case.request_invalid(uri, None);
+    for bad in [
+        json!({ "nickname": "Jay" }),
+        json!({ "feedback": "Meh" }),
+        json!({ "tags": "vip" }),
+        json!({ "userName": 42 }),
+        json!({ "userName": "x".repeat(1001) }),
+        json!({ "notes": "x".repeat(10_001) }),
+        json!({ "origin": "x".repeat(65) }),
+        json!({ "contactId": "has space" }),
+        json!([]),
+    ] {
+        case.request_invalid(uri, Some(&bad));
+        case.check(400, call(&s, "PUT", uri, &tok, Some(bad)).await);
+    }
+    // 400: a path parameter outside the id pattern.
+    let bad_path = "/agents/agent%201/convos/convo-1";
+    case.request_invalid(bad_path, Some(&json!({})));
+    case.check(400, call(&s, "PUT", bad_path, &tok, Some(json!({}))).await);
+
+    // 401: no token, a malformed one, a wrong scheme.
+    case.check(401, raw(&s, "PUT", uri, None, Some("application/json"), b"{}").await);
+    case.check(401, raw(&s, "PUT", uri, Some("not-a-jwt"), Some("application/json"), b"{}").await);
+    case.check(
+        401,
+        send(&s, "PUT", uri, &[("authorization", "Basic dTpw"), ("content-type", "application/json")], b"{}").await,
+    );
+
+    // 413: one byte over the limit.
+    let body = oversized_body(s.config.max_body_bytes + 1);
+    case.check(413, raw(&s, "PUT", uri, Some(&tok), Some("application/json"), &body).await);
+
+    // 415: not JSON, or no Content-Type at all.
+    case.check(415, raw(&s, "PUT", uri, Some(&tok), Some("text/plain"), b"{}").await);
+    case.check(415, raw(&s, "PUT", uri, Some(&tok), None, b"{}").await);
+
+    // 503: storage unreachable.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "PUT", uri, &tok, Some(json!({}))).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn ingest_messages_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("POST", "/agents/{agentId}/convos/{convoId}/messages");
+    let uri = "/agents/agent-1/convos/convo-1/messages";
+    let created = call(&s, "PUT", "/agents/agent-1/convos/convo-1", &tok, Some(json!({}))).await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+
+    // 201: new messages (with and without ids, any offset, every optional field).
+    let batch = json!({ "messages": [
+        message("m1", "user", "Hello! Do you have a premium plan?", "2024-12-01T10:30:00Z"),
+        { "id": "m2", "from": "bot", "content": "Yes, $49/month.", "ts": "2024-12-01T11:30:02+01:00",
+          "feedback": "Positive", "aiGenerated": true },
+        { "from": "human", "content": "", "ts": "2024-12-01T10:31:00.123Z", "feedback": null, "aiGenerated": null, "id": null },
+    ]});
+    case.request_valid(uri, Some(&batch));
+    let a = case.check(201, call(&s, "POST", uri, &tok, Some(batch)).await);
+    assert_eq!(a.body["data"]["inserted"], 3);
+    assert_eq!(a.body["data"]["firstMessageTS"], "2024-12-01T10:30:00.000Z");
+
+    // 200: the same ids again change nothing (a repeat within the batch is a duplicate too).
+    let again = json!({ "messages": [
+        message("m1", "user", "edited", "2024-12-01T10:30:00Z"),
+        message("m2", "bot", "edited", "2024-12-01T10:30:02Z"),
+        message("m2", "bot", "edited", "2024-12-01T10:30:02Z"),
+    ]});
+    case.request_valid(uri, Some(&again));
+    let a = case.check(200, call(&s, "POST", uri, &tok, Some(again)).await);
+    assert_eq!((a.body["data"]["inserted"].as_u64(), a.body["data"]["duplicates"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(a.body["data"]["messagesNum"], 3);
+
+    // 400: malformed JSON, and bodies the spec rejects too.
+    case.check(400, raw(&s, "POST", uri, Some(&tok), Some("application/json"), b"{\"messages\": [").await);
+    let ok = message("m9", "user", "hi", "2024-12-01T10:30:00Z");
+    let too_many: Vec<Value> =
+        (0..501).map(|i| message(&format!("b{i}"), "user", "hi", "2024-12-01T10:30:00Z")).collect();
+    for bad in [
+        json!({}),
+        json!({ "messages": [] }),
+        json!({ "messages": too_many }),
+        json!({ "messages": [message("m9", "robot", "hi", "2024-12-01T10:30:00Z")] }),
+        json!({ "messages": [message("m9", "user", "hi", "yesterday")] }),
+        json!({ "messages": [message("bad id", "user", "hi", "2024-12-01T10:30:00Z")] }),
+        json!({ "messages": [message("m9", "user", &"x".repeat(100_001), "2024-12-01T10:30:00Z")] }),
+        json!({ "messages": [{ "from": "user", "content": "hi" }] }),
+        json!({ "messages": [{ "from": "user", "content": "hi", "ts": "2024-12-01T10:30:00Z", "type": "text" }] }),
+        json!({ "messages": [{ "from": "user", "content": "hi", "ts": "2024-12-01T10:30:00Z", "feedback": "Meh" }] }),
+        json!({ "messages": [ok.clone()], "agentId": "x" }),
+    ] {
+        case.request_invalid(uri, Some(&bad));
+        case.check(400, call(&s, "POST", uri, &tok, Some(bad)).await);
+    }
+    let bad_path = "/agents/agent-1/convos/convo%231/messages";
+    let one = json!({ "messages": [ok] });
+    case.request_invalid(bad_path, Some(&one));
+    case.check(400, call(&s, "POST", bad_path, &tok, Some(one.clone())).await);
+
+    // 401.
+    case.check(401, raw(&s, "POST", uri, None, Some("application/json"), one.to_string().as_bytes()).await);
+
+    // 404: an unknown conversation, and another organization's (the same answer).
+    let unknown = "/agents/agent-1/convos/nobody/messages";
+    case.request_valid(unknown, Some(&one));
+    let a = case.check(404, call(&s, "POST", unknown, &tok, Some(one.clone())).await);
+    let b = case.check(404, call(&s, "POST", uri, &token(&new_org()), Some(one.clone())).await);
+    assert_eq!(a.body, b.body, "another organization's conversation must look unknown");
+
+    // 413 and 415.
+    let body = oversized_body(s.config.max_body_bytes + 1);
+    case.check(413, raw(&s, "POST", uri, Some(&tok), Some("application/json"), &body).await);
+    case.check(415, raw(&s, "POST", uri, Some(&tok), Some("application/x-www-form-urlencoded"), b"a=b").await);
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "POST", uri, &tok, Some(one)).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn list_convos_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("GET", "/agents/{agentId}/convos");
+
+    // 200: an agent without conversations is an empty list.
+    let empty = "/agents/agent-empty/convos";
+    case.request_valid(empty, None);
+    let a = case.check(200, call(&s, "GET", empty, &tok, None).await);
+    assert_eq!((&a.body["data"], &a.body["nextCursor"]), (&json!([]), &Value::Null));
+
+    // 200: pages, following nextCursor, with a conversation that has messages.
+    for id in ["c1", "c2", "c3"] {
+        let put =
+            call(&s, "PUT", &format!("/agents/agent-1/convos/{id}"), &tok, Some(json!({ "origin": "sms" }))).await;
+        assert_eq!(put.status.as_u16(), 201, "{}", put.body);
+    }
+    let msgs = json!({ "messages": [message("m1", "user", "hi", "2030-01-01T00:00:00Z")] });
+    let ingest = call(&s, "POST", "/agents/agent-1/convos/c2/messages", &tok, Some(msgs)).await;
+    assert_eq!(ingest.status.as_u16(), 201, "{}", ingest.body);
+
+    let first = "/agents/agent-1/convos?limit=2";
+    case.request_valid(first, None);
+    let a = case.check(200, call(&s, "GET", first, &tok, None).await);
+    assert_eq!(a.body["data"][0]["id"], "c2", "newest activity first");
+    assert_eq!(a.body["data"][0]["ts"], "2030-01-01T00:00:00.000Z");
+    let cursor = a.body["nextCursor"].as_str().expect("a next page").to_string();
+    let next = format!("/agents/agent-1/convos?limit=2&cursor={cursor}");
+    case.request_valid(&next, None);
+    let a = case.check(200, call(&s, "GET", &next, &tok, None).await);
+    assert_eq!(a.body["data"].as_array().map(Vec::len), Some(1));
+    for uri in ["/agents/agent-1/convos?limit=", "/agents/agent-1/convos?limit=100&cursor="] {
+        case.request_valid(uri, None);
+        case.check(200, call(&s, "GET", uri, &tok, None).await);
+    }
+
+    // 400: limit out of range or not a number, a bad agent id (the spec rejects these too).
+    for uri in [
+        "/agents/agent-1/convos?limit=0",
+        "/agents/agent-1/convos?limit=101",
+        "/agents/agent-1/convos?limit=ten",
+        "/agents/agent-1/convos?limit=2.5",
+        "/agents/agent%2F1/convos",
+    ] {
+        case.request_invalid(uri, None);
+        case.check(400, call(&s, "GET", uri, &tok, None).await);
+    }
+    // 400: cursors that are opaque strings to the spec but not ours to accept.
+    for uri in ["/agents/agent-1/convos?cursor=garbage".to_string(), format!("/agents/agent-2/convos?cursor={cursor}")]
+    {
+        case.request_valid(&uri, None);
+        case.check(400, call(&s, "GET", &uri, &tok, None).await);
+    }
+    case.check(400, call(&s, "GET", &next, &token(&new_org()), None).await);
+
+    // 401.
+    case.check(401, raw(&s, "GET", first, None, None, b"").await);
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "GET", first, &tok, None).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn create_snapshot_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("POST", SNAPSHOTS);
+    seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
+
+    // 201 with every field: ids as strings, messages in time order, an ETag.
+    let full = json!({
+        "contactId": "k1",
+        "messageIds": ["m3", "m2", "m3"],
+        "notes": "Great handling of objection on pricing.",
+        "tags": [" sales ", "sales", "", "pricing"],
+        "quality": "good",
+        "category": "objection-handling",
+    });
+    case.request_valid(SNAPSHOTS, Some(&full));
+    let a = case.check(201, call(&s, "POST", SNAPSHOTS, &tok, Some(full)).await);
+    assert_etag(&a);
+    let d = &a.body["data"];
+    assert_eq!((&d["userId"], &d["contactId"]), (&json!("user-1"), &json!("k1")));
+    let ids: Vec<&Value> = d["messages"].as_array().into_iter().flatten().map(|m| &m["id"]).collect();
+    assert_eq!(ids, [&json!("m2"), &json!("m3")], "time order, repeats ignored");
+    assert_eq!(d["tags"], json!(["sales", "pricing"]));
+
+    // 201 with nulls (the same as absent): every message, no metadata.
+    let nulls = json!({ "contactId": "k1", "messageIds": null, "notes": null, "tags": null, "quality": null, "category": null });
+    case.request_valid(SNAPSHOTS, Some(&nulls));
+    let a = case.check(201, call(&s, "POST", SNAPSHOTS, &tok, Some(nulls)).await);
+    assert_eq!(a.body["data"]["messageCount"], 4);
+    assert_eq!((&a.body["data"]["quality"], &a.body["data"]["tags"]), (&Value::Null, &json!([])));
+
+    // 201 for a contact whose conversation has no lead fields: nullable fields are null.
+    seed_contact(&s, &tok, "bare", json!({}), &[("b1", "bot", "2026-05-18T10:00:00Z")]).await;
+    let bare = json!({ "contactId": "bare", "quality": "  " });
+    case.request_valid(SNAPSHOTS, Some(&bare));
+    let a = case.check(201, call(&s, "POST", SNAPSHOTS, &tok, Some(bare)).await);
+    assert_eq!((&a.body["data"]["customerName"], &a.body["data"]["quality"]), (&Value::Null, &Value::Null));
+
+    // Idempotency-Key: the same key and body replay 201, another body is 409.
+    let body = json!({ "contactId": "k1", "quality": "good" });
+    let key = [("Idempotency-Key", "5f0c6e1e-2b7a-4d3e-9a51-0c8f3b1d2e4a")];
+    case.request_valid_with(SNAPSHOTS, &key, Some(&body));
+    let first = case.check(201, call_with(&s, "POST", SNAPSHOTS, &tok, &key, &body).await);
+    let again = case.check(201, call_with(&s, "POST", SNAPSHOTS, &tok, &key, &body).await);
+    assert_eq!(again.body["data"]["_id"], first.body["data"]["_id"]);
+    let other = json!({ "contactId": "k1", "quality": "bad" });
+    case.request_valid_with(SNAPSHOTS, &key, Some(&other));
+    case.check(409, call_with(&s, "POST", SNAPSHOTS, &tok, &key, &other).await);
+
+    // 404: an unknown contact, another organization's contact (the same answer).
+    let unknown = json!({ "contactId": "nobody" });
+    case.request_valid(SNAPSHOTS, Some(&unknown));
+    let a = case.check(404, call(&s, "POST", SNAPSHOTS, &tok, Some(unknown)).await);
+    let b = case.check(404, call(&s, "POST", SNAPSHOTS, &token(&new_org()), Some(json!({ "contactId": "k1" }))).await);
+    assert_eq!(a.body, b.body, "another organization's contact must look unknown");
+    // 404: a key replayed after its snapshot was deleted.
+    let key = [("Idempotency-Key", "deleted-since")];
+    let made = case.check(201, call_with(&s, "POST", SNAPSHOTS, &tok, &key, &body).await);
+    let id = made.body["data"]["_id"].as_str().expect("_id");
+    let deleted = call(&s, "DELETE", &format!("{SNAPSHOTS}/{id}"), &tok, None).await;
+    assert_eq!(deleted.status.as_u16(), 200, "{}", deleted.body);
+    let a = case.check(404, call_with(&s, "POST", SNAPSHOTS, &tok, &key, &body).await);
+    assert_eq!(a.body, snapshot_not_found());
+
+    // 400: malformed JSON, empty body, and bodies the spec rejects too.
+    case.check(400, raw(&s, "POST", SNAPSHOTS, Some(&tok), Some("application/json"), br#"{"contactId": "#).await);
+    case.check(400, raw(&s, "POST", SNAPSHOTS, Some(&tok), Some("application/json"), b"").await);
+    case.request_invalid(SNAPSHOTS, None);
+    let many: Vec<String> = (0..10_001).map(|i| format!("m{i}")).collect();
+    for bad in [
+        json!({}),
+        json!({ "contactId": 5 }),
+        json!({ "contactId": null }),
+        json!({ "contactId": "has space" }),
+        json!({ "contactId": "k1", "isArchived": true }),
+        json!({ "contactId": "k1", "messageIds": [] }),
+        json!({ "contactId": "k1", "messageIds": "m1" }),
+        json!({ "contactId": "k1", "messageIds": many }),
+        json!({ "contactId": "k1", "notes": "n".repeat(10_001) }),
+        json!({ "contactId": "k1", "tags": "vip" }),
+        json!({ "contactId": "k1", "tags": ["x".repeat(65)] }),
+        json!({ "contactId": "k1", "quality": "q".repeat(101) }),
+        json!({ "contactId": "k1", "category": "c".repeat(101) }),
+        json!({ "contactId": "k1", "quality": 5 }),
+        json!([]),
+    ] {
+        case.request_invalid(SNAPSHOTS, Some(&bad));
+        case.check(400, call(&s, "POST", SNAPSHOTS, &tok, Some(bad)).await);
+    }
+    // 400 the spec cannot see: messageIds that are not the contact's (named), a contact
+    // without messages, more than 50 distinct tags.
+    let strangers = json!({ "contactId": "k1", "messageIds": ["m1", "zzz", "b1"] });
+    case.request_valid(SNAPSHOTS, Some(&strangers));
+    let a = case.check(400, call(&s, "POST", SNAPSHOTS, &tok, Some(strangers)).await);
+    let message = a.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("zzz") && message.contains("b1") && !message.contains("m1,"), "{message}");
+    assert_eq!(a.body["issues"].as_array().map(Vec::len), Some(2));
+    seed_contact(&s, &tok, "silent", full_lead(), &[]).await;
+    let silent = json!({ "contactId": "silent" });
+    case.request_valid(SNAPSHOTS, Some(&silent));
+    case.check(400, call(&s, "POST", SNAPSHOTS, &tok, Some(silent)).await);
+    let tags = json!({ "contactId": "k1", "tags": (0..51).map(|i| format!("t{i}")).collect::<Vec<_>>() });
+    case.request_valid(SNAPSHOTS, Some(&tags));
+    case.check(400, call(&s, "POST", SNAPSHOTS, &tok, Some(tags)).await);
+    // 400: an Idempotency-Key that is empty, has a space, or is too long.
+    let long = "k".repeat(256);
+    for bad in ["", "two words", long.as_str()] {
+        let key = [("Idempotency-Key", bad)];
+        case.request_invalid_with(SNAPSHOTS, &key, Some(&body));
+        case.check(400, call_with(&s, "POST", SNAPSHOTS, &tok, &key, &body).await);
+    }
+
+    // 401: no token, a malformed one.
+    case.check(401, raw(&s, "POST", SNAPSHOTS, None, Some("application/json"), br#"{"contactId":"k1"}"#).await);
+    case.check(401, raw(&s, "POST", SNAPSHOTS, Some("not-a-jwt"), Some("application/json"), br#"{"contactId":"k1"}"#).await);
+
+    // 413 and 415.
+    let big = oversized_body(s.config.max_body_bytes + 1);
+    case.check(413, raw(&s, "POST", SNAPSHOTS, Some(&tok), Some("application/json"), &big).await);
+    case.check(415, raw(&s, "POST", SNAPSHOTS, Some(&tok), Some("text/plain"), br#"{"contactId":"k1"}"#).await);
+    case.check(415, raw(&s, "POST", SNAPSHOTS, Some(&tok), None, br#"{"contactId":"k1"}"#).await);
+
+    // 503: storage unreachable, with and without an Idempotency-Key.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "POST", SNAPSHOTS, &tok, Some(body.clone())).await);
+    case.check(503, call_with(&down, "POST", SNAPSHOTS, &tok, &[("Idempotency-Key", "down")], &body).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn get_snapshot_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("GET", SNAPSHOT);
+    seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
+    let id = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "tags": ["sales"] })).await;
+
+    // 200: populated refs, messages, no `message`, an ETag; the id in either case.
+    let uri = format!("{SNAPSHOTS}/{id}");
+    case.request_valid(&uri, None);
+    let a = case.check(200, call(&s, "GET", &uri, &tok, None).await);
+    assert_etag(&a);
+    assert!(a.body.get("message").is_none(), "{}", a.body);
+    let d = &a.body["data"];
+    assert_eq!(d["userId"], json!({ "_id": "user-1", "firstName": "Alice", "lastName": "Rivera", "email": "alice@example.com" }));
+    assert_eq!(
+        d["contactId"],
+        json!({ "_id": "k1", "firstName": "Jane", "lastName": "Doe", "phoneNumber": "+14155550123",
+                "email": "jane@example.com", "channelType": "sms" })
+    );
+    let senders: Vec<(Value, Value)> =
+        d["messages"].as_array().expect("messages").iter().map(|m| (m["sender"].clone(), m["senderType"].clone())).collect();
+    assert_eq!(
+        senders,
+        [("contact", "HUMAN"), ("user", "AI"), ("user", "HUMAN"), ("contact", "HUMAN")]
+            .map(|(a, b)| (json!(a), json!(b)))
+    );
+    let upper = format!("{SNAPSHOTS}/{}", id.to_ascii_uppercase());
+    case.request_valid(&upper, None);
+    case.check(200, call(&s, "GET", &upper, &tok, None).await);
+
+    // 200 for a contact without lead fields and a token without name claims: nulls.
+    let bare_tok = support::token_claims(shared::auth::Claims {
+        sub: "user-2".into(),
+        organization_id: org.clone(),
+        exp: shared::auth::now_epoch() + 3600,
+        nbf: None,
+        iss: None,
+        aud: None,
+        email: None,
+        given_name: None,
+        family_name: None,
+    });
+    seed_contact(&s, &bare_tok, "bare", json!({ "userName": "Cher" }), &[("b1", "user", "2026-05-18T10:00:00Z")]).await;
+    let bare = create_snapshot(&s, &bare_tok, json!({ "contactId": "bare" })).await;
+    let a = case.check(200, call(&s, "GET", &format!("{SNAPSHOTS}/{bare}"), &tok, None).await);
+    assert_eq!(a.body["data"]["userId"], json!({ "_id": "user-2", "firstName": null, "lastName": null, "email": null }));
+    assert_eq!((&a.body["data"]["contactId"]["firstName"], &a.body["data"]["contactId"]["lastName"]), (&json!("Cher"), &Value::Null));
+
+    // 400: not 24 hex digits.
+    for bad in ["123", "zzzzzzzzzzzzzzzzzzzzzzzz", "67f1a0b0c0d0e0f0a0b0c0d0aa"] {
+        let uri = format!("{SNAPSHOTS}/{bad}");
+        case.request_invalid(&uri, None);
+        case.check(400, call(&s, "GET", &uri, &tok, None).await);
+    }
+
+    // 401.
+    case.check(401, raw(&s, "GET", &uri, None, None, b"").await);
+
+    // 404: an unknown id and another organization's, exactly alike.
+    let unknown = format!("{SNAPSHOTS}/{}", shared::ids::object_id());
+    case.request_valid(&unknown, None);
+    let a = case.check(404, call(&s, "GET", &unknown, &tok, None).await);
+    let b = case.check(404, call(&s, "GET", &uri, &token(&new_org()), None).await);
+    assert_eq!((&a.body, &b.body), (&snapshot_not_found(), &snapshot_not_found()));
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "GET", &uri, &tok, None).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn list_snapshots_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("GET", SNAPSHOTS);
+
+    // 200: nothing yet is an empty list.
+    case.request_valid(SNAPSHOTS, None);
+    let a = case.check(200, call(&s, "GET", SNAPSHOTS, &tok, None).await);
+    assert_eq!((&a.body["data"], &a.body["nextCursor"]), (&json!([]), &Value::Null));
+
+    seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
+    seed_contact(&s, &tok, "k2", json!({}), &[("n1", "user", "2026-05-18T09:00:00Z")]).await;
+    let a = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "category": "pricing", "tags": ["x", "y"] })).await;
+    let b = create_snapshot(&s, &tok, json!({ "contactId": "k2", "quality": "bad", "tags": ["x"] })).await;
+    let c = create_snapshot(&s, &tok, json!({ "contactId": "k1", "notes": "archived one" })).await;
+    let archived = call(&s, "PATCH", &format!("{SNAPSHOTS}/{c}"), &tok, Some(json!({ "isArchived": true }))).await;
+    assert_eq!(archived.status.as_u16(), 200, "{}", archived.body);
+    let ids = |a: &Answer| -> Vec<String> {
+        a.body["data"].as_array().into_iter().flatten().filter_map(|d| d["_id"].as_str().map(str::to_string)).collect()
+    };
+
+    // 200: pages, following nextCursor (limit may change between pages).
+    let first = format!("{SNAPSHOTS}?limit=1");
+    case.request_valid(&first, None);
+    let page = case.check(200, call(&s, "GET", &first, &tok, None).await);
+    assert_eq!(ids(&page), [b.clone()]);
+    assert!(page.body["data"][0].get("messages").is_none(), "no messages by default");
+    let cursor = page.body["nextCursor"].as_str().expect("a next page").to_string();
+    let next = format!("{SNAPSHOTS}?limit=5&cursor={cursor}");
+    case.request_valid(&next, None);
+    let page = case.check(200, call(&s, "GET", &next, &tok, None).await);
+    assert_eq!((ids(&page), &page.body["nextCursor"]), (vec![a.clone()], &Value::Null));
+
+    // 200: every filter, and messages on request.
+    for (query, expected) in [
+        ("?includeMessages=true", vec![b.clone(), a.clone()]),
+        ("?includeMessages=false&archived=false", vec![b.clone(), a.clone()]),
+        ("?archived=true&includeMessages=true", vec![c.clone()]),
+        ("?archived=all", vec![c.clone(), b.clone(), a.clone()]),
+        ("?quality=good", vec![a.clone()]),
+        ("?category=pricing&contactId=k1", vec![a.clone()]),
+        ("?tag=x&tag=y", vec![a.clone()]),
+        ("?tag=x&quality=bad", vec![b.clone()]),
+        ("?contactId=k2&archived=all", vec![b.clone()]),
+        ("?from=2000-01-01T00:00:00Z&to=2100-01-01T01:00:00%2B01:00", vec![b.clone(), a.clone()]),
+        ("?to=2000-01-01T00:00:00Z", vec![]),
+        ("?quality=&category=&tag=&archived=&from=&to=&contactId=&limit=&cursor=&includeMessages=", vec![b.clone(), a.clone()]),
+    ] {
+        let uri = format!("{SNAPSHOTS}{query}");
+        case.request_valid(&uri, None);
+        let page = case.check(200, call(&s, "GET", &uri, &tok, None).await);
+        assert_eq!(ids(&page), expected, "{query}");
+        let with_messages = query.contains("includeMessages=true");
+        for item in page.body["data"].as_array().into_iter().flatten() {
+            assert_eq!(item.get("messages").is_some(), with_messages, "{query}: {item}");
+        }
+    }
+
+    // 400: parameters the spec rejects too.
+    for query in [
+        "?limit=0",
+        "?limit=101",
+        "?limit=ten",
+        "?archived=maybe",
+        "?includeMessages=yes",
+        "?from=yesterday",
+        "?to=2026-05-18",
+        "?contactId=has%20space",
+    ] {
+        let uri = format!("{SNAPSHOTS}{query}");
+        case.request_invalid(&uri, None);
+        case.check(400, call(&s, "GET", &uri, &tok, None).await);
+    }
+    // 400: what the spec cannot see: `from` after `to`, cursors that are not ours to accept
+    // (forged, for other filters, from another organization).
+    for uri in [
+        format!("{SNAPSHOTS}?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z"),
+        format!("{SNAPSHOTS}?cursor=garbage"),
+        format!("{SNAPSHOTS}?limit=1&quality=bad&cursor={cursor}"),
+    ] {
+        case.request_valid(&uri, None);
+        case.check(400, call(&s, "GET", &uri, &tok, None).await);
+    }
+    case.check(400, call(&s, "GET", &next, &token(&new_org()), None).await);
+
+    // 401.
+    case.check(401, raw(&s, "GET", SNAPSHOTS, None, None, b"").await);
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "GET", SNAPSHOTS, &tok, None).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn update_snapshot_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("PATCH", SNAPSHOT);
+    seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
+    let id = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "notes": "keep", "tags": ["a"] })).await;
+    let uri = format!("{SNAPSHOTS}/{id}");
+
+    // 200: the document without messages, populated, with a new ETag.
+    let change = json!({ "quality": "bad", "category": "pricing", "isArchived": true });
+    case.request_valid(&uri, Some(&change));
+    let a = case.check(200, call(&s, "PATCH", &uri, &tok, Some(change)).await);
+    assert_etag(&a);
+    assert!(a.body["data"].get("messages").is_none(), "{}", a.body);
+    assert_eq!(a.body["data"]["contactId"]["_id"], "k1");
+    assert_eq!((&a.body["data"]["notes"], &a.body["data"]["isArchived"]), (&json!("keep"), &json!(true)));
+
+    // 200: null clears; `isArchived: null` beside another field changes nothing.
+    let clear = json!({ "notes": null, "tags": null, "quality": null, "category": null, "isArchived": null });
+    case.request_valid(&uri, Some(&clear));
+    let a = case.check(200, call(&s, "PATCH", &uri, &tok, Some(clear)).await);
+    let d = &a.body["data"];
+    assert_eq!(
+        (&d["notes"], &d["tags"], &d["quality"], &d["category"], &d["isArchived"]),
+        (&Value::Null, &json!([]), &Value::Null, &Value::Null, &json!(true))
+    );
+
+    // 200 with If-Match: the current updatedAt, quoted (the ETag) or not.
+    let etag = a.headers.get("etag").and_then(|v| v.to_str().ok()).expect("ETag").to_string();
+    let body = json!({ "isArchived": false });
+    let if_match = [("If-Match", etag.as_str())];
+    case.request_valid_with(&uri, &if_match, Some(&body));
+    let a = case.check(200, call_with(&s, "PATCH", &uri, &tok, &if_match, &body).await);
+    let current = a.body["data"]["updatedAt"].as_str().expect("updatedAt").to_string();
+    let unquoted = [("If-Match", current.as_str())];
+    let b = case.check(200, call_with(&s, "PATCH", &uri, &tok, &unquoted, &json!({ "notes": "again" })).await);
+    assert!(b.body["data"]["updatedAt"].as_str() > Some(current.as_str()), "updatedAt moves forward");
+
+    // 412: a stale If-Match (and `*`, which is not a wildcard here); nothing changes.
+    let lost = json!({ "notes": "lost" });
+    for stale in [etag.as_str(), "*"] {
+        let if_match = [("If-Match", stale)];
+        case.request_valid_with(&uri, &if_match, Some(&lost));
+        case.check(412, call_with(&s, "PATCH", &uri, &tok, &if_match, &lost).await);
+    }
+    let g = call(&s, "GET", &uri, &tok, None).await;
+    assert_eq!(g.body["data"]["notes"], "again");
+
+    // 400: malformed or empty bodies, fields that are not editable, wrong types, limits.
+    case.check(400, raw(&s, "PATCH", &uri, Some(&tok), Some("application/json"), b"{\"notes\": ").await);
+    case.check(400, raw(&s, "PATCH", &uri, Some(&tok), Some("application/json"), b"").await);
+    case.request_invalid(&uri, None);
+    for bad in [
+        json!({}),
+        json!({ "isArchived": null }),
+        json!({ "messages": [] }),
+        json!({ "_id": "x" }),
+        json!({ "createdAt": "2020-01-01T00:00:00Z" }),
+        json!({ "messageCount": 1, "notes": "n" }),
+        json!({ "isArchived": "yes" }),
+        json!({ "tags": "vip" }),
+        json!({ "tags": ["x".repeat(65)] }),
+        json!({ "notes": "n".repeat(10_001) }),
+        json!({ "quality": "q".repeat(101) }),
+        json!({ "category": 7 }),
+        json!([]),
+    ] {
+        case.request_invalid(&uri, Some(&bad));
+        case.check(400, call(&s, "PATCH", &uri, &tok, Some(bad)).await);
+    }
+    let bad_path = format!("{SNAPSHOTS}/not-an-id");
+    case.request_invalid(&bad_path, Some(&body));
+    case.check(400, call(&s, "PATCH", &bad_path, &tok, Some(body.clone())).await);
+
+    // 401.
+    case.check(401, raw(&s, "PATCH", &uri, None, Some("application/json"), br#"{"notes":"n"}"#).await);
+
+    // 404: an unknown id and another organization's, exactly alike.
+    let unknown = format!("{SNAPSHOTS}/{}", shared::ids::object_id());
+    case.request_valid(&unknown, Some(&body));
+    let a = case.check(404, call(&s, "PATCH", &unknown, &tok, Some(body.clone())).await);
+    let b = case.check(404, call(&s, "PATCH", &uri, &token(&new_org()), Some(body.clone())).await);
+    assert_eq!((&a.body, &b.body), (&snapshot_not_found(), &snapshot_not_found()));
+
+    // 413 and 415.
+    let big = oversized_body(s.config.max_body_bytes + 1);
+    case.check(413, raw(&s, "PATCH", &uri, Some(&tok), Some("application/json"), &big).await);
+    case.check(415, raw(&s, "PATCH", &uri, Some(&tok), Some("text/plain"), br#"{"notes":"n"}"#).await);
+    case.check(415, raw(&s, "PATCH", &uri, Some(&tok), None, br#"{"notes":"n"}"#).await);
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "PATCH", &uri, &tok, Some(body)).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn delete_snapshot_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("DELETE", SNAPSHOT);
+    seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
+    let id = create_snapshot(&s, &tok, json!({ "contactId": "k1" })).await;
+    let uri = format!("{SNAPSHOTS}/{id}");
+
+    // 404 for another organization (the snapshot stays), then 200, then 404.
+    case.request_valid(&uri, None);
+    let other = case.check(404, call(&s, "DELETE", &uri, &token(&new_org()), None).await);
+    assert_eq!(other.body, snapshot_not_found());
+    let a = case.check(200, call(&s, "DELETE", &uri, &tok, None).await);
+    assert_eq!(a.body["data"], json!({ "_id": id }));
+    let again = case.check(404, call(&s, "DELETE", &uri, &tok, None).await);
+    assert_eq!(again.body, snapshot_not_found());
+    let unknown = format!("{SNAPSHOTS}/{}", shared::ids::object_id());
+    case.request_valid(&unknown, None);
+    case.check(404, call(&s, "DELETE", &unknown, &tok, None).await);
+
+    // 400: not 24 hex digits.
+    for bad in ["123", "g7f1a0b0c0d0e0f0a0b0c0d0"] {
+        let uri = format!("{SNAPSHOTS}/{bad}");
+        case.request_invalid(&uri, None);
+        case.check(400, call(&s, "DELETE", &uri, &tok, None).await);
+    }
+
+    // 401.
+    case.check(401, raw(&s, "DELETE", &uri, None, None, b"").await);
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "DELETE", &uri, &tok, None).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
