@@ -52,6 +52,11 @@ pub struct Config {
     pub cursor_secret: Vec<u8>,
     /// Largest request body accepted (`MAX_BODY_BYTES`, default 1 MiB).
     pub max_body_bytes: usize,
+    /// Largest export answered inline (`INLINE_EXPORT_MAX_BYTES`, default 5 MiB, under
+    /// Lambda's 6 MB response limit); larger ones go through S3.
+    pub inline_export_max_bytes: usize,
+    /// Lifetime of export download URLs (`EXPORT_URL_TTL_SECONDS`, default 900).
+    pub export_url_ttl_seconds: u64,
 }
 
 /// The development secret of the README, `scripts/run.sh` and the tokens in `events/`.
@@ -130,6 +135,8 @@ impl Config {
             },
             cursor_secret,
             max_body_bytes: parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
+            inline_export_max_bytes: parsed("INLINE_EXPORT_MAX_BYTES", 5 * 1024 * 1024)?,
+            export_url_ttl_seconds: parsed("EXPORT_URL_TTL_SECONDS", 900u64)?,
         })
     }
 }

@@ -13,6 +13,9 @@ use crate::table::{PK, SK};
 
 /// How long a key is remembered.
 pub const TTL_SECONDS: u64 = 24 * 3600;
+/// A claim with no recorded answer after this long belongs to a request that died (a function
+/// runs at most 29 s behind API Gateway); a retry may take it over.
+pub const ABANDONED_SECONDS: u64 = 120;
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -64,9 +67,13 @@ impl<'a> Idempotency<'a> {
             .item("bodyHash", s(&hash))
             .item("claimedAt", AttributeValue::N(now.to_string()))
             .item("expiresAt", AttributeValue::N((now + TTL_SECONDS).to_string()))
-            // Take the key if it is free or its record has outlived the window.
-            .condition_expression("attribute_not_exists(PK) OR claimedAt < :stale")
+            // Take the key if it is free, its record has outlived the window, or its request
+            // was abandoned (no answer recorded long after any invocation could still run).
+            .condition_expression(
+                "attribute_not_exists(PK) OR claimedAt < :stale OR (attribute_not_exists(resourceId) AND claimedAt < :abandoned)",
+            )
             .expression_attribute_values(":stale", AttributeValue::N(now.saturating_sub(TTL_SECONDS).to_string()))
+            .expression_attribute_values(":abandoned", AttributeValue::N(now.saturating_sub(ABANDONED_SECONDS).to_string()))
             .send()
             .await;
         match put {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod convos;
 pub mod cursor;
 pub mod error;
+pub mod exports;
 pub mod gateway;
 pub mod http;
 pub mod idempotency;

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use lambda_http::{Body, Request, Response};
 
 use crate::error::Envelope;
-use crate::{convos, snapshots, AppState};
+use crate::{convos, exports, snapshots, AppState};
 
 /// A handler future, borrowed from the state for the request's lifetime.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
@@ -56,11 +56,20 @@ pub const ROUTES: &[Route] = &[
         convos::handlers::ingest_messages
     ),
     route!("list-convos", "GET", "/agents/{agentId}/convos", Envelope::Convocore, convos::handlers::list_convos),
+    route!("export-convos", "GET", "/agents/{agentId}/convos/export", Envelope::Convocore, exports::convos::export_agent_convos),
+    route!(
+        "export-convo",
+        "GET",
+        "/agents/{agentId}/convos/{convoId}/export",
+        Envelope::Convocore,
+        exports::convos::export_convo
+    ),
     route!("create-snapshot", "POST", "/api/training/snapshots", Envelope::Tether, snapshots::handlers::create_snapshot),
     route!("list-snapshots", "GET", "/api/training/snapshots", Envelope::Tether, snapshots::handlers::list_snapshots),
     route!("get-snapshot", "GET", "/api/training/snapshots/{id}", Envelope::Tether, snapshots::handlers::get_snapshot),
     route!("update-snapshot", "PATCH", "/api/training/snapshots/{id}", Envelope::Tether, snapshots::handlers::update_snapshot),
     route!("delete-snapshot", "DELETE", "/api/training/snapshots/{id}", Envelope::Tether, snapshots::handlers::delete_snapshot),
+    route!("export-training", "GET", "/api/training/export", Envelope::Tether, exports::training::export_training),
 ];
 
 /// Matches `path` against a route template, returning the path parameters.

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use shared::error::{ApiError, ErrorKind};
 use shared::routes::{self, ROUTES};
 use shared::AppState;
-use support::{call, new_org, send, state, token, Answer};
+use support::{call, new_org, send, state, state_with, token, Answer};
 
 const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
 const HTTP_METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
@@ -167,19 +167,38 @@ fn assert_matches_spec(method: &str, path_template: &str, answer: &Answer) {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_else(|| panic!("no Content-Type; {}", context()));
             let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-            let media = content
-                .get(&mime)
-                .unwrap_or_else(|| panic!("content type {mime} is not documented for this status; {}", context()));
-            let body: Value = if mime == "application/json" || mime.ends_with("+json") {
+            let media = content.get(&mime).unwrap_or_else(|| {
+                let documented: Vec<&String> = content.keys().collect();
+                panic!("content type {mime} is not documented for this status (only {documented:?}); {}", context())
+            });
+            let schema = &media["schema"];
+            let body: Value = if is_json_media(&mime) {
                 serde_json::from_slice(&answer.bytes)
                     .unwrap_or_else(|e| panic!("body is not JSON ({e}); {}", context()))
             } else {
-                Value::String(String::from_utf8_lossy(&answer.bytes).into_owned())
+                // A file that is not one JSON document (CSV, NDJSON): the spec describes it as
+                // text (`type: string`, maybe with a `pattern`), and it is validated as that text.
+                assert_eq!(schema["type"], "string", "{mime} must be documented as `type: string`; {}", context());
+                let text = std::str::from_utf8(&answer.bytes)
+                    .unwrap_or_else(|e| panic!("a {mime} body must be UTF-8 ({e}); {}", context()));
+                if mime == "application/x-ndjson" {
+                    for (i, line) in text.lines().enumerate() {
+                        serde_json::from_str::<Value>(line)
+                            .unwrap_or_else(|e| panic!("NDJSON line {} is not JSON ({e}); {}", i + 1, context()));
+                    }
+                    assert!(text.is_empty() || text.ends_with('\n'), "NDJSON must end with a line break; {}", context());
+                }
+                Value::String(text.to_string())
             };
-            let errors = schema_errors(&media["schema"], &body);
+            let errors = schema_errors(schema, &body);
             assert!(errors.is_empty(), "body does not match the spec:\n  {}\n{}", errors.join("\n  "), context());
         }
     }
+}
+
+/// JSON media types (`application/json`, `application/*+json`): one JSON document.
+fn is_json_media(mime: &str) -> bool {
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 /// Every problem of a request against the spec: path, query and header parameters, request
@@ -480,6 +499,12 @@ fn spec_is_openapi_3_1_with_global_bearer_auth_and_valid_schemas() {
         "SnapshotCreated",
         "SnapshotPopulated",
         "SnapshotSummary",
+        "TrainingExportPayload",
+        "TrainingExportItem",
+        "TrainingExportConversationTurn",
+        "FineTuneExample",
+        "ConvoExportItem",
+        "ExportDownloadResponse",
     ] {
         assert!(raw["components"]["schemas"][name].is_object(), "components.schemas.{name}");
     }
@@ -1230,15 +1255,20 @@ async fn update_snapshot_answers_match_the_spec() {
     let b = case.check(200, call_with(&s, "PATCH", &uri, &tok, &unquoted, &json!({ "notes": "again" })).await);
     assert!(b.body["data"]["updatedAt"].as_str() > Some(current.as_str()), "updatedAt moves forward");
 
-    // 412: a stale If-Match (and `*`, which is not a wildcard here); nothing changes.
+    // 412: a stale If-Match; nothing changes.
     let lost = json!({ "notes": "lost" });
-    for stale in [etag.as_str(), "*"] {
-        let if_match = [("If-Match", stale)];
-        case.request_valid_with(&uri, &if_match, Some(&lost));
-        case.check(412, call_with(&s, "PATCH", &uri, &tok, &if_match, &lost).await);
-    }
+    let if_match = [("If-Match", etag.as_str())];
+    case.request_valid_with(&uri, &if_match, Some(&lost));
+    case.check(412, call_with(&s, "PATCH", &uri, &tok, &if_match, &lost).await);
     let g = call(&s, "GET", &uri, &tok, None).await;
     assert_eq!(g.body["data"]["notes"], "again");
+
+    // 200 with `If-Match: *`: any current version (RFC 9110).
+    let star = [("If-Match", "*")];
+    let anyway = json!({ "notes": "anyway" });
+    case.request_valid_with(&uri, &star, Some(&anyway));
+    let a = case.check(200, call_with(&s, "PATCH", &uri, &tok, &star, &anyway).await);
+    assert_eq!(a.body["data"]["notes"], "anyway");
 
     // 400: malformed or empty bodies, fields that are not editable, wrong types, limits.
     case.check(400, raw(&s, "PATCH", &uri, Some(&tok), Some("application/json"), b"{\"notes\": ").await);
@@ -1324,6 +1354,595 @@ async fn delete_snapshot_answers_match_the_spec() {
     // 503.
     let down = unreachable_storage().await;
     case.check(503, call(&down, "DELETE", &uri, &tok, None).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exports.
+// ---------------------------------------------------------------------------------------------
+
+const TRAINING_EXPORT: &str = "/api/training/export";
+const CONVOS_EXPORT: &str = "/agents/{agentId}/convos/export";
+const CONVO_EXPORT: &str = "/agents/{agentId}/convos/{convoId}/export";
+
+/// An inline limit small enough for the test data to exceed it.
+const SMALL_INLINE_LIMIT: usize = 256;
+
+/// A response header as text (panics when absent).
+fn header<'a>(a: &'a Answer, name: &str) -> &'a str {
+    a.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no {name} header: {:?}", a.headers))
+}
+
+/// `X-Export-Items` and `X-Export-Skipped`.
+fn export_counts(a: &Answer) -> (u64, u64) {
+    let n = |name: &str| header(a, name).parse::<u64>().unwrap_or_else(|e| panic!("{name}: {e}"));
+    (n("x-export-items"), n("x-export-skipped"))
+}
+
+/// A component schema of the spec, resolved.
+fn component(name: &str) -> &'static Value {
+    let schema = &spec()["components"]["schemas"][name];
+    assert!(schema.is_object(), "openapi.yaml has no components.schemas.{name}");
+    schema
+}
+
+/// Asserts `instance` validates against the component schema `name`.
+fn assert_valid(name: &str, instance: &Value) {
+    let errors = schema_errors(component(name), instance);
+    assert!(errors.is_empty(), "{name} does not describe {instance}:\n  {}", errors.join("\n  "));
+}
+
+/// The lines of an NDJSON file, parsed.
+fn ndjson(bytes: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(bytes).expect("UTF-8");
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// The records of a CSV export, header first, after checking the byte order mark and that
+/// every record (but no line break inside a quoted cell) ends with CRLF.
+fn csv_records(bytes: &[u8]) -> Vec<Vec<String>> {
+    let text = std::str::from_utf8(bytes).expect("UTF-8");
+    let body = text.strip_prefix('\u{feff}').expect("a CSV export starts with a UTF-8 BOM");
+    let mut quoted = false;
+    let mut previous = '\0';
+    for c in body.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '\n' if !quoted => assert_eq!(previous, '\r', "a record does not end with CRLF: {body:?}"),
+            _ => {}
+        }
+        previous = c;
+    }
+    assert!(body.ends_with("\r\n"), "the last record ends with CRLF");
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(body.as_bytes());
+    reader.records().map(|r| r.expect("an RFC 4180 record").iter().map(str::to_string).collect()).collect()
+}
+
+/// The cells of column `name` (of `columns`) in `rows`.
+fn column<'a>(columns: &[&str], rows: &'a [Vec<String>], name: &str) -> Vec<&'a str> {
+    let i = columns.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no column {name}"));
+    rows.iter().map(|r| r[i].as_str()).collect()
+}
+
+/// Checks a `303 See Other` export answer and returns the stored file: `Location` is the
+/// body's URL, the key is the organization's, and the object has the documented type.
+async fn stored_export(state: &AppState, a: &Answer, org: &str, kind: &str, content_type: &str) -> Vec<u8> {
+    let data = &a.body["data"];
+    assert_eq!(header(a, "location"), data["url"].as_str().expect("data.url"));
+    assert_eq!((data["items"].as_u64(), data["skipped"].as_u64()), {
+        let (items, skipped) = export_counts(a);
+        (Some(items), Some(skipped))
+    });
+    let key = data["key"].as_str().expect("data.key");
+    assert!(key.starts_with(&format!("exports/{org}/{kind}/")), "{key}");
+    let object = state.s3.get_object().bucket(&state.config.bucket_name).key(key).send().await.expect("the stored export");
+    assert_eq!(object.content_type(), Some(content_type));
+    let disposition = object.content_disposition().expect("Content-Disposition").to_string();
+    assert!(disposition.starts_with("attachment; filename=\""), "{disposition}");
+    let bytes = object.body.collect().await.expect("object body").into_bytes().to_vec();
+    assert_eq!(Some(bytes.len() as u64), data["bytes"].as_u64());
+    bytes
+}
+
+/// A conversation of `agent` with this header and these messages.
+async fn seed_convo(state: &AppState, tok: &str, agent: &str, convo: &str, lead: Value, messages: Vec<Value>) {
+    let uri = format!("/agents/{agent}/convos/{convo}");
+    let a = call(state, "PUT", &uri, tok, Some(lead)).await;
+    assert!(a.status.is_success(), "{}", a.body);
+    if !messages.is_empty() {
+        let a = call(state, "POST", &format!("{uri}/messages"), tok, Some(json!({ "messages": messages }))).await;
+        assert_eq!(a.status.as_u16(), 201, "{}", a.body);
+    }
+}
+
+/// The conversations of the export tests: `c1` (every lead field, four messages in three
+/// turns, cells a spreadsheet would run), `c3` (one message), `c2` (no message, the most
+/// recently active), all of agent `ag`; and `x1` of agent `ag2`.
+async fn seed_export_convos(state: &AppState, tok: &str) {
+    let lead = json!({
+        "userName": "John Doe", "userEmail": "john@example.com", "userPhone": "+1234567890",
+        "userCompany": "Acme Corp", "userAddress": "1 Main St", "userWebsite": "https://acme.example",
+        "notes": "=SUM(A1:A2)", "tags": ["new-lead", "vip"], "origin": "web-chat", "feedback": "Positive",
+    });
+    let messages = vec![
+        message("m1", "user", "Hello!", "2024-12-01T10:30:00Z"),
+        json!({ "id": "m2", "from": "bot", "content": "Hi! How can I help you today?", "ts": "2024-12-01T10:30:02Z",
+                "feedback": "Positive", "aiGenerated": true }),
+        message("m3", "bot", "Premium is $49.\nWant it?", "2024-12-01T10:30:03Z"),
+        message("m4", "human", "-10% today, \"really\"", "2024-12-01T22:05:09Z"),
+    ];
+    seed_convo(state, tok, "ag", "c1", lead, messages).await;
+    seed_convo(state, tok, "ag", "c3", json!({ "userName": "Ann" }), vec![message("n1", "user", "hi", "2025-01-02T00:00:00Z")])
+        .await;
+    seed_convo(state, tok, "ag", "c2", json!({}), vec![]).await;
+    seed_convo(state, tok, "ag2", "x1", json!({}), vec![message("o1", "user", "elsewhere", "2025-01-01T00:00:00Z")]).await;
+}
+
+/// `c1` as Convocore exports it.
+fn c1_exported() -> Value {
+    let msg = |ts: &str, text: &str, feedback: &str, ai: bool| {
+        json!({ "type": "text", "ts": ts, "payload": { "message": text, "feedback": feedback, "aiGenerated": ai } })
+    };
+    json!({
+        "metadata": {
+            "feedback": "Positive",
+            "convo": {
+                "id": "c1", "userName": "John Doe", "userEmail": "john@example.com", "userPhone": "+1234567890",
+                "userCompany": "Acme Corp", "userAddress": "1 Main St", "userWebsite": "https://acme.example",
+                "notes": "=SUM(A1:A2)", "tags": ["new-lead", "vip"], "origin": "web-chat",
+            },
+            "sessions": [],
+        },
+        "turns": [
+            { "from": "user", "messages": [msg("December 1st 2024, 10:30:00 am", "Hello!", "Unset", false)] },
+            { "from": "bot", "messages": [
+                msg("December 1st 2024, 10:30:02 am", "Hi! How can I help you today?", "Positive", true),
+                msg("December 1st 2024, 10:30:03 am", "Premium is $49.\nWant it?", "Unset", true),
+            ] },
+            { "from": "human", "messages": [msg("December 1st 2024, 10:05:09 pm", "-10% today, \"really\"", "Unset", false)] },
+        ],
+    })
+}
+
+/// Asserts the CSV rows of `c1` (four messages, formula cells neutralised).
+fn assert_c1_rows(rows: &[Vec<String>]) {
+    let cols = shared::exports::convos::CSV_COLUMNS;
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(rows.iter().all(|r| r.len() == cols.len()), "{rows:?}");
+    assert!(column(cols, rows, "convoId").iter().all(|c| *c == "c1"));
+    assert_eq!(column(cols, rows, "userPhone")[0], "'+1234567890");
+    assert_eq!(column(cols, rows, "notes")[0], "'=SUM(A1:A2)");
+    assert_eq!(column(cols, rows, "tags")[0], "new-lead|vip");
+    assert_eq!(column(cols, rows, "convoFeedback")[0], "Positive");
+    assert_eq!(column(cols, rows, "turn"), ["0", "1", "1", "2"]);
+    assert_eq!(column(cols, rows, "from"), ["user", "bot", "bot", "human"]);
+    assert_eq!(column(cols, rows, "messageId"), ["m1", "m2", "m3", "m4"]);
+    assert_eq!(column(cols, rows, "ts")[3], "December 1st 2024, 10:05:09 pm");
+    assert_eq!(column(cols, rows, "timestamp")[0], "2024-12-01T10:30:00.000Z");
+    assert_eq!(
+        column(cols, rows, "message"),
+        ["Hello!", "Hi! How can I help you today?", "Premium is $49.\nWant it?", "'-10% today, \"really\""]
+    );
+    assert_eq!(column(cols, rows, "feedback"), ["Unset", "Positive", "Unset", "Unset"]);
+    assert_eq!(column(cols, rows, "aiGenerated"), ["false", "true", "true", "false"]);
+}
+
+#[tokio::test]
+async fn export_training_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("GET", TRAINING_EXPORT);
+    let get = |uri: String| {
+        let (s, tok) = (&s, &tok);
+        async move { call(s, "GET", &uri, tok, None).await }
+    };
+
+    // 200: nothing to export is the payload without items.
+    case.request_valid(TRAINING_EXPORT, None);
+    let a = case.check(200, get(TRAINING_EXPORT.into()).await);
+    assert_eq!((&a.body["data"], &a.body["totalSnapshots"], &a.body["organizationId"]), (&json!([]), &json!(0), &json!(org)));
+    assert_eq!(export_counts(&a), (0, 0));
+
+    // Every snapshot has a lead, a quality and notes: Tether's TrainingExportItem types
+    // `customer.name` / `customer.phone` and `metadata.quality` / `metadata.notes` as strings
+    // that cannot be null (the handler writes null when they are absent).
+    seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
+    let k2 = json!({ "contactId": "k2", "userName": "=cmd|' /C calc'!A0", "userPhone": "+1 555 0100", "userEmail": "k2@example.com" });
+    let k2_messages = vec![
+        message("q1", "user", "Hello, \"there\"\nsecond line", "2026-05-18T10:00:00Z"),
+        message("q2", "bot", "@you: yes", "2026-05-18T10:01:00Z"),
+        message("q3", "human", "   ", "2026-05-18T10:02:00Z"),
+    ];
+    seed_convo(&s, &tok, "ag", "convo-k2", k2, k2_messages).await;
+    seed_contact(&s, &tok, "k3", full_lead(), &[("u1", "user", "2026-05-18T11:00:00Z"), ("u2", "user", "2026-05-18T11:01:00Z")])
+        .await;
+    let a = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "category": "pricing",
+        "tags": ["sales", "pricing"], "notes": "Great handling of objection on pricing." }))
+    .await;
+    let b = create_snapshot(&s, &tok, json!({ "contactId": "k2", "quality": "bad", "tags": ["x"], "notes": "-5 stars" })).await;
+    let c = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "notes": "archived" })).await;
+    let archived = call(&s, "PATCH", &format!("{SNAPSHOTS}/{c}"), &tok, Some(json!({ "isArchived": true }))).await;
+    assert_eq!(archived.status.as_u16(), 200, "{}", archived.body);
+    let d = create_snapshot(&s, &tok, json!({ "contactId": "k3", "quality": "neutral", "notes": "customer only" })).await;
+    let ids = |data: &Value| -> Vec<String> {
+        data.as_array().into_iter().flatten().filter_map(|i| i["id"].as_str().map(str::to_string)).collect()
+    };
+
+    // 200, format=json: Tether's payload, newest first, `totalSnapshots` written last.
+    let a200 = case.check(200, get(TRAINING_EXPORT.into()).await);
+    assert_eq!(header(&a200, "content-type"), "application/json");
+    assert!(header(&a200, "content-disposition").ends_with(".json\""));
+    assert_eq!(ids(&a200.body["data"]), [d.clone(), b.clone(), a.clone()]);
+    assert_eq!((&a200.body["totalSnapshots"], export_counts(&a200)), (&json!(3), (3, 0)));
+    assert!(String::from_utf8_lossy(&a200.bytes).ends_with(r#"],"totalSnapshots":3}"#));
+    let item = &a200.body["data"][2];
+    assert_eq!(item["customer"], json!({ "name": "Jane Doe", "phone": "+14155550123", "email": "jane@example.com" }));
+    let turns: Vec<(Value, Value)> = item["conversation"]
+        .as_array()
+        .expect("conversation")
+        .iter()
+        .map(|t| (t["role"].clone(), t["senderType"].clone()))
+        .collect();
+    assert_eq!(
+        turns,
+        [("user", "HUMAN"), ("assistant", "AI"), ("assistant", "HUMAN"), ("user", "HUMAN")].map(|(r, t)| (json!(r), json!(t)))
+    );
+    assert_eq!(
+        item["metadata"],
+        json!({ "quality": "good", "category": "pricing", "tags": ["sales", "pricing"],
+                "notes": "Great handling of objection on pricing.", "messageCount": 4,
+                "dateRange": { "start": "2026-05-18T13:30:00.000Z", "end": "2026-05-18T13:33:00.000Z" } })
+    );
+
+    // 200: every filter.
+    for (query, expected) in [
+        ("?includeArchived=true", vec![d.clone(), c.clone(), b.clone(), a.clone()]),
+        ("?includeArchived=false&quality=good", vec![a.clone()]),
+        ("?includeArchived=true&quality=%20good%20", vec![c.clone(), a.clone()]),
+        ("?tag=sales&tag=pricing&category=pricing", vec![a.clone()]),
+        ("?contactId=k2&format=json&delivery=auto&system=ignored", vec![b.clone()]),
+        ("?from=2000-01-01T00:00:00Z&to=2100-01-01T01:00:00%2B01:00", vec![d.clone(), b.clone(), a.clone()]),
+        ("?to=2000-01-01T00:00:00Z&delivery=inline", vec![]),
+        ("?quality=&category=&tag=&from=&to=&contactId=&includeArchived=&format=&system=&delivery=", vec![d.clone(), b.clone(), a.clone()]),
+    ] {
+        let uri = format!("{TRAINING_EXPORT}{query}");
+        case.request_valid(&uri, None);
+        let page = case.check(200, get(uri).await);
+        assert_eq!(ids(&page.body["data"]), expected, "{query}");
+        assert_eq!(page.body["totalSnapshots"], expected.len(), "{query}");
+        assert_eq!(export_counts(&page), (expected.len() as u64, 0), "{query}");
+    }
+
+    // 200, format=jsonl: the same items, one per line.
+    let uri = format!("{TRAINING_EXPORT}?format=jsonl");
+    case.request_valid(&uri, None);
+    let lines = case.check(200, get(uri).await);
+    assert_eq!(header(&lines, "content-type"), "application/x-ndjson");
+    assert!(header(&lines, "content-disposition").ends_with(".jsonl\""));
+    let items = ndjson(&lines.bytes);
+    items.iter().for_each(|i| assert_valid("TrainingExportItem", i));
+    assert_eq!(Value::Array(items), a200.body["data"]);
+    assert_eq!(export_counts(&lines), (3, 0));
+
+    // 200, format=openai: chat examples; roles merged, blank messages dropped, the snapshot
+    // without an assistant message skipped and counted.
+    let uri = format!("{TRAINING_EXPORT}?format=openai&system=You%20are%20a%20helpful%20sales%20assistant.");
+    case.request_valid(&uri, None);
+    let chat = case.check(200, get(uri).await);
+    assert_eq!(header(&chat, "content-type"), "application/x-ndjson");
+    assert!(header(&chat, "content-disposition").ends_with(".jsonl\""));
+    assert_eq!(export_counts(&chat), (2, 1));
+    let examples = ndjson(&chat.bytes);
+    examples.iter().for_each(|e| assert_valid("FineTuneExample", e));
+    let system = json!({ "role": "system", "content": "You are a helpful sales assistant." });
+    assert_eq!(
+        examples,
+        [
+            json!({ "messages": [system, { "role": "user", "content": "Hello, \"there\"\nsecond line" },
+                                 { "role": "assistant", "content": "@you: yes" }] }),
+            json!({ "messages": [system, { "role": "user", "content": "text of m1" },
+                                 { "role": "assistant", "content": "text of m2\ntext of m3" },
+                                 { "role": "user", "content": "text of m4" }] }),
+        ]
+    );
+    let uri = format!("{TRAINING_EXPORT}?format=openai&includeArchived=true");
+    case.request_valid(&uri, None);
+    let chat = case.check(200, get(uri).await);
+    assert_eq!(export_counts(&chat), (3, 1));
+    assert!(ndjson(&chat.bytes).iter().all(|e| e["messages"][0]["role"] == "user"), "no system message unless asked");
+
+    // 200, format=csv: one row per message, formula cells neutralised.
+    let uri = format!("{TRAINING_EXPORT}?format=csv");
+    case.request_valid(&uri, None);
+    let sheet = case.check(200, get(uri).await);
+    assert_eq!(header(&sheet, "content-type"), "text/csv; charset=utf-8");
+    assert!(header(&sheet, "content-disposition").ends_with(".csv\""));
+    assert_eq!(export_counts(&sheet), (3, 0));
+    let records = csv_records(&sheet.bytes);
+    let cols = shared::exports::training::CSV_COLUMNS;
+    assert_eq!(records[0], cols);
+    let rows = &records[1..];
+    assert_eq!(rows.len(), 2 + 3 + 4, "{rows:?}");
+    assert!(rows.iter().all(|r| r.len() == cols.len()));
+    assert_eq!(column(cols, rows, "snapshotId"), [&d, &d, &b, &b, &b, &a, &a, &a, &a].map(String::as_str));
+    assert_eq!(column(cols, rows, "messageIndex"), ["0", "1", "0", "1", "2", "0", "1", "2", "3"]);
+    let b_rows = &rows[2..5];
+    assert_eq!(column(cols, b_rows, "customerName"), ["'=cmd|' /C calc'!A0"; 3]);
+    assert_eq!(column(cols, b_rows, "customerPhone"), ["'+1 555 0100"; 3]);
+    assert_eq!(column(cols, b_rows, "notes"), ["'-5 stars"; 3]);
+    assert_eq!(column(cols, b_rows, "content"), ["Hello, \"there\"\nsecond line", "'@you: yes", "   "]);
+    assert_eq!(column(cols, b_rows, "role"), ["user", "assistant", "assistant"]);
+    let a_rows = &rows[5..];
+    assert_eq!(column(cols, a_rows, "tags"), ["sales|pricing"; 4]);
+    assert_eq!(column(cols, a_rows, "isArchived"), ["false"; 4]);
+    assert_eq!(column(cols, a_rows, "senderType"), ["HUMAN", "AI", "HUMAN", "HUMAN"]);
+    assert_eq!(column(cols, a_rows, "timestamp")[0], "2026-05-18T13:30:00.000Z");
+
+    // 303 with delivery=url: the download, stored with its type; the same file as inline.
+    let uri = format!("{TRAINING_EXPORT}?delivery=url");
+    case.request_valid(&uri, None);
+    let moved = case.check(303, get(uri).await);
+    let stored = stored_export(&s, &moved, &org, "training", "application/json").await;
+    let payload: Value = serde_json::from_slice(&stored).expect("JSON");
+    assert_valid("TrainingExportPayload", &payload);
+    assert_eq!((ids(&payload["data"]), &payload["totalSnapshots"]), (vec![d.clone(), b.clone(), a.clone()], &json!(3)));
+    let uri = format!("{TRAINING_EXPORT}?format=csv&delivery=url");
+    let moved = case.check(303, get(uri).await);
+    assert_eq!(stored_export(&s, &moved, &org, "training", "text/csv; charset=utf-8").await, sheet.bytes);
+    let uri = format!("{TRAINING_EXPORT}?format=openai&delivery=url");
+    let moved = case.check(303, get(uri).await);
+    assert_eq!((&moved.body["data"]["items"], &moved.body["data"]["skipped"]), (&json!(2), &json!(1)));
+    let stored = stored_export(&s, &moved, &org, "training", "application/x-ndjson").await;
+    ndjson(&stored).iter().for_each(|e| assert_valid("FineTuneExample", e));
+
+    // Past the inline limit: 303 (auto), 413 (inline); under it, inline is 200.
+    let small = state_with(|c| c.inline_export_max_bytes = SMALL_INLINE_LIMIT).await;
+    case.check(303, call(&small, "GET", TRAINING_EXPORT, &tok, None).await);
+    let uri = format!("{TRAINING_EXPORT}?delivery=inline");
+    case.request_valid(&uri, None);
+    case.check(413, call(&small, "GET", &uri, &tok, None).await);
+    let tiny = format!("{TRAINING_EXPORT}?delivery=inline&to=2000-01-01T00:00:00Z");
+    case.check(200, call(&small, "GET", &tiny, &tok, None).await);
+
+    // 400: parameters the spec rejects too.
+    let long_system = format!("{TRAINING_EXPORT}?format=openai&system={}", "s".repeat(10_001));
+    for uri in [
+        format!("{TRAINING_EXPORT}?format=xml"),
+        format!("{TRAINING_EXPORT}?format=JSON"),
+        format!("{TRAINING_EXPORT}?delivery=email"),
+        format!("{TRAINING_EXPORT}?includeArchived=yes"),
+        format!("{TRAINING_EXPORT}?includeArchived=all"),
+        format!("{TRAINING_EXPORT}?from=yesterday"),
+        format!("{TRAINING_EXPORT}?to=2026-05-18"),
+        format!("{TRAINING_EXPORT}?contactId=has%20space"),
+        long_system,
+    ] {
+        case.request_invalid(&uri, None);
+        case.check(400, get(uri).await);
+    }
+    // 400 the spec cannot see: `from` after `to`.
+    let uri = format!("{TRAINING_EXPORT}?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z");
+    case.request_valid(&uri, None);
+    case.check(400, get(uri).await);
+
+    // 401.
+    case.check(401, raw(&s, "GET", TRAINING_EXPORT, None, None, b"").await);
+    case.check(401, raw(&s, "GET", TRAINING_EXPORT, Some("not-a-jwt"), None, b"").await);
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "GET", TRAINING_EXPORT, &tok, None).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn export_convos_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("GET", CONVOS_EXPORT);
+    let uri = "/agents/ag/convos/export";
+    let get = |uri: String| {
+        let (s, tok) = (&s, &tok);
+        async move { call(s, "GET", &uri, tok, None).await }
+    };
+    let ids = |a: &Answer| -> Vec<String> {
+        let data = a.body["data"].as_array().unwrap_or_else(|| panic!("data is not a list: {}", a.body));
+        data.iter().filter_map(|i| i["metadata"]["convo"]["id"].as_str().map(str::to_string)).collect()
+    };
+
+    // 200: an agent without conversations exports an empty list (or a header-only CSV).
+    case.request_valid(uri, None);
+    let a = case.check(200, get(uri.into()).await);
+    assert_eq!((&a.body["data"], export_counts(&a)), (&json!([]), (0, 0)));
+    let a = case.check(200, get(format!("{uri}?format=csv")).await);
+    assert_eq!(csv_records(&a.bytes), [shared::exports::convos::CSV_COLUMNS]);
+
+    seed_export_convos(&s, &tok).await;
+
+    // 200, format=json: Convocore's envelope, newest activity first, every message in turns.
+    let a = case.check(200, get(uri.into()).await);
+    assert_eq!(header(&a, "content-type"), "application/json");
+    assert!(header(&a, "content-disposition").starts_with("attachment; filename=\"conversations-ag-"));
+    assert_eq!(a.body["message"], "Conversations exported successfully");
+    assert_eq!(ids(&a), ["c2", "c3", "c1"]);
+    assert_eq!(export_counts(&a), (3, 0));
+    assert_eq!(a.body["data"][2], c1_exported());
+    let c2 = &a.body["data"][0];
+    assert_eq!((&c2["metadata"]["feedback"], &c2["metadata"]["convo"]["userName"], &c2["turns"]), (&json!("Unset"), &Value::Null, &json!([])));
+
+    // 200: limit, and from / to on the last activity (inclusive, any offset).
+    for (query, expected) in [
+        ("?limit=1", vec!["c2"]),
+        ("?limit=2&format=json", vec!["c2", "c3"]),
+        ("?limit=1000000", vec!["c2", "c3", "c1"]),
+        ("?from=2024-12-01T00:00:00Z&to=2024-12-01T22:05:09Z", vec!["c1"]),
+        ("?to=2024-12-01T22:05:08Z", vec![]),
+        ("?from=2024-12-02T00:00:00%2B01:00&to=2025-01-02T00:00:00Z", vec!["c3"]),
+        ("?format=&limit=&from=&to=&delivery=", vec!["c2", "c3", "c1"]),
+    ] {
+        let uri = format!("{uri}{query}");
+        case.request_valid(&uri, None);
+        let a = case.check(200, get(uri).await);
+        assert_eq!(ids(&a), expected, "{query}");
+        assert_eq!(export_counts(&a), (expected.len() as u64, 0), "{query}");
+    }
+
+    // 200, format=csv: one row per message (c2 has none), formula cells neutralised.
+    let csv_uri = format!("{uri}?format=csv");
+    case.request_valid(&csv_uri, None);
+    let sheet = case.check(200, get(csv_uri).await);
+    assert_eq!(header(&sheet, "content-type"), "text/csv; charset=utf-8");
+    assert!(header(&sheet, "content-disposition").ends_with(".csv\""));
+    assert_eq!(export_counts(&sheet), (3, 0));
+    let records = csv_records(&sheet.bytes);
+    let cols = shared::exports::convos::CSV_COLUMNS;
+    assert_eq!(records[0], cols);
+    assert_eq!(column(cols, &records[1..], "convoId"), ["c3", "c1", "c1", "c1", "c1"]);
+    assert_eq!(column(cols, &records[1..2], "ts"), ["January 2nd 2025, 12:00:00 am"]);
+    assert_c1_rows(&records[2..]);
+
+    // 303 with delivery=url, in either format.
+    let url_uri = format!("{uri}?delivery=url");
+    case.request_valid(&url_uri, None);
+    let moved = case.check(303, get(url_uri).await);
+    let stored = stored_export(&s, &moved, &org, "convos", "application/json").await;
+    let body: Value = serde_json::from_slice(&stored).expect("JSON");
+    assert_valid("ConvoExportListResponse", &body);
+    assert_eq!(body["data"][2], c1_exported());
+    let moved = case.check(303, get(format!("{uri}?format=csv&delivery=url")).await);
+    assert_eq!(stored_export(&s, &moved, &org, "convos", "text/csv; charset=utf-8").await, sheet.bytes);
+
+    // Past the inline limit: 303 (auto), 413 (inline); under it, inline is 200.
+    let small = state_with(|c| c.inline_export_max_bytes = SMALL_INLINE_LIMIT).await;
+    case.check(303, call(&small, "GET", uri, &tok, None).await);
+    let inline = format!("{uri}?delivery=inline");
+    case.request_valid(&inline, None);
+    case.check(413, call(&small, "GET", &inline, &tok, None).await);
+    case.check(200, call(&small, "GET", "/agents/nobody/convos/export?delivery=inline", &tok, None).await);
+
+    // 400: parameters the spec rejects too.
+    for query in [
+        "?format=xml",
+        "?format=jsonl",
+        "?limit=0",
+        "?limit=1000001",
+        "?limit=ten",
+        "?limit=1.5",
+        "?from=yesterday",
+        "?to=2026-05-18",
+        "?delivery=email",
+    ] {
+        let uri = format!("{uri}{query}");
+        case.request_invalid(&uri, None);
+        case.check(400, get(uri).await);
+    }
+    let bad_agent = "/agents/agent%201/convos/export".to_string();
+    case.request_invalid(&bad_agent, None);
+    case.check(400, get(bad_agent).await);
+    // 400 the spec cannot see: `from` after `to`.
+    let uri2 = format!("{uri}?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z");
+    case.request_valid(&uri2, None);
+    case.check(400, get(uri2).await);
+
+    // 401.
+    case.check(401, raw(&s, "GET", uri, None, None, b"").await);
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "GET", uri, &tok, None).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn export_convo_answers_match_the_spec() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("GET", CONVO_EXPORT);
+    let get = |uri: String| {
+        let (s, tok) = (&s, &tok);
+        async move { call(s, "GET", &uri, tok, None).await }
+    };
+    seed_export_convos(&s, &tok).await;
+    let uri = "/agents/ag/convos/c1/export";
+
+    // 200, format=json: Convocore's envelope around the one conversation.
+    case.request_valid(uri, None);
+    let a = case.check(200, get(uri.into()).await);
+    assert_eq!(header(&a, "content-type"), "application/json");
+    assert!(header(&a, "content-disposition").starts_with("attachment; filename=\"conversation-c1-"));
+    assert_eq!((&a.body["message"], &a.body["data"]), (&json!("Conversation exported successfully"), &c1_exported()));
+    assert_eq!(export_counts(&a), (1, 0));
+    for query in ["?format=json&delivery=auto", "?format=&delivery="] {
+        let uri = format!("{uri}{query}");
+        case.request_valid(&uri, None);
+        case.check(200, get(uri).await);
+    }
+    // 200 for a conversation without messages: no turns.
+    let empty = "/agents/ag/convos/c2/export";
+    let a = case.check(200, get(empty.into()).await);
+    assert_eq!(a.body["data"]["turns"], json!([]));
+
+    // 200, format=csv.
+    let csv_uri = format!("{uri}?format=csv");
+    case.request_valid(&csv_uri, None);
+    let sheet = case.check(200, get(csv_uri).await);
+    assert_eq!(header(&sheet, "content-type"), "text/csv; charset=utf-8");
+    assert!(header(&sheet, "content-disposition").ends_with(".csv\""));
+    let records = csv_records(&sheet.bytes);
+    assert_eq!(records[0], shared::exports::convos::CSV_COLUMNS);
+    assert_c1_rows(&records[1..]);
+    let a = case.check(200, get(format!("{empty}?format=csv")).await);
+    assert_eq!(csv_records(&a.bytes).len(), 1, "only the header");
+
+    // 303 with delivery=url.
+    let url_uri = format!("{uri}?delivery=url");
+    case.request_valid(&url_uri, None);
+    let moved = case.check(303, get(url_uri).await);
+    assert_eq!(export_counts(&moved), (1, 0));
+    let stored = stored_export(&s, &moved, &org, "convos", "application/json").await;
+    let body: Value = serde_json::from_slice(&stored).expect("JSON");
+    assert_valid("ConvoExportResponse", &body);
+    let moved = case.check(303, get(format!("{uri}?format=csv&delivery=url")).await);
+    assert_eq!(stored_export(&s, &moved, &org, "convos", "text/csv; charset=utf-8").await, sheet.bytes);
+
+    // 404: an unknown conversation, another agent's, another organization's (the same answer).
+    let unknown = "/agents/ag/convos/nope/export";
+    case.request_valid(unknown, None);
+    let a = case.check(404, get(unknown.into()).await);
+    let b = case.check(404, get("/agents/ag2/convos/c1/export".into()).await);
+    let c = case.check(404, call(&s, "GET", uri, &token(&new_org()), None).await);
+    assert_eq!((&a.body, &a.body), (&b.body, &c.body), "another agent's or organization's conversation must look unknown");
+
+    // Past the inline limit: 303 (auto), 413 (inline).
+    let small = state_with(|c| c.inline_export_max_bytes = SMALL_INLINE_LIMIT).await;
+    case.check(303, call(&small, "GET", uri, &tok, None).await);
+    let inline = format!("{uri}?delivery=inline");
+    case.request_valid(&inline, None);
+    case.check(413, call(&small, "GET", &inline, &tok, None).await);
+
+    // 400: parameters the spec rejects too.
+    for uri in [
+        format!("{uri}?format=pdf"),
+        format!("{uri}?delivery=never"),
+        "/agents/ag/convos/bad%20id/export".to_string(),
+        "/agents/bad%20agent/convos/c1/export".to_string(),
+    ] {
+        case.request_invalid(&uri, None);
+        case.check(400, get(uri).await);
+    }
+
+    // 401.
+    case.check(401, raw(&s, "GET", uri, None, None, b"").await);
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "GET", uri, &tok, None).await);
 
     case.assert_exercised_all_but(&[500]);
 }

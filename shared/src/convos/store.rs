@@ -286,16 +286,36 @@ impl<'a> ConvoStore<'a> {
         limit: usize,
         start: Option<HashMap<String, AttributeValue>>,
     ) -> Result<(Vec<Convo>, Option<HashMap<String, AttributeValue>>), ApiError> {
+        self.list_active(org, agent, None, None, limit, start).await
+    }
+
+    /// Like [`Self::list`], restricted to conversations last active between `from` and `to`
+    /// (RFC 3339 UTC as stored): a key condition on the activity index, not a filter.
+    pub async fn list_active(
+        &self,
+        org: &str,
+        agent: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: usize,
+        start: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<(Vec<Convo>, Option<HashMap<String, AttributeValue>>), ApiError> {
+        // GSI1SK is `<ts>#<convo>`; `~` sorts after every id character, so `<to>#~` is inclusive.
+        let lo = from.map_or_else(|| "0".to_string(), |f| f.to_string());
+        let hi = to.map_or_else(|| "~".to_string(), |t| format!("{t}#~"));
         let out = self
             .client
             .query()
             .table_name(self.table)
             .index_name(GSI1.name)
-            .key_condition_expression("#pk = :pk")
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
             .expression_attribute_names("#pk", GSI1.pk)
+            .expression_attribute_names("#sk", GSI1.sk)
             .expression_attribute_values(":pk", s(agent_pk(org, agent)))
+            .expression_attribute_values(":lo", s(lo))
+            .expression_attribute_values(":hi", s(hi))
             .scan_index_forward(false)
-            .limit(limit as i32)
+            .limit(limit.clamp(1, 1000) as i32)
             .set_exclusive_start_key(start)
             .send()
             .await

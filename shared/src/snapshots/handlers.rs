@@ -52,7 +52,11 @@ pub async fn create_snapshot(state: &AppState, req: Request) -> Response<Body> {
             }
             Claim::New => match create(state, &principal, input).await {
                 Ok((snap, messages)) => {
-                    idem.complete(&snap.id).await?;
+                    // The snapshot exists: answer it even if the key cannot be completed; an
+                    // uncompleted claim is taken over once abandoned.
+                    if let Err(e) = idem.complete(&snap.id).await {
+                        tracing::error!(snapshot = %snap.id, error = %e, "could not record the idempotency answer");
+                    }
                     Ok(created(&snap, &messages))
                 }
                 Err(e) => {
@@ -180,15 +184,9 @@ fn time_param(req: &Request, name: &str) -> Result<Option<chrono::DateTime<chron
         .transpose()
 }
 
-/// Reads the list and export filters from the query string.
-pub fn filters(req: &Request, archived_param: &str) -> Result<Filters, ApiError> {
+/// Reads the filters shared by the list and the export; `archived` is the caller's.
+pub fn filters(req: &Request, archived: Archived) -> Result<Filters, ApiError> {
     let text = |name: &str| query_param(req, name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    let archived = match query_param(req, archived_param) {
-        None | Some("false") => Archived::No,
-        Some("true") => Archived::Yes,
-        Some("all") => Archived::All,
-        Some(_) => return Err(ApiError::validation(format!("`{archived_param}` must be false, true or all"))),
-    };
     let contact_id = text("contactId");
     if contact_id.as_deref().is_some_and(|c| !crate::http::is_valid_id(c)) {
         return Err(ApiError::validation("`contactId` is not a valid id"));
@@ -214,7 +212,13 @@ pub fn filters(req: &Request, archived_param: &str) -> Result<Filters, ApiError>
 pub async fn list_snapshots(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
         let org = &principal.organization_id;
-        let f = filters(&req, "archived")?;
+        let archived = match query_param(&req, "archived") {
+            None | Some("false") => Archived::No,
+            Some("true") => Archived::Yes,
+            Some("all") => Archived::All,
+            Some(_) => return Err(ApiError::validation("`archived` must be false, true or all")),
+        };
+        let f = filters(&req, archived)?;
         let limit = limit_param(&req, DEFAULT_LIMIT, MAX_LIMIT)?;
         let include_messages = match query_param(&req, "includeMessages") {
             None | Some("false") => false,
@@ -261,7 +265,9 @@ pub async fn update_snapshot(state: &AppState, req: Request) -> Response<Body> {
             .get(header::IF_MATCH)
             .map(|v| v.to_str().map(|s| s.trim().trim_matches('"').to_string()))
             .transpose()
-            .map_err(|_| ApiError::validation("If-Match must be the document's updatedAt"))?;
+            .map_err(|_| ApiError::validation("If-Match must be the document's updatedAt"))?
+            // `*` matches any current version (RFC 9110); the snapshot must still exist.
+            .filter(|v| v != "*");
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
         let snap = store.patch(&principal.organization_id, &id, &patch, if_match.as_deref()).await?;
         Ok(with_etag(success(StatusCode::OK, "Training snapshot updated successfully", &snap.document(true, None)), &snap))

@@ -1,7 +1,8 @@
 //! DynamoDB access for snapshots.
 //!
-//! A snapshot is a header item (`META`) plus its messages in chunk items (`MSGS#<n>`) of at
-//! most ~300 KB, so a snapshot of any size is kept whole under DynamoDB's 400 KB item limit.
+//! A snapshot is a header item (`META`) plus its messages: their JSON array, cut into binary
+//! chunk items (`MSGS#<n>`) of at most 350 KB, so a snapshot of any size, whatever its content,
+//! is kept whole under DynamoDB's 400 KB item limit; reading concatenates the chunks in order.
 //! Chunks are written first and the header last, conditionally: the header is the commit
 //! point, so a reader never sees a half-written snapshot. Delete removes the header first.
 
@@ -18,8 +19,10 @@ use super::model::{PatchInput, Snapshot, SnapshotMessage};
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
 use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, PK, SK};
 
-/// Target size of one message chunk item (DynamoDB's limit is 400 KB).
-pub const CHUNK_BYTES: usize = 300_000;
+/// Bytes of the messages' JSON per chunk item (DynamoDB's item limit is 400 KB).
+pub const CHUNK_BYTES: usize = 350_000;
+/// The chunk attribute: a slice of the messages' JSON array.
+const DATA: &str = "data";
 const META: &str = "META";
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -158,22 +161,9 @@ impl<'a> SnapshotStore<'a> {
     /// On failure the chunks already written are removed again.
     pub async fn create(&self, snap: &mut Snapshot, messages: &[SnapshotMessage]) -> Result<(), ApiError> {
         let pk = snapshot_pk(&snap.organization_id, &snap.id);
-        let chunks = chunk(messages);
-        snap.chunks = chunks.len();
-        let puts = chunks.iter().enumerate().map(|(i, chunk)| {
-            let pk = pk.clone();
-            async move {
-                let value = serde_dynamo::to_attribute_value(chunk).map_err(|e| ApiError::internal("encode chunk", e))?;
-                self.client
-                    .put_item()
-                    .table_name(self.table)
-                    .item(PK, s(pk))
-                    .item(SK, s(format!("MSGS#{i:05}")))
-                    .item("messages", value)
-                    .send()
-                    .await
-                    .ctx("put snapshot chunk")
-            }
+        let items = Self::chunk_items(snap, messages)?;
+        let puts = items.into_iter().map(|item| async move {
+            self.client.put_item().table_name(self.table).set_item(Some(item)).send().await.ctx("put snapshot chunk")
         });
         let written = try_join_all(puts).await;
         let header = match written {
@@ -189,7 +179,7 @@ impl<'a> SnapshotStore<'a> {
         Ok(())
     }
 
-    async fn put_header(&self, snap: &Snapshot) -> Result<(), ApiError> {
+    fn header_item(snap: &Snapshot) -> Result<HashMap<String, AttributeValue>, ApiError> {
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(snap).map_err(|e| ApiError::internal("encode snapshot", e))?;
         item.insert(PK.into(), s(snapshot_pk(&snap.organization_id, &snap.id)));
@@ -197,6 +187,46 @@ impl<'a> SnapshotStore<'a> {
         for (k, v) in index_keys(snap).0 {
             item.insert(k.into(), s(v));
         }
+        Ok(item)
+    }
+
+    fn chunk_items(snap: &mut Snapshot, messages: &[SnapshotMessage]) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+        let pk = snapshot_pk(&snap.organization_id, &snap.id);
+        let json = serde_json::to_vec(messages).map_err(|e| ApiError::internal("encode messages", e))?;
+        let items: Vec<_> = json
+            .chunks(CHUNK_BYTES)
+            .enumerate()
+            .map(|(i, piece)| {
+                HashMap::from([
+                    (PK.to_string(), s(&pk)),
+                    (SK.to_string(), s(format!("MSGS#{i:05}"))),
+                    (DATA.to_string(), AttributeValue::B(piece.to_vec().into())),
+                ])
+            })
+            .collect();
+        snap.chunks = items.len();
+        Ok(items)
+    }
+
+    /// Bulk load for seeding (benchmark, tests, migrations): the same items as [`Self::create`],
+    /// written 25 at a time with `BatchWriteItem`. Not atomic per snapshot and unconditional, so
+    /// it is not used on request paths.
+    pub async fn import(&self, snapshots: Vec<(Snapshot, Vec<SnapshotMessage>)>) -> Result<(), ApiError> {
+        let mut items = Vec::new();
+        for (mut snap, messages) in snapshots {
+            items.extend(Self::chunk_items(&mut snap, &messages)?);
+            items.push(Self::header_item(&snap)?);
+        }
+        let requests = items
+            .into_iter()
+            .filter_map(|item| aws_sdk_dynamodb::types::PutRequest::builder().set_item(Some(item)).build().ok())
+            .map(|p| WriteRequest::builder().put_request(p).build())
+            .collect();
+        self.batch_write(requests, "import snapshots").await
+    }
+
+    async fn put_header(&self, snap: &Snapshot) -> Result<(), ApiError> {
+        let item = Self::header_item(snap)?;
         self.client
             .put_item()
             .table_name(self.table)
@@ -235,7 +265,7 @@ impl<'a> SnapshotStore<'a> {
             .into_paginator()
             .items()
             .send();
-        let (mut header, mut messages, mut chunks) = (None, Vec::new(), 0);
+        let (mut header, mut json, mut chunks) = (None, Vec::new(), 0);
         while let Some(item) = pages.next().await {
             let mut item = item.ctx("get snapshot")?;
             match item.get(SK).and_then(|v| v.as_s().ok()).map(String::as_str) {
@@ -243,19 +273,98 @@ impl<'a> SnapshotStore<'a> {
                     header = Some(serde_dynamo::from_item::<_, Snapshot>(item).map_err(|e| ApiError::internal("decode snapshot", e))?)
                 }
                 _ => {
-                    let chunk = item.remove("messages").unwrap_or(AttributeValue::L(vec![]));
-                    let mut part: Vec<SnapshotMessage> =
-                        serde_dynamo::from_attribute_value(chunk).map_err(|e| ApiError::internal("decode chunk", e))?;
-                    messages.append(&mut part);
+                    json.extend(chunk_bytes(&mut item)?);
                     chunks += 1;
                 }
             }
         }
         let Some(header) = header else { return Ok(None) };
+        let messages = decode_messages(&json)?;
         if chunks != header.chunks || messages.len() != header.message_count {
             return Err(ApiError::internal("get snapshot", format!("snapshot {id} has {chunks} of {} chunks", header.chunks)));
         }
         Ok(Some((header, messages)))
+    }
+
+    /// The messages of a snapshot (its chunk items only), in order.
+    pub async fn messages(&self, org: &str, id: &str) -> Result<Vec<SnapshotMessage>, ApiError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(self.table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :chunk)")
+            .expression_attribute_values(":pk", s(snapshot_pk(org, id)))
+            .expression_attribute_values(":chunk", s("MSGS#"))
+            .into_paginator()
+            .items()
+            .send();
+        let mut json = Vec::new();
+        while let Some(item) = pages.next().await {
+            let mut item = item.ctx("read snapshot messages")?;
+            json.extend(chunk_bytes(&mut item)?);
+        }
+        if json.is_empty() {
+            return Ok(Vec::new());
+        }
+        decode_messages(&json)
+    }
+
+    /// The messages of several snapshots, fetched by key with `BatchGetItem` (the headers say
+    /// how many chunks each has), 100 keys a request: one round trip for a page of small
+    /// snapshots instead of one Query each. Answers in the order of `snaps`.
+    pub async fn messages_of(&self, snaps: &[Snapshot]) -> Result<Vec<Vec<SnapshotMessage>>, ApiError> {
+        use std::collections::HashMap as Map;
+        let keys: Vec<(String, String)> = snaps
+            .iter()
+            .flat_map(|snap| {
+                let pk = snapshot_pk(&snap.organization_id, &snap.id);
+                (0..snap.chunks).map(move |i| (pk.clone(), format!("MSGS#{i:05}")))
+            })
+            .collect();
+        let mut chunks: Map<(String, String), Vec<u8>> = Map::with_capacity(keys.len());
+        for group in keys.chunks(100) {
+            let mut pending: Vec<Map<String, AttributeValue>> =
+                group.iter().map(|(pk, sk)| Map::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])).collect();
+            for attempt in 0..10 {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(5))).await;
+                }
+                let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .build()
+                    .map_err(|e| ApiError::internal("batch get chunks", e))?;
+                let out = self.client.batch_get_item().request_items(self.table, request).send().await.ctx("read snapshot messages")?;
+                for mut item in out.responses.and_then(|mut r| r.remove(self.table)).unwrap_or_default() {
+                    let key = (
+                        item.get(PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
+                        item.get(SK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
+                    );
+                    chunks.insert(key, chunk_bytes(&mut item)?);
+                }
+                // Past 16 MB or under throttling DynamoDB answers part and returns the rest.
+                pending = out.unprocessed_keys.and_then(|mut u| u.remove(self.table)).map(|k| k.keys).unwrap_or_default();
+            }
+            if !pending.is_empty() {
+                return Err(ApiError::new(ErrorKind::Unavailable, "Storage is busy; retry the export shortly"));
+            }
+        }
+        snaps
+            .iter()
+            .map(|snap| {
+                let pk = snapshot_pk(&snap.organization_id, &snap.id);
+                let mut json = Vec::new();
+                for i in 0..snap.chunks {
+                    let part = chunks.remove(&(pk.clone(), format!("MSGS#{i:05}"))).ok_or_else(|| {
+                        ApiError::internal("read snapshot messages", format!("snapshot {} misses chunk {i}", snap.id))
+                    })?;
+                    json.extend(part);
+                }
+                decode_messages(&json)
+            })
+            .collect()
     }
 
     /// One page of snapshots, newest first: `limit` items and the id to continue after.
@@ -442,7 +551,11 @@ impl<'a> SnapshotStore<'a> {
             .await;
         match deleted {
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => return Ok(false),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                // Gone already; a delete that failed half-way may have left chunks: retrying cleans them.
+                self.delete_chunks(&pk).await?;
+                return Ok(false);
+            }
             Err(e) => return Err(crate::error::from_sdk("delete snapshot", e)),
         }
         self.delete_chunks(&pk).await?;
@@ -466,30 +579,30 @@ impl<'a> SnapshotStore<'a> {
         while let Some(item) = pages.next().await {
             keys.push(item.ctx("list snapshot chunks")?);
         }
-        for batch in keys.chunks(25) {
-            let mut requests: Vec<WriteRequest> = batch
-                .iter()
-                .filter_map(|k| DeleteRequest::builder().set_key(Some(k.clone())).build().ok())
-                .map(|d| WriteRequest::builder().delete_request(d).build())
-                .collect();
+        let requests = keys
+            .into_iter()
+            .filter_map(|k| DeleteRequest::builder().set_key(Some(k)).build().ok())
+            .map(|d| WriteRequest::builder().delete_request(d).build())
+            .collect();
+        self.batch_write(requests, "delete snapshot chunks").await
+    }
+
+    /// `BatchWriteItem`, 25 requests at a time, retrying unprocessed ones with backoff.
+    async fn batch_write(&self, requests: Vec<WriteRequest>, context: &'static str) -> Result<(), ApiError> {
+        for batch in requests.chunks(25) {
+            let mut pending = batch.to_vec();
             for attempt in 0..8 {
-                if requests.is_empty() {
+                if pending.is_empty() {
                     break;
                 }
                 if attempt > 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
                 }
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(self.table, requests)
-                    .send()
-                    .await
-                    .ctx("delete snapshot chunks")?;
-                requests = out.unprocessed_items.and_then(|mut u| u.remove(self.table)).unwrap_or_default();
+                let out = self.client.batch_write_item().request_items(self.table, pending).send().await.ctx(context)?;
+                pending = out.unprocessed_items.and_then(|mut u| u.remove(self.table)).unwrap_or_default();
             }
-            if !requests.is_empty() {
-                return Err(ApiError::new(ErrorKind::Unavailable, "Storage is busy; retry the delete shortly"));
+            if !pending.is_empty() {
+                return Err(ApiError::new(ErrorKind::Unavailable, "Storage is busy; retry shortly"));
             }
         }
         Ok(())
@@ -516,24 +629,16 @@ fn precondition_failed() -> ApiError {
     ApiError::new(ErrorKind::PreconditionFailed, "The snapshot changed since it was read (If-Match does not match updatedAt)")
 }
 
-/// Splits messages into chunks of about [`CHUNK_BYTES`] of JSON each.
-fn chunk(messages: &[SnapshotMessage]) -> Vec<&[SnapshotMessage]> {
-    let mut out = Vec::new();
-    let (mut start, mut size) = (0, 0);
-    for (i, m) in messages.iter().enumerate() {
-        // Attribute names and type markers add about 100 bytes per message.
-        let len = m.content.len() + m.id.len() + m.timestamp.len() + 100;
-        if size + len > CHUNK_BYTES && i > start {
-            out.push(&messages[start..i]);
-            start = i;
-            size = 0;
-        }
-        size += len;
+/// The bytes of one chunk item.
+fn chunk_bytes(item: &mut HashMap<String, AttributeValue>) -> Result<Vec<u8>, ApiError> {
+    match item.remove(DATA) {
+        Some(AttributeValue::B(blob)) => Ok(blob.into_inner()),
+        _ => Err(ApiError::internal("read snapshot messages", "chunk item without data")),
     }
-    if start < messages.len() {
-        out.push(&messages[start..]);
-    }
-    out
+}
+
+fn decode_messages(json: &[u8]) -> Result<Vec<SnapshotMessage>, ApiError> {
+    serde_json::from_slice(json).map_err(|e| ApiError::internal("decode snapshot messages", e))
 }
 
 #[cfg(test)]
@@ -541,22 +646,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_stay_under_the_item_limit_and_keep_every_message() {
+    fn chunks_stay_under_the_item_limit_and_reassemble_exactly() {
         let m = |n: usize| SnapshotMessage {
             id: format!("m{n}"),
-            content: "x".repeat(n),
+            // Control characters escape to six bytes each: the worst case for JSON size.
+            content: "\u{1}".repeat(n),
             sender: "user".into(),
             sender_type: "AI".into(),
             timestamp: "2024-01-01T00:00:00.000Z".into(),
         };
-        let messages: Vec<_> = (0..5000).map(|i| m(300 + i % 200)).collect();
-        let chunks = chunk(&messages);
-        assert!(chunks.len() > 1);
-        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 5000);
-        for c in &chunks {
-            assert!(serde_json::to_vec(c).unwrap().len() < 400_000);
+        let messages: Vec<_> = (0..30).map(|i| m(90_000 + i)).collect();
+        let mut snap: Snapshot = serde_json::from_value(serde_json::json!({
+            "_id": "0".repeat(24), "organizationId": "o", "user": {"_id": "u"}, "contact": {"_id": "k"},
+            "messageCount": 30, "snapshotDate": "", "isArchived": false, "createdAt": "", "updatedAt": ""
+        }))
+        .unwrap();
+        let mut items = SnapshotStore::chunk_items(&mut snap, &messages).unwrap();
+        assert_eq!(snap.chunks, items.len());
+        assert!(items.len() > 40);
+        let mut json = Vec::new();
+        for item in &mut items {
+            let bytes = chunk_bytes(item).unwrap();
+            assert!(bytes.len() <= CHUNK_BYTES);
+            json.extend(bytes);
         }
-        assert!(chunk(&[]).is_empty());
+        assert_eq!(decode_messages(&json).unwrap(), messages);
         assert_eq!(predecessor("000000000000000000000010").as_deref(), Some("00000000000000000000000f"));
         assert_eq!(predecessor("000000000000000000000000"), None);
     }

@@ -115,3 +115,33 @@ pub fn assert_convocore_error(a: &Answer, status: u16, code: &str) {
     assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", a.body);
     assert!(a.body["issues"].is_array(), "body: {}", a.body);
 }
+
+/// Downloads a presigned URL over plain HTTP (the emulator), as a browser or curl would.
+pub async fn download(url: &str) -> (u16, HeaderMap, Vec<u8>) {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<hyper::body::Bytes>>();
+    let response = client.get(url.parse().expect("url")).await.expect("download");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes().to_vec();
+    (parts.status.as_u16(), parts.headers, bytes)
+}
+
+/// Seeds a contact with one conversation of `n` messages alternating customer / AI.
+pub async fn seed_contact(state: &AppState, tok: &str, agent: &str, contact: &str, n: usize, content: impl Fn(usize) -> String) -> Vec<Value> {
+    let convo = format!("convo-{contact}");
+    let header = serde_json::json!({"contactId": contact, "userName": "Jane Doe", "userPhone": "+14155550123", "userEmail": "jane@example.com", "origin": "sms"});
+    let a = call(state, "PUT", &format!("/agents/{agent}/convos/{convo}"), tok, Some(header)).await;
+    assert!(a.status.is_success(), "{}", a.body);
+    let messages: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"id": format!("m{i:05}"), "from": if i % 2 == 0 { "user" } else { "bot" }, "content": content(i),
+                   "ts": format!("2026-05-18T13:{:02}:{:02}.{:03}Z", i * 500 / 60_000, (i * 500 / 1000) % 60, (i * 500) % 1000)})
+        })
+        .collect();
+    for batch in messages.chunks(500) {
+        let a = call(state, "POST", &format!("/agents/{agent}/convos/{convo}/messages"), tok, Some(serde_json::json!({"messages": batch}))).await;
+        assert!(a.status.is_success(), "{}", a.body);
+    }
+    messages
+}

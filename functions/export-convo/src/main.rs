@@ -1,0 +1,11 @@
+//! `export-convo` Lambda: exports one conversation as JSON or CSV (`GET /agents/{agentId}/convos/{convoId}/export`).
+use lambda_http::{run, service_fn, Error};
+use shared::AppState;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    // Configuration and AWS clients are built once per cold start, then shared by every invocation.
+    let state = AppState::from_env().await?;
+    run(service_fn(|req| async { Ok::<_, Error>(shared::exports::convos::export_convo(&state, req).await) })).await
+}

@@ -1,0 +1,11 @@
+//! `export-training` Lambda: exports training snapshots as JSON, JSONL, fine-tune JSONL or CSV (`GET /api/training/export`).
+use lambda_http::{run, service_fn, Error};
+use shared::AppState;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    // Configuration and AWS clients are built once per cold start, then shared by every invocation.
+    let state = AppState::from_env().await?;
+    run(service_fn(|req| async { Ok::<_, Error>(shared::exports::training::export_training(&state, req).await) })).await
+}

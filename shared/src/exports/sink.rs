@@ -1,0 +1,223 @@
+//! Where an export's bytes go: kept in memory while small, else streamed to S3.
+//!
+//! An export is produced as a stream of writes. While it stays under the inline limit it is
+//! answered in the response; past that it continues as an S3 multipart upload whose parts are
+//! uploaded as they fill, so memory stays bounded by the part size whatever the export's size.
+//! Any failure aborts the upload, so no partial object or orphaned parts remain.
+
+use aws_sdk_s3::{
+    primitives::ByteStream,
+    types::{CompletedMultipartUpload, CompletedPart},
+    Client,
+};
+
+use crate::error::{ApiError, ErrorKind, SdkResultExt};
+
+/// S3 part size: above S3's 5 MiB minimum; 10,000 parts of it allow exports up to 80 GiB.
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// How the caller wants the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Inline while under the limit, else a download URL.
+    #[default]
+    Auto,
+    /// Always through S3 and a download URL.
+    Url,
+    /// Only inline: past the limit answers 413.
+    Inline,
+}
+
+/// Where an S3 object goes and how it is described.
+#[derive(Debug, Clone)]
+pub struct ObjectSpec {
+    /// Bucket.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// `Content-Type` stored on the object.
+    pub content_type: String,
+    /// `Content-Disposition` stored on the object.
+    pub content_disposition: String,
+}
+
+struct Upload {
+    id: String,
+    parts: Vec<CompletedPart>,
+}
+
+/// The finished export.
+#[derive(Debug)]
+pub enum Finished {
+    /// Small enough to answer in the response.
+    Inline(Vec<u8>),
+    /// Stored in S3 at `key`, `bytes` long.
+    Stored {
+        /// The object key.
+        key: String,
+        /// Its size.
+        bytes: u64,
+    },
+}
+
+/// Receives an export's bytes.
+pub struct ExportSink<'a> {
+    s3: &'a Client,
+    spec: ObjectSpec,
+    delivery: Delivery,
+    inline_max: usize,
+    part_bytes: usize,
+    buffer: Vec<u8>,
+    upload: Option<Upload>,
+    total: u64,
+    fail_after_parts: Option<usize>,
+}
+
+impl<'a> ExportSink<'a> {
+    /// A sink that answers inline up to `inline_max` bytes (per `delivery`).
+    pub fn new(s3: &'a Client, spec: ObjectSpec, delivery: Delivery, inline_max: usize) -> Self {
+        Self { s3, spec, delivery, inline_max, part_bytes: PART_BYTES.max(5 * 1024 * 1024), buffer: Vec::new(), upload: None, total: 0, fail_after_parts: None }
+    }
+
+    /// Overrides the part size (at least S3's 5 MiB minimum).
+    pub fn with_part_bytes(mut self, part_bytes: usize) -> Self {
+        self.part_bytes = part_bytes.max(5 * 1024 * 1024);
+        self
+    }
+
+    /// Fault injection for tests: the upload of part `n + 1` fails as S3 failing would.
+    pub fn with_fault_after_parts(mut self, n: usize) -> Self {
+        self.fail_after_parts = Some(n);
+        self
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.total
+    }
+
+    fn spilling(&self) -> bool {
+        self.delivery == Delivery::Url || self.buffer.len() > self.inline_max || self.upload.is_some()
+    }
+
+    /// Appends bytes; uploads a part whenever one is full. On error the upload is aborted.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+        self.total += bytes.len() as u64;
+        self.buffer.extend_from_slice(bytes);
+        if self.delivery == Delivery::Inline && self.buffer.len() > self.inline_max {
+            return Err(ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("The export is larger than {} bytes; use delivery=url (or auto) to get a download link", self.inline_max),
+            ));
+        }
+        if self.spilling() {
+            while self.buffer.len() >= self.part_bytes {
+                let rest = self.buffer.split_off(self.part_bytes);
+                let part = std::mem::replace(&mut self.buffer, rest);
+                if let Err(e) = self.upload_part(part).await {
+                    self.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upload_part(&mut self, part: Vec<u8>) -> Result<(), ApiError> {
+        if self.upload.is_none() {
+            let created = self
+                .s3
+                .create_multipart_upload()
+                .bucket(&self.spec.bucket)
+                .key(&self.spec.key)
+                .content_type(&self.spec.content_type)
+                .content_disposition(&self.spec.content_disposition)
+                .send()
+                .await
+                .ctx("start export upload")?;
+            let id = created.upload_id.ok_or_else(|| ApiError::internal("start export upload", "no upload id"))?;
+            self.upload = Some(Upload { id, parts: Vec::new() });
+        }
+        let Some(upload) = self.upload.as_mut() else { return Err(ApiError::internal("upload part", "no upload")) };
+        if self.fail_after_parts.is_some_and(|n| upload.parts.len() >= n) {
+            return Err(ApiError::new(ErrorKind::Unavailable, "injected fault: S3 failed during the export"));
+        }
+        let number = upload.parts.len() as i32 + 1;
+        let out = self
+            .s3
+            .upload_part()
+            .bucket(&self.spec.bucket)
+            .key(&self.spec.key)
+            .upload_id(&upload.id)
+            .part_number(number)
+            .body(ByteStream::from(part))
+            .send()
+            .await
+            .ctx("upload export part")?;
+        upload.parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
+        Ok(())
+    }
+
+    /// Aborts the multipart upload, if one was started (best effort, logged).
+    pub async fn abort(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            let result = self
+                .s3
+                .abort_multipart_upload()
+                .bucket(&self.spec.bucket)
+                .key(&self.spec.key)
+                .upload_id(&upload.id)
+                .send()
+                .await;
+            if let Err(e) = result {
+                tracing::error!(key = %self.spec.key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not abort export upload");
+            }
+        }
+    }
+
+    /// Completes the export: inline bytes, or the stored object.
+    pub async fn finish(mut self) -> Result<Finished, ApiError> {
+        if !self.spilling() {
+            return Ok(Finished::Inline(std::mem::take(&mut self.buffer)));
+        }
+        let result = self.complete().await;
+        if result.is_err() {
+            self.abort().await;
+        }
+        result
+    }
+
+    async fn complete(&mut self) -> Result<Finished, ApiError> {
+        let key = self.spec.key.clone();
+        if self.upload.is_none() {
+            // Never reached a full part: one PutObject is cheaper than a multipart upload.
+            self.s3
+                .put_object()
+                .bucket(&self.spec.bucket)
+                .key(&key)
+                .content_type(&self.spec.content_type)
+                .content_disposition(&self.spec.content_disposition)
+                .body(ByteStream::from(std::mem::take(&mut self.buffer)))
+                .send()
+                .await
+                .ctx("store export")?;
+            return Ok(Finished::Stored { key, bytes: self.total });
+        }
+        if !self.buffer.is_empty() {
+            let last = std::mem::take(&mut self.buffer);
+            self.upload_part(last).await?;
+        }
+        let Some(upload) = self.upload.as_ref() else { return Err(ApiError::internal("complete export", "no upload")) };
+        self.s3
+            .complete_multipart_upload()
+            .bucket(&self.spec.bucket)
+            .key(&key)
+            .upload_id(&upload.id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(upload.parts.clone())).build())
+            .send()
+            .await
+            .ctx("complete export upload")?;
+        self.upload = None;
+        Ok(Finished::Stored { key, bytes: self.total })
+    }
+}

@@ -1,0 +1,296 @@
+//! `GET /api/training/export`: every matching snapshot, in Tether's JSON payload, JSONL,
+//! fine-tune-ready chat JSONL (`openai`) or CSV.
+
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Value};
+
+use super::sink::ExportSink;
+use super::{csv_record, delivery_param, object_spec, respond, sink, Counts, BOM};
+use crate::error::{ApiError, Envelope};
+use crate::http::{handle, query_param};
+use crate::snapshots::handlers::filters;
+use crate::snapshots::store::{Archived, Filters, SnapshotStore};
+use crate::snapshots::{Snapshot, SnapshotMessage};
+use crate::AppState;
+
+/// Snapshots per list page while exporting (headers are small; fewer round trips).
+const PAGE: usize = 500;
+
+/// The training export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Tether's `TrainingExportPayload`.
+    Json,
+    /// One export item per line.
+    Jsonl,
+    /// One `{"messages": [...]}` chat example per line.
+    OpenAi,
+    /// One row per message.
+    Csv,
+}
+
+impl Format {
+    /// Parses `format` (default `json`).
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v {
+            None | Some("json") => Ok(Self::Json),
+            Some("jsonl") => Ok(Self::Jsonl),
+            Some("openai") => Ok(Self::OpenAi),
+            Some("csv") => Ok(Self::Csv),
+            Some(_) => Err(ApiError::validation("`format` must be json, jsonl, openai or csv")),
+        }
+    }
+    /// File extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Jsonl | Self::OpenAi => "jsonl",
+            Self::Csv => "csv",
+        }
+    }
+    /// Content type of the file.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Jsonl | Self::OpenAi => "application/x-ndjson",
+            Self::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// CSV columns of the training export, in order (one row per message).
+pub const CSV_COLUMNS: &[&str] = &[
+    "snapshotId", "contactId", "customerName", "customerPhone", "customerEmail", "quality", "category", "tags", "notes",
+    "isArchived", "createdAt", "messageIndex", "messageId", "role", "senderType", "timestamp", "content",
+];
+
+fn role(m: &SnapshotMessage) -> &'static str {
+    // Tether: the business side is `assistant`, the customer is `user`.
+    if m.sender == "contact" {
+        "user"
+    } else {
+        "assistant"
+    }
+}
+
+/// Tether's `TrainingExportItem`. Its schema makes `customer.email` and `metadata.category`
+/// nullable and the other optional fields plain strings, so those are left out when absent.
+pub fn export_item(s: &Snapshot, messages: &[SnapshotMessage]) -> Value {
+    let mut customer = serde_json::Map::new();
+    if let Some(name) = &s.customer_name {
+        customer.insert("name".into(), json!(name));
+    }
+    if let Some(phone) = &s.customer_phone {
+        customer.insert("phone".into(), json!(phone));
+    }
+    customer.insert("email".into(), json!(s.customer_email));
+    let mut metadata = serde_json::Map::new();
+    if let Some(quality) = &s.quality {
+        metadata.insert("quality".into(), json!(quality));
+    }
+    metadata.insert("category".into(), json!(s.category));
+    metadata.insert("tags".into(), json!(s.tags));
+    if let Some(notes) = &s.notes {
+        metadata.insert("notes".into(), json!(notes));
+    }
+    metadata.insert("messageCount".into(), json!(s.message_count));
+    metadata.insert("dateRange".into(), json!({ "start": s.conversation_start_date, "end": s.conversation_end_date }));
+    json!({
+        "id": s.id,
+        "customer": customer,
+        "conversation": messages.iter().map(|m| json!({
+            "role": role(m), "content": m.content, "timestamp": m.timestamp, "senderType": m.sender_type,
+        })).collect::<Vec<_>>(),
+        "metadata": metadata,
+    })
+}
+
+/// A chat fine-tuning example: consecutive messages of one role merged, empty ones dropped;
+/// `None` when it has no assistant message (such examples are skipped and counted).
+pub fn openai_example(messages: &[SnapshotMessage], system: Option<&str>) -> Option<Value> {
+    let mut turns: Vec<(&str, String)> = Vec::new();
+    for m in messages.iter().filter(|m| !m.content.trim().is_empty()) {
+        match turns.last_mut() {
+            Some((r, content)) if *r == role(m) => {
+                content.push('\n');
+                content.push_str(&m.content);
+            }
+            _ => turns.push((role(m), m.content.clone())),
+        }
+    }
+    if !turns.iter().any(|(r, _)| *r == "assistant") {
+        return None;
+    }
+    let mut out: Vec<Value> = system.map(|s| json!({ "role": "system", "content": s })).into_iter().collect();
+    out.extend(turns.into_iter().map(|(r, c)| json!({ "role": r, "content": c })));
+    Some(json!({ "messages": out }))
+}
+
+/// Encodes snapshots one at a time in a format.
+pub struct Encoder {
+    format: Format,
+    system: Option<String>,
+    /// What was written and skipped.
+    pub counts: Counts,
+}
+
+impl Encoder {
+    /// An encoder for `format` (`system` only applies to `openai`).
+    pub fn new(format: Format, system: Option<String>) -> Self {
+        Self { format, system, counts: Counts::default() }
+    }
+
+    /// The bytes before the first item.
+    pub fn start(&self, export_date: &str, org: &str) -> Result<Vec<u8>, ApiError> {
+        Ok(match self.format {
+            Format::Json => {
+                let mut head = serde_json::to_vec(&json!({ "exportDate": export_date, "organizationId": org }))
+                    .map_err(|e| ApiError::internal("encode export", e))?;
+                head.pop(); // reopen the object: `data` streams, `totalSnapshots` comes last
+                head.extend_from_slice(br#","data":["#);
+                head
+            }
+            Format::Csv => {
+                let mut head = BOM.to_vec();
+                head.extend(csv_record(CSV_COLUMNS.iter().copied())?);
+                head
+            }
+            Format::Jsonl | Format::OpenAi => Vec::new(),
+        })
+    }
+
+    /// The bytes of one snapshot (empty when it is skipped).
+    pub fn item(&mut self, s: &Snapshot, messages: &[SnapshotMessage]) -> Result<Vec<u8>, ApiError> {
+        let encode = |v: &Value| serde_json::to_vec(v).map_err(|e| ApiError::internal("encode export", e));
+        let out = match self.format {
+            Format::Json => {
+                let mut out = if self.counts.items > 0 { b",".to_vec() } else { Vec::new() };
+                out.extend(encode(&export_item(s, messages))?);
+                out
+            }
+            Format::Jsonl => {
+                let mut out = encode(&export_item(s, messages))?;
+                out.push(b'\n');
+                out
+            }
+            Format::OpenAi => match openai_example(messages, self.system.as_deref()) {
+                None => {
+                    self.counts.skipped += 1;
+                    return Ok(Vec::new());
+                }
+                Some(example) => {
+                    let mut out = encode(&example)?;
+                    out.push(b'\n');
+                    out
+                }
+            },
+            Format::Csv => {
+                let mut out = Vec::new();
+                let tags = s.tags.join("|");
+                let created = s.created_at.as_str();
+                for (i, m) in messages.iter().enumerate() {
+                    let index = i.to_string();
+                    out.extend(csv_record([
+                        s.id.as_str(),
+                        s.contact.id.as_str(),
+                        s.customer_name.as_deref().unwrap_or(""),
+                        s.customer_phone.as_deref().unwrap_or(""),
+                        s.customer_email.as_deref().unwrap_or(""),
+                        s.quality.as_deref().unwrap_or(""),
+                        s.category.as_deref().unwrap_or(""),
+                        tags.as_str(),
+                        s.notes.as_deref().unwrap_or(""),
+                        if s.is_archived { "true" } else { "false" },
+                        created,
+                        index.as_str(),
+                        m.id.as_str(),
+                        role(m),
+                        m.sender_type.as_str(),
+                        m.timestamp.as_str(),
+                        m.content.as_str(),
+                    ])?);
+                }
+                out
+            }
+        };
+        self.counts.items += 1;
+        Ok(out)
+    }
+
+    /// The bytes after the last item.
+    pub fn finish(&self) -> Vec<u8> {
+        match self.format {
+            Format::Json => format!(r#"],"totalSnapshots":{}}}"#, self.counts.items).into_bytes(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Streams every snapshot matching `filters` through `encoder` into `sink`, page by page;
+/// messages are fetched by key for groups of snapshots holding at most 100 chunks (about
+/// 30 MB at worst), so memory stays bounded whatever the number or size of snapshots.
+pub async fn produce(state: &AppState, org: &str, f: &Filters, encoder: &mut Encoder, sink: &mut ExportSink<'_>) -> Result<(), ApiError> {
+    let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
+    let mut after: Option<String> = None;
+    loop {
+        let (page, next, _) = store.list(org, f, PAGE, after.as_deref()).await?;
+        let mut start = 0;
+        while start < page.len() {
+            let (mut end, mut chunks) = (start, 0);
+            while end < page.len() && (end == start || chunks + page[end].chunks <= 100) {
+                chunks += page[end].chunks;
+                end += 1;
+            }
+            let group = &page[start..end];
+            for (s, messages) in group.iter().zip(store.messages_of(group).await?) {
+                let bytes = encoder.item(s, &messages)?;
+                if !bytes.is_empty() {
+                    sink.write(&bytes).await?;
+                }
+            }
+            start = end;
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `GET /api/training/export`.
+pub async fn export_training(state: &AppState, req: Request) -> Response<Body> {
+    handle(state, req, Envelope::Tether, |principal, req| async move {
+        let org = &principal.organization_id;
+        let archived = match query_param(&req, "includeArchived") {
+            None | Some("false") => Archived::No,
+            Some("true") => Archived::All,
+            Some(_) => return Err(ApiError::validation("`includeArchived` must be true or false")),
+        };
+        let f = filters(&req, archived)?;
+        let format = Format::parse(query_param(&req, "format"))?;
+        let system = query_param(&req, "system").map(str::to_string);
+        if system.as_ref().is_some_and(|s| s.chars().count() > 10_000) {
+            return Err(ApiError::validation("`system` must be at most 10000 characters"));
+        }
+        let delivery = delivery_param(&req)?;
+        let now = chrono::Utc::now();
+        let filename = format!("training-data-{}.{}", now.timestamp_millis(), format.extension());
+        let spec = object_spec(state, org, "training", &filename, format.content_type());
+        let mut sink = sink(state, spec.clone(), delivery);
+        let mut encoder = Encoder::new(format, system);
+        let result = async {
+            sink.write(&encoder.start(&crate::time::to_rfc3339(now), org)?).await?;
+            produce(state, org, &f, &mut encoder, &mut sink).await?;
+            Ok::<_, ApiError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            sink.abort().await;
+            return Err(e);
+        }
+        sink.write(&encoder.finish()).await?;
+        let finished = sink.finish().await?;
+        respond(state, &spec, finished, encoder.counts).await
+    })
+    .await
+}
