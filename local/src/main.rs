@@ -31,7 +31,7 @@ async fn main() -> Result<(), Error> {
             exp: now_epoch() + 12 * 3600,
             nbf: None,
             iss: state.config.jwt.issuer.clone(),
-            aud: state.config.jwt.audience.clone(),
+            aud: state.config.jwt.audience.clone().map(serde_json::Value::String),
             email: Some("dev@example.com".into()),
             given_name: Some("Dev".into()),
             family_name: Some("User".into()),

@@ -29,9 +29,9 @@ pub struct Claims {
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// Audience.
+    /// Audience: a string or an array of strings (RFC 7519).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<serde_json::Value>,
     /// The user's e-mail, shown on snapshots they capture.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,

@@ -19,7 +19,8 @@ pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
     if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
         return None;
     }
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    // Stored timestamps sort as text, which holds for four-digit years only.
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc)).filter(|t| (1970..=9999).contains(&t.year()))
 }
 
 /// Convocore's export format, always UTC: `December 1st 2024, 10:30:00 am`.
@@ -57,5 +58,7 @@ mod tests {
         assert_eq!(to_rfc3339(parse_rfc3339("2026-05-18T16:30:00+02:00").unwrap()), "2026-05-18T14:30:00.000Z");
         assert_eq!(parse_rfc3339("2024-12-01 10:30:00Z"), None);
         assert_eq!(parse_rfc3339("2024-12-01"), None);
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59-23:59"), None);
+        assert_eq!(parse_rfc3339("0000-01-01T00:00:00+00:01"), None);
     }
 }

@@ -102,6 +102,8 @@ async fn issuer_and_audience_are_enforced_when_configured() {
         (Claims { aud: Some("other".into()), ..good.clone() }, 401),
         (Claims { iss: None, ..good.clone() }, 401),
         (good.clone(), 200),
+        (Claims { aud: Some(json!(["other", "training-api"])), ..good.clone() }, 200),
+        (Claims { aud: Some(json!(["other"])), ..good.clone() }, 401),
     ];
     for (c, status) in cases {
         let auth = format!("Bearer {}", token_claims(c));

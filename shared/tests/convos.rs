@@ -59,6 +59,22 @@ async fn ingesting_200_then_resending_50_counts_each_message_once() {
 }
 
 #[tokio::test]
+async fn a_retried_batch_without_ids_stores_each_message_once() {
+    let state = state().await;
+    let tok = token(&new_org());
+    create_convo(&state, &tok, "a", "c").await;
+    let batch = json!({"messages": [
+        {"from": "user", "content": "hi", "ts": "2024-12-01T10:00:00Z"},
+        {"from": "bot", "content": "hello", "ts": "2024-12-01T10:00:01Z"}
+    ]});
+    let first = call(&state, "POST", "/agents/a/convos/c/messages", &tok, Some(batch.clone())).await;
+    assert_eq!(first.body["data"]["inserted"], 2, "{}", first.body);
+    let retry = call(&state, "POST", "/agents/a/convos/c/messages", &tok, Some(batch)).await;
+    assert_eq!(retry.body["data"]["inserted"], 0, "{}", retry.body);
+    assert_eq!(retry.body["data"]["messagesNum"], 2);
+}
+
+#[tokio::test]
 async fn concurrent_ingests_of_overlapping_batches_never_drift() {
     let state = state().await;
     let org = new_org();
@@ -146,8 +162,8 @@ async fn list_is_newest_first_and_pages_with_a_cursor_bound_to_org_and_agent() {
     tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
     let a = call(&state, "GET", &format!("/agents/ag/convos?cursor={}", String::from_utf8(tampered).unwrap()), &tok, None).await;
     assert_convocore_error(&a, 400, "BAD_REQUEST");
-    for bad in ["0", "101", "x"] {
-        let a = call(&state, "GET", &format!("/agents/ag/convos?limit={bad}"), &tok, None).await;
+    for bad in ["limit=0", "limit=101", "limit=x", "page=2"] {
+        let a = call(&state, "GET", &format!("/agents/ag/convos?{bad}"), &tok, None).await;
         assert_convocore_error(&a, 400, "BAD_REQUEST");
     }
 }

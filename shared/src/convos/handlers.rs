@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::model::{Convo, ConvoInput, IngestInput};
 use super::store::ConvoStore;
-use crate::error::Envelope;
+use crate::error::{ApiError, Envelope};
 use crate::http::{handle, json_response, limit_param, path_id, query_param, read_json, success};
 use crate::AppState;
 
@@ -73,6 +73,9 @@ pub async fn list_convos(state: &AppState, req: Request) -> Response<Body> {
         let org = &principal.organization_id;
         let agent = path_id(&req, "agentId")?;
         let limit = limit_param(&req, DEFAULT_LIMIT, MAX_LIMIT)?;
+        if query_param(&req, "page").is_some_and(|p| p != "1") {
+            return Err(ApiError::validation("`page` is not supported: pass the `nextCursor` of the previous page as `cursor`"));
+        }
         let scope = format!("convos:{agent}");
         let start = query_param(&req, "cursor").map(|c| state.cursors.decode(org, &scope, c)).transpose()?;
         let store = ConvoStore::new(&state.dynamo, &state.config.table_name);

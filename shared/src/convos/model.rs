@@ -177,7 +177,8 @@ pub const MAX_BATCH: usize = 500;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MessageInput {
-    /// Optional id; re-sending the same id changes nothing.
+    /// Optional id; re-sending the same id changes nothing. Without one, the id is derived
+    /// from `ts`, `from` and `content`, so a retried batch is idempotent too.
     pub id: Option<String>,
     /// Who wrote it.
     pub from: Sender,
@@ -189,6 +190,14 @@ pub struct MessageInput {
     pub feedback: Option<Feedback>,
     /// Defaults to `true` for `bot` and `false` otherwise.
     pub ai_generated: Option<bool>,
+}
+
+/// The id of a message sent without one: derived from what it is (time, sender, text), so a
+/// retried batch stores nothing twice.
+fn derived_id(ts: &str, from: Sender, content: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{ts}\u{0}{from:?}\u{0}{content}").as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Body of `POST /agents/{agentId}/convos/{convoId}/messages`.
@@ -222,7 +231,8 @@ impl IngestInput {
                 issues.push(&field("ts"), "must be an RFC 3339 timestamp such as 2024-12-01T10:30:00Z");
                 continue;
             };
-            let id = m.id.unwrap_or_else(crate::ids::object_id);
+            let ts = crate::time::to_rfc3339(ts);
+            let id = m.id.unwrap_or_else(|| derived_id(&ts, m.from, &m.content));
             if out.iter().any(|o| o.id == id) {
                 continue;
             }
@@ -231,7 +241,7 @@ impl IngestInput {
                 ai_generated: m.ai_generated.unwrap_or(m.from == Sender::Bot),
                 from: m.from,
                 content: m.content,
-                ts: crate::time::to_rfc3339(ts),
+                ts,
                 feedback: m.feedback.unwrap_or_default(),
             });
         }

@@ -70,13 +70,36 @@ pub struct ExportSink<'a> {
     buffer: Vec<u8>,
     upload: Option<Upload>,
     total: u64,
+    /// Size of the buffer once encoded in Lambda's JSON response (escaped text or base64).
+    encoded: usize,
+    text_body: bool,
     fail_after_parts: Option<usize>,
+}
+
+/// Whether lambda_http sends a content type as text (else base64), by its own rule.
+fn is_text(content_type: &str) -> bool {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    ["text/", "application/json", "application/javascript", "application/xml"].iter().any(|p| ct.starts_with(p))
+        || ["+xml", "+yaml", "+json"].iter().any(|s| ct.ends_with(s))
+}
+
+/// Bytes `bytes` add to a JSON string (the response body as Lambda serialises it).
+fn escaped_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 impl<'a> ExportSink<'a> {
     /// A sink that answers inline up to `inline_max` bytes (per `delivery`).
     pub fn new(s3: &'a Client, spec: ObjectSpec, delivery: Delivery, inline_max: usize) -> Self {
-        Self { s3, spec, delivery, inline_max, part_bytes: PART_BYTES.max(5 * 1024 * 1024), buffer: Vec::new(), upload: None, total: 0, fail_after_parts: None }
+        let text_body = is_text(&spec.content_type);
+        Self { s3, spec, delivery, inline_max, part_bytes: PART_BYTES.max(5 * 1024 * 1024), buffer: Vec::new(), upload: None, total: 0, encoded: 0, text_body, fail_after_parts: None }
     }
 
     /// Overrides the part size (at least S3's 5 MiB minimum).
@@ -97,14 +120,20 @@ impl<'a> ExportSink<'a> {
     }
 
     fn spilling(&self) -> bool {
-        self.delivery == Delivery::Url || self.buffer.len() > self.inline_max || self.upload.is_some()
+        self.delivery == Delivery::Url || self.encoded > self.inline_max || self.upload.is_some()
     }
 
     /// Appends bytes; uploads a part whenever one is full. On error the upload is aborted.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
         self.total += bytes.len() as u64;
         self.buffer.extend_from_slice(bytes);
-        if self.delivery == Delivery::Inline && self.buffer.len() > self.inline_max {
+        // The limit is on the answer Lambda returns: text is JSON-escaped, anything else base64.
+        self.encoded = if self.text_body {
+            self.encoded.saturating_add(escaped_len(bytes))
+        } else {
+            self.buffer.len().div_ceil(3) * 4
+        };
+        if self.delivery == Delivery::Inline && self.encoded > self.inline_max {
             return Err(ApiError::new(
                 ErrorKind::PayloadTooLarge,
                 format!("The export is larger than {} bytes; use delivery=url (or auto) to get a download link", self.inline_max),
@@ -219,5 +248,20 @@ impl<'a> ExportSink<'a> {
             .ctx("complete export upload")?;
         self.upload = None;
         Ok(Finished::Stored { key, bytes: self.total })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inline_limit_counts_what_lambda_sends() {
+        assert!(is_text("application/json") && is_text("text/csv; charset=utf-8"));
+        assert!(!is_text("application/x-ndjson"), "sent base64-encoded by lambda_http");
+        assert_eq!(escaped_len(b"ab"), 2);
+        assert_eq!(escaped_len(b"\"q\"\n"), 7);
+        assert_eq!(escaped_len(&[0x01]), 6);
+        assert_eq!(escaped_len("é".as_bytes()), 2, "UTF-8 is not escaped");
     }
 }

@@ -4,7 +4,7 @@ use http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
-use super::model::{ContactRef, CreateInput, PatchInput, Snapshot, SnapshotMessage, UserRef, MAX_MESSAGES};
+use super::model::{ContactRef, CreateInput, PatchInput, Snapshot, SnapshotMessage, UserRef, MAX_MESSAGES, MAX_MESSAGE_BYTES};
 use super::store::{not_found, Archived, Filters, SnapshotStore};
 use crate::auth::Principal;
 use crate::convos::store::ConvoStore;
@@ -103,6 +103,12 @@ async fn create(state: &AppState, principal: &Principal, input: CreateInput) -> 
     };
     if chosen.is_empty() {
         return Err(ApiError::validation("The contact has no messages to capture"));
+    }
+    let bytes = serde_json::to_vec(&chosen).map_err(|e| ApiError::internal("encode messages", e))?.len();
+    if bytes > MAX_MESSAGE_BYTES {
+        return Err(ApiError::validation(format!(
+            "messageIds: the chosen messages are {bytes} bytes; a snapshot holds at most {MAX_MESSAGE_BYTES} (choose fewer messageIds)"
+        )));
     }
     if chosen.len() > MAX_MESSAGES {
         return Err(ApiError::validation(format!(

@@ -8,6 +8,9 @@ use crate::validate::{Issues, MAX_NOTES_CHARS};
 
 /// At most this many messages in one snapshot.
 pub const MAX_MESSAGES: usize = 10_000;
+/// At most this many bytes of messages (as JSON) in one snapshot, so that creating and reading
+/// it can still be answered within Lambda's 6 MB response limit.
+pub const MAX_MESSAGE_BYTES: usize = 4_000_000;
 /// `quality` and `category` at most this many characters.
 pub const MAX_LABEL_CHARS: usize = 100;
 
