@@ -66,7 +66,6 @@ pub struct ExportSink<'a> {
     spec: ObjectSpec,
     delivery: Delivery,
     inline_max: usize,
-    part_bytes: usize,
     buffer: Vec<u8>,
     upload: Option<Upload>,
     total: u64,
@@ -99,13 +98,7 @@ impl<'a> ExportSink<'a> {
     /// A sink that answers inline up to `inline_max` bytes (per `delivery`).
     pub fn new(s3: &'a Client, spec: ObjectSpec, delivery: Delivery, inline_max: usize) -> Self {
         let text_body = is_text(&spec.content_type);
-        Self { s3, spec, delivery, inline_max, part_bytes: PART_BYTES.max(5 * 1024 * 1024), buffer: Vec::new(), upload: None, total: 0, encoded: 0, text_body, fail_after_parts: None }
-    }
-
-    /// Overrides the part size (at least S3's 5 MiB minimum).
-    pub fn with_part_bytes(mut self, part_bytes: usize) -> Self {
-        self.part_bytes = part_bytes.max(5 * 1024 * 1024);
-        self
+        Self { s3, spec, delivery, inline_max, buffer: Vec::new(), upload: None, total: 0, encoded: 0, text_body, fail_after_parts: None }
     }
 
     /// Fault injection for tests: the upload of part `n + 1` fails as S3 failing would.
@@ -140,8 +133,8 @@ impl<'a> ExportSink<'a> {
             ));
         }
         if self.spilling() {
-            while self.buffer.len() >= self.part_bytes {
-                let rest = self.buffer.split_off(self.part_bytes);
+            while self.buffer.len() >= PART_BYTES {
+                let rest = self.buffer.split_off(PART_BYTES);
                 let part = std::mem::replace(&mut self.buffer, rest);
                 if let Err(e) = self.upload_part(part).await {
                     self.abort().await;

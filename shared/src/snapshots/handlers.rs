@@ -241,15 +241,13 @@ pub async fn list_snapshots(state: &AppState, req: Request) -> Response<Body> {
         };
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
         let (page, next, _) = store.list(org, &f, limit, after.as_deref()).await?;
-        let mut data = Vec::with_capacity(page.len());
-        for snap in &page {
-            if include_messages {
-                let messages = store.get(org, &snap.id).await?.map(|(_, m)| m).unwrap_or_default();
-                data.push(snap.document(true, Some(&messages)));
-            } else {
-                data.push(snap.document(true, None));
-            }
-        }
+        let data: Vec<_> = if include_messages {
+            // The headers are in hand: fetch only the chunks, by key, for the whole page.
+            let messages = store.messages_of(&page).await?;
+            page.iter().zip(&messages).map(|(snap, m)| snap.document(true, Some(m))).collect()
+        } else {
+            page.iter().map(|snap| snap.document(true, None)).collect()
+        };
         let next_key = next.map(|id| std::collections::HashMap::from([("id".to_string(), aws_sdk_dynamodb::types::AttributeValue::S(id))]));
         let next_cursor = state.cursors.encode(org, &scope, next_key.as_ref())?;
         Ok(json_response(

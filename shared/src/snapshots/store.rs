@@ -286,29 +286,6 @@ impl<'a> SnapshotStore<'a> {
         Ok(Some((header, messages)))
     }
 
-    /// The messages of a snapshot (its chunk items only), in order.
-    pub async fn messages(&self, org: &str, id: &str) -> Result<Vec<SnapshotMessage>, ApiError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(self.table)
-            .key_condition_expression("PK = :pk AND begins_with(SK, :chunk)")
-            .expression_attribute_values(":pk", s(snapshot_pk(org, id)))
-            .expression_attribute_values(":chunk", s("MSGS#"))
-            .into_paginator()
-            .items()
-            .send();
-        let mut json = Vec::new();
-        while let Some(item) = pages.next().await {
-            let mut item = item.ctx("read snapshot messages")?;
-            json.extend(chunk_bytes(&mut item)?);
-        }
-        if json.is_empty() {
-            return Ok(Vec::new());
-        }
-        decode_messages(&json)
-    }
-
     /// The messages of several snapshots, fetched by key with `BatchGetItem` (the headers say
     /// how many chunks each has), 100 keys a request: one round trip for a page of small
     /// snapshots instead of one Query each. Answers in the order of `snaps`.
