@@ -12,7 +12,10 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = Config::from_env()?;
-    let state = AppState::new(config).await?;
+    let mut state = AppState::new(config).await?;
+    // Jobs go to the worker code in this process, as the deployed functions hand them to the worker function.
+    let (jobs, events) = tokio::sync::mpsc::unbounded_channel();
+    state.jobs = shared::jobs::Dispatcher::Channel(jobs);
     table::ensure_table(&state.dynamo, &state.config.table_name).await?;
     table::ensure_bucket(&state.s3, &state.config.bucket_name).await?;
     if std::env::args().nth(1).as_deref() == Some("setup") {
@@ -46,6 +49,8 @@ async fn main() -> Result<(), Error> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    local_server::serve(Arc::new(state), listener, shutdown).await;
+    let state = Arc::new(state);
+    tokio::spawn(shared::jobs::worker::serve_channel(state.clone(), events));
+    local_server::serve(state, listener, shutdown).await;
     Ok(())
 }

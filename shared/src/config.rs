@@ -1,6 +1,7 @@
 //! Configuration read once per cold start from the environment.
 
 use std::env;
+use std::time::Duration;
 
 /// A configuration problem found at cold start; the function refuses to start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,20 @@ pub struct Config {
     pub inline_export_max_bytes: usize,
     /// Lifetime of export download URLs (`EXPORT_URL_TTL_SECONDS`, default 900).
     pub export_url_ttl_seconds: u64,
+    /// Time a synchronous export may take before it continues as a job
+    /// (`EXPORT_SYNC_BUDGET_SECONDS`, default 20, under API Gateway's 29 s).
+    pub export_sync_budget: Duration,
+    /// Work time of one worker invocation (`EXPORT_JOB_BUDGET_SECONDS`); by default the
+    /// invocation's remaining time less a safety margin.
+    pub export_job_budget: Option<Duration>,
+    /// Days export files stay in the bucket (`EXPORT_RETENTION_DAYS`, default 7; the bucket's
+    /// lifecycle rule uses the same template parameter).
+    pub export_retention_days: u32,
+    /// The export worker function that jobs are handed to (`EXPORT_WORKER_FUNCTION`).
+    pub export_worker_function: Option<String>,
+    /// How far behind its scheduled time a scheduled export's window ends, so writes still in
+    /// flight at that time are in the next window rather than missed (`SCHEDULE_SETTLE_SECONDS`, default 60).
+    pub schedule_settle: Duration,
 }
 
 /// The development secret of the README, `scripts/run.sh` and the tokens in `events/`.
@@ -137,6 +152,13 @@ impl Config {
             max_body_bytes: parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             inline_export_max_bytes: parsed("INLINE_EXPORT_MAX_BYTES", 5 * 1024 * 1024)?,
             export_url_ttl_seconds: parsed("EXPORT_URL_TTL_SECONDS", 900u64)?,
+            export_sync_budget: Duration::from_secs_f64(parsed("EXPORT_SYNC_BUDGET_SECONDS", 20f64)?.clamp(0.0, 900.0)),
+            export_job_budget: optional("EXPORT_JOB_BUDGET_SECONDS")
+                .map(|_| parsed("EXPORT_JOB_BUDGET_SECONDS", 0f64).map(|s| Duration::from_secs_f64(s.clamp(0.0, 900.0))))
+                .transpose()?,
+            export_retention_days: parsed("EXPORT_RETENTION_DAYS", 7u32)?,
+            export_worker_function: optional("EXPORT_WORKER_FUNCTION"),
+            schedule_settle: Duration::from_secs(parsed("SCHEDULE_SETTLE_SECONDS", 60u64)?),
         })
     }
 }

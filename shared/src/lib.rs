@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod idempotency;
 pub mod ids;
+pub mod jobs;
 pub mod routes;
 pub mod snapshots;
 pub mod table;
@@ -39,6 +40,11 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Signs and checks pagination cursors.
     pub cursors: cursor::CursorCodec,
+    /// Hands export jobs to the worker (`EXPORT_WORKER_FUNCTION`; a channel locally).
+    pub jobs: jobs::Dispatcher,
+    /// Organizations this process has registered for the scheduled export (one write per
+    /// organization per cold start instead of one per snapshot).
+    pub registered: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl AppState {
@@ -52,7 +58,11 @@ impl AppState {
     pub async fn new(config: Config) -> Result<Self, config::ConfigError> {
         let auth = Authenticator::new(&config.jwt)?;
         let cursors = cursor::CursorCodec::new(&config.cursor_secret)?;
-        let (dynamo, s3) = aws::clients().await;
-        Ok(Self { config, dynamo, s3, auth, cursors })
+        let (dynamo, s3, lambda) = aws::clients().await;
+        let jobs = match &config.export_worker_function {
+            Some(function) => jobs::Dispatcher::Lambda { client: lambda, function: function.clone() },
+            None => jobs::Dispatcher::Disabled,
+        };
+        Ok(Self { config, dynamo, s3, auth, cursors, jobs, registered: Default::default() })
     }
 }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use lambda_http::{Body, Request, Response};
 
 use crate::error::Envelope;
-use crate::{convos, exports, snapshots, AppState};
+use crate::{convos, exports, jobs, snapshots, AppState};
 
 /// A handler future, borrowed from the state for the request's lifetime.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
@@ -70,6 +70,9 @@ pub const ROUTES: &[Route] = &[
     route!("update-snapshot", "PATCH", "/api/training/snapshots/{id}", Envelope::Tether, snapshots::handlers::update_snapshot),
     route!("delete-snapshot", "DELETE", "/api/training/snapshots/{id}", Envelope::Tether, snapshots::handlers::delete_snapshot),
     route!("export-training", "GET", "/api/training/export", Envelope::Tether, exports::training::export_training),
+    route!("create-export", "POST", "/api/training/exports", Envelope::Tether, jobs::handlers::create_export),
+    route!("list-exports", "GET", "/api/training/exports", Envelope::Tether, jobs::handlers::list_exports),
+    route!("get-export", "GET", "/api/training/exports/{id}", Envelope::Tether, jobs::handlers::get_export),
 ];
 
 /// Matches `path` against a route template, returning the path parameters.

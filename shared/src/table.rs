@@ -8,8 +8,11 @@
 //! | conversation header | `ORG#<org>#AGENT#<agent>`        | `CONVO#<convo>` | GSI1: agent's convos by last activity; GSI2: contact's convos |
 //! | message             | `ORG#<org>#CONVO#<agent>#<convo>`| `MSG#<msgId>`   | LSI1: time order (`<ts>#<msgId>`)          |
 //! | snapshot header     | `ORG#<org>#SNAP#<id>`            | `META`          | GSI1 all, GSI2 quality, GSI3 category, GSI4 contact; each partition per archive state, sorted by id (= time) |
+//! | snapshot (changed)  | (same header item)               |                 | GSI5: an organization's non-archived snapshots by `updatedAt` (scheduled exports) |
 //! | snapshot messages   | `ORG#<org>#SNAP#<id>`            | `MSGS#<n>`      | none: chunks of at most ~300 KB            |
 //! | idempotency record  | `ORG#<org>#IDEM#<key>`           | `IDEM`          | none; expires by TTL (`expiresAt`)          |
+//! | export job          | `ORG#<org>#JOBS`                 | `JOB#<id>`      | none: newest first by id; expires by TTL    |
+//! | schedule state      | `ORG#<org>#SCHEDULE`             | `SCHEDULE`      | GSI1 (`SCHEDULED#ORGS`): every organization with snapshots; holds the watermark |
 
 use std::time::Duration;
 
@@ -45,10 +48,13 @@ pub const GSI3: IndexDef = IndexDef { name: "GSI3", pk: "GSI3PK", sk: "GSI3SK" }
 /// GSI4: snapshots by contact.
 pub const GSI4: IndexDef = IndexDef { name: "GSI4", pk: "GSI4PK", sk: "GSI4SK" };
 
+/// GSI5: an organization's non-archived snapshots by last change (`<updatedAt>#<id>`).
+pub const GSI5: IndexDef = IndexDef { name: "GSI5", pk: "GSI5PK", sk: "GSI5SK" };
+
 /// Local secondary indexes (all projections are ALL).
 pub const LOCAL_INDEXES: &[IndexDef] = &[LSI1];
 /// Global secondary indexes (all projections are ALL).
-pub const GLOBAL_INDEXES: &[IndexDef] = &[GSI1, GSI2, GSI3, GSI4];
+pub const GLOBAL_INDEXES: &[IndexDef] = &[GSI1, GSI2, GSI3, GSI4, GSI5];
 
 /// Every key attribute, sorted, as `AttributeDefinitions` lists them (all strings).
 pub fn key_attributes() -> Vec<&'static str> {

@@ -325,6 +325,56 @@ impl<'a> ConvoStore<'a> {
         Ok((convos, out.last_evaluated_key))
     }
 
+    /// Like [`Self::list_active`] for exports and jobs: each conversation with its activity key
+    /// (`GSI1SK`), continuing after the conversation whose activity key is `start`, so a job can
+    /// checkpoint the last one it wrote and resume there. Answers the page and whether more may follow.
+    pub async fn activity_page(
+        &self,
+        org: &str,
+        agent: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        start: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(Convo, String)>, bool), ApiError> {
+        let exclusive_start = start.and_then(|key| {
+            let convo = key.split_once('#')?.1;
+            Some(HashMap::from([
+                (crate::table::PK.to_string(), s(agent_pk(org, agent))),
+                (crate::table::SK.to_string(), s(convo_sk(convo))),
+                (GSI1.pk.to_string(), s(agent_pk(org, agent))),
+                (GSI1.sk.to_string(), s(key)),
+            ]))
+        });
+        let lo = from.map_or_else(|| "0".to_string(), |f| f.to_string());
+        let hi = to.map_or_else(|| "~".to_string(), |t| format!("{t}#~"));
+        let out = self
+            .client
+            .query()
+            .table_name(self.table)
+            .index_name(GSI1.name)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+            .expression_attribute_names("#pk", GSI1.pk)
+            .expression_attribute_names("#sk", GSI1.sk)
+            .expression_attribute_values(":pk", s(agent_pk(org, agent)))
+            .expression_attribute_values(":lo", s(lo))
+            .expression_attribute_values(":hi", s(hi))
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 1000) as i32)
+            .set_exclusive_start_key(exclusive_start)
+            .send()
+            .await
+            .ctx("list conversations")?;
+        let more = out.last_evaluated_key.is_some();
+        let mut page = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            let key = item.get(GSI1.sk).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let convo: Convo = serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode conversations", e))?;
+            page.push((convo, key));
+        }
+        Ok((page, more))
+    }
+
     /// Every conversation header of a contact (GSI2), across agents.
     pub async fn contact_convos(&self, org: &str, contact: &str) -> Result<Vec<Convo>, ApiError> {
         let mut pages = self

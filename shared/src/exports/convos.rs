@@ -1,13 +1,11 @@
 //! Conversation exports (Convocore contract): all of an agent's conversations, or one,
 //! as JSON (`{success, message, data}`) or CSV.
 
-use futures::{stream, StreamExt, TryStreamExt};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
-use super::sink::ExportSink;
-use super::{csv_record, delivery_param, object_spec, respond, sink, Counts, BOM};
-use crate::convos::store::ConvoStore;
+use super::producer::ExportSpec;
+use super::{csv_record, delivery_param, run_sync};
 use crate::convos::{Convo, Message, Sender};
 use crate::error::{ApiError, Envelope};
 use crate::http::{handle, path_id, query_param};
@@ -18,9 +16,6 @@ pub const CSV_COLUMNS: &[&str] = &[
     "convoId", "userName", "userEmail", "userPhone", "userCompany", "userAddress", "userWebsite", "origin",
     "convoFeedback", "tags", "notes", "turn", "from", "messageId", "ts", "timestamp", "message", "feedback", "aiGenerated",
 ];
-
-/// Conversations whose messages are read at once.
-const CONCURRENT_READS: usize = 8;
 
 fn sender(s: Sender) -> &'static str {
     match s {
@@ -69,7 +64,8 @@ pub fn export_item(c: &Convo, messages: &[Message]) -> Value {
     })
 }
 
-fn csv_rows(c: &Convo, messages: &[Message]) -> Result<Vec<u8>, ApiError> {
+/// One conversation's CSV rows (one per message).
+pub fn csv_rows(c: &Convo, messages: &[Message]) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     let feedback = format!("{:?}", c.feedback);
     let tags = c.tags.join("|");
@@ -103,99 +99,83 @@ fn csv_rows(c: &Convo, messages: &[Message]) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
+/// Conversation export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvoFormat {
+    /// Convocore's `{success, message, data}` JSON.
     Json,
+    /// One row per message.
     Csv,
 }
 
-fn format_param(req: &Request) -> Result<Format, ApiError> {
-    match query_param(req, "format") {
-        None | Some("json") => Ok(Format::Json),
-        Some("csv") => Ok(Format::Csv),
-        Some(_) => Err(ApiError::validation("`format` must be json or csv")),
+impl ConvoFormat {
+    /// Parses `format` (default `json`).
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v {
+            None | Some("json") => Ok(Self::Json),
+            Some("csv") => Ok(Self::Csv),
+            Some(_) => Err(ApiError::validation("`format` must be json or csv")),
+        }
+    }
+    /// File extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Csv => "csv",
+        }
+    }
+    /// Content type of the file.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Csv => "text/csv; charset=utf-8",
+        }
     }
 }
 
-fn time_param(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
-    query_param(req, name)
-        .map(|v| {
-            crate::time::parse_rfc3339(v)
-                .map(crate::time::to_rfc3339)
-                .ok_or_else(|| ApiError::validation(format!("`{name}` must be an RFC 3339 timestamp")))
-        })
-        .transpose()
+/// Parses an RFC 3339 bound into the stored form (UTC, milliseconds).
+pub fn time_value(name: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
+    v.map(|v| {
+        crate::time::parse_rfc3339(v)
+            .map(crate::time::to_rfc3339)
+            .ok_or_else(|| ApiError::validation(format!("`{name}` must be an RFC 3339 timestamp")))
+    })
+    .transpose()
 }
 
 /// Largest `limit` on the agent export.
 pub const MAX_EXPORT_LIMIT: usize = 1_000_000;
 
+/// Validates the agent export's parameters into its spec.
+pub fn agent_spec(agent: String, format: ConvoFormat, from: Option<String>, to: Option<String>, limit: Option<usize>) -> Result<ExportSpec, ApiError> {
+    if let (Some(f), Some(t)) = (&from, &to) {
+        if f > t {
+            return Err(ApiError::validation("`from` must not be after `to`"));
+        }
+    }
+    if limit.is_some_and(|n| !(1..=MAX_EXPORT_LIMIT).contains(&n)) {
+        return Err(ApiError::validation(format!("`limit` must be an integer from 1 to {MAX_EXPORT_LIMIT}")));
+    }
+    Ok(ExportSpec::Conversations { agent_id: agent, format, from, to, limit })
+}
+
 /// `GET /agents/{agentId}/convos/export?format=json|csv&from=&to=&limit=&delivery=`.
 pub async fn export_agent_convos(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Convocore, |principal, req| async move {
-        let org = &principal.organization_id;
         let agent = path_id(&req, "agentId")?;
-        let format = format_param(&req)?;
-        let (from, to) = (time_param(&req, "from")?, time_param(&req, "to")?);
-        if let (Some(f), Some(t)) = (&from, &to) {
-            if f > t {
-                return Err(ApiError::validation("`from` must not be after `to`"));
-            }
-        }
-        let limit = match query_param(&req, "limit") {
-            None => MAX_EXPORT_LIMIT,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_EXPORT_LIMIT).contains(n))
-                .ok_or_else(|| ApiError::validation(format!("`limit` must be an integer from 1 to {MAX_EXPORT_LIMIT}")))?,
-        };
-        let delivery = delivery_param(&req)?;
-        let (ext, content_type) = extension(format);
-        let filename = format!("conversations-{agent}-{}.{ext}", chrono::Utc::now().timestamp_millis());
-        let spec = object_spec(state, org, "convos", &filename, content_type);
-        let mut sink = sink(state, spec.clone(), delivery);
-        let mut counts = Counts::default();
-        let result = async {
-            sink.write(&match format {
-                Format::Json => br#"{"success":true,"message":"Conversations exported successfully","data":["#.to_vec(),
-                Format::Csv => csv_head()?,
+        let format = ConvoFormat::parse(query_param(&req, "format"))?;
+        let from = time_value("from", query_param(&req, "from"))?;
+        let to = time_value("to", query_param(&req, "to"))?;
+        let limit = query_param(&req, "limit")
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| ApiError::validation(format!("`limit` must be an integer from 1 to {MAX_EXPORT_LIMIT}")))
             })
-            .await?;
-            let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
-            let mut start = None;
-            loop {
-                let want = (limit - counts.items as usize).min(100);
-                let (page, next) = store.list_active(org, &agent, from.as_deref(), to.as_deref(), want, start).await?;
-                let mut with_messages = stream::iter(page.into_iter().map(|c| {
-                    let store = &store;
-                    async move {
-                        let messages = store.messages(org, &c.agent_id, &c.id).await?;
-                        Ok::<_, ApiError>((c, messages))
-                    }
-                }))
-                .buffered(CONCURRENT_READS);
-                while let Some((c, messages)) = with_messages.try_next().await? {
-                    write_item(&mut sink, format, counts.items == 0, &c, &messages).await?;
-                    counts.items += 1;
-                }
-                start = next;
-                if start.is_none() || counts.items as usize >= limit {
-                    break;
-                }
-            }
-            if format == Format::Json {
-                sink.write(b"]}").await?;
-            }
-            Ok::<_, ApiError>(())
-        }
-        .await;
-        if let Err(e) = result {
-            sink.abort().await;
-            return Err(e);
-        }
-        let finished = sink.finish().await?;
-        respond(state, &spec, finished, counts).await
+            .transpose()?;
+        let spec = agent_spec(agent, format, from, to, limit)?;
+        let delivery = delivery_param(&req)?;
+        run_sync(state, &principal.organization_id, spec, delivery).await
     })
     .await
 }
@@ -203,62 +183,17 @@ pub async fn export_agent_convos(state: &AppState, req: Request) -> Response<Bod
 /// `GET /agents/{agentId}/convos/{convoId}/export?format=json|csv&delivery=`.
 pub async fn export_convo(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Convocore, |principal, req| async move {
-        let org = &principal.organization_id;
-        let agent = path_id(&req, "agentId")?;
-        let convo = path_id(&req, "convoId")?;
-        let format = format_param(&req)?;
+        let agent_id = path_id(&req, "agentId")?;
+        let convo_id = path_id(&req, "convoId")?;
+        let format = ConvoFormat::parse(query_param(&req, "format"))?;
         let delivery = delivery_param(&req)?;
-        let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
-        let header = store.get_header(org, &agent, &convo).await?.ok_or_else(|| ApiError::not_found("Conversation not found"))?;
-        let messages = store.messages(org, &agent, &convo).await?;
-        let (ext, content_type) = extension(format);
-        let filename = format!("conversation-{convo}-{}.{ext}", chrono::Utc::now().timestamp_millis());
-        let spec = object_spec(state, org, "convos", &filename, content_type);
-        let mut sink = sink(state, spec.clone(), delivery);
-        let result = async {
-            match format {
-                Format::Json => {
-                    let body = json!({ "success": true, "message": "Conversation exported successfully", "data": export_item(&header, &messages) });
-                    sink.write(&serde_json::to_vec(&body).map_err(|e| ApiError::internal("encode export", e))?).await
-                }
-                Format::Csv => {
-                    let mut bytes = csv_head()?;
-                    bytes.extend(csv_rows(&header, &messages)?);
-                    sink.write(&bytes).await
-                }
-            }
-        }
-        .await;
-        if let Err(e) = result {
-            sink.abort().await;
-            return Err(e);
-        }
-        let finished = sink.finish().await?;
-        respond(state, &spec, finished, Counts { items: 1, skipped: 0 }).await
+        let spec = ExportSpec::Conversation { agent_id, convo_id, format };
+        run_sync(state, &principal.organization_id, spec, delivery).await
     })
     .await
 }
 
-fn extension(format: Format) -> (&'static str, &'static str) {
-    match format {
-        Format::Json => ("json", "application/json"),
-        Format::Csv => ("csv", "text/csv; charset=utf-8"),
-    }
-}
-
-fn csv_head() -> Result<Vec<u8>, ApiError> {
-    let mut head = BOM.to_vec();
-    head.extend(csv_record(CSV_COLUMNS.iter().copied())?);
-    Ok(head)
-}
-
-async fn write_item(sink: &mut ExportSink<'_>, format: Format, first: bool, c: &Convo, messages: &[Message]) -> Result<(), ApiError> {
-    match format {
-        Format::Json => {
-            let mut bytes = if first { Vec::new() } else { b",".to_vec() };
-            bytes.extend(serde_json::to_vec(&export_item(c, messages)).map_err(|e| ApiError::internal("encode export", e))?);
-            sink.write(&bytes).await
-        }
-        Format::Csv => sink.write(&csv_rows(c, messages)?).await,
-    }
+/// The CSV header row of conversation exports.
+pub fn csv_head() -> Result<Vec<u8>, ApiError> {
+    super::producer::csv_head(CSV_COLUMNS)
 }

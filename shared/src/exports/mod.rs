@@ -3,6 +3,7 @@
 //! small files inline and streams large ones to S3 behind a presigned download URL.
 
 pub mod convos;
+pub mod producer;
 pub mod sink;
 pub mod training;
 
@@ -13,6 +14,7 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::http::query_param;
 use crate::AppState;
+use producer::{ExportSpec, Producer};
 use sink::{Delivery, ExportSink, Finished, ObjectSpec};
 
 /// UTF-8 byte order mark: Excel reads accents and emoji in a CSV that starts with it.
@@ -44,15 +46,64 @@ pub fn delivery_param(req: &Request) -> Result<Delivery, ApiError> {
     }
 }
 
-/// A new export object: namespaced by organization, unguessable (128 random bits).
-pub fn object_spec(state: &AppState, org: &str, kind: &str, filename: &str, content_type: &str) -> ObjectSpec {
+/// A new export object key: namespaced by organization and kind, unguessable (128 random bits).
+pub fn object_key(org: &str, kind: &str, filename: &str) -> String {
     let random: u128 = rand::random();
     let date = chrono::Utc::now().format("%Y-%m-%d");
+    format!("exports/{org}/{kind}/{date}/{random:032x}/{filename}")
+}
+
+/// A new export object: namespaced by organization, unguessable (128 random bits).
+pub fn object_spec(state: &AppState, org: &str, kind: &str, filename: &str, content_type: &str) -> ObjectSpec {
     ObjectSpec {
         bucket: state.config.bucket_name.clone(),
-        key: format!("exports/{org}/{kind}/{date}/{random:032x}/{filename}"),
+        key: object_key(org, kind, filename),
         content_type: content_type.to_string(),
         content_disposition: attachment(filename),
+    }
+}
+
+/// Runs an export within the request: answers the file (inline or `303` to a download), or,
+/// when it would outlast its time budget (`EXPORT_SYNC_BUDGET_SECONDS`, 20 s by default, under
+/// API Gateway's 29 s), drops what it has and answers `202` with an export job for the same
+/// parameters instead.
+pub async fn run_sync(state: &AppState, org: &str, spec: ExportSpec, delivery: Delivery) -> Result<Response<Body>, ApiError> {
+    let started = std::time::Instant::now();
+    let created = chrono::Utc::now();
+    let object = object_spec(state, org, spec.kind(), &spec.file_name(created), spec.content_type());
+    let mut sink = sink(state, object.clone(), delivery);
+    let mut producer = Producer::new(state, org, spec.clone(), &crate::time::to_rfc3339(created));
+    let result = async {
+        sink.write(&producer.header()?).await?;
+        while let Some(items) = producer.next().await? {
+            for item in items {
+                if !item.bytes.is_empty() {
+                    sink.write(&item.bytes).await?;
+                }
+            }
+            if !producer.done() && started.elapsed() >= state.config.export_sync_budget {
+                return Ok(false);
+            }
+        }
+        sink.write(&producer.footer()).await?;
+        Ok::<_, ApiError>(true)
+    }
+    .await;
+    match result {
+        Ok(true) => {
+            let finished = sink.finish().await?;
+            respond(state, &object, finished, producer.counts()).await
+        }
+        Ok(false) => {
+            sink.abort().await;
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "export over its time budget: continuing as a job");
+            let job = crate::jobs::start(state, org, spec, crate::jobs::Trigger::Fallback).await?;
+            Ok(crate::jobs::handlers::accepted(&job, "The export is larger than a request allows; it continues as an export job"))
+        }
+        Err(e) => {
+            sink.abort().await;
+            Err(e)
+        }
     }
 }
 
@@ -68,7 +119,7 @@ pub fn sink<'a>(state: &'a AppState, spec: ObjectSpec, delivery: Delivery) -> Ex
 }
 
 /// What an export counted, for headers and the download body.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Items written (snapshots or conversations).
     pub items: u64,

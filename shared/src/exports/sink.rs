@@ -1,9 +1,14 @@
 //! Where an export's bytes go: kept in memory while small, else streamed to S3.
 //!
-//! An export is produced as a stream of writes. While it stays under the inline limit it is
-//! answered in the response; past that it continues as an S3 multipart upload whose parts are
-//! uploaded as they fill, so memory stays bounded by the part size whatever the export's size.
-//! Any failure aborts the upload, so no partial object or orphaned parts remain.
+//! An export is produced as a stream of writes, one per item. While it stays under the inline
+//! limit it is answered in the response; past that it continues as an S3 multipart upload. A
+//! part is uploaded as soon as the buffer passes the part size at the end of a write, so every
+//! part ends on an item boundary: a job can checkpoint "parts so far + the last item read" and
+//! resume in another invocation. Memory stays bounded by the part size plus one item.
+//!
+//! A synchronous export aborts its upload on any failure, so no orphaned parts remain. A job's
+//! sink is *resumable*: a failure leaves the upload for the job's next attempt, which resumes it
+//! or, when the job fails for good, aborts it.
 
 use aws_sdk_s3::{
     primitives::ByteStream,
@@ -46,6 +51,15 @@ struct Upload {
     parts: Vec<CompletedPart>,
 }
 
+/// Where a resumable upload stands: enough to continue it in another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadState {
+    /// The multipart upload.
+    pub upload_id: String,
+    /// Parts uploaded, in order (numbers 1..=n).
+    pub parts: Vec<(i32, String)>,
+}
+
 /// The finished export.
 #[derive(Debug)]
 pub enum Finished {
@@ -73,6 +87,8 @@ pub struct ExportSink<'a> {
     encoded: usize,
     text_body: bool,
     fail_after_parts: Option<usize>,
+    part_bytes: usize,
+    resumable: bool,
 }
 
 /// Whether lambda_http sends a content type as text (else base64), by its own rule.
@@ -98,7 +114,55 @@ impl<'a> ExportSink<'a> {
     /// A sink that answers inline up to `inline_max` bytes (per `delivery`).
     pub fn new(s3: &'a Client, spec: ObjectSpec, delivery: Delivery, inline_max: usize) -> Self {
         let text_body = is_text(&spec.content_type);
-        Self { s3, spec, delivery, inline_max, buffer: Vec::new(), upload: None, total: 0, encoded: 0, text_body, fail_after_parts: None }
+        Self {
+            s3,
+            spec,
+            delivery,
+            inline_max,
+            buffer: Vec::new(),
+            upload: None,
+            total: 0,
+            encoded: 0,
+            text_body,
+            fail_after_parts: None,
+            part_bytes: PART_BYTES,
+            resumable: false,
+        }
+    }
+
+    /// A job's sink: always S3, never aborts on its own, and continues `resume` (the upload
+    /// and its parts so far, `bytes` long) when given.
+    pub fn resumable(s3: &'a Client, spec: ObjectSpec, resume: Option<(UploadState, u64)>) -> Self {
+        let mut sink = Self::new(s3, spec, Delivery::Url, 0);
+        sink.resumable = true;
+        if let Some((state, bytes)) = resume {
+            let parts = state
+                .parts
+                .into_iter()
+                .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
+                .collect();
+            sink.upload = Some(Upload { id: state.upload_id, parts });
+            sink.total = bytes;
+        }
+        sink
+    }
+
+    /// Where the upload stands, once a part has been uploaded.
+    pub fn upload_state(&self) -> Option<UploadState> {
+        self.upload.as_ref().map(|u| UploadState {
+            upload_id: u.id.clone(),
+            parts: u.parts.iter().map(|p| (p.part_number.unwrap_or(0), p.e_tag.clone().unwrap_or_default())).collect(),
+        })
+    }
+
+    /// Parts uploaded so far.
+    pub fn parts(&self) -> usize {
+        self.upload.as_ref().map_or(0, |u| u.parts.len())
+    }
+
+    /// Bytes written but not yet uploaded.
+    pub fn pending(&self) -> usize {
+        self.buffer.len()
     }
 
     /// Fault injection for tests: the upload of part `n + 1` fails as S3 failing would.
@@ -132,14 +196,14 @@ impl<'a> ExportSink<'a> {
                 format!("The export is larger than {} bytes; use delivery=url (or auto) to get a download link", self.inline_max),
             ));
         }
-        if self.spilling() {
-            while self.buffer.len() >= PART_BYTES {
-                let rest = self.buffer.split_off(PART_BYTES);
-                let part = std::mem::replace(&mut self.buffer, rest);
-                if let Err(e) = self.upload_part(part).await {
+        // Whole writes only: a part always ends where an item ends (see the module docs).
+        if self.spilling() && self.buffer.len() >= self.part_bytes {
+            let part = std::mem::take(&mut self.buffer);
+            if let Err(e) = self.upload_part(part).await {
+                if !self.resumable {
                     self.abort().await;
-                    return Err(e);
                 }
+                return Err(e);
             }
         }
         Ok(())
@@ -180,6 +244,15 @@ impl<'a> ExportSink<'a> {
         Ok(())
     }
 
+    /// Uploads what is buffered as a part (a job's last part, before its "finished" checkpoint).
+    pub async fn flush(&mut self) -> Result<(), ApiError> {
+        if !self.buffer.is_empty() {
+            let part = std::mem::take(&mut self.buffer);
+            self.upload_part(part).await?;
+        }
+        Ok(())
+    }
+
     /// Aborts the multipart upload, if one was started (best effort, logged).
     pub async fn abort(&mut self) {
         if let Some(upload) = self.upload.take() {
@@ -203,7 +276,7 @@ impl<'a> ExportSink<'a> {
             return Ok(Finished::Inline(std::mem::take(&mut self.buffer)));
         }
         let result = self.complete().await;
-        if result.is_err() {
+        if result.is_err() && !self.resumable {
             self.abort().await;
         }
         result

@@ -4,20 +4,18 @@
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
-use super::sink::ExportSink;
-use super::{csv_record, delivery_param, object_spec, respond, sink, Counts, BOM};
+use super::producer::ExportSpec;
+use super::{csv_record, delivery_param, run_sync, Counts, BOM};
 use crate::error::{ApiError, Envelope};
 use crate::http::{handle, query_param};
 use crate::snapshots::handlers::filters;
-use crate::snapshots::store::{Archived, Filters, SnapshotStore};
+use crate::snapshots::store::{Archived, Filters};
 use crate::snapshots::{Snapshot, SnapshotMessage};
 use crate::AppState;
 
-/// Snapshots per list page while exporting (headers are small; fewer round trips).
-const PAGE: usize = 500;
-
 /// The training export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Tether's `TrainingExportPayload`.
     Json,
@@ -137,7 +135,12 @@ pub struct Encoder {
 impl Encoder {
     /// An encoder for `format` (`system` only applies to `openai`).
     pub fn new(format: Format, system: Option<String>) -> Self {
-        Self { format, system, counts: Counts::default() }
+        Self::resume(format, system, Counts::default())
+    }
+
+    /// An encoder continuing an export that has written `counts` so far.
+    pub fn resume(format: Format, system: Option<String>, counts: Counts) -> Self {
+        Self { format, system, counts }
     }
 
     /// The bytes before the first item.
@@ -226,41 +229,20 @@ impl Encoder {
     }
 }
 
-/// Streams every snapshot matching `filters` through `encoder` into `sink`, page by page;
-/// messages are fetched by key for groups of snapshots holding at most 100 chunks (about
-/// 30 MB at worst), so memory stays bounded whatever the number or size of snapshots.
-pub async fn produce(state: &AppState, org: &str, f: &Filters, encoder: &mut Encoder, sink: &mut ExportSink<'_>) -> Result<(), ApiError> {
-    let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
-    let mut after: Option<String> = None;
-    loop {
-        let (page, next, _) = store.list(org, f, PAGE, after.as_deref()).await?;
-        let mut start = 0;
-        while start < page.len() {
-            let (mut end, mut chunks) = (start, 0);
-            while end < page.len() && (end == start || chunks + page[end].chunks <= 100) {
-                chunks += page[end].chunks;
-                end += 1;
-            }
-            let group = &page[start..end];
-            for (s, messages) in group.iter().zip(store.messages_of(group).await?) {
-                let bytes = encoder.item(s, &messages)?;
-                if !bytes.is_empty() {
-                    sink.write(&bytes).await?;
-                }
-            }
-            start = end;
-        }
-        match next {
-            Some(n) => after = Some(n),
-            None => return Ok(()),
-        }
+/// Largest `system` prompt, in characters.
+pub const MAX_SYSTEM_CHARS: usize = 10_000;
+
+/// Validates the training export's parameters into its spec.
+pub fn training_spec(format: Format, filters: Filters, system: Option<String>) -> Result<ExportSpec, ApiError> {
+    if system.as_ref().is_some_and(|s| s.chars().count() > MAX_SYSTEM_CHARS) {
+        return Err(ApiError::validation(format!("`system` must be at most {MAX_SYSTEM_CHARS} characters")));
     }
+    Ok(ExportSpec::Training { format, filters, system, changed: None })
 }
 
 /// `GET /api/training/export`.
 pub async fn export_training(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
-        let org = &principal.organization_id;
         let archived = match query_param(&req, "includeArchived") {
             None | Some("false") => Archived::No,
             Some("true") => Archived::All,
@@ -269,28 +251,9 @@ pub async fn export_training(state: &AppState, req: Request) -> Response<Body> {
         let f = filters(&req, archived)?;
         let format = Format::parse(query_param(&req, "format"))?;
         let system = query_param(&req, "system").map(str::to_string);
-        if system.as_ref().is_some_and(|s| s.chars().count() > 10_000) {
-            return Err(ApiError::validation("`system` must be at most 10000 characters"));
-        }
+        let spec = training_spec(format, f, system)?;
         let delivery = delivery_param(&req)?;
-        let now = chrono::Utc::now();
-        let filename = format!("training-data-{}.{}", now.timestamp_millis(), format.extension());
-        let spec = object_spec(state, org, "training", &filename, format.content_type());
-        let mut sink = sink(state, spec.clone(), delivery);
-        let mut encoder = Encoder::new(format, system);
-        let result = async {
-            sink.write(&encoder.start(&crate::time::to_rfc3339(now), org)?).await?;
-            produce(state, org, &f, &mut encoder, &mut sink).await?;
-            Ok::<_, ApiError>(())
-        }
-        .await;
-        if let Err(e) = result {
-            sink.abort().await;
-            return Err(e);
-        }
-        sink.write(&encoder.finish()).await?;
-        let finished = sink.finish().await?;
-        respond(state, &spec, finished, encoder.counts).await
+        run_sync(state, &principal.organization_id, spec, delivery).await
     })
     .await
 }

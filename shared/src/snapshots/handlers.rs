@@ -160,6 +160,8 @@ async fn create(state: &AppState, principal: &Principal, input: CreateInput) -> 
         chunks: 0,
         version: 1,
     };
+    // Registered before the snapshot commits, so the scheduled export never misses its organization.
+    crate::jobs::schedule::register(state, &snap.organization_id).await?;
     SnapshotStore::new(&state.dynamo, &state.config.table_name).create(&mut snap, &chosen).await?;
     Ok((snap, chosen))
 }

@@ -17,7 +17,7 @@ use futures::future::try_join_all;
 
 use super::model::{PatchInput, Snapshot, SnapshotMessage};
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
-use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, PK, SK};
+use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK};
 
 /// Bytes of the messages' JSON per chunk item (DynamoDB's item limit is 400 KB).
 pub const CHUNK_BYTES: usize = 350_000;
@@ -53,11 +53,28 @@ fn partition(org: &str, archived: bool, index: &IndexDef, value: &str) -> String
     }
 }
 
+/// GSI5's partition: an organization's non-archived snapshots by last change.
+pub fn changed_partition(org: &str) -> String {
+    format!("ORG#{org}#CHANGED")
+}
+
+/// GSI5's sort key: `<updatedAt>#<id>` (timestamps are fixed-width RFC 3339, so they sort).
+pub fn changed_key(updated_at: &str, id: &str) -> String {
+    format!("{updated_at}#{id}")
+}
+
 /// The index attributes of a header: set ones, and the ones to remove (no quality, ...).
 fn index_keys(snap: &Snapshot) -> (Vec<(&'static str, String)>, Vec<&'static str>) {
     let (org, a) = (&snap.organization_id, snap.is_archived);
     let mut set = vec![(GSI1.pk, partition(org, a, &GSI1, "")), (GSI1.sk, snap.id.clone())];
     let mut remove = Vec::new();
+    // Only what a default export would include is indexed by change (sparse index).
+    if a {
+        remove.extend([GSI5.pk, GSI5.sk]);
+    } else {
+        set.push((GSI5.pk, changed_partition(org)));
+        set.push((GSI5.sk, changed_key(&snap.updated_at, &snap.id)));
+    }
     for (ix, value) in [(&GSI2, &snap.quality), (&GSI3, &snap.category), (&GSI4, &Some(snap.contact.id.clone()))] {
         match value {
             Some(v) => {
@@ -71,7 +88,8 @@ fn index_keys(snap: &Snapshot) -> (Vec<(&'static str, String)>, Vec<&'static str
 }
 
 /// Which snapshots a list or an export wants.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Filters {
     /// Exact quality.
     pub quality: Option<String>,
@@ -90,7 +108,8 @@ pub struct Filters {
 }
 
 /// The `archived` filter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Archived {
     /// Only snapshots not archived (the default).
     #[default]
@@ -373,14 +392,15 @@ impl<'a> SnapshotStore<'a> {
         Ok((all, next, stats))
     }
 
-    async fn query_partition(
+    /// The Query of one archive partition on the most selective index, newest first, with the
+    /// other filters as a filter expression; `after` (exclusive) continues a listing.
+    fn partition_query(
         &self,
         org: &str,
         f: &Filters,
         archived: bool,
-        want: usize,
         after: Option<&str>,
-    ) -> Result<(Vec<Snapshot>, ReadStats), ApiError> {
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
         let (index, value) = f.index();
         let lo = f.from.map(|t| id_bound(t, false)).unwrap_or_else(|| "0".repeat(24));
         let mut hi = f.to.map(|t| id_bound(t, true)).unwrap_or_else(|| "f".repeat(24));
@@ -415,21 +435,33 @@ impl<'a> SnapshotStore<'a> {
             values.insert(":to".into(), s(crate::time::to_rfc3339(to)));
         }
         let filter = filters.into_iter().map(str::to_string).chain(tag_filters).collect::<Vec<_>>().join(" AND ");
+        self.client
+            .query()
+            .table_name(self.table)
+            .index_name(index.name)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+            .expression_attribute_names("#pk", index.pk)
+            .expression_attribute_names("#sk", index.sk)
+            .set_expression_attribute_values(Some(values))
+            .set_filter_expression((!filter.is_empty()).then_some(filter))
+            .scan_index_forward(false)
+    }
+
+    async fn query_partition(
+        &self,
+        org: &str,
+        f: &Filters,
+        archived: bool,
+        want: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<Snapshot>, ReadStats), ApiError> {
+        let query = self.partition_query(org, f, archived, after);
         let mut out = Vec::new();
         let mut stats = ReadStats::default();
         let mut start = None;
         loop {
-            let page = self
-                .client
-                .query()
-                .table_name(self.table)
-                .index_name(index.name)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
-                .expression_attribute_names("#pk", index.pk)
-                .expression_attribute_names("#sk", index.sk)
-                .set_expression_attribute_values(Some(values.clone()))
-                .set_filter_expression((!filter.is_empty()).then(|| filter.clone()))
-                .scan_index_forward(false)
+            let page = query
+                .clone()
                 .limit((want - out.len()).max(1) as i32)
                 .set_exclusive_start_key(start)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -448,6 +480,78 @@ impl<'a> SnapshotStore<'a> {
         }
         out.truncate(want);
         Ok((out, stats))
+    }
+
+    /// One page of an organization's non-archived snapshots changed in `(after, up_to]`, oldest
+    /// change first, continuing after the GSI5 sort key `start` (exclusive). Answers the page and
+    /// whether more may follow.
+    pub async fn changed(
+        &self,
+        org: &str,
+        after: &str,
+        up_to: &str,
+        start: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Snapshot>, bool), ApiError> {
+        // `<ts>#~` sorts after every `<ts>#<id>`, so the bounds are exclusive / inclusive.
+        let lo = start.map_or_else(|| format!("{after}#~"), str::to_string);
+        let exclusive_start = start.and_then(|key| {
+            let id = key.split_once('#')?.1;
+            Some(HashMap::from([
+                (PK.to_string(), s(snapshot_pk(org, id))),
+                (SK.to_string(), s(META)),
+                (GSI5.pk.to_string(), s(changed_partition(org))),
+                (GSI5.sk.to_string(), s(key)),
+            ]))
+        });
+        let out = self
+            .client
+            .query()
+            .table_name(self.table)
+            .index_name(GSI5.name)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+            .expression_attribute_names("#pk", GSI5.pk)
+            .expression_attribute_names("#sk", GSI5.sk)
+            .expression_attribute_values(":pk", s(changed_partition(org)))
+            .expression_attribute_values(":lo", s(lo))
+            .expression_attribute_values(":hi", s(format!("{up_to}#~")))
+            .set_exclusive_start_key(exclusive_start)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .ctx("list changed snapshots")?;
+        let items: Vec<Snapshot> =
+            serde_dynamo::from_items(out.items.unwrap_or_default()).map_err(|e| ApiError::internal("decode snapshots", e))?;
+        Ok((items, out.last_evaluated_key.is_some()))
+    }
+
+    /// How many snapshots `filters` match (a `COUNT` query per archive partition).
+    pub async fn count(&self, org: &str, filters: &Filters) -> Result<u64, ApiError> {
+        let archived: &[bool] = match filters.archived {
+            Archived::No => &[false],
+            Archived::Yes => &[true],
+            Archived::All => &[false, true],
+        };
+        let mut total = 0u64;
+        for &a in archived {
+            let q = self.partition_query(org, filters, a, None);
+            let mut start = None;
+            loop {
+                let page = q
+                    .clone()
+                    .select(aws_sdk_dynamodb::types::Select::Count)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .ctx("count snapshots")?;
+                total += page.count.max(0) as u64;
+                start = page.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Applies a patch with an optimistic-concurrency loop: a concurrent change re-reads and

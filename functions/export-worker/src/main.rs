@@ -1,0 +1,13 @@
+//! `export-worker` Lambda: runs export jobs to S3, invoked asynchronously with `{organizationId, jobId}`.
+use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+use shared::jobs::JobRef;
+use shared::AppState;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    // Configuration and AWS clients are built once per cold start, then shared by every invocation.
+    let state = AppState::from_env().await?;
+    // An error fails the invocation, so Lambda retries it; the job resumes from its checkpoint.
+    run(service_fn(|event: LambdaEvent<JobRef>| async { shared::jobs::worker::handle(&state, event).await.map_err(Error::from) })).await
+}

@@ -1,0 +1,336 @@
+//! What an export contains, produced page by page, resumable at any item.
+//!
+//! [`ExportSpec`] is an export's parameters: the synchronous routes build one from the query,
+//! a job stores one. [`Producer`] turns it into bytes: a header, then pages of items (each with
+//! the position to continue after it and the counts so far), then a footer. A synchronous
+//! export writes everything in one go; a job checkpoints the position of the item that ended an
+//! uploaded part and, in a later invocation, continues with [`Producer::resume`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::convos::{self as convo_export, ConvoFormat};
+use super::training::{Encoder, Format};
+use super::{csv_record, Counts};
+use crate::convos::store::ConvoStore;
+use crate::error::ApiError;
+use crate::snapshots::store::{Filters, SnapshotStore};
+use crate::snapshots::Snapshot;
+use crate::AppState;
+
+/// Snapshots per page (headers are small; fewer round trips).
+const SNAPSHOT_PAGE: usize = 500;
+/// Conversations per page; their messages are read 8 at a time.
+const CONVO_PAGE: usize = 100;
+/// Conversations whose messages are read at once.
+const CONCURRENT_READS: usize = 8;
+
+/// A change window of the scheduled export: snapshots changed in `(after, upTo]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// Exclusive lower bound (RFC 3339, the previous watermark).
+    pub after: String,
+    /// Inclusive upper bound (RFC 3339, the new watermark once exported).
+    pub up_to: String,
+}
+
+/// An export's parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "camelCase")]
+pub enum ExportSpec {
+    /// Training snapshots (`GET /api/training/export`).
+    #[serde(rename_all = "camelCase")]
+    Training {
+        /// File format.
+        format: Format,
+        /// Which snapshots.
+        filters: Filters,
+        /// System prompt of `openai` examples.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system: Option<String>,
+        /// Scheduled exports: only non-archived snapshots changed in this window, oldest change first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        changed: Option<Window>,
+    },
+    /// An agent's conversations (`GET /agents/{agentId}/convos/export`).
+    #[serde(rename_all = "camelCase")]
+    Conversations {
+        /// The agent.
+        agent_id: String,
+        /// File format.
+        format: ConvoFormat,
+        /// Last active at or after (RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// Last active at or before (RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        /// At most this many conversations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    /// One conversation (`GET /agents/{agentId}/convos/{convoId}/export`).
+    #[serde(rename_all = "camelCase")]
+    Conversation {
+        /// The agent.
+        agent_id: String,
+        /// The conversation.
+        convo_id: String,
+        /// File format.
+        format: ConvoFormat,
+    },
+}
+
+impl ExportSpec {
+    /// The object-key segment of this kind of export.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Training { changed: Some(_), .. } => "scheduled",
+            Self::Training { .. } => "training",
+            Self::Conversations { .. } | Self::Conversation { .. } => "convos",
+        }
+    }
+
+    /// The download's file name, stamped with the export's creation time.
+    pub fn file_name(&self, created: chrono::DateTime<chrono::Utc>) -> String {
+        let millis = created.timestamp_millis();
+        match self {
+            Self::Training { format, changed: Some(_), .. } => {
+                format!("training-changes-{}.{}", created.format("%Y-%m-%dT%H%M%SZ"), format.extension())
+            }
+            Self::Training { format, .. } => format!("training-data-{millis}.{}", format.extension()),
+            Self::Conversations { agent_id, format, .. } => format!("conversations-{agent_id}-{millis}.{}", format.extension()),
+            Self::Conversation { convo_id, format, .. } => format!("conversation-{convo_id}-{millis}.{}", format.extension()),
+        }
+    }
+
+    /// The file's content type.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Self::Training { format, .. } => format.content_type(),
+            Self::Conversations { format, .. } | Self::Conversation { format, .. } => format.content_type(),
+        }
+    }
+}
+
+/// One produced item: its bytes (empty when skipped), where to continue after it, and the
+/// counts including it.
+#[derive(Debug)]
+pub struct Item {
+    /// Encoded bytes.
+    pub bytes: Vec<u8>,
+    /// Opaque position to resume after this item.
+    pub position: String,
+    /// Counts so far, this item included.
+    pub counts: Counts,
+}
+
+/// Produces an export's bytes.
+pub struct Producer<'a> {
+    state: &'a AppState,
+    org: String,
+    spec: ExportSpec,
+    export_date: String,
+    encoder: Option<Encoder>,
+    counts: Counts,
+    position: Option<String>,
+    done: bool,
+}
+
+impl<'a> Producer<'a> {
+    /// A producer from the start; `export_date` (RFC 3339) is written into JSON payloads.
+    pub fn new(state: &'a AppState, org: &str, spec: ExportSpec, export_date: &str) -> Self {
+        Self::resume(state, org, spec, export_date, None, Counts::default())
+    }
+
+    /// A producer continuing after `position` with the counts reached there.
+    pub fn resume(
+        state: &'a AppState,
+        org: &str,
+        spec: ExportSpec,
+        export_date: &str,
+        position: Option<String>,
+        counts: Counts,
+    ) -> Self {
+        let encoder = match &spec {
+            ExportSpec::Training { format, system, .. } => Some(Encoder::resume(*format, system.clone(), counts)),
+            _ => None,
+        };
+        Self { state, org: org.to_string(), spec, export_date: export_date.to_string(), encoder, counts, position, done: false }
+    }
+
+    /// Counts so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Whether every item has been produced.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// The bytes before the first item.
+    pub fn header(&self) -> Result<Vec<u8>, ApiError> {
+        match (&self.spec, &self.encoder) {
+            (ExportSpec::Training { .. }, Some(encoder)) => encoder.start(&self.export_date, &self.org),
+            (ExportSpec::Conversations { format: ConvoFormat::Json, .. }, _) => {
+                Ok(br#"{"success":true,"message":"Conversations exported successfully","data":["#.to_vec())
+            }
+            (ExportSpec::Conversations { format: ConvoFormat::Csv, .. } | ExportSpec::Conversation { format: ConvoFormat::Csv, .. }, _) => {
+                convo_export::csv_head()
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The bytes after the last item.
+    pub fn footer(&self) -> Vec<u8> {
+        match (&self.spec, &self.encoder) {
+            (ExportSpec::Training { .. }, Some(encoder)) => encoder.finish(),
+            (ExportSpec::Conversations { format: ConvoFormat::Json, .. }, _) => b"]}".to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// How many items the export will have, when a count is cheap to get (`None` otherwise).
+    pub async fn total(&self) -> Result<Option<u64>, ApiError> {
+        match &self.spec {
+            ExportSpec::Training { filters, changed: None, format, .. } if *format != Format::OpenAi => {
+                Ok(Some(SnapshotStore::new(&self.state.dynamo, &self.state.config.table_name).count(&self.org, filters).await?))
+            }
+            ExportSpec::Conversation { .. } => Ok(Some(1)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The next page of items, or `None` once everything was produced.
+    pub async fn next(&mut self) -> Result<Option<Vec<Item>>, ApiError> {
+        if self.done {
+            return Ok(None);
+        }
+        let spec = self.spec.clone();
+        let items = match &spec {
+            ExportSpec::Training { filters, changed, .. } => self.snapshot_page(filters, changed.as_ref()).await?,
+            ExportSpec::Conversations { agent_id, format, from, to, limit } => {
+                self.convo_page(agent_id, *format, from.as_deref(), to.as_deref(), *limit).await?
+            }
+            ExportSpec::Conversation { agent_id, convo_id, format } => {
+                self.done = true;
+                let store = ConvoStore::new(&self.state.dynamo, &self.state.config.table_name);
+                let header = store
+                    .get_header(&self.org, agent_id, convo_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("Conversation not found"))?;
+                let messages = store.messages(&self.org, agent_id, convo_id).await?;
+                let bytes = match format {
+                    ConvoFormat::Json => serde_json::to_vec(&json!({
+                        "success": true,
+                        "message": "Conversation exported successfully",
+                        "data": convo_export::export_item(&header, &messages),
+                    }))
+                    .map_err(|e| ApiError::internal("encode export", e))?,
+                    ConvoFormat::Csv => convo_export::csv_rows(&header, &messages)?,
+                };
+                self.counts.items += 1;
+                vec![Item { bytes, position: convo_id.clone(), counts: self.counts }]
+            }
+        };
+        if let Some(last) = items.last() {
+            self.position = Some(last.position.clone());
+        }
+        Ok(Some(items))
+    }
+
+    async fn snapshot_page(&mut self, filters: &Filters, changed: Option<&Window>) -> Result<Vec<Item>, ApiError> {
+        let store = SnapshotStore::new(&self.state.dynamo, &self.state.config.table_name);
+        let page: Vec<Snapshot> = match changed {
+            None => {
+                let (page, next, _) = store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
+                self.done = next.is_none();
+                page
+            }
+            Some(w) => {
+                let (page, more) = store.changed(&self.org, &w.after, &w.up_to, self.position.as_deref(), SNAPSHOT_PAGE).await?;
+                self.done = !more;
+                page
+            }
+        };
+        let Some(encoder) = self.encoder.as_mut() else { return Err(ApiError::internal("export", "no encoder")) };
+        let mut items = Vec::with_capacity(page.len());
+        // Messages are fetched by key for groups holding at most 100 chunks (~30 MB at worst),
+        // so memory stays bounded whatever the number or size of snapshots.
+        let mut start = 0;
+        while start < page.len() {
+            let (mut end, mut chunks) = (start, 0);
+            while end < page.len() && (end == start || chunks + page[end].chunks <= 100) {
+                chunks += page[end].chunks;
+                end += 1;
+            }
+            let group = &page[start..end];
+            for (s, messages) in group.iter().zip(store.messages_of(group).await?) {
+                let bytes = encoder.item(s, &messages)?;
+                let position = match changed {
+                    None => s.id.clone(),
+                    Some(_) => crate::snapshots::store::changed_key(&s.updated_at, &s.id),
+                };
+                items.push(Item { bytes, position, counts: encoder.counts });
+            }
+            start = end;
+        }
+        self.counts = encoder.counts;
+        Ok(items)
+    }
+
+    async fn convo_page(
+        &mut self,
+        agent: &str,
+        format: ConvoFormat,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, ApiError> {
+        use futures::{stream, StreamExt, TryStreamExt};
+        let limit = limit.unwrap_or(convo_export::MAX_EXPORT_LIMIT);
+        let left = limit.saturating_sub(self.counts.items as usize);
+        if left == 0 {
+            self.done = true;
+            return Ok(Vec::new());
+        }
+        let store = ConvoStore::new(&self.state.dynamo, &self.state.config.table_name);
+        let (page, more) = store.activity_page(&self.org, agent, from, to, self.position.as_deref(), left.min(CONVO_PAGE)).await?;
+        self.done = !more || page.len() >= left;
+        let org = self.org.as_str();
+        let mut with_messages = stream::iter(page.into_iter().map(|(c, key)| {
+            let store = &store;
+            async move {
+                let messages = store.messages(org, &c.agent_id, &c.id).await?;
+                Ok::<_, ApiError>((c, key, messages))
+            }
+        }))
+        .buffered(CONCURRENT_READS);
+        let mut items = Vec::new();
+        while let Some((c, key, messages)) = with_messages.try_next().await? {
+            let bytes = match format {
+                ConvoFormat::Json => {
+                    let mut bytes = if self.counts.items == 0 { Vec::new() } else { b",".to_vec() };
+                    bytes.extend(
+                        serde_json::to_vec(&convo_export::export_item(&c, &messages)).map_err(|e| ApiError::internal("encode export", e))?,
+                    );
+                    bytes
+                }
+                ConvoFormat::Csv => convo_export::csv_rows(&c, &messages)?,
+            };
+            self.counts.items += 1;
+            items.push(Item { bytes, position: key, counts: self.counts });
+        }
+        Ok(items)
+    }
+}
+
+/// A CSV header row for `columns` (with the UTF-8 BOM).
+pub fn csv_head(columns: &[&str]) -> Result<Vec<u8>, ApiError> {
+    let mut head = super::BOM.to_vec();
+    head.extend(csv_record(columns.iter().copied())?);
+    Ok(head)
+}

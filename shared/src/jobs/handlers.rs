@@ -1,0 +1,230 @@
+//! `POST /api/training/exports`, `GET /api/training/exports` and `GET /api/training/exports/{id}`.
+
+use http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{revive, start, Job, JobStore, Status, Trigger};
+use crate::error::{ApiError, Envelope};
+use crate::exports::convos::{agent_spec, time_value, ConvoFormat};
+use crate::exports::producer::ExportSpec;
+use crate::exports::training::{training_spec, Format};
+use crate::http::{handle, is_valid_id, json_response, limit_param, path_id, query_param, read_json, success};
+use crate::snapshots::store::{Archived, Filters};
+use crate::AppState;
+
+/// Default and largest page of the jobs list.
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 100;
+
+/// The body of `POST /api/training/exports`: the parameters of `GET /api/training/export`
+/// (`source: training`, the default) or of the conversation exports (`source: conversations`,
+/// with `agentId`, and `convoId` for one conversation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateExport {
+    source: Option<String>,
+    format: Option<String>,
+    quality: Option<String>,
+    category: Option<String>,
+    tags: Option<Vec<String>>,
+    include_archived: Option<bool>,
+    from: Option<String>,
+    to: Option<String>,
+    contact_id: Option<String>,
+    system: Option<String>,
+    agent_id: Option<String>,
+    convo_id: Option<String>,
+    limit: Option<usize>,
+}
+
+fn text(v: &Option<String>) -> Option<String> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+fn id_field(name: &str, v: &Option<String>) -> Result<Option<String>, ApiError> {
+    match text(v) {
+        Some(id) if !is_valid_id(&id) => Err(ApiError::validation(format!("`{name}` is not a valid id"))),
+        other => Ok(other),
+    }
+}
+
+impl CreateExport {
+    fn into_spec(self) -> Result<ExportSpec, ApiError> {
+        let source = self.source.as_deref().unwrap_or(if self.agent_id.is_some() { "conversations" } else { "training" });
+        let named = |fields: &[(&str, bool)]| -> Vec<String> {
+            fields.iter().filter(|(_, present)| *present).map(|(name, _)| format!("`{name}`")).collect()
+        };
+        match source {
+            "training" => {
+                let stray = named(&[("agentId", self.agent_id.is_some()), ("convoId", self.convo_id.is_some()), ("limit", self.limit.is_some())]);
+                if !stray.is_empty() {
+                    return Err(ApiError::validation(format!("{} only apply to source `conversations`", stray.join(", "))));
+                }
+                let format = Format::parse(self.format.as_deref())?;
+                let parse_time = |name: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+                    time_value(name, v.as_deref())?
+                        .map(|t| crate::time::parse_rfc3339(&t).ok_or_else(|| ApiError::validation(format!("`{name}` must be an RFC 3339 timestamp"))))
+                        .transpose()
+                };
+                let filters = Filters {
+                    quality: text(&self.quality),
+                    category: text(&self.category),
+                    tags: self.tags.unwrap_or_default().into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+                    archived: if self.include_archived.unwrap_or(false) { Archived::All } else { Archived::No },
+                    from: parse_time("from", &self.from)?,
+                    to: parse_time("to", &self.to)?,
+                    contact_id: id_field("contactId", &self.contact_id)?,
+                };
+                if let (Some(from), Some(to)) = (filters.from, filters.to) {
+                    if from > to {
+                        return Err(ApiError::validation("`from` must not be after `to`"));
+                    }
+                }
+                training_spec(format, filters, self.system)
+            }
+            "conversations" => {
+                let stray = named(&[
+                    ("quality", self.quality.is_some()),
+                    ("category", self.category.is_some()),
+                    ("tags", self.tags.is_some()),
+                    ("includeArchived", self.include_archived.is_some()),
+                    ("contactId", self.contact_id.is_some()),
+                    ("system", self.system.is_some()),
+                ]);
+                if !stray.is_empty() {
+                    return Err(ApiError::validation(format!("{} only apply to source `training`", stray.join(", "))));
+                }
+                let format = ConvoFormat::parse(self.format.as_deref())?;
+                let agent_id = id_field("agentId", &self.agent_id)?.ok_or_else(|| ApiError::validation("`agentId` is required for source `conversations`"))?;
+                match id_field("convoId", &self.convo_id)? {
+                    Some(convo_id) => {
+                        let stray = named(&[("from", self.from.is_some()), ("to", self.to.is_some()), ("limit", self.limit.is_some())]);
+                        if !stray.is_empty() {
+                            return Err(ApiError::validation(format!("{} do not apply to one conversation", stray.join(", "))));
+                        }
+                        Ok(ExportSpec::Conversation { agent_id, convo_id, format })
+                    }
+                    None => {
+                        let from = time_value("from", self.from.as_deref())?;
+                        let to = time_value("to", self.to.as_deref())?;
+                        agent_spec(agent_id, format, from, to, self.limit)
+                    }
+                }
+            }
+            _ => Err(ApiError::validation("`source` must be training or conversations")),
+        }
+    }
+}
+
+/// A job as the API shows it (`url` and `expiresAt` only with a download link).
+pub fn document(job: &Job, link: Option<(String, String)>) -> Value {
+    let (url, expires_at) = link.map_or((None, None), |(u, e)| (Some(u), Some(e)));
+    let mut params = serde_json::to_value(&job.params).unwrap_or(Value::Null);
+    if let Some(p) = params.as_object_mut() {
+        p.remove("source");
+    }
+    let source = match &job.params {
+        ExportSpec::Training { .. } => "training",
+        _ => "conversations",
+    };
+    json!({
+        "id": job.id,
+        "status": job.status,
+        "source": source,
+        "params": params,
+        "trigger": job.trigger,
+        "processed": job.processed,
+        "skipped": job.skipped,
+        "total": job.total,
+        "bytes": job.bytes,
+        "createdAt": job.created_at,
+        "startedAt": job.started_at,
+        "finishedAt": job.finished_at,
+        "reason": job.reason,
+        "fileName": job.file_name,
+        "fileExpiresAt": job.file_expires_at,
+        "url": url,
+        "expiresAt": expires_at,
+    })
+}
+
+/// A job with a fresh presigned download URL when its file is ready and not yet expired.
+pub async fn view(state: &AppState, job: &Job) -> Result<Value, ApiError> {
+    let now = crate::time::now_rfc3339();
+    let link = match (&job.status, &job.file_expires_at) {
+        (Status::Succeeded, Some(expires)) if *expires > now => {
+            let ttl = std::time::Duration::from_secs(state.config.export_url_ttl_seconds);
+            let url = crate::exports::presign(state, &job.key, ttl).await?;
+            let at = crate::time::to_rfc3339(chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64));
+            Some((url, at))
+        }
+        _ => None,
+    };
+    Ok(document(job, link))
+}
+
+/// `202 Accepted` with the job and `Location` of it.
+pub fn accepted(job: &Job, message: &str) -> Response<Body> {
+    let mut response = success(StatusCode::ACCEPTED, message, &document(job, None));
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/training/exports/{}", job.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// `POST /api/training/exports`: starts an export job.
+pub async fn create_export(state: &AppState, req: Request) -> Response<Body> {
+    handle(state, req, Envelope::Tether, |principal, req| async move {
+        let body: CreateExport = read_json(&req, state.config.max_body_bytes)?;
+        let spec = body.into_spec()?;
+        let job = start(state, &principal.organization_id, spec, Trigger::Request).await?;
+        Ok(accepted(&job, "Export job created"))
+    })
+    .await
+}
+
+/// `GET /api/training/exports/{id}`: the job, with a fresh download URL once it succeeded.
+pub async fn get_export(state: &AppState, req: Request) -> Response<Body> {
+    handle(state, req, Envelope::Tether, |principal, req| async move {
+        let id = path_id(&req, "id")?;
+        let not_found = || ApiError::not_found("Export job not found");
+        if !crate::ids::is_object_id(&id) {
+            return Err(not_found());
+        }
+        let job = JobStore::new(state).get(&principal.organization_id, &id).await?.ok_or_else(not_found)?;
+        let job = revive(state, job).await?;
+        Ok(success(StatusCode::OK, "Export job retrieved successfully", &view(state, &job).await?))
+    })
+    .await
+}
+
+/// `GET /api/training/exports`: the organization's jobs, newest first, cursor-paginated.
+pub async fn list_exports(state: &AppState, req: Request) -> Response<Body> {
+    handle(state, req, Envelope::Tether, |principal, req| async move {
+        let org = &principal.organization_id;
+        let limit = limit_param(&req, DEFAULT_LIMIT, MAX_LIMIT)?;
+        const SCOPE: &str = "export-jobs";
+        let before = match query_param(&req, "cursor") {
+            None => None,
+            Some(c) => {
+                let key = state.cursors.decode(org, SCOPE, c)?;
+                Some(key.get("id").and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| ApiError::validation("Invalid cursor"))?)
+            }
+        };
+        let (page, next) = JobStore::new(state).list(org, limit, before.as_deref()).await?;
+        let mut data = Vec::with_capacity(page.len());
+        for job in page {
+            let job = revive(state, job).await?;
+            data.push(view(state, &job).await?);
+        }
+        let next_key = next.map(|id| std::collections::HashMap::from([("id".to_string(), aws_sdk_dynamodb::types::AttributeValue::S(id))]));
+        let next_cursor = state.cursors.encode(org, SCOPE, next_key.as_ref())?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "success": true, "message": "Export jobs retrieved successfully", "data": data, "nextCursor": next_cursor }),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,186 @@
+//! The scheduled export: an incremental JSONL export per organization, on a schedule.
+//!
+//! EventBridge Scheduler invokes the `scheduled-export` function with its scheduled time. For
+//! every organization that has snapshots (a registry item per organization, listed through a
+//! sparse GSI1 partition) it exports the non-archived snapshots created or changed since the
+//! organization's *watermark* up to the scheduled time (less a settle delay), as a job of the
+//! worker. The job's id is derived from the organization and the scheduled time, so a repeated
+//! delivery of the same event finds the job it created and makes no second export. Only a
+//! succeeded job moves the watermark, so after a failed run the next one covers the gap.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{new_job, JobStore, Trigger};
+use crate::error::{ApiError, SdkResultExt};
+use crate::exports::producer::{ExportSpec, Window};
+use crate::exports::training::Format;
+use crate::snapshots::store::{Filters, SnapshotStore};
+use crate::table::{GSI1, PK, SK};
+use crate::AppState;
+
+/// The GSI1 partition listing every organization with snapshots.
+const REGISTRY: &str = "SCHEDULED#ORGS";
+/// The watermark before any export.
+const EPOCH: &str = "1970-01-01T00:00:00.000Z";
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn state_key(org: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_string(), s(format!("ORG#{org}#SCHEDULE"))), (SK.to_string(), s("SCHEDULE"))])
+}
+
+/// The event the schedule sends (its `Input` in `template.yaml`, with Scheduler's context
+/// attributes); every field is optional so a hand-made `{}` runs an export up to now.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledEvent {
+    /// `<aws.scheduler.scheduled-time>`: the same for every delivery of one run.
+    #[serde(default)]
+    pub scheduled_time: Option<String>,
+    /// `<aws.scheduler.schedule-arn>`.
+    #[serde(default)]
+    pub schedule_arn: Option<String>,
+    /// `<aws.scheduler.execution-id>`.
+    #[serde(default)]
+    pub execution_id: Option<String>,
+}
+
+/// Makes sure `org` is in the scheduled export's registry (once per organization per process).
+pub async fn register(state: &AppState, org: &str) -> Result<(), ApiError> {
+    if state.registered.lock().map(|set| set.contains(org)).unwrap_or(false) {
+        return Ok(());
+    }
+    state
+        .dynamo
+        .update_item()
+        .table_name(&state.config.table_name)
+        .set_key(Some(state_key(org)))
+        .update_expression("SET #gpk = :registry, #gsk = :org, organizationId = :org")
+        .expression_attribute_names("#gpk", GSI1.pk)
+        .expression_attribute_names("#gsk", GSI1.sk)
+        .expression_attribute_values(":registry", s(REGISTRY))
+        .expression_attribute_values(":org", s(org))
+        .send()
+        .await
+        .ctx("register organization for scheduled exports")?;
+    if let Ok(mut set) = state.registered.lock() {
+        set.insert(org.to_string());
+    }
+    Ok(())
+}
+
+/// Moves `org`'s watermark forward to `up_to` (never back).
+pub async fn advance_watermark(state: &AppState, org: &str, up_to: &str) -> Result<(), ApiError> {
+    let result = state
+        .dynamo
+        .update_item()
+        .table_name(&state.config.table_name)
+        .set_key(Some(state_key(org)))
+        .update_expression("SET watermark = :w")
+        .condition_expression("attribute_not_exists(watermark) OR watermark < :w")
+        .expression_attribute_values(":w", s(up_to))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+        Err(e) => Err(crate::error::from_sdk("advance scheduled export watermark", e)),
+    }
+}
+
+/// `org`'s watermark: everything changed up to it has been exported.
+pub async fn watermark(state: &AppState, org: &str) -> Result<Option<String>, ApiError> {
+    let out = state
+        .dynamo
+        .get_item()
+        .table_name(&state.config.table_name)
+        .set_key(Some(state_key(org)))
+        .consistent_read(true)
+        .send()
+        .await
+        .ctx("read scheduled export watermark")?;
+    Ok(out.item.and_then(|i| i.get("watermark").and_then(|v| v.as_s().ok()).cloned()))
+}
+
+/// The job id of `org`'s export for one scheduled time: time-ordered like every id (seconds
+/// first), the rest derived, so every delivery of that run names the same job.
+pub fn job_id(scheduled: chrono::DateTime<chrono::Utc>, org: &str) -> String {
+    let digest = Sha256::digest(format!("{org}|{}", scheduled.timestamp()).as_bytes());
+    let tail: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{:08x}{tail}", scheduled.timestamp().clamp(0, u32::MAX as i64) as u32)
+}
+
+/// Runs the scheduled export for every registered organization. Answers a summary.
+pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::Value, ApiError> {
+    let scheduled = match &event.scheduled_time {
+        Some(t) => crate::time::parse_rfc3339(t).ok_or_else(|| ApiError::validation("`scheduledTime` must be an RFC 3339 timestamp"))?,
+        None => chrono::Utc::now(),
+    };
+    let settle = chrono::Duration::from_std(state.config.schedule_settle).unwrap_or_default();
+    let up_to = crate::time::to_rfc3339(scheduled - settle);
+    let jobs = JobStore::new(state);
+    let snapshots = SnapshotStore::new(&state.dynamo, &state.config.table_name);
+    let (mut organizations, mut created, mut resumed, mut unchanged) = (0, 0, 0, 0);
+    let mut pages = state
+        .dynamo
+        .query()
+        .table_name(&state.config.table_name)
+        .index_name(GSI1.name)
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", GSI1.pk)
+        .expression_attribute_values(":pk", s(REGISTRY))
+        .into_paginator()
+        .items()
+        .send();
+    while let Some(item) = pages.next().await {
+        let item = item.ctx("list organizations")?;
+        let Some(org) = item.get("organizationId").and_then(|v| v.as_s().ok()).cloned() else { continue };
+        organizations += 1;
+        // The index may lag the table: read the watermark from the item itself.
+        let after = watermark(state, &org).await?.unwrap_or_else(|| EPOCH.to_string());
+        if up_to <= after || snapshots.changed(&org, &after, &up_to, None, 1).await?.0.is_empty() {
+            unchanged += 1;
+            continue;
+        }
+        let spec = ExportSpec::Training {
+            format: Format::Jsonl,
+            filters: Filters::default(),
+            system: None,
+            changed: Some(Window { after, up_to: up_to.clone() }),
+        };
+        let job = new_job(&org, spec, Trigger::Schedule, job_id(scheduled, &org));
+        let job = if jobs.insert(&job).await? {
+            created += 1;
+            job
+        } else {
+            match jobs.get(&org, &job.id).await? {
+                Some(existing) if !existing.status.is_terminal() => {
+                    resumed += 1;
+                    existing
+                }
+                _ => continue,
+            }
+        };
+        // A repeated hand-over is harmless: the worker's lease lets one invocation run it.
+        if let Err(e) = state.jobs.dispatch(&job.reference()).await {
+            tracing::error!(org, job = %job.id, error = %e, "could not hand the scheduled export to the worker");
+        }
+    }
+    let summary = json!({
+        "scheduledTime": crate::time::to_rfc3339(scheduled),
+        "upTo": up_to,
+        "organizations": organizations,
+        "jobsCreated": created,
+        "jobsResumed": resumed,
+        "unchanged": unchanged,
+    });
+    tracing::info!(%summary, "scheduled export run");
+    Ok(summary)
+}
