@@ -75,6 +75,13 @@ pub const ROUTES: &[Route] = &[
     route!("get-export", "GET", "/api/training/exports/{id}", Envelope::Tether, jobs::handlers::get_export),
 ];
 
+/// Functions started by another function or by a schedule instead of a route: their name and
+/// the handler their `main.rs` calls (checked by a test like the routes).
+pub const BACKGROUND: &[(&str, &str)] = &[
+    ("export-worker", "shared::jobs::worker::handle"),
+    ("scheduled-export", "shared::jobs::schedule::run"),
+];
+
 /// Matches `path` against a route template, returning the path parameters.
 pub fn match_path(template: &str, path: &str) -> Option<Vec<(String, String)>> {
     let t: Vec<&str> = template.trim_matches('/').split('/').collect();

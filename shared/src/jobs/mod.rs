@@ -99,10 +99,10 @@ pub struct Job {
     /// Created (RFC 3339).
     pub created_at: String,
     /// First started (RFC 3339).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     /// Succeeded or failed (RFC 3339).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// Items exported so far (only grows).
     #[serde(default)]
@@ -111,26 +111,26 @@ pub struct Job {
     #[serde(default)]
     pub skipped: u64,
     /// Items the export will have, when known.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
     /// Bytes uploaded so far; the file's size once succeeded.
     #[serde(default)]
     pub bytes: u64,
     /// Why it failed, in words a user can act on.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The download's file name.
     pub file_name: String,
     /// The object key (never shown).
     pub key: String,
     /// When the file leaves the bucket (RFC 3339), once succeeded.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_expires_at: Option<String>,
     /// Resume point while running.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
     /// Invocation holding the job.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_owner: Option<String>,
     /// Epoch ms until which the lease holds (0: free).
     #[serde(default)]
@@ -142,7 +142,7 @@ pub struct Job {
     #[serde(default)]
     pub failures: u32,
     /// The last failure, in words a user can act on.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
@@ -174,6 +174,22 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// `#name` → `name` for every `#name` in `expressions` (many attribute names are reserved words).
+fn names(expressions: &[&str]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for e in expressions {
+        let mut rest = *e;
+        while let Some(i) = rest.find('#') {
+            let name: String = rest[i + 1..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            rest = &rest[i + 1 + name.len()..];
+            if !name.is_empty() {
+                out.insert(format!("#{name}"), name);
+            }
+        }
+    }
+    out
 }
 
 /// Epoch milliseconds now.
@@ -312,7 +328,7 @@ impl<'a> JobStore<'a> {
             .update_expression(expression)
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
-            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_names(Some(names(&[expression, condition])))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
@@ -334,8 +350,8 @@ impl<'a> JobStore<'a> {
         self.update(
             org,
             id,
-            "SET #status = :running, leaseOwner = :owner, leaseUntil = :until, startedAt = if_not_exists(startedAt, :now_s)",
-            "attribute_exists(PK) AND #status IN (:queued, :running) AND leaseUntil < :now",
+            "SET #status = :running, #leaseOwner = :owner, #leaseUntil = :until, #startedAt = if_not_exists(#startedAt, :now_s)",
+            "attribute_exists(PK) AND #status IN (:queued, :running) AND #leaseUntil < :now",
             HashMap::from([
                 (":running".into(), s("running")),
                 (":queued".into(), s("queued")),
@@ -353,8 +369,8 @@ impl<'a> JobStore<'a> {
         self.update(
             org,
             id,
-            "SET total = :total",
-            "leaseOwner = :owner",
+            "SET #total = :total",
+            "#leaseOwner = :owner",
             HashMap::from([(":total".into(), n(total)), (":owner".into(), s(owner))]),
         )
         .await?;
@@ -368,8 +384,8 @@ impl<'a> JobStore<'a> {
             .update(
                 org,
                 id,
-                "SET checkpoint = :cp, processed = :items, skipped = :skipped, bytes = :bytes",
-                "leaseOwner = :owner AND #status = :running",
+                "SET #checkpoint = :cp, #processed = :items, #skipped = :skipped, #bytes = :bytes",
+                "#leaseOwner = :owner AND #status = :running",
                 HashMap::from([
                     (":cp".into(), value),
                     (":items".into(), n(cp.items)),
@@ -389,8 +405,8 @@ impl<'a> JobStore<'a> {
             .update(
                 org,
                 id,
-                "SET leaseUntil = :zero, dispatchedAt = :now REMOVE leaseOwner",
-                "leaseOwner = :owner",
+                "SET #leaseUntil = :zero, #dispatchedAt = :now REMOVE #leaseOwner",
+                "#leaseOwner = :owner",
                 HashMap::from([(":zero".into(), n(0)), (":now".into(), n(now_ms())), (":owner".into(), s(owner))]),
             )
             .await?;
@@ -402,8 +418,8 @@ impl<'a> JobStore<'a> {
         self.update(
             org,
             id,
-            "SET leaseUntil = :zero, lastError = :error, failures = if_not_exists(failures, :zero) + :one REMOVE leaseOwner",
-            "leaseOwner = :owner",
+            "SET #leaseUntil = :zero, #lastError = :error, #failures = if_not_exists(#failures, :zero) + :one REMOVE #leaseOwner",
+            "#leaseOwner = :owner",
             HashMap::from([(":zero".into(), n(0)), (":one".into(), n(1)), (":error".into(), s(error)), (":owner".into(), s(owner))]),
         )
         .await?;
@@ -417,9 +433,9 @@ impl<'a> JobStore<'a> {
         self.update(
             org,
             id,
-            "SET #status = :succeeded, finishedAt = :finished, fileExpiresAt = :expires, bytes = :bytes, processed = :items, \
-             skipped = :skipped, leaseUntil = :zero REMOVE leaseOwner, checkpoint, lastError",
-            "leaseOwner = :owner",
+            "SET #status = :succeeded, #finishedAt = :finished, #fileExpiresAt = :expires, #bytes = :bytes, #processed = :items, \
+             #skipped = :skipped, #leaseUntil = :zero REMOVE #leaseOwner, #checkpoint, #lastError",
+            "#leaseOwner = :owner",
             HashMap::from([
                 (":succeeded".into(), s("succeeded")),
                 (":finished".into(), s(crate::time::to_rfc3339(finished))),
@@ -439,7 +455,7 @@ impl<'a> JobStore<'a> {
         self.update(
             org,
             id,
-            "SET #status = :failed, finishedAt = :finished, reason = :reason, leaseUntil = :zero REMOVE leaseOwner, checkpoint",
+            "SET #status = :failed, #finishedAt = :finished, #reason = :reason, #leaseUntil = :zero REMOVE #leaseOwner, #checkpoint",
             "attribute_exists(PK) AND #status IN (:queued, :running)",
             HashMap::from([
                 (":failed".into(), s("failed")),
@@ -459,8 +475,8 @@ impl<'a> JobStore<'a> {
             .update(
                 &job.organization_id,
                 &job.id,
-                "SET dispatchedAt = :now",
-                "dispatchedAt = :seen AND leaseUntil = :lease",
+                "SET #dispatchedAt = :now",
+                "#dispatchedAt = :seen AND #leaseUntil = :lease",
                 HashMap::from([
                     (":now".into(), n(now_ms())),
                     (":seen".into(), n(job.dispatched_at)),

@@ -145,3 +145,84 @@ pub async fn seed_contact(state: &AppState, tok: &str, agent: &str, contact: &st
     }
     messages
 }
+
+/// A state whose export jobs go to a channel that the test drains with [`Worker`], exactly
+/// as the local server hands them to the worker code.
+pub async fn jobs_state_with(f: impl FnOnce(&mut Config)) -> (AppState, Worker) {
+    let mut state = state_with(f).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    state.jobs = shared::jobs::Dispatcher::Channel(tx);
+    (state, Worker { events: rx })
+}
+
+/// [`jobs_state_with`] with the suite's configuration.
+pub async fn jobs_state() -> (AppState, Worker) {
+    jobs_state_with(|_| {}).await
+}
+
+/// The receiving end of the job dispatcher: the test plays the worker function.
+pub struct Worker {
+    pub events: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Worker {
+    /// Worker events dispatched so far and not yet taken.
+    pub fn pending(&mut self) -> Vec<shared::jobs::JobRef> {
+        let mut out = Vec::new();
+        while let Ok(payload) = self.events.try_recv() {
+            out.push(serde_json::from_str(&payload).expect("worker event"));
+        }
+        out
+    }
+
+    /// Runs every dispatched invocation (including the ones they dispatch) until none is left.
+    pub async fn drain(&mut self, state: &AppState, options: shared::jobs::worker::Options) -> Vec<shared::jobs::worker::Outcome> {
+        let mut outcomes = Vec::new();
+        loop {
+            let events = self.pending();
+            if events.is_empty() {
+                return outcomes;
+            }
+            for event in events {
+                outcomes.push(shared::jobs::worker::run(state, &event, options.clone()).await.expect("worker invocation"));
+            }
+        }
+    }
+}
+
+/// Worker options with a generous budget.
+pub fn worker_options() -> shared::jobs::worker::Options {
+    shared::jobs::worker::Options { budget: std::time::Duration::from_secs(600), fault_after_parts: None }
+}
+
+/// A small snapshot (one exchange) for bulk seeding with `SnapshotStore::import`; `i` makes
+/// its content unique. Ids are fresh, so later seeds sort first (newest first).
+pub fn tiny_snapshot(org: &str, i: usize) -> (shared::snapshots::Snapshot, Vec<shared::snapshots::SnapshotMessage>) {
+    use shared::snapshots::SnapshotMessage;
+    let messages = vec![
+        SnapshotMessage {
+            id: format!("q{i}"),
+            content: format!("Question {i}: how much is the premium plan?"),
+            sender: "contact".into(),
+            sender_type: "HUMAN".into(),
+            timestamp: "2026-05-18T13:00:00.000Z".into(),
+        },
+        SnapshotMessage {
+            id: format!("a{i}"),
+            content: format!("Answer {i}: 49 dollars a month, billed yearly."),
+            sender: "user".into(),
+            sender_type: "AI".into(),
+            timestamp: "2026-05-18T13:00:05.000Z".into(),
+        },
+    ];
+    let now = shared::time::now_rfc3339();
+    let snap: shared::snapshots::Snapshot = serde_json::from_value(serde_json::json!({
+        "_id": shared::ids::object_id(), "organizationId": org, "user": {"_id": "u"}, "contact": {"_id": format!("k{}", i % 50)},
+        "customerName": "Jane Doe", "customerPhone": "+14155550123", "customerEmail": null,
+        "messageCount": messages.len(), "snapshotDate": now, "conversationStartDate": messages[0].timestamp,
+        "conversationEndDate": messages[1].timestamp, "tags": ["sales"], "quality": "good", "isArchived": false,
+        "createdAt": now, "updatedAt": now, "version": 1
+    }))
+    .expect("snapshot");
+    (snap, messages)
+}
