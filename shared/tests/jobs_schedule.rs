@@ -1,0 +1,122 @@
+//! The scheduled export: one incremental JSONL export per organization with changes, safe to
+//! deliver twice, and a failed run leaves the watermark where it was.
+
+mod support;
+
+use serde_json::{json, Value};
+use shared::jobs::schedule::{run, watermark, ScheduledEvent};
+use shared::jobs::worker::Outcome;
+use support::{call, download, jobs_state_with, new_org, seed_contact, token, worker_options};
+
+async fn snapshot(state: &shared::AppState, tok: &str, body: Value) -> String {
+    let a = call(state, "POST", "/api/training/snapshots", tok, Some(body)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    a.body["data"]["_id"].as_str().unwrap().to_string()
+}
+
+async fn jobs(state: &shared::AppState, tok: &str) -> Vec<Value> {
+    let a = call(state, "GET", "/api/training/exports", tok, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body["data"].as_array().unwrap().clone()
+}
+
+/// The ids in a scheduled export's file, in order.
+async fn exported_ids(job: &Value) -> Vec<String> {
+    let (status, _, file) = download(job["url"].as_str().expect("url")).await;
+    assert_eq!(status, 200);
+    String::from_utf8(file).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// A scheduled time strictly after every write so far (ids and job ids carry seconds).
+async fn next_tick() -> ScheduledEvent {
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ScheduledEvent { scheduled_time: Some(shared::time::now_rfc3339()), ..Default::default() }
+}
+
+#[tokio::test]
+async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_run() {
+    let (state, mut worker) = jobs_state_with(|c| c.schedule_settle = std::time::Duration::ZERO).await;
+    let (org_a, org_b, quiet) = (new_org(), new_org(), new_org());
+    let (tok_a, tok_b, tok_quiet) = (token(&org_a), token(&org_b), token(&quiet));
+    seed_contact(&state, &tok_a, "ag", "ka", 2, |i| format!("a {i}")).await;
+    seed_contact(&state, &tok_b, "ag", "kb", 2, |i| format!("b {i}")).await;
+    let a1 = snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
+    let a2 = snapshot(&state, &tok_a, json!({"contactId": "ka", "quality": "good"})).await;
+    let archived = snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
+    let a = call(&state, "PATCH", &format!("/api/training/snapshots/{archived}"), &tok_a, Some(json!({"isArchived": true}))).await;
+    assert_eq!(a.status, 200);
+    let b1 = snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
+
+    // The same event delivered twice: one export per organization.
+    let first = next_tick().await;
+    let summary = run(&state, first.clone()).await.unwrap();
+    assert!(summary["jobsCreated"].as_u64().unwrap() >= 2, "{summary}");
+    let again = run(&state, first.clone()).await.unwrap();
+    assert_eq!(again["jobsCreated"], 0, "{again}");
+    assert!(worker.drain(&state, worker_options()).await.contains(&Outcome::Succeeded));
+    let after_done = run(&state, first.clone()).await.unwrap();
+    assert_eq!(after_done["jobsCreated"], 0, "{after_done}");
+    assert!(worker.pending().iter().all(|e| e.organization_id != org_a && e.organization_id != org_b), "nothing more to do for A or B");
+    let (jobs_a, jobs_b) = (jobs(&state, &tok_a).await, jobs(&state, &tok_b).await);
+    assert_eq!(jobs_a.len(), 1, "{jobs_a:?}");
+    assert_eq!(jobs_b.len(), 1);
+    assert!(jobs(&state, &tok_quiet).await.is_empty(), "an organization without snapshots gets nothing");
+    let job = &jobs_a[0];
+    assert_eq!(job["trigger"], "schedule");
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["params"]["format"], "jsonl");
+    assert!(job["fileName"].as_str().unwrap().starts_with("training-changes-"));
+    assert!(job["fileExpiresAt"].is_string());
+    let mut ids = exported_ids(job).await;
+    ids.sort();
+    let mut want = vec![a1.clone(), a2.clone()];
+    want.sort();
+    assert_eq!(ids, want, "every non-archived snapshot of A, nothing archived");
+    assert_eq!(exported_ids(&jobs_b[0]).await, vec![b1.clone()]);
+    let mark = watermark(&state, &org_a).await.unwrap().unwrap();
+    assert_eq!(Some(mark.as_str()), jobs_a[0]["params"]["changed"]["upTo"].as_str());
+
+    // Changes since: exactly the new and the changed snapshots.
+    let a = call(&state, "PATCH", &format!("/api/training/snapshots/{a1}"), &tok_a, Some(json!({"quality": "bad"}))).await;
+    assert_eq!(a.status, 200);
+    let a3 = snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
+    let second = next_tick().await;
+    let summary = run(&state, second).await.unwrap();
+    assert_eq!(summary["jobsCreated"], 1, "only A changed: {summary}");
+    worker.drain(&state, worker_options()).await;
+    let jobs_a = jobs(&state, &tok_a).await;
+    assert_eq!(jobs_a.len(), 2);
+    assert_eq!(exported_ids(&jobs_a[0]).await, vec![a1.clone(), a3.clone()], "oldest change first");
+    assert_eq!(jobs(&state, &tok_b).await.len(), 1);
+
+    // A failed run leaves the watermark where it was; the next run covers the gap.
+    let mark_b = watermark(&state, &org_b).await.unwrap();
+    let b2 = snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
+    let third = next_tick().await;
+    run(&state, third).await.unwrap();
+    let lost: Vec<_> = worker.pending(); // the invocations never run...
+    assert_eq!(lost.len(), 1);
+    let failed_id = jobs(&state, &tok_b).await[0]["id"].as_str().unwrap().to_string();
+    // ...and after enough failed attempts the job fails for good.
+    state
+        .dynamo
+        .update_item()
+        .table_name(&state.config.table_name)
+        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(shared::jobs::jobs_pk(&org_b)))
+        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(shared::jobs::job_sk(&failed_id)))
+        .update_expression("SET failures = :f, dispatchedAt = :old")
+        .expression_attribute_values(":f", aws_sdk_dynamodb::types::AttributeValue::N(shared::jobs::MAX_FAILURES.to_string()))
+        .expression_attribute_values(":old", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jobs(&state, &tok_b).await[0]["status"], "failed");
+    assert_eq!(watermark(&state, &org_b).await.unwrap(), mark_b, "a failed run does not move the watermark");
+    let b3 = snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
+    let fourth = next_tick().await;
+    run(&state, fourth).await.unwrap();
+    worker.drain(&state, worker_options()).await;
+    let latest = &jobs(&state, &tok_b).await[0];
+    assert_eq!(latest["status"], "succeeded");
+    assert_eq!(exported_ids(latest).await, vec![b2, b3], "the gap of the failed run is covered");
+}
