@@ -57,6 +57,9 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
         Err(_) => return to_hyper(ApiError::validation("The request body could not be read").into_response(envelope)),
     };
     let method = parts.method.as_str();
+    if let Some(function) = path.strip_prefix(INVOKE_PREFIX) {
+        return invoke_background(state, method, function, &body).await;
+    }
     let (route, params) = match routes::find(method, &path) {
         Ok(found) => found,
         Err(true) => {
@@ -81,6 +84,45 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
         Err(e) => return to_hyper(ApiError::internal("local gateway event", e).into_response(route.envelope)),
     };
     to_hyper((route.handler)(state, request).await)
+}
+
+/// Local-only path that runs a function without a route with the event in the body, as
+/// `sam local invoke` would: `POST /_local/invoke/scheduled-export` or `.../export-worker`.
+pub const INVOKE_PREFIX: &str = "/_local/invoke/";
+
+fn json(status: u16, value: &serde_json::Value) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Runs a background function (`routes::BACKGROUND`) with `event`; jobs it dispatches go to the
+/// local worker like every other job.
+async fn invoke_background(state: &AppState, method: &str, function: &str, event: &[u8]) -> hyper::Response<Full<Bytes>> {
+    if method != "POST" {
+        return json(405, &serde_json::json!({ "message": "POST the event" }));
+    }
+    let result = match function {
+        "scheduled-export" => match serde_json::from_slice(event) {
+            Ok(event) => shared::jobs::schedule::run(state, event).await,
+            Err(e) => return json(400, &serde_json::json!({ "message": format!("not a scheduled-export event: {e}") })),
+        },
+        "export-worker" => match serde_json::from_slice::<shared::jobs::JobRef>(event) {
+            Ok(job) => {
+                let budget = state.config.export_job_budget.unwrap_or(std::time::Duration::from_secs(840));
+                shared::jobs::worker::run(state, &job, shared::jobs::worker::Options { budget, fault_after_parts: None })
+                    .await
+                    .map(|outcome| serde_json::json!({ "jobId": job.job_id, "outcome": format!("{outcome:?}") }))
+            }
+            Err(e) => return json(400, &serde_json::json!({ "message": format!("not an export-worker event: {e}") })),
+        },
+        _ => return json(404, &serde_json::json!({ "message": format!("no background function {function}") })),
+    };
+    match result {
+        Ok(summary) => json(200, &summary),
+        Err(e) => json(e.kind.status().as_u16(), &serde_json::json!({ "message": e.message })),
+    }
 }
 
 /// Accepts connections until `shutdown` resolves.

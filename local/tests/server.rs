@@ -42,7 +42,10 @@ struct Server {
 }
 
 async fn start() -> Server {
-    let state = state().await;
+    let mut state = state().await;
+    // As in `main`: jobs go to the worker code in a task of this process.
+    let (jobs, events) = tokio::sync::mpsc::unbounded_channel();
+    state.jobs = shared::jobs::Dispatcher::Channel(jobs);
     let max_body_bytes = state.config.max_body_bytes;
     // Bound before `serve` starts: connections queue in the backlog, no waiting needed.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -51,7 +54,9 @@ async fn start() -> Server {
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let task = tokio::spawn(local_server::serve(Arc::new(state), listener, shutdown));
+    let state = Arc::new(state);
+    tokio::spawn(shared::jobs::worker::serve_channel(state.clone(), events));
+    let task = tokio::spawn(local_server::serve(state, listener, shutdown));
     Server { addr, max_body_bytes, stop: Some(stop), task }
 }
 
@@ -234,6 +239,43 @@ fn listed_ids(r: &Reply) -> Vec<String> {
 
 // ---------------------------------------------------------------------------------------------
 // 1. Create and list
+
+#[tokio::test]
+async fn a_job_created_over_http_finishes_in_the_local_worker() {
+    let server = start().await;
+    let tok = token(&new_org());
+    assert_success(&call(&server, "PUT", "/agents/a1/convos/c1", &tok, Some(json!({}))).await, 201);
+    let messages = json!({"messages": [
+        {"id": "m1", "from": "user", "content": "hi", "ts": "2026-01-01T00:00:00Z"},
+        {"id": "m2", "from": "bot", "content": "hello", "ts": "2026-01-01T00:00:01Z"}]});
+    assert_success(&call(&server, "POST", "/agents/a1/convos/c1/messages", &tok, Some(messages)).await, 201);
+    assert_success(&call(&server, "POST", "/api/training/snapshots", &tok, Some(json!({"contactId": "c1"}))).await, 201);
+
+    let created = call(&server, "POST", "/api/training/exports", &tok, Some(json!({"format": "jsonl"}))).await;
+    assert_success(&created, 202);
+    let location = created.header("location").expect("Location").to_string();
+    let mut job = Value::Null;
+    for _ in 0..300 {
+        job = call(&server, "GET", &location, &tok, None).await.json["data"].clone();
+        if job["status"] == "succeeded" || job["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["processed"], 1);
+    assert!(job["url"].is_string());
+
+    // Background functions run with their event posted to the local-only invoke path.
+    let auth: [(&str, &str); 0] = [];
+    let summary = exchange(server.addr, "POST", "/_local/invoke/scheduled-export", &auth, br#"{}"#).await;
+    assert_eq!(summary.status, 200, "{}", summary.text());
+    assert!(summary.json["organizations"].as_u64().is_some_and(|n| n >= 1), "{}", summary.text());
+    let worker = exchange(server.addr, "POST", "/_local/invoke/export-worker", &auth, br#"{"organizationId":"o","jobId":"j"}"#).await;
+    assert_eq!(worker.json["outcome"], "Skipped", "{}", worker.text());
+    assert_eq!(exchange(server.addr, "POST", "/_local/invoke/nothing", &auth, b"{}").await.status, 404);
+    assert_eq!(exchange(server.addr, "POST", "/_local/invoke/scheduled-export", &auth, b"[").await.status, 400);
+}
 
 #[tokio::test]
 async fn put_then_list_over_http() {
