@@ -6,6 +6,8 @@
 //! export writes everything in one go; a job checkpoints the position of the item that ended an
 //! uploaded part and, in a later invocation, continues with [`Producer::resume`].
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -13,6 +15,7 @@ use super::convos::{self as convo_export, ConvoFormat};
 use super::training::{Encoder, Format};
 use super::{csv_record, Counts};
 use crate::convos::store::ConvoStore;
+use crate::convos::Convo;
 use crate::error::ApiError;
 use crate::snapshots::store::{Filters, SnapshotStore};
 use crate::snapshots::Snapshot;
@@ -20,7 +23,7 @@ use crate::AppState;
 
 /// Snapshots per page (headers are small; fewer round trips).
 const SNAPSHOT_PAGE: usize = 500;
-/// Conversations per page; their messages are read 8 at a time.
+/// Conversation headers per page; their messages are read a few at a time.
 const CONVO_PAGE: usize = 100;
 /// Conversations whose messages are read at once.
 const CONCURRENT_READS: usize = 8;
@@ -136,6 +139,12 @@ pub struct Producer<'a> {
     counts: Counts,
     position: Option<String>,
     done: bool,
+    /// Snapshots of the current page not produced yet (a page is produced a group at a time).
+    snapshots: VecDeque<Snapshot>,
+    /// Conversations of the current page not produced yet, with their activity keys.
+    convos: VecDeque<(Convo, String)>,
+    /// The source has no page after the current one.
+    source_done: bool,
 }
 
 impl<'a> Producer<'a> {
@@ -157,7 +166,19 @@ impl<'a> Producer<'a> {
             ExportSpec::Training { format, system, .. } => Some(Encoder::resume(*format, system.clone(), counts)),
             _ => None,
         };
-        Self { state, org: org.to_string(), spec, export_date: export_date.to_string(), encoder, counts, position, done: false }
+        Self {
+            state,
+            org: org.to_string(),
+            spec,
+            export_date: export_date.to_string(),
+            encoder,
+            counts,
+            position,
+            done: false,
+            snapshots: VecDeque::new(),
+            convos: VecDeque::new(),
+            source_done: false,
+        }
     }
 
     /// Counts so far.
@@ -204,7 +225,7 @@ impl<'a> Producer<'a> {
         }
     }
 
-    /// The next page of items, or `None` once everything was produced.
+    /// The next items (a group small enough to hold in memory), or `None` once everything was produced.
     pub async fn next(&mut self) -> Result<Option<Vec<Item>>, ApiError> {
         if self.done {
             return Ok(None);
@@ -244,39 +265,36 @@ impl<'a> Producer<'a> {
 
     async fn snapshot_page(&mut self, filters: &Filters, changed: Option<&Window>) -> Result<Vec<Item>, ApiError> {
         let store = SnapshotStore::new(&self.state.dynamo, &self.state.config.table_name);
-        let page: Vec<Snapshot> = match changed {
-            None => {
-                let (page, next, _) = store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
-                self.done = next.is_none();
-                page
-            }
-            Some(w) => {
-                let (page, more) = store.changed(&self.org, &w.after, &w.up_to, self.position.as_deref(), SNAPSHOT_PAGE).await?;
-                self.done = !more;
-                page
-            }
-        };
+        if self.snapshots.is_empty() && !self.source_done {
+            // Continue after the last snapshot read (produced or still pending: none are).
+            let (page, more) = match changed {
+                None => {
+                    let (page, next, _) = store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
+                    (page, next.is_some())
+                }
+                Some(w) => store.changed(&self.org, &w.after, &w.up_to, self.position.as_deref(), SNAPSHOT_PAGE).await?,
+            };
+            self.snapshots = page.into();
+            self.source_done = !more;
+        }
+        // A group holds at most 100 message chunks (~30 MB at worst), so memory stays bounded
+        // whatever the number or size of snapshots.
+        let (mut take, mut chunks) = (0, 0);
+        while take < self.snapshots.len() && (take == 0 || chunks + self.snapshots[take].chunks <= 100) {
+            chunks += self.snapshots[take].chunks;
+            take += 1;
+        }
+        let group: Vec<Snapshot> = self.snapshots.drain(..take).collect();
+        self.done = self.snapshots.is_empty() && self.source_done;
         let Some(encoder) = self.encoder.as_mut() else { return Err(ApiError::internal("export", "no encoder")) };
-        let mut items = Vec::with_capacity(page.len());
-        // Messages are fetched by key for groups holding at most 100 chunks (~30 MB at worst),
-        // so memory stays bounded whatever the number or size of snapshots.
-        let mut start = 0;
-        while start < page.len() {
-            let (mut end, mut chunks) = (start, 0);
-            while end < page.len() && (end == start || chunks + page[end].chunks <= 100) {
-                chunks += page[end].chunks;
-                end += 1;
-            }
-            let group = &page[start..end];
-            for (s, messages) in group.iter().zip(store.messages_of(group).await?) {
-                let bytes = encoder.item(s, &messages)?;
-                let position = match changed {
-                    None => s.id.clone(),
-                    Some(_) => crate::snapshots::store::changed_key(&s.updated_at, &s.id),
-                };
-                items.push(Item { bytes, position, counts: encoder.counts });
-            }
-            start = end;
+        let mut items = Vec::with_capacity(group.len());
+        for (s, messages) in group.iter().zip(store.messages_of(&group).await?) {
+            let bytes = encoder.item(s, &messages)?;
+            let position = match changed {
+                None => s.id.clone(),
+                Some(_) => crate::snapshots::store::changed_key(&s.updated_at, &s.id),
+            };
+            items.push(Item { bytes, position, counts: encoder.counts });
         }
         self.counts = encoder.counts;
         Ok(items)
@@ -292,16 +310,23 @@ impl<'a> Producer<'a> {
     ) -> Result<Vec<Item>, ApiError> {
         use futures::{stream, StreamExt, TryStreamExt};
         let limit = limit.unwrap_or(convo_export::MAX_EXPORT_LIMIT);
-        let left = limit.saturating_sub(self.counts.items as usize);
-        if left == 0 {
-            self.done = true;
-            return Ok(Vec::new());
-        }
         let store = ConvoStore::new(&self.state.dynamo, &self.state.config.table_name);
-        let (page, more) = store.activity_page(&self.org, agent, from, to, self.position.as_deref(), left.min(CONVO_PAGE)).await?;
-        self.done = !more || page.len() >= left;
+        let left = limit.saturating_sub(self.counts.items as usize + self.convos.len());
+        if self.convos.is_empty() && !self.source_done {
+            if left == 0 {
+                self.source_done = true;
+            } else {
+                let (page, more) =
+                    store.activity_page(&self.org, agent, from, to, self.position.as_deref(), left.min(CONVO_PAGE)).await?;
+                self.source_done = !more || page.len() >= left;
+                self.convos = page.into();
+            }
+        }
+        // A few conversations at a time: a conversation's messages are unbounded.
+        let group: Vec<(Convo, String)> = self.convos.drain(..self.convos.len().min(CONCURRENT_READS)).collect();
+        self.done = self.convos.is_empty() && self.source_done;
         let org = self.org.as_str();
-        let mut with_messages = stream::iter(page.into_iter().map(|(c, key)| {
+        let mut with_messages = stream::iter(group.into_iter().map(|(c, key)| {
             let store = &store;
             async move {
                 let messages = store.messages(org, &c.agent_id, &c.id).await?;
