@@ -1,5 +1,6 @@
 //! The project's parts agree: `template.yaml`, the crates under `functions/`, `events/`, the
-//! route table the local server serves, and the table definition the emulator is built from.
+//! route table the local server serves (and the background functions next to it), and the
+//! table definition the emulator is built from.
 
 mod support;
 
@@ -7,7 +8,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
-use shared::{config::DEV_JWT_SECRET, routes::ROUTES, table};
+use shared::jobs::schedule::ScheduledEvent;
+use shared::jobs::worker::Outcome;
+use shared::jobs::JobRef;
+use shared::routes::{BACKGROUND, ROUTES};
+use shared::{config::DEV_JWT_SECRET, table};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -33,6 +38,61 @@ fn template_functions(t: &Value) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// An intrinsic function's argument: `!Name x` (short form) or `{Fn::Name: x}` / `{Ref: x}`.
+fn intrinsic<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Tagged(t) if t.tag == name => Some(&t.value),
+        Value::Mapping(m) if m.len() == 1 => {
+            let long = if name == "Ref" { name.to_string() } else { format!("Fn::{name}") };
+            m.get(long.as_str())
+        }
+        _ => None,
+    }
+}
+
+/// The function's environment variable `name` (its own, not the Globals).
+fn env<'a>(resource: &'a Value, name: &str) -> &'a Value {
+    &resource["Properties"]["Environment"]["Variables"][name]
+}
+
+/// Every policy statement of a function.
+fn statements(resource: &Value) -> Vec<Value> {
+    resource["Properties"]["Policies"]
+        .as_sequence()
+        .map(|ps| ps.iter().filter_map(|p| p["Statement"].as_sequence()).flatten().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Whether a function's policy allows `action` on a resource written as `!Sub resource`.
+fn allows_on_sub(resource: &Value, action: &str, sub: &str) -> bool {
+    statements(resource).iter().any(|s| {
+        s["Effect"] == "Allow"
+            && s["Action"].as_sequence().is_some_and(|a| a.iter().any(|a| a == action))
+            && s["Resource"].as_sequence().is_some_and(|r| r.iter().any(|r| intrinsic(r, "Sub").is_some_and(|v| v == sub)))
+    })
+}
+
+fn event_text(name: &str) -> String {
+    std::fs::read_to_string(root().join("events").join(format!("{name}.json"))).unwrap()
+}
+
+/// The worker's function name as the template fixes it.
+const WORKER_NAME: &str = "${AWS::StackName}-export-worker";
+/// The worker's ARN as policies name it.
+const WORKER_ARN: &str = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-export-worker";
+/// Every function whose code hands jobs to the worker: the synchronous exports (their fallback),
+/// the job routes (creating, and re-dispatching stale jobs on reads), the worker (its
+/// continuation) and the scheduled export.
+const DISPATCHERS: &[&str] =
+    &["export-training", "export-convos", "export-convo", "create-export", "list-exports", "get-export", "export-worker", "scheduled-export"];
+
+/// Sample values of EventBridge Scheduler's context attributes.
+const SCHEDULER_SAMPLES: &[(&str, &str)] = &[
+    ("<aws.scheduler.scheduled-time>", "2026-11-25T00:00:00Z"),
+    ("<aws.scheduler.schedule-arn>", "arn:aws:scheduler:us-east-1:123456789012:schedule/default/ScheduledExport"),
+    ("<aws.scheduler.execution-id>", "d32c5kddcf5bb8c3"),
+];
+
 fn dir_names(dir: &str, suffix: &str) -> BTreeSet<String> {
     std::fs::read_dir(root().join(dir))
         .unwrap()
@@ -44,8 +104,12 @@ fn dir_names(dir: &str, suffix: &str) -> BTreeSet<String> {
 #[test]
 fn every_function_has_crate_binary_event_template_entry_and_route_and_nothing_is_extra() {
     let t = template();
-    let names: BTreeSet<String> = ROUTES.iter().map(|r| r.function.to_string()).collect();
-    assert_eq!(names.len(), ROUTES.len(), "one route per function");
+    let routed: BTreeSet<String> = ROUTES.iter().map(|r| r.function.to_string()).collect();
+    assert_eq!(routed.len(), ROUTES.len(), "one route per function");
+    let background: BTreeSet<String> = BACKGROUND.iter().map(|(name, _)| name.to_string()).collect();
+    assert_eq!(background.len(), BACKGROUND.len(), "background functions are listed once");
+    assert!(routed.is_disjoint(&background), "a function is either routed or background");
+    let names: BTreeSet<String> = routed.union(&background).cloned().collect();
 
     assert_eq!(dir_names("functions", ""), names, "functions/ folders");
     assert_eq!(dir_names("events", ".json"), names, "events/ files");
@@ -76,6 +140,104 @@ fn every_function_has_crate_binary_event_template_entry_and_route_and_nothing_is
                 .unwrap();
         assert_eq!(event["routeKey"], format!("{} {}", route.method, route.path), "{name}: event routeKey");
     }
+
+    for (name, handler_path) in BACKGROUND {
+        let manifest = std::fs::read_to_string(root().join("functions").join(name).join("Cargo.toml")).unwrap();
+        assert!(manifest.contains(&format!("name = \"{name}\"")), "{name}: crate name");
+        let main = std::fs::read_to_string(root().join("functions").join(name).join("src/main.rs")).unwrap();
+        assert!(main.contains(handler_path), "{name}: main.rs must call {handler_path}");
+        assert!(main.contains("lambda_runtime::") && main.contains("run(service_fn("), "{name}: thin lambda_runtime main");
+        assert!(!main.contains("lambda_http"), "{name}: not an HTTP function");
+
+        let resource = &t["Resources"][format!("{}Function", pascal(name)).as_str()];
+        assert_eq!(resource["Properties"]["CodeUri"], ".", "{name}: CodeUri");
+        assert_eq!(resource["Metadata"]["BuildMethod"], "rust-cargolambda", "{name}: BuildMethod");
+        assert_eq!(resource["Metadata"]["BuildProperties"]["Binary"], *name, "{name}: Binary");
+        let events = resource["Properties"]["Events"].as_mapping().map(|m| m.values().collect::<Vec<_>>()).unwrap_or_default();
+        assert!(events.iter().all(|e| e["Type"] != "HttpApi"), "{name}: no route");
+    }
+}
+
+#[test]
+fn the_export_worker_has_a_fixed_name_fifteen_minutes_and_two_async_retries() {
+    let t = template();
+    let worker = &t["Resources"]["ExportWorkerFunction"];
+    let p = &worker["Properties"];
+    assert_eq!(intrinsic(&p["FunctionName"], "Sub").and_then(Value::as_str), Some(WORKER_NAME), "FunctionName");
+    assert_eq!(p["Timeout"], 900, "the longest invocation Lambda allows");
+    assert_eq!(p["EventInvokeConfig"]["MaximumRetryAttempts"], 2, "Lambda retries a failed invocation twice");
+    let age = p["EventInvokeConfig"]["MaximumEventAgeInSeconds"].as_u64().expect("MaximumEventAgeInSeconds");
+    assert!((60..=21_600).contains(&age), "MaximumEventAgeInSeconds {age}");
+    assert!(p["Events"].is_null(), "the worker is only invoked by other functions");
+    // It resumes parts it uploaded and checks for a completed file.
+    for action in ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"] {
+        assert!(allows_on_sub(worker, action, "${ExportBucket.Arn}/exports/*"), "worker: {action}");
+    }
+}
+
+#[test]
+fn every_function_that_dispatches_jobs_names_the_worker_and_may_invoke_it() {
+    let t = template();
+    for (id, resource) in template_functions(&t) {
+        let dispatches = DISPATCHERS.iter().any(|n| format!("{}Function", pascal(n)) == id);
+        let named = intrinsic(env(&resource, "EXPORT_WORKER_FUNCTION"), "Sub").and_then(Value::as_str);
+        assert_eq!(named, dispatches.then_some(WORKER_NAME), "{id}: EXPORT_WORKER_FUNCTION");
+        assert_eq!(allows_on_sub(&resource, "lambda:InvokeFunction", WORKER_ARN), dispatches, "{id}: lambda:InvokeFunction on the worker");
+    }
+    assert!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["EXPORT_WORKER_FUNCTION"].is_null(),
+        "only the functions that dispatch know the worker"
+    );
+    let p = |name: &str| -> Value { t["Resources"][format!("{}Function", pascal(name)).as_str()].clone() };
+    for name in DISPATCHERS {
+        assert!(!p(name).is_null(), "{name} is in the template");
+    }
+}
+
+#[test]
+fn export_retention_comes_from_one_parameter_for_the_bucket_and_the_functions() {
+    let t = template();
+    let from_env = &t["Globals"]["Function"]["Environment"]["Variables"]["EXPORT_RETENTION_DAYS"];
+    assert_eq!(intrinsic(from_env, "Ref").and_then(Value::as_str), Some("ExportRetentionDays"));
+    let rules = t["Resources"]["ExportBucket"]["Properties"]["LifecycleConfiguration"]["Rules"].as_sequence().unwrap();
+    let expire = rules.iter().find(|r| r["Prefix"] == "exports/").expect("the exports/ expiry rule");
+    assert_eq!(intrinsic(&expire["ExpirationInDays"], "Ref").and_then(Value::as_str), Some("ExportRetentionDays"));
+}
+
+#[test]
+fn the_schedule_sends_a_scheduled_event_with_schedulers_context_attributes() {
+    let t = template();
+    let resource = &t["Resources"]["ScheduledExportFunction"];
+    let events: Vec<&Value> = resource["Properties"]["Events"].as_mapping().expect("Events").values().collect();
+    assert_eq!(events.len(), 1, "one schedule");
+    let schedule = events[0];
+    assert_eq!(schedule["Type"], "ScheduleV2");
+    let expression = intrinsic(&schedule["Properties"]["ScheduleExpression"], "Ref").and_then(Value::as_str).expect("!Ref of a parameter");
+    assert_eq!(t["Parameters"][expression]["Default"], "rate(1 day)", "daily by default");
+    assert!(schedule["Properties"]["RetryPolicy"]["MaximumRetryAttempts"].as_u64().is_some(), "RetryPolicy");
+
+    let input = schedule["Properties"]["Input"].as_str().expect("Input is a JSON string");
+    let mut filled = input.to_string();
+    for (placeholder, sample) in SCHEDULER_SAMPLES {
+        assert!(input.contains(placeholder), "Input uses {placeholder}");
+        filled = filled.replace(placeholder, sample);
+    }
+    assert!(!filled.contains("<aws."), "only known context attributes: {input}");
+    let json: serde_json::Value = serde_json::from_str(&filled).expect("Input is JSON once filled in");
+    let keys = |v: &serde_json::Value| -> BTreeSet<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(&json), BTreeSet::from(["scheduledTime", "scheduleArn", "executionId"].map(String::from)));
+    let event: ScheduledEvent = serde_json::from_value(json).expect("a ScheduledEvent");
+    assert_eq!(event.scheduled_time.as_deref(), Some(SCHEDULER_SAMPLES[0].1));
+    assert_eq!(event.schedule_arn.as_deref(), Some(SCHEDULER_SAMPLES[1].1));
+    assert_eq!(event.execution_id.as_deref(), Some(SCHEDULER_SAMPLES[2].1));
+    assert!(shared::time::parse_rfc3339(SCHEDULER_SAMPLES[0].1).is_some(), "Scheduler's time format parses");
+
+    // events/scheduled-export.json is what the schedule sends.
+    let file: serde_json::Value = serde_json::from_str(&event_text("scheduled-export")).unwrap();
+    assert_eq!(keys(&file), keys(&serde_json::from_str(&filled).unwrap()), "events/scheduled-export.json has the Input's fields");
+    let event: ScheduledEvent = serde_json::from_value(file).unwrap();
+    assert!(event.scheduled_time.as_deref().and_then(shared::time::parse_rfc3339).is_some(), "scheduledTime");
+    assert!(event.schedule_arn.is_some() && event.execution_id.is_some());
 }
 
 #[test]
@@ -133,27 +295,65 @@ fn template_table_matches_the_table_definition() {
 
 /// Every `events/` file goes through its handler and succeeds, in the order a user would
 /// invoke them (create the conversation, ingest, list, capture a snapshot, ...). The sample
-/// snapshot id of the `{id}` events is replaced by the one the create event made.
+/// snapshot id and export job id of the `{id}` events are replaced by the ones the create
+/// events made. Then the background functions' events: the worker's names a job that does not
+/// exist (skipped), the schedule's runs the scheduled export.
 #[tokio::test]
 async fn every_event_file_runs_through_its_handler() {
-    let state = support::state_with(|c| {
+    let (state, mut worker) = support::jobs_state_with(|c| {
         c.jwt.secret = Some(DEV_JWT_SECRET.into());
         c.cursor_secret = DEV_JWT_SECRET.as_bytes().to_vec();
     })
     .await;
     const SAMPLE_SNAPSHOT_ID: &str = "67f1a0b0c0d0e0f0a0b0c0d0";
+    const SAMPLE_EXPORT_ID: &str = "6a1b2c3d4e5f60718293a4b5";
     let mut snapshot_id = SAMPLE_SNAPSHOT_ID.to_string();
+    let mut export_id = SAMPLE_EXPORT_ID.to_string();
+    let mut org = None;
     for route in ROUTES {
-        let path = root().join("events").join(format!("{}.json", route.function));
-        let text = std::fs::read_to_string(&path).unwrap().replace(SAMPLE_SNAPSHOT_ID, &snapshot_id);
+        let text = event_text(route.function).replace(SAMPLE_SNAPSHOT_ID, &snapshot_id).replace(SAMPLE_EXPORT_ID, &export_id);
         let request = lambda_http::request::from_str(&text).unwrap();
+        let principal = state.auth.authenticate(request.headers()).expect("the events' token");
+        assert!(org.get_or_insert(principal.organization_id.clone()) == &principal.organization_id, "one organization");
         let response = (route.handler)(&state, request).await;
         let status = response.status();
         let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap_or_default();
         assert!(status.is_success(), "{}: {status} {body}", route.function);
-        if route.function == "create-snapshot" {
-            snapshot_id = body["data"]["_id"].as_str().unwrap().to_string();
+        match route.function {
+            "create-snapshot" => snapshot_id = body["data"]["_id"].as_str().unwrap().to_string(),
+            "create-export" => {
+                assert_eq!(status, http::StatusCode::ACCEPTED, "{body}");
+                export_id = body["data"]["id"].as_str().unwrap().to_string();
+            }
+            "get-export" => assert_eq!(body["data"]["id"], export_id.as_str(), "{body}"),
+            _ => {}
         }
     }
     assert_ne!(snapshot_id, SAMPLE_SNAPSHOT_ID, "the create event made a snapshot");
+    assert_ne!(export_id, SAMPLE_EXPORT_ID, "the create event made an export job");
+    let org = org.unwrap();
+    let expected = JobRef { organization_id: org.clone(), job_id: export_id.clone() };
+    assert!(worker.pending().contains(&expected), "create-export handed its job to the worker");
+
+    // export-worker: an event for the events' organization and a job that does not exist.
+    let job: JobRef = serde_json::from_str(&event_text("export-worker")).expect("a JobRef");
+    assert_eq!(job.organization_id, org, "the worker event's organization is the token's");
+    assert!(shared::ids::is_object_id(&job.job_id), "a job id");
+    let outcome = shared::jobs::worker::run(&state, &job, support::worker_options()).await;
+    assert_eq!(outcome.expect("worker invocation"), Outcome::Skipped);
+    // ... and through the handler main.rs calls, with an invocation's context.
+    let mut context = lambda_runtime::Context::default();
+    context.deadline = (shared::jobs::now_ms() + 900_000) as u64;
+    let answer = shared::jobs::worker::handle(&state, lambda_runtime::LambdaEvent::new(job.clone(), context)).await.expect("handle");
+    assert_eq!(answer["jobId"], job.job_id.as_str());
+    assert_eq!(answer["outcome"], "Skipped");
+
+    // scheduled-export: the create-snapshot event registered the organization.
+    let event: ScheduledEvent = serde_json::from_str(&event_text("scheduled-export")).expect("a ScheduledEvent");
+    let scheduled = shared::time::parse_rfc3339(event.scheduled_time.as_deref().unwrap()).unwrap();
+    let summary = shared::jobs::schedule::run(&state, event).await.expect("scheduled export");
+    assert_eq!(summary["scheduledTime"], shared::time::to_rfc3339(scheduled), "{summary}");
+    assert!(summary["organizations"].as_u64().is_some_and(|n| n >= 1), "{summary}");
+    let runs = ["jobsCreated", "jobsResumed", "unchanged"].map(|k| summary[k].as_u64().expect(k));
+    assert!(runs.iter().sum::<u64>() <= summary["organizations"].as_u64().unwrap(), "{summary}");
 }
