@@ -88,9 +88,11 @@ async fn a_job_runs_in_the_background_and_its_file_equals_the_synchronous_export
     for field in ["startedAt", "finishedAt", "fileExpiresAt", "url", "expiresAt"] {
         assert!(done[field].is_string(), "{field}: {done}");
     }
-    let finished = shared::time::parse_rfc3339(done["finishedAt"].as_str().unwrap()).unwrap();
+    // The retention counts from the job's creation: the bucket's rule counts from the (later)
+    // start of the upload, so the file is there at least until then.
+    let created = shared::time::parse_rfc3339(done["createdAt"].as_str().unwrap()).unwrap();
     let file_expires = shared::time::parse_rfc3339(done["fileExpiresAt"].as_str().unwrap()).unwrap();
-    assert_eq!((file_expires - finished).num_days(), i64::from(state.config.export_retention_days));
+    assert_eq!(file_expires - created, chrono::Duration::days(i64::from(state.config.export_retention_days)));
     let url = done["url"].as_str().unwrap();
     assert!(!url.contains(&id), "the download URL cannot be derived from the job id");
 
@@ -137,6 +139,27 @@ async fn jobs_list_newest_first_with_a_cursor_bound_to_the_organization() {
     assert!(second.body["nextCursor"].is_null());
     let stolen = call(&state, "GET", &format!("/api/training/exports?cursor={cursor}"), &token(&new_org()), None).await;
     assert_eq!(stolen.status, 400, "{}", stolen.body);
+
+    // Walking every page one job at a time sees every job once.
+    for format in ["jsonl", "json"] {
+        ids.push(create_job(&state, &tok, json!({"format": format})).await.body["data"]["id"].as_str().unwrap().to_string());
+    }
+    let (mut seen, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/api/training/exports?limit=1&cursor={c}"),
+            None => "/api/training/exports?limit=1".to_string(),
+        };
+        let page = call(&state, "GET", &uri, &tok, None).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        seen.extend(page.body["data"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()));
+        match page.body["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
 }
 
 #[tokio::test]
@@ -195,7 +218,21 @@ async fn conversation_jobs_equal_the_synchronous_exports_and_a_missing_conversat
         assert_eq!(expected.status, 200);
         assert_eq!(file, expected.bytes, "{body}");
     }
-    let id = create_job(&state, &tok, json!({"agentId": "ag", "convoId": "nope"})).await.body["data"]["id"].as_str().unwrap().to_string();
+    // A conversation that does not exist answers 404 at once, as the synchronous route does.
+    let a = call(&state, "POST", "/api/training/exports", &tok, Some(json!({"agentId": "ag", "convoId": "nope"}))).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert_eq!(a.body["message"], "Conversation not found");
+    // One removed after the job was created fails the job with that reason.
+    let id = create_job(&state, &tok, json!({"agentId": "ag", "convoId": "convo-k3"})).await.body["data"]["id"].as_str().unwrap().to_string();
+    state
+        .dynamo
+        .delete_item()
+        .table_name(&state.config.table_name)
+        .key("PK", AttributeValue::S(shared::convos::store::agent_pk(&org, "ag")))
+        .key("SK", AttributeValue::S(shared::convos::store::convo_sk("convo-k3")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(worker.drain(&state, worker_options()).await, vec![Outcome::Failed]);
     let failed = get_job(&state, &tok, &id).await;
     assert_eq!(failed["status"], "failed");

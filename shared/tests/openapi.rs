@@ -19,7 +19,9 @@ use serde_json::{json, Map, Value};
 use shared::error::{ApiError, ErrorKind};
 use shared::routes::{self, ROUTES};
 use shared::AppState;
-use support::{call, new_org, send, state, state_with, token, Answer};
+use support::{
+    call, download, jobs_state, jobs_state_with, new_org, send, state, state_with, token, worker_options, Answer,
+};
 
 const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
 const HTTP_METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
@@ -505,6 +507,10 @@ fn spec_is_openapi_3_1_with_global_bearer_auth_and_valid_schemas() {
         "FineTuneExample",
         "ConvoExportItem",
         "ExportDownloadResponse",
+        "CreateExportInput",
+        "ExportJob",
+        "ExportJobResponse",
+        "ExportJobListResponse",
     ] {
         assert!(raw["components"]["schemas"][name].is_object(), "components.schemas.{name}");
     }
@@ -1735,6 +1741,22 @@ async fn export_training_answers_match_the_spec() {
     let down = unreachable_storage().await;
     case.check(503, call(&down, "GET", TRAINING_EXPORT, &tok, None).await);
 
+    // 202: past its time budget the export continues as a job. The budget is checked after
+    // each page of 500 snapshots, more than this test can seed quickly, so the answer is made
+    // by the function `run_sync` answers with, for a job stored and dispatched as it does
+    // (`export_convos_answers_match_the_spec` triggers the real fallback).
+    let (jobs, _worker) = jobs_state().await;
+    let spec = shared::exports::training::training_spec(
+        shared::exports::training::Format::Json,
+        shared::snapshots::store::Filters::default(),
+        None,
+    )
+    .expect("spec");
+    let job = shared::jobs::start(&jobs, &org, spec, shared::jobs::Trigger::Fallback).await.expect("a job");
+    let a = case.check(202, into_answer(shared::jobs::handlers::accepted(&job, FALLBACK_MESSAGE)));
+    assert_eq!(accepted_job(&a), job.id);
+    assert_eq!((&a.body["data"]["trigger"], &a.body["data"]["source"]), (&json!("fallback"), &json!("training")));
+
     case.assert_exercised_all_but(&[500]);
 }
 
@@ -1855,6 +1877,40 @@ async fn export_convos_answers_match_the_spec() {
     let down = unreachable_storage().await;
     case.check(503, call(&down, "GET", uri, &tok, None).await);
 
+    // 202: past its time budget (checked after each page of 100 conversations) the export
+    // continues as a job with the same parameters, whatever `delivery` asked; the job then
+    // exports every conversation.
+    let (slow, mut worker) = jobs_state_with(|c| c.export_sync_budget = std::time::Duration::ZERO).await;
+    seed_many_convos(&slow, &tok, "many", 101).await;
+    let many = "/agents/many/convos/export?delivery=inline";
+    case.request_valid(many, None);
+    let a = case.check(202, call(&slow, "GET", many, &tok, None).await);
+    let id = accepted_job(&a);
+    let job = &a.body["data"];
+    assert_eq!(a.body["message"], FALLBACK_MESSAGE);
+    assert_eq!(
+        (&job["status"], &job["trigger"], &job["source"], &job["params"]),
+        (
+            &json!("queued"),
+            &json!("fallback"),
+            &json!("conversations"),
+            &json!({ "agentId": "many", "format": "json" })
+        )
+    );
+    let outcomes = worker.drain(&slow, worker_options()).await;
+    assert_eq!(outcomes, [shared::jobs::worker::Outcome::Succeeded]);
+    let done = call(&slow, "GET", &format!("{EXPORT_JOBS}/{id}"), &tok, None).await;
+    assert_matches_spec("GET", EXPORT_JOB, &done);
+    assert_eq!((&done.body["data"]["status"], &done.body["data"]["processed"]), (&json!("succeeded"), &json!(101)));
+    let (status, _, file) = download(done.body["data"]["url"].as_str().expect("url")).await;
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_slice(&file).expect("JSON");
+    assert_valid("ConvoExportListResponse", &body);
+    assert_eq!(body["data"].as_array().map(Vec::len), Some(101));
+    // Without a worker the fallback cannot start a job: 503.
+    let no_worker = state_with(|c| c.export_sync_budget = std::time::Duration::ZERO).await;
+    case.check(503, call(&no_worker, "GET", many, &tok, None).await);
+
     case.assert_exercised_all_but(&[500]);
 }
 
@@ -1943,6 +1999,514 @@ async fn export_convo_answers_match_the_spec() {
     // 503.
     let down = unreachable_storage().await;
     case.check(503, call(&down, "GET", uri, &tok, None).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export jobs.
+// ---------------------------------------------------------------------------------------------
+
+const EXPORT_JOBS: &str = "/api/training/exports";
+const EXPORT_JOB: &str = "/api/training/exports/{id}";
+
+/// The message of the `202` a synchronous export answers when it continues as a job.
+const FALLBACK_MESSAGE: &str = "The export is larger than a request allows; it continues as an export job";
+
+/// An answer from a response built without a route (by the same functions the handlers use).
+fn into_answer(response: http::Response<lambda_http::Body>) -> Answer {
+    let (parts, body) = response.into_parts();
+    let bytes = body.to_vec();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        bytes,
+    }
+}
+
+/// The exact 404 of the job route.
+fn job_not_found() -> Value {
+    json!({ "success": false, "message": "Export job not found", "error": "NOT_FOUND" })
+}
+
+/// Asserts a `202` names its job in `Location` and returns the job's id.
+fn accepted_job(a: &Answer) -> String {
+    let id = a.body["data"]["id"].as_str().unwrap_or_else(|| panic!("no job id: {}", a.body)).to_string();
+    assert_eq!(header(a, "location"), format!("{EXPORT_JOBS}/{id}"));
+    id
+}
+
+/// `n` conversations of `agent` without messages, written a few at a time.
+async fn seed_many_convos(state: &AppState, tok: &str, agent: &str, n: usize) {
+    use futures::StreamExt;
+    let puts = futures::stream::iter((0..n).map(|i| async move {
+        call(state, "PUT", &format!("/agents/{agent}/convos/m{i:04}"), tok, Some(json!({}))).await
+    }))
+    .buffer_unordered(8)
+    .collect::<Vec<Answer>>()
+    .await;
+    for a in puts {
+        assert_eq!(a.status.as_u16(), 201, "{}", a.body);
+    }
+}
+
+#[test]
+fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
+    use shared::exports::producer::{ExportSpec, Window};
+    use shared::jobs::handlers::document;
+    use shared::jobs::{new_job, Status, Trigger};
+    let schema = component("ExportJob");
+    let training = || {
+        shared::exports::training::training_spec(
+            shared::exports::training::Format::Jsonl,
+            shared::snapshots::store::Filters::default(),
+            None,
+        )
+        .expect("spec")
+    };
+    let job = |spec: ExportSpec, trigger: Trigger| new_job("org-1", spec, trigger, shared::ids::object_id());
+    let link =
+        || Some(("https://bucket.example/key?X-Amz-Signature=abc".to_string(), "2026-05-18T14:45:00.000Z".to_string()));
+    let at = |t: &str| Some(t.to_string());
+
+    // Documents the handlers make, in every status and from every trigger, are valid.
+    let queued = job(training(), Trigger::Request);
+    let mut running = job(
+        ExportSpec::Conversations {
+            agent_id: "ag".into(),
+            format: shared::exports::convos::ConvoFormat::Csv,
+            from: None,
+            to: None,
+            limit: Some(5),
+        },
+        Trigger::Fallback,
+    );
+    running.status = Status::Running;
+    running.started_at = at("2026-05-18T14:30:01.000Z");
+    let mut succeeded = job(
+        ExportSpec::Conversation {
+            agent_id: "ag".into(),
+            convo_id: "c1".into(),
+            format: shared::exports::convos::ConvoFormat::Json,
+        },
+        Trigger::Request,
+    );
+    succeeded.status = Status::Succeeded;
+    succeeded.started_at = at("2026-05-18T14:30:01.000Z");
+    succeeded.finished_at = at("2026-05-18T14:30:02.000Z");
+    succeeded.file_expires_at = at("2026-05-25T14:30:02.000Z");
+    let mut failed = job(training(), Trigger::Request);
+    failed.status = Status::Failed;
+    failed.finished_at = at("2026-05-18T14:30:02.000Z");
+    failed.reason = at("Conversation not found");
+    let window = Window { after: "1970-01-01T00:00:00.000Z".into(), up_to: "2026-05-18T14:29:00.000Z".into() };
+    let scheduled = job(
+        ExportSpec::Training {
+            format: shared::exports::training::Format::Jsonl,
+            filters: Default::default(),
+            system: None,
+            changed: Some(window),
+        },
+        Trigger::Schedule,
+    );
+    for doc in [
+        document(&queued, None),
+        document(&running, None),
+        document(&succeeded, link()),
+        document(&succeeded, None),
+        document(&failed, None),
+        document(&scheduled, None),
+    ] {
+        assert_valid("ExportJob", &doc);
+    }
+
+    // And the schema refuses what no job can be.
+    let with = |mut doc: Value, field: &str, value: Value| {
+        doc[field] = value;
+        doc
+    };
+    let impossible = [
+        ("a queued job with a link", document(&queued, link())),
+        ("a queued job that started", with(document(&queued, None), "startedAt", json!("2026-05-18T14:30:01.000Z"))),
+        (
+            "a running job that finished",
+            with(document(&running, None), "finishedAt", json!("2026-05-18T14:30:01.000Z")),
+        ),
+        ("a succeeded job without fileExpiresAt", with(document(&succeeded, None), "fileExpiresAt", Value::Null)),
+        ("a link without its expiry", with(document(&succeeded, link()), "expiresAt", Value::Null)),
+        ("a failed job without a reason", with(document(&failed, None), "reason", Value::Null)),
+        ("a reason on a job that did not fail", with(document(&succeeded, None), "reason", json!("why"))),
+        ("a training job with conversation parameters", with(document(&succeeded, None), "source", json!("training"))),
+        (
+            "a conversations job with training parameters",
+            with(document(&queued, None), "source", json!("conversations")),
+        ),
+        ("a requested job with a change window", with(document(&scheduled, None), "trigger", json!("request"))),
+        ("a scheduled job without a change window", with(document(&queued, None), "trigger", json!("schedule"))),
+        ("an unknown field", with(document(&queued, None), "key", json!("exports/x"))),
+    ];
+    for (what, doc) in impossible {
+        assert!(!schema_errors(schema, &doc).is_empty(), "ExportJob allows {what}: {doc}");
+    }
+}
+
+#[tokio::test]
+async fn create_export_answers_match_the_spec() {
+    let (s, _worker) = jobs_state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("POST", EXPORT_JOBS);
+    seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
+    create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "tags": ["sales"] })).await;
+    create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "bad" })).await;
+    let post = |body: Value| {
+        let (s, tok) = (&s, &tok);
+        async move { call(s, "POST", EXPORT_JOBS, tok, Some(body)).await }
+    };
+
+    // 202: a queued job, its parameters normalised, and `Location`.
+    let full = json!({
+        "source": "training", "format": "csv", "quality": " good ", "category": "", "tags": [" sales ", ""],
+        "includeArchived": true, "from": "2000-01-01T00:00:00+01:00", "to": "2100-01-01T00:00:00Z", "contactId": " k1 ",
+        "system": "ignored unless openai",
+    });
+    case.request_valid(EXPORT_JOBS, Some(&full));
+    let a = case.check(202, post(full).await);
+    // A conversation that does not exist answers 404 at once, and no job is created.
+    let a404 = case.check(404, post(json!({ "agentId": "ag", "convoId": "nope" })).await);
+    assert_eq!(a404.body["message"], "Conversation not found");
+    let id = accepted_job(&a);
+    assert_eq!(a.body["message"], "Export job created");
+    let job = &a.body["data"];
+    assert_eq!(
+        (&job["status"], &job["source"], &job["trigger"], &job["processed"], &job["total"]),
+        (&json!("queued"), &json!("training"), &json!("request"), &json!(0), &Value::Null)
+    );
+    assert_eq!(
+        job["params"],
+        json!({ "format": "csv", "system": "ignored unless openai", "filters": {
+            "quality": "good", "category": null, "tags": ["sales"], "archived": "all",
+            "from": "1999-12-31T23:00:00Z", "to": "2100-01-01T00:00:00Z", "contactId": "k1" } })
+    );
+    assert!(job["fileName"].as_str().is_some_and(|n| n.starts_with("training-data-") && n.ends_with(".csv")), "{job}");
+
+    // 202: every field null is the default, a training export in JSON.
+    let nulls: Value = [
+        "source",
+        "format",
+        "quality",
+        "category",
+        "tags",
+        "includeArchived",
+        "from",
+        "to",
+        "contactId",
+        "system",
+        "agentId",
+        "convoId",
+        "limit",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), Value::Null))
+    .collect::<Map<String, Value>>()
+    .into();
+    for body in [json!({}), nulls] {
+        case.request_valid(EXPORT_JOBS, Some(&body));
+        let a = case.check(202, post(body).await);
+        assert_ne!(accepted_job(&a), id);
+        assert_eq!(a.body["data"]["params"]["format"], "json");
+        assert_eq!(a.body["data"]["params"]["filters"]["archived"], "no");
+    }
+    let openai = json!({ "format": "openai", "system": "You are a helpful sales assistant." });
+    case.request_valid(EXPORT_JOBS, Some(&openai));
+    let a = case.check(202, post(openai).await);
+    assert_eq!(a.body["data"]["params"]["system"], "You are a helpful sales assistant.");
+
+    // 202: conversations; `agentId` makes it the default source.
+    let agent = json!({ "agentId": " ag ", "format": "csv", "from": "2024-12-01T01:00:00+01:00", "to": "2025-01-01T00:00:00Z", "limit": 10 });
+    case.request_valid(EXPORT_JOBS, Some(&agent));
+    let a = case.check(202, post(agent).await);
+    assert_eq!((&a.body["data"]["source"], &a.body["data"]["total"]), (&json!("conversations"), &Value::Null));
+    assert_eq!(
+        a.body["data"]["params"],
+        json!({ "agentId": "ag", "format": "csv", "from": "2024-12-01T00:00:00.000Z", "to": "2025-01-01T00:00:00.000Z", "limit": 10 })
+    );
+    let one =
+        json!({ "source": "conversations", "agentId": "ag", "convoId": "convo-k1", "format": null, "limit": null });
+    case.request_valid(EXPORT_JOBS, Some(&one));
+    let a = case.check(202, post(one).await);
+    assert_eq!(a.body["data"]["params"], json!({ "agentId": "ag", "convoId": "convo-k1", "format": "json" }));
+    assert!(a.body["data"]["fileName"].as_str().is_some_and(|n| n.starts_with("conversation-convo-k1-")));
+
+    // 400: malformed JSON, an empty body, and bodies the spec rejects too.
+    case.check(400, raw(&s, "POST", EXPORT_JOBS, Some(&tok), Some("application/json"), br#"{"format": "#).await);
+    case.check(400, raw(&s, "POST", EXPORT_JOBS, Some(&tok), Some("application/json"), b"").await);
+    case.request_invalid(EXPORT_JOBS, None);
+    for (bad, says) in [
+        (json!({ "format": "xml" }), "`format`"),
+        (json!({ "format": "JSON" }), "`format`"),
+        (json!({ "agentId": "ag", "format": "jsonl" }), "`format`"),
+        (json!({ "source": "everything" }), "`source`"),
+        (json!({ "nope": 1 }), "unknown field `nope`"),
+        (json!({ "includeArchived": "yes" }), "Invalid JSON body"),
+        (json!({ "tags": "vip" }), "Invalid JSON body"),
+        (json!({ "from": "yesterday" }), "`from`"),
+        (json!({ "to": "2026-05-18" }), "`to`"),
+        (json!({ "contactId": "has space" }), "`contactId`"),
+        (json!({ "system": "s".repeat(10_001) }), "`system`"),
+        (json!({ "source": "conversations" }), "`agentId` is required"),
+        (json!({ "source": "conversations", "agentId": "  " }), "`agentId` is required"),
+        (json!({ "agentId": "bad id" }), "`agentId`"),
+        (json!({ "agentId": "ag", "convoId": "bad#id" }), "`convoId`"),
+        (json!({ "agentId": "ag", "limit": 0 }), "`limit`"),
+        (json!({ "agentId": "ag", "limit": 1_000_001 }), "`limit`"),
+        (json!({ "agentId": "ag", "limit": 1.5 }), "Invalid JSON body"),
+        (json!({ "source": "training", "agentId": "ag" }), "`agentId`"),
+        (json!({ "limit": 5 }), "`limit`"),
+        (json!({ "convoId": "c1" }), "`convoId`"),
+        (json!({ "agentId": "ag", "quality": "good", "tags": [] }), "`quality`, `tags`"),
+        (json!({ "agentId": "ag", "includeArchived": false }), "`includeArchived`"),
+        (json!({ "agentId": "ag", "system": "x" }), "`system`"),
+        (json!({ "agentId": "ag", "contactId": "k1" }), "`contactId`"),
+        (json!({ "agentId": "ag", "convoId": "c1", "limit": 5 }), "`limit`"),
+        (json!({ "agentId": "ag", "convoId": "c1", "from": "2024-12-01T00:00:00Z" }), "`from`"),
+        (json!([]), "object"),
+    ] {
+        case.request_invalid(EXPORT_JOBS, Some(&bad));
+        let a = case.check(400, post(bad.clone()).await);
+        let message = a.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{bad}: {message}");
+    }
+    // 400 the spec cannot see: `from` after `to`, for either source.
+    for bad in [
+        json!({ "from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z" }),
+        json!({ "agentId": "ag", "from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z" }),
+    ] {
+        case.request_valid(EXPORT_JOBS, Some(&bad));
+        case.check(400, post(bad).await);
+    }
+
+    // 401.
+    case.check(401, raw(&s, "POST", EXPORT_JOBS, None, Some("application/json"), b"{}").await);
+    case.check(401, raw(&s, "POST", EXPORT_JOBS, Some("not-a-jwt"), Some("application/json"), b"{}").await);
+
+    // 413 and 415.
+    let big = oversized_body(s.config.max_body_bytes + 1);
+    case.check(413, raw(&s, "POST", EXPORT_JOBS, Some(&tok), Some("application/json"), &big).await);
+    case.check(415, raw(&s, "POST", EXPORT_JOBS, Some(&tok), Some("text/plain"), b"{}").await);
+    case.check(415, raw(&s, "POST", EXPORT_JOBS, Some(&tok), None, b"{}").await);
+
+    // 503: a deployment without a worker, and storage unreachable.
+    let no_worker = state().await;
+    assert!(!no_worker.jobs.is_enabled());
+    case.check(503, call(&no_worker, "POST", EXPORT_JOBS, &tok, Some(json!({}))).await);
+    let mut down = unreachable_storage().await;
+    down.jobs = s.jobs.clone();
+    case.check(503, call(&down, "POST", EXPORT_JOBS, &tok, Some(json!({}))).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn get_export_answers_match_the_spec() {
+    let (s, mut worker) = jobs_state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("GET", EXPORT_JOB);
+    seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
+    create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good" })).await;
+    create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "bad" })).await;
+    let create = |body: Value| {
+        let (s, tok) = (&s, &tok);
+        async move {
+            let a = call(s, "POST", EXPORT_JOBS, tok, Some(body)).await;
+            assert_eq!(a.status.as_u16(), 202, "{}", a.body);
+            accepted_job(&a)
+        }
+    };
+    let get = |id: &str| {
+        let (s, tok, uri) = (&s, &tok, format!("{EXPORT_JOBS}/{id}"));
+        async move { call(s, "GET", &uri, tok, None).await }
+    };
+    let training = create(json!({})).await;
+    let openai = create(json!({ "format": "openai", "system": "Be brief." })).await;
+    let convos = create(json!({ "agentId": "ag", "format": "csv" })).await;
+    // A conversation removed after its job was created: the job fails with a reason.
+    let put = call(&s, "PUT", "/agents/ag/convos/gone", &tok, Some(json!({}))).await;
+    assert!(put.status.is_success(), "{}", put.body);
+    let missing = create(json!({ "agentId": "ag", "convoId": "gone" })).await;
+    s.dynamo
+        .delete_item()
+        .table_name(&s.config.table_name)
+        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(shared::convos::store::agent_pk(&org, "ag")))
+        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(shared::convos::store::convo_sk("gone")))
+        .send()
+        .await
+        .expect("delete the conversation");
+
+    // 200 while queued: no link.
+    let uri = format!("{EXPORT_JOBS}/{training}");
+    case.request_valid(&uri, None);
+    let a = case.check(200, get(&training).await);
+    assert_eq!(a.body["message"], "Export job retrieved successfully");
+    assert_eq!((&a.body["data"]["status"], &a.body["data"]["url"]), (&json!("queued"), &Value::Null));
+
+    // 200 while running (a worker holds it).
+    let claimed = shared::jobs::JobStore::new(&s)
+        .claim(&org, &convos, "test-worker", shared::jobs::now_ms() + 60_000)
+        .await
+        .expect("claim")
+        .expect("the job was free");
+    assert_eq!(claimed.status, shared::jobs::Status::Running);
+    let a = case.check(200, get(&convos).await);
+    assert_eq!(a.body["data"]["status"], "running");
+    assert!(a.body["data"]["startedAt"].is_string());
+
+    // 200 once the worker ran them: succeeded with a fresh link, or failed with a reason.
+    let outcomes = worker.drain(&s, worker_options()).await;
+    use shared::jobs::worker::Outcome;
+    assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Succeeded).count(), 2, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Failed).count(), 1, "{outcomes:?}");
+    let a = case.check(200, get(&training).await);
+    let done = &a.body["data"];
+    assert_eq!((&done["status"], &done["processed"], &done["total"]), (&json!("succeeded"), &json!(2), &json!(2)));
+    let (status, _, file) = download(done["url"].as_str().expect("url")).await;
+    assert_eq!(status, 200);
+    assert_eq!(done["bytes"], file.len());
+    assert_valid("TrainingExportPayload", &serde_json::from_slice(&file).expect("JSON"));
+    let a = case.check(200, get(&openai).await);
+    let done = &a.body["data"];
+    assert_eq!(
+        (&done["status"], &done["processed"], &done["skipped"], &done["total"]),
+        (&json!("succeeded"), &json!(2), &json!(0), &Value::Null)
+    );
+    let (_, _, file) = download(done["url"].as_str().expect("url")).await;
+    ndjson(&file).iter().for_each(|e| assert_valid("FineTuneExample", e));
+    let a = case.check(200, get(&missing).await);
+    let failed = &a.body["data"];
+    assert_eq!(
+        (&failed["status"], &failed["reason"], &failed["url"]),
+        (&json!("failed"), &json!("Conversation not found"), &Value::Null)
+    );
+    // The running job stays with its worker until the lease ends.
+    let a = case.check(200, get(&convos).await);
+    assert_eq!(a.body["data"]["status"], "running");
+
+    // 400: a character outside the id alphabet.
+    let bad = format!("{EXPORT_JOBS}/bad%20id");
+    case.request_invalid(&bad, None);
+    case.check(400, call(&s, "GET", &bad, &tok, None).await);
+
+    // 401.
+    case.check(401, raw(&s, "GET", &uri, None, None, b"").await);
+
+    // 404: an unknown id, an id that is not a job id, another organization's job: alike.
+    let unknown = format!("{EXPORT_JOBS}/{}", shared::ids::object_id());
+    let mut uris = vec![unknown, format!("{EXPORT_JOBS}/123")];
+    if training.to_ascii_uppercase() != training {
+        uris.push(format!("{EXPORT_JOBS}/{}", training.to_ascii_uppercase()));
+    }
+    for uri in uris {
+        case.request_valid(&uri, None);
+        let a = case.check(404, call(&s, "GET", &uri, &tok, None).await);
+        assert_eq!(a.body, job_not_found());
+    }
+    let a = case.check(404, call(&s, "GET", &uri, &token(&new_org()), None).await);
+    assert_eq!(a.body, job_not_found());
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "GET", &uri, &tok, None).await);
+
+    case.assert_exercised_all_but(&[500]);
+}
+
+#[tokio::test]
+async fn list_exports_answers_match_the_spec() {
+    let (s, mut worker) = jobs_state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let mut case = SpecCase::new("GET", EXPORT_JOBS);
+    let list = |uri: String| {
+        let (s, tok) = (&s, &tok);
+        async move { call(s, "GET", &uri, tok, None).await }
+    };
+    let ids = |a: &Answer| -> Vec<String> {
+        a.body["data"].as_array().into_iter().flatten().filter_map(|j| j["id"].as_str().map(str::to_string)).collect()
+    };
+
+    // 200: no job is an empty list.
+    case.request_valid(EXPORT_JOBS, None);
+    let a = case.check(200, list(EXPORT_JOBS.into()).await);
+    assert_eq!((&a.body["data"], &a.body["nextCursor"]), (&json!([]), &Value::Null));
+
+    // Three jobs: the first succeeded (it has a link), the others queued.
+    let mut created = Vec::new();
+    for body in [json!({}), json!({ "format": "csv" }), json!({ "agentId": "ag" })] {
+        let a = call(&s, "POST", EXPORT_JOBS, &tok, Some(body)).await;
+        assert_eq!(a.status.as_u16(), 202, "{}", a.body);
+        created.push(accepted_job(&a));
+        if created.len() == 1 {
+            worker.drain(&s, worker_options()).await;
+        }
+    }
+    created.reverse();
+
+    // 200: newest first, each job as GET answers it.
+    let a = case.check(200, list(EXPORT_JOBS.into()).await);
+    assert_eq!(a.body["message"], "Export jobs retrieved successfully");
+    assert_eq!((ids(&a), &a.body["nextCursor"]), (created.clone(), &Value::Null));
+    assert_eq!(a.body["data"][2]["status"], "succeeded");
+    assert!(a.body["data"][2]["url"].is_string());
+
+    // 200: pages, following nextCursor.
+    let first = format!("{EXPORT_JOBS}?limit=2");
+    case.request_valid(&first, None);
+    let page = case.check(200, list(first).await);
+    assert_eq!(ids(&page), created[..2]);
+    let cursor = page.body["nextCursor"].as_str().expect("a next page").to_string();
+    let next = format!("{EXPORT_JOBS}?limit=2&cursor={cursor}");
+    case.request_valid(&next, None);
+    let page = case.check(200, list(next.clone()).await);
+    assert_eq!((ids(&page), &page.body["nextCursor"]), (created[2..].to_vec(), &Value::Null));
+    for uri in [format!("{EXPORT_JOBS}?limit=&cursor="), format!("{EXPORT_JOBS}?limit=100")] {
+        case.request_valid(&uri, None);
+        let a = case.check(200, list(uri).await);
+        assert_eq!(ids(&a), created);
+    }
+
+    // 200: another organization sees none of them.
+    let a = case.check(200, call(&s, "GET", EXPORT_JOBS, &token(&new_org()), None).await);
+    assert_eq!(a.body["data"], json!([]));
+
+    // 400: limit out of range or not a number (the spec rejects these too).
+    for query in ["?limit=0", "?limit=101", "?limit=ten"] {
+        let uri = format!("{EXPORT_JOBS}{query}");
+        case.request_invalid(&uri, None);
+        case.check(400, list(uri).await);
+    }
+    // 400: cursors that are opaque strings to the spec but not ours to accept (forged, from
+    // another list, from another organization).
+    let snapshots_cursor = {
+        seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
+        create_snapshot(&s, &tok, json!({ "contactId": "k1" })).await;
+        create_snapshot(&s, &tok, json!({ "contactId": "k1" })).await;
+        let a = call(&s, "GET", &format!("{SNAPSHOTS}?limit=1"), &tok, None).await;
+        a.body["nextCursor"].as_str().expect("a next page").to_string()
+    };
+    for uri in [format!("{EXPORT_JOBS}?cursor=garbage"), format!("{EXPORT_JOBS}?cursor={snapshots_cursor}")] {
+        case.request_valid(&uri, None);
+        case.check(400, list(uri).await);
+    }
+    case.check(400, call(&s, "GET", &next, &token(&new_org()), None).await);
+
+    // 401.
+    case.check(401, raw(&s, "GET", EXPORT_JOBS, None, None, b"").await);
+
+    // 503.
+    let down = unreachable_storage().await;
+    case.check(503, call(&down, "GET", EXPORT_JOBS, &tok, None).await);
 
     case.assert_exercised_all_but(&[500]);
 }

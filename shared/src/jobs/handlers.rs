@@ -60,7 +60,7 @@ impl CreateExport {
             "training" => {
                 let stray = named(&[("agentId", self.agent_id.is_some()), ("convoId", self.convo_id.is_some()), ("limit", self.limit.is_some())]);
                 if !stray.is_empty() {
-                    return Err(ApiError::validation(format!("{} only apply to source `conversations`", stray.join(", "))));
+                    return Err(ApiError::validation(format!("{}: only for source `conversations`", stray.join(", "))));
                 }
                 let format = Format::parse(self.format.as_deref())?;
                 let parse_time = |name: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
@@ -94,7 +94,7 @@ impl CreateExport {
                     ("system", self.system.is_some()),
                 ]);
                 if !stray.is_empty() {
-                    return Err(ApiError::validation(format!("{} only apply to source `training`", stray.join(", "))));
+                    return Err(ApiError::validation(format!("{}: only for source `training`", stray.join(", "))));
                 }
                 let format = ConvoFormat::parse(self.format.as_deref())?;
                 let agent_id = id_field("agentId", &self.agent_id)?.ok_or_else(|| ApiError::validation("`agentId` is required for source `conversations`"))?;
@@ -102,7 +102,7 @@ impl CreateExport {
                     Some(convo_id) => {
                         let stray = named(&[("from", self.from.is_some()), ("to", self.to.is_some()), ("limit", self.limit.is_some())]);
                         if !stray.is_empty() {
-                            return Err(ApiError::validation(format!("{} do not apply to one conversation", stray.join(", "))));
+                            return Err(ApiError::validation(format!("{}: not for one conversation", stray.join(", "))));
                         }
                         Ok(ExportSpec::Conversation { agent_id, convo_id, format })
                     }
@@ -179,6 +179,13 @@ pub async fn create_export(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
         let body: CreateExport = read_json(&req, state.config.max_body_bytes)?;
         let spec = body.into_spec()?;
+        if let ExportSpec::Conversation { agent_id, convo_id, .. } = &spec {
+            // Answer now, as the synchronous route does, rather than with a failed job later.
+            let store = crate::convos::store::ConvoStore::new(&state.dynamo, &state.config.table_name);
+            if store.get_header(&principal.organization_id, agent_id, convo_id).await?.is_none() {
+                return Err(ApiError::not_found("Conversation not found"));
+            }
+        }
         let job = start(state, &principal.organization_id, spec, Trigger::Request).await?;
         Ok(accepted(&job, "Export job created"))
     })

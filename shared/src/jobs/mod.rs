@@ -284,18 +284,20 @@ impl<'a> JobStore<'a> {
         out.item.map(serde_dynamo::from_item).transpose().map_err(|e| ApiError::internal("decode job", e))
     }
 
-    /// One page of `org`'s jobs, newest first, continuing before job id `before`.
+    /// One page of `org`'s jobs, newest first, continuing before job id `before` (exclusive).
     pub async fn list(&self, org: &str, limit: usize, before: Option<&str>) -> Result<(Vec<Job>, Option<String>), ApiError> {
-        let hi = before.map_or_else(|| "JOB#~".to_string(), job_sk);
+        let (condition, bound) = match before {
+            Some(id) => ("PK = :pk AND SK < :b", job_sk(id)),
+            None => ("PK = :pk AND begins_with(SK, :b)", "JOB#".to_string()),
+        };
         let out = self
             .state
             .dynamo
             .query()
             .table_name(self.table())
-            .key_condition_expression("PK = :pk AND SK BETWEEN :lo AND :hi")
+            .key_condition_expression(condition)
             .expression_attribute_values(":pk", s(jobs_pk(org)))
-            .expression_attribute_values(":lo", s("JOB#"))
-            .expression_attribute_values(":hi", s(hi))
+            .expression_attribute_values(":b", s(bound))
             .scan_index_forward(false)
             .limit(limit as i32 + 1)
             .send()
@@ -303,8 +305,6 @@ impl<'a> JobStore<'a> {
             .ctx("list export jobs")?;
         let mut jobs: Vec<Job> =
             serde_dynamo::from_items(out.items.unwrap_or_default()).map_err(|e| ApiError::internal("decode jobs", e))?;
-        // `before` itself is the inclusive upper bound of BETWEEN: skip it.
-        jobs.retain(|j| Some(j.id.as_str()) != before);
         let next = if jobs.len() > limit { jobs.get(limit - 1).map(|j| j.id.clone()) } else { None };
         jobs.truncate(limit);
         Ok((jobs, next))
@@ -426,10 +426,14 @@ impl<'a> JobStore<'a> {
         Ok(())
     }
 
-    /// Marks the job succeeded with its final size and counts.
-    pub async fn succeed(&self, org: &str, id: &str, owner: &str, bytes: u64, items: u64, skipped: u64) -> Result<Option<Job>, ApiError> {
+    /// Marks the job succeeded with its final size and counts. `fileExpiresAt` counts the
+    /// retention from the job's creation: the lifecycle rule counts from the upload's start
+    /// (later) and rounds up to midnight, so the file is there at least until then.
+    pub async fn succeed(&self, job: &Job, owner: &str, bytes: u64, items: u64, skipped: u64) -> Result<Option<Job>, ApiError> {
+        let (org, id) = (job.organization_id.as_str(), job.id.as_str());
         let finished = chrono::Utc::now();
-        let expires = finished + chrono::Duration::days(i64::from(self.state.config.export_retention_days));
+        let created = crate::time::parse_rfc3339(&job.created_at).unwrap_or(finished);
+        let expires = created + chrono::Duration::days(i64::from(self.state.config.export_retention_days));
         self.update(
             org,
             id,
@@ -518,7 +522,10 @@ pub async fn revive(state: &AppState, job: Job) -> Result<Job, ApiError> {
     }
     if store.redispatch(&job).await? {
         tracing::warn!(job = %job.id, failures = job.failures, "stale export job: handing it to the worker again");
-        state.jobs.dispatch(&job.reference()).await?;
+        // The read still answers; the next read after the stale period tries again.
+        if let Err(e) = state.jobs.dispatch(&job.reference()).await {
+            tracing::error!(job = %job.id, error = %e, "could not hand the stale job to the worker");
+        }
     }
     Ok(store.get(&job.organization_id, &job.id).await?.unwrap_or(job))
 }

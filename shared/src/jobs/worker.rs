@@ -251,7 +251,7 @@ async fn complete(
 }
 
 async fn succeed(state: &AppState, store: &JobStore<'_>, job: &Job, owner: &str, bytes: u64, counts: Counts) -> Result<Outcome, ApiError> {
-    if store.succeed(&job.organization_id, &job.id, owner, bytes, counts.items, counts.skipped).await?.is_none() {
+    if store.succeed(job, owner, bytes, counts.items, counts.skipped).await?.is_none() {
         return Ok(Outcome::Skipped);
     }
     if let (Trigger::Schedule, ExportSpec::Training { changed: Some(window), .. }) = (job.trigger, &job.params) {
