@@ -9,11 +9,13 @@ moto also takes that rollback copy of the whole table once per item of a transac
 requests serialised, one copy per table per request is the same backup, so it is reused.
 And moto answers a Query by sorting and scanning every item of the table; only the queried
 partition can match, so only it is scanned (same results, without O(table) work per query,
-which made large test data sets take hours). For a global index the partitions are grouped once
-and reused until the next write request.
+which made large test data sets take hours). For a global index the partitions are grouped and
+sorted by the index's sort key once, reused until the next write request, and a key condition
+on the sort key picks its range by bisection (moto checks every candidate again itself).
 Usage: emulator.py PORT
 """
 
+import bisect
 import signal
 import sys
 import threading
@@ -52,10 +54,13 @@ _global_partitions: dict = {}
 READ_ACTIONS = {"Query", "GetItem", "BatchGetItem", "Scan", "DescribeTable", "ListTables", "DescribeTimeToLive"}
 
 
-def _global_partition(table, index_name, hash_key):
+def _global_partition(table, index_name, hash_key, comparison, bounds):
     index = next((i for i in table.global_indexes if i.name == index_name), None)
-    hash_attrs = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"] if index else []
-    if len(hash_attrs) != 1 or hash_key is None:
+    if index is None or hash_key is None:
+        return None
+    hash_attrs = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+    range_attrs = [k["AttributeName"] for k in index.schema if k["KeyType"] == "RANGE"]
+    if len(hash_attrs) != 1 or len(range_attrs) != 1:
         return None
     key = (id(table), index_name)
     groups = _global_partitions.get(key)
@@ -63,10 +68,29 @@ def _global_partition(table, index_name, hash_key):
         groups = {}
         for item in Table.all_items(table):
             value = item.attrs.get(hash_attrs[0])
-            if value is not None:
-                groups.setdefault((value.type, str(value.value)), []).append(item)
+            sort = item.attrs.get(range_attrs[0])
+            if value is not None and sort is not None:
+                groups.setdefault((value.type, str(value.value)), []).append((sort.type, str(sort.value), item))
+        for entries in groups.values():
+            entries.sort(key=lambda e: (e[0], e[1]))
         _global_partitions[key] = groups
-    return groups.get((hash_key.type, str(hash_key.value)), [])
+    entries = groups.get((hash_key.type, str(hash_key.value)), [])
+    if not entries or any(e[0] != "S" for e in (entries[0], entries[-1])) or not all(b.type == "S" for b in bounds):
+        return [e[2] for e in entries]
+    keys = [e[1] for e in entries]
+    values = [str(b.value) for b in bounds]
+    lo, hi = 0, len(entries)
+    if comparison == "BETWEEN" and len(values) == 2:
+        lo, hi = bisect.bisect_left(keys, values[0]), bisect.bisect_right(keys, values[1])
+    elif comparison == "<" and values:
+        hi = bisect.bisect_left(keys, values[0])
+    elif comparison == "<=" and values:
+        hi = bisect.bisect_right(keys, values[0])
+    elif comparison == ">" and values:
+        lo = bisect.bisect_right(keys, values[0])
+    elif comparison == ">=" and values:
+        lo = bisect.bisect_left(keys, values[0])
+    return [e[2] for e in entries[lo:hi]]
 
 
 def _partition_query(self, hash_key, *args, **kwargs):
@@ -76,7 +100,9 @@ def _partition_query(self, hash_key, *args, **kwargs):
         isinstance(i, LocalSecondaryIndex) and i.name == index_name for i in self.indexes
     )
     if not local:
-        partition = _global_partition(self, index_name, hash_key)
+        comparison = args[0] if args else kwargs.get("range_comparison")
+        bounds = (args[1] if len(args) > 1 else kwargs.get("range_objs")) or []
+        partition = _global_partition(self, index_name, hash_key, comparison, bounds)
         if partition is None:
             return _moto_query(self, hash_key, *args, **kwargs)
         self.all_items = lambda: iter(partition)
