@@ -23,6 +23,7 @@ import threading
 import copy
 
 import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict, bytesize
 from moto.dynamodb.models.table import LocalSecondaryIndex, Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
@@ -120,6 +121,22 @@ def _partition_query(self, hash_key, *args, **kwargs):
         del self.all_items
 
 
+_exact_setitem = LimitedSizeDict.__setitem__
+
+
+def _estimated_setitem(self, key, value):
+    size = self.__dict__.get("_estimate")
+    if size is None and len(self) == 0:
+        size = 0
+    added = bytesize(key) + (value.size() if type(value) is DynamoType else bytesize(str(value)))
+    if size is None or size + added > 300_000:
+        _exact_setitem(self, key, value)
+    else:
+        dict.__setitem__(self, key, value)
+    # Replacing a value only adds: the estimate never falls below the real size.
+    self.__dict__["_estimate"] = (size or 0) + added if size is not None else None
+
+
 def main() -> None:
     port = int(sys.argv[1])
     app = DomainDispatcherApplication(create_backend_app)
@@ -127,6 +144,7 @@ def main() -> None:
     table_copies = _RequestScopedTableCopy()
     dynamodb_models.copy = table_copies
     Table.query = _partition_query
+    LimitedSizeDict.__setitem__ = _estimated_setitem
 
     def serialised(environ, start_response):
         with lock:
