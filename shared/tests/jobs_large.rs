@@ -1,6 +1,6 @@
-//! A 100,000-snapshot export job across several worker invocations (a forced small budget),
-//! and a worker killed mid-export: both files are identical to a single-pass export, progress
-//! only grows, and no multipart upload is left behind.
+//! A 100,000-snapshot export job across several worker invocations (a forced small budget), one
+//! of them killed mid-export and retried: the file is identical to a single-pass export,
+//! progress only grows, and no multipart upload is left behind.
 
 mod support;
 
@@ -24,7 +24,7 @@ async fn uploads_in_progress(state: &shared::AppState, org: &str) -> usize {
 }
 
 #[tokio::test]
-async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_identical_files() {
+async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_an_identical_file() {
     let (state, mut worker) = jobs_state().await;
     let org = new_org();
     let tok = token(&org);
@@ -46,31 +46,43 @@ async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_ide
     assert_eq!(expected.iter().filter(|b| **b == b'\n').count(), SNAPSHOTS);
 
     // A job with no time budget: every invocation uploads one part, checkpoints and hands over.
+    // The second invocation is killed instead: it gets time to checkpoint a second part, then
+    // S3 fails on the third and the process dies without cleaning up (Lambda then retries it).
     let clock = std::time::Instant::now();
     let a = call(&state, "POST", "/api/training/exports", &tok, Some(serde_json::json!({"format": "jsonl"}))).await;
     assert_eq!(a.status, 202, "{}", a.body);
     let id = a.body["data"]["id"].as_str().unwrap().to_string();
     let jobs = JobStore::new(&state);
     let zero = Options { budget: std::time::Duration::ZERO, fault_after_parts: None };
-    let (mut invocations, mut progress) = (0, vec![0u64]);
-    loop {
-        let events = worker.pending();
-        if events.is_empty() {
-            break;
-        }
-        for event in events {
-            let outcome = shared::jobs::worker::run(&state, &event, zero.clone()).await.unwrap();
-            invocations += 1;
+    let killed = Options { budget: std::time::Duration::from_secs(600), fault_after_parts: Some(2) };
+    let (mut invocations, mut progress, mut crashed) = (0, vec![0u64], false);
+    let mut queue: Vec<JobRef> = worker.pending();
+    while let Some(event) = queue.pop() {
+        invocations += 1;
+        if invocations == 2 {
+            assert!(shared::jobs::worker::run(&state, &event, killed.clone()).await.is_err(), "the invocation dies");
             let job = jobs.get(&org, &id).await.unwrap().unwrap();
+            assert_eq!(job.status, Status::Running);
+            assert_eq!(job.failures, 1);
+            assert_eq!(job.checkpoint.as_ref().map(|c| c.parts), Some(2), "its second part was checkpointed");
+            assert_eq!(uploads_in_progress(&state, &org).await, 1, "the upload is kept for the retry");
             progress.push(job.processed);
-            if outcome == Outcome::Paused {
-                assert_eq!(job.status, Status::Running);
-                assert!(job.checkpoint.is_some());
-            }
+            crashed = true;
+            queue.push(event); // Lambda's retry of the failed asynchronous invocation
+            continue;
         }
+        let outcome = shared::jobs::worker::run(&state, &event, zero.clone()).await.unwrap();
+        let job = jobs.get(&org, &id).await.unwrap().unwrap();
+        progress.push(job.processed);
+        if outcome == Outcome::Paused {
+            assert_eq!(job.status, Status::Running);
+            assert!(job.checkpoint.is_some());
+        }
+        queue.extend(worker.pending());
     }
     eprintln!("job: {invocations} invocations in {:?}, progress {progress:?}", clock.elapsed());
-    assert!(invocations >= 3, "{invocations} invocations");
+    assert!(crashed);
+    assert!(invocations >= 4, "{invocations} invocations");
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "processed only grows: {progress:?}");
     assert!(progress.windows(2).filter(|w| w[0] < w[1]).count() >= 3, "progress was reported along the way: {progress:?}");
     let done = call(&state, "GET", &format!("/api/training/exports/{id}"), &tok, None).await.body["data"].clone();
@@ -80,26 +92,5 @@ async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_ide
     let (_, _, file) = download(done["url"].as_str().unwrap()).await;
     assert_eq!(done["bytes"], file.len());
     assert!(file == expected, "the resumed job's file is byte-identical to the single pass");
-
-    // A worker killed mid-export: S3 fails after two parts and the invocation dies without
-    // cleaning up. The retry resumes from the checkpoint and finishes; nothing is orphaned.
-    let a = call(&state, "POST", "/api/training/exports", &tok, Some(serde_json::json!({"format": "jsonl"}))).await;
-    let id = a.body["data"]["id"].as_str().unwrap().to_string();
-    let event = JobRef { organization_id: org.clone(), job_id: id.clone() };
-    worker.pending();
-    let crash = Options { budget: std::time::Duration::from_secs(600), fault_after_parts: Some(2) };
-    assert!(shared::jobs::worker::run(&state, &event, crash).await.is_err(), "the invocation fails");
-    let job = jobs.get(&org, &id).await.unwrap().unwrap();
-    assert_eq!(job.status, Status::Running);
-    assert_eq!(job.failures, 1);
-    assert_eq!(job.checkpoint.as_ref().map(|c| c.parts), Some(2), "two parts were checkpointed");
-    assert_eq!(uploads_in_progress(&state, &org).await, 1, "the upload is kept for the retry");
-    // Lambda's retry of the failed invocation.
-    let outcome = shared::jobs::worker::run(&state, &event, support::worker_options()).await.unwrap();
-    assert_eq!(outcome, Outcome::Succeeded);
-    let done = call(&state, "GET", &format!("/api/training/exports/{id}"), &tok, None).await.body["data"].clone();
-    assert_eq!(done["status"], "succeeded", "{done}");
-    let (_, _, file) = download(done["url"].as_str().unwrap()).await;
-    assert!(file == expected, "the file after the crash and retry is byte-identical to the single pass");
     assert_eq!(uploads_in_progress(&state, &org).await, 0, "no orphaned multipart upload");
 }
