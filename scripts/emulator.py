@@ -12,6 +12,12 @@ partition can match, so only it is scanned (same results, without O(table) work 
 which made large test data sets take hours). For a global index the partitions are grouped and
 sorted by the index's sort key once, reused until the next write request, and a key condition
 on the sort key picks its range by bisection (moto checks every candidate again itself).
+
+moto re-measures a whole item on every attribute it sets, to enforce the 400 KB item limit; a
+running (over)estimate skips that until an item nears 300 KB, where the exact check runs as
+before. And moto names ListParts' answer ListPartsResponse instead of S3's ListPartsResult,
+which the AWS SDK rejects; the root element is renamed.
+
 Usage: emulator.py PORT
 """
 
@@ -147,13 +153,26 @@ def main() -> None:
     LimitedSizeDict.__setitem__ = _estimated_setitem
 
     def serialised(environ, start_response):
+        answer = {}
+
+        def capture(status, headers, exc_info=None):
+            answer.update(status=status, headers=headers, exc_info=exc_info)
+            return lambda data: None
+
         with lock:
             table_copies.tables.clear()
             action = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
             if action and action not in READ_ACTIONS:
                 _global_partitions.clear()
             # Consume the response inside the lock: the body may still read backend state.
-            return [b"".join(app(environ, start_response))]
+            body = b"".join(app(environ, capture))
+        headers = answer["headers"]
+        # moto names ListParts' root element ListPartsResponse; S3 (and so the SDK) says ListPartsResult.
+        if b"<ListPartsResponse" in body[:300]:
+            body = body.replace(b"<ListPartsResponse", b"<ListPartsResult", 1).replace(b"</ListPartsResponse>", b"</ListPartsResult>", 1)
+            headers = [(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in headers]
+        start_response(answer["status"], headers, answer["exc_info"])
+        return [body]
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
