@@ -10,8 +10,10 @@ requests serialised, one copy per table per request is the same backup, so it is
 And moto answers a Query by sorting and scanning every item of the table; only the queried
 partition can match, so only it is scanned (same results, without O(table) work per query,
 which made large test data sets take hours). For a global index the partitions are grouped and
-sorted by the index's sort key once, reused until the next write request, and a key condition
-on the sort key picks its range by bisection (moto checks every candidate again itself).
+sorted by the index's sort key once, reused until the next write request; a key condition on
+the sort key picks its range by bisection, and without a start key only the first Limit items
+in scan order (plus one neighbour each side, so LastEvaluatedKey is the same) are handed to
+moto, which checks every candidate again itself.
 
 moto re-measures a whole item on every attribute it sets, to enforce the 400 KB item limit; a
 running (over)estimate skips that until an item nears 300 KB, where the exact check runs as
@@ -61,7 +63,7 @@ _global_partitions: dict = {}
 READ_ACTIONS = {"Query", "GetItem", "BatchGetItem", "Scan", "DescribeTable", "ListTables", "DescribeTimeToLive"}
 
 
-def _global_partition(table, index_name, hash_key, comparison, bounds):
+def _global_partition(table, index_name, hash_key, comparison, bounds, limit, start_key, forward):
     index = next((i for i in table.global_indexes if i.name == index_name), None)
     if index is None or hash_key is None:
         return None
@@ -97,6 +99,16 @@ def _global_partition(table, index_name, hash_key, comparison, bounds):
         lo = bisect.bisect_right(keys, values[0])
     elif comparison == ">=" and values:
         lo = bisect.bisect_left(keys, values[0])
+    # One neighbour past each bound: moto answers a LastEvaluatedKey when Limit is reached and
+    # any item follows in the partition, in range or not, as DynamoDB may.
+    lo, hi = max(lo - 1, 0), min(hi + 1, len(entries))
+    if limit and start_key is None:
+        # Without a start key only the first Limit items in scan order (and the ones around
+        # them) can be read; moto sorts what it gets, so give it no more.
+        if forward is False:
+            lo = max(lo, hi - (limit + 2))
+        else:
+            hi = min(hi, lo + limit + 2)
     return [e[2] for e in entries[lo:hi]]
 
 
@@ -107,9 +119,19 @@ def _partition_query(self, hash_key, *args, **kwargs):
         isinstance(i, LocalSecondaryIndex) and i.name == index_name for i in self.indexes
     )
     if not local:
-        comparison = args[0] if args else kwargs.get("range_comparison")
-        bounds = (args[1] if len(args) > 1 else kwargs.get("range_objs")) or []
-        partition = _global_partition(self, index_name, hash_key, comparison, bounds)
+        def arg(i, name):
+            return args[i] if len(args) > i else kwargs.get(name)
+
+        partition = _global_partition(
+            self,
+            index_name,
+            hash_key,
+            arg(0, "range_comparison"),
+            arg(1, "range_objs") or [],
+            arg(2, "limit"),
+            arg(3, "exclusive_start_key"),
+            arg(4, "scan_index_forward"),
+        )
         if partition is None:
             return _moto_query(self, hash_key, *args, **kwargs)
         self.all_items = lambda: iter(partition)
@@ -168,7 +190,8 @@ def main() -> None:
             body = b"".join(app(environ, capture))
         headers = answer["headers"]
         # moto names ListParts' root element ListPartsResponse; S3 (and so the SDK) says ListPartsResult.
-        if b"<ListPartsResponse" in body[:300]:
+        listing_parts = environ.get("REQUEST_METHOD") == "GET" and "uploadId=" in environ.get("QUERY_STRING", "")
+        if listing_parts and b"<ListPartsResponse" in body[:300]:
             body = body.replace(b"<ListPartsResponse", b"<ListPartsResult", 1).replace(b"</ListPartsResponse>", b"</ListPartsResult>", 1)
             headers = [(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in headers]
         start_response(answer["status"], headers, answer["exc_info"])

@@ -111,7 +111,7 @@ async fn invoke_background(state: &AppState, method: &str, function: &str, event
         "export-worker" => match serde_json::from_slice::<shared::jobs::JobRef>(event) {
             Ok(job) => {
                 let budget = state.config.export_job_budget.unwrap_or(std::time::Duration::from_secs(840));
-                shared::jobs::worker::run(state, &job, shared::jobs::worker::Options { budget, fault_after_parts: None })
+                shared::jobs::worker::run(state, &job, shared::jobs::worker::Options { budget, lifetime: None, fault_after_parts: None })
                     .await
                     .map(|outcome| serde_json::json!({ "jobId": job.job_id, "outcome": format!("{outcome:?}") }))
             }

@@ -299,6 +299,26 @@ async fn a_stale_job_is_handed_to_the_worker_again_and_fails_with_a_reason_after
     assert_eq!(worker.drain(&state, worker_options()).await, vec![Outcome::Succeeded]);
     assert_eq!(get_job(&state, &tok, &id).await["status"], "succeeded");
 
+    // An invocation killed while holding the lease (time limit, memory) is counted by the next.
+    let id = create_job(&state, &tok, json!({"format": "json"})).await.body["data"]["id"].as_str().unwrap().to_string();
+    worker.pending();
+    assert!(store.claim(&org, &id, "killed-invocation", shared::jobs::now_ms() + 60_000).await.unwrap().is_some());
+    age_job(&state, &org, &id, &[("leaseUntil", ms_ago(1))]).await;
+    let event = shared::jobs::JobRef { organization_id: org.clone(), job_id: id.clone() };
+    assert_eq!(shared::jobs::worker::run(&state, &event, worker_options()).await.unwrap(), Outcome::Succeeded);
+    let stored = store.get(&org, &id).await.unwrap().unwrap();
+    assert_eq!(stored.failures, 1, "the killed invocation was counted");
+    // ...and one that is killed every time ends failed instead of being retried forever.
+    let id = create_job(&state, &tok, json!({"format": "json"})).await.body["data"]["id"].as_str().unwrap().to_string();
+    worker.pending();
+    assert!(store.claim(&org, &id, "killed-invocation", shared::jobs::now_ms() + 60_000).await.unwrap().is_some());
+    age_job(&state, &org, &id, &[("leaseUntil", ms_ago(1)), ("failures", AttributeValue::N((shared::jobs::MAX_FAILURES - 1).to_string()))]).await;
+    let event = shared::jobs::JobRef { organization_id: org.clone(), job_id: id.clone() };
+    assert_eq!(shared::jobs::worker::run(&state, &event, worker_options()).await.unwrap(), Outcome::Failed);
+    let failed = get_job(&state, &tok, &id).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["reason"].as_str().unwrap().contains("time limit or memory"), "{failed}");
+
     // A job whose invocations keep failing ends failed, with a reason, instead of running forever.
     let id = create_job(&state, &tok, json!({"format": "csv"})).await.body["data"]["id"].as_str().unwrap().to_string();
     worker.pending();

@@ -53,8 +53,8 @@ async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_an_
     assert_eq!(a.status, 202, "{}", a.body);
     let id = a.body["data"]["id"].as_str().unwrap().to_string();
     let jobs = JobStore::new(&state);
-    let zero = Options { budget: std::time::Duration::ZERO, fault_after_parts: None };
-    let killed = Options { budget: std::time::Duration::from_secs(600), fault_after_parts: Some(2) };
+    let zero = Options { budget: std::time::Duration::ZERO, lifetime: None, fault_after_parts: None };
+    let killed = Options { budget: std::time::Duration::from_secs(600), lifetime: None, fault_after_parts: Some(2) };
     let (mut invocations, mut progress, mut crashed) = (0, vec![0u64], false);
     let mut queue: Vec<JobRef> = worker.pending();
     while let Some(event) = queue.pop() {

@@ -238,6 +238,10 @@ impl<'a> Producer<'a> {
             }
             ExportSpec::Conversation { agent_id, convo_id, format } => {
                 self.done = true;
+                if self.position.is_some() {
+                    // Resumed after its only item: nothing is left to produce.
+                    return Ok(Some(Vec::new()));
+                }
                 let store = ConvoStore::new(&self.state.dynamo, &self.state.config.table_name);
                 let header = store
                     .get_header(&self.org, agent_id, convo_id)

@@ -377,18 +377,21 @@ impl<'a> JobStore<'a> {
         Ok(())
     }
 
-    /// Saves a checkpoint and the progress it stands for; `Ok(false)` when the lease was lost.
-    pub async fn checkpoint(&self, org: &str, id: &str, owner: &str, cp: &Checkpoint) -> Result<bool, ApiError> {
+    /// Saves a checkpoint and the progress it stands for (never below `floor`, the progress
+    /// already shown, so `processed` only grows); progress resets the failure count.
+    /// `Ok(false)` when the lease was lost.
+    pub async fn checkpoint(&self, org: &str, id: &str, owner: &str, cp: &Checkpoint, floor: u64) -> Result<bool, ApiError> {
         let value = serde_dynamo::to_attribute_value(cp).map_err(|e| ApiError::internal("encode checkpoint", e))?;
         let updated = self
             .update(
                 org,
                 id,
-                "SET #checkpoint = :cp, #processed = :items, #skipped = :skipped, #bytes = :bytes",
+                "SET #checkpoint = :cp, #processed = :items, #skipped = :skipped, #bytes = :bytes, #failures = :zero",
                 "#leaseOwner = :owner AND #status = :running",
                 HashMap::from([
                     (":cp".into(), value),
-                    (":items".into(), n(cp.items)),
+                    (":zero".into(), n(0)),
+                    (":items".into(), n(cp.items.max(floor))),
                     (":skipped".into(), n(cp.skipped)),
                     (":bytes".into(), n(cp.bytes)),
                     (":owner".into(), s(owner)),
@@ -411,6 +414,24 @@ impl<'a> JobStore<'a> {
             )
             .await?;
         Ok(updated.is_some())
+    }
+
+    /// Counts an invocation that died holding the lease (a timeout or out of memory), found by
+    /// the invocation that took the lease after it. Answers the job as updated.
+    pub async fn record_stall(&self, org: &str, id: &str, owner: &str) -> Result<Option<Job>, ApiError> {
+        self.update(
+            org,
+            id,
+            "SET #lastError = :error, #failures = if_not_exists(#failures, :zero) + :one",
+            "#leaseOwner = :owner",
+            HashMap::from([
+                (":zero".into(), n(0)),
+                (":one".into(), n(1)),
+                (":error".into(), s("the worker was stopped before it finished (time limit or memory)")),
+                (":owner".into(), s(owner)),
+            ]),
+        )
+        .await
     }
 
     /// Records a failed invocation and frees the lease, so a retry can resume at once.

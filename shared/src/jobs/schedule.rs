@@ -139,38 +139,21 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::
         .into_paginator()
         .items()
         .send();
+    let mut failed = 0;
     while let Some(item) = pages.next().await {
         let item = item.ctx("list organizations")?;
         let Some(org) = item.get("organizationId").and_then(|v| v.as_s().ok()).cloned() else { continue };
         organizations += 1;
-        // The index may lag the table: read the watermark from the item itself.
-        let after = watermark(state, &org).await?.unwrap_or_else(|| EPOCH.to_string());
-        if up_to <= after || snapshots.changed(&org, &after, &up_to, None, 1).await?.0.is_empty() {
-            unchanged += 1;
-            continue;
-        }
-        let spec = ExportSpec::Training {
-            format: Format::Jsonl,
-            filters: Filters::default(),
-            system: None,
-            changed: Some(Window { after, up_to: up_to.clone() }),
-        };
-        let job = new_job(&org, spec, Trigger::Schedule, job_id(scheduled, &org));
-        let job = if jobs.insert(&job).await? {
-            created += 1;
-            job
-        } else {
-            match jobs.get(&org, &job.id).await? {
-                Some(existing) if !existing.status.is_terminal() => {
-                    resumed += 1;
-                    existing
-                }
-                _ => continue,
+        // One organization's trouble must not stop the others; the run fails at the end, so
+        // the Scheduler retries it, and a retry repeats nothing that was done.
+        match export_org(state, &jobs, &snapshots, &org, scheduled, &up_to).await {
+            Ok(Some(true)) => created += 1,
+            Ok(Some(false)) => resumed += 1,
+            Ok(None) => unchanged += 1,
+            Err(e) => {
+                failed += 1;
+                tracing::error!(org, error = %e, "scheduled export of an organization failed");
             }
-        };
-        // A repeated hand-over is harmless: the worker's lease lets one invocation run it.
-        if let Err(e) = state.jobs.dispatch(&job.reference()).await {
-            tracing::error!(org, job = %job.id, error = %e, "could not hand the scheduled export to the worker");
         }
     }
     let summary = json!({
@@ -180,7 +163,54 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::
         "jobsCreated": created,
         "jobsResumed": resumed,
         "unchanged": unchanged,
+        "failed": failed,
     });
     tracing::info!(%summary, "scheduled export run");
+    if failed > 0 {
+        return Err(ApiError::new(crate::error::ErrorKind::Unavailable, format!("{failed} organizations could not be exported; retry")));
+    }
     Ok(summary)
+}
+
+/// One organization's part of a run: `Some(true)` a new job, `Some(false)` this run's job
+/// existed already, `None` nothing changed. Also revives the organization's stale jobs, since
+/// nobody may poll a scheduled job.
+async fn export_org(
+    state: &AppState,
+    jobs: &JobStore<'_>,
+    snapshots: &SnapshotStore<'_>,
+    org: &str,
+    scheduled: chrono::DateTime<chrono::Utc>,
+    up_to: &str,
+) -> Result<Option<bool>, ApiError> {
+    for job in jobs.list(org, 20, None).await?.0 {
+        if job.is_stale(super::now_ms()) {
+            super::revive(state, job).await?;
+        }
+    }
+    // The index may lag the table: read the watermark from the item itself.
+    let after = watermark(state, org).await?.unwrap_or_else(|| EPOCH.to_string());
+    if up_to <= after.as_str() || snapshots.changed(org, &after, up_to, None, 1).await?.0.is_empty() {
+        return Ok(None);
+    }
+    let spec = ExportSpec::Training {
+        format: Format::Jsonl,
+        filters: Filters::default(),
+        system: None,
+        changed: Some(Window { after, up_to: up_to.to_string() }),
+    };
+    let job = new_job(org, spec, Trigger::Schedule, job_id(scheduled, org));
+    let (job, created) = if jobs.insert(&job).await? {
+        (job, true)
+    } else {
+        match jobs.get(org, &job.id).await? {
+            Some(existing) if !existing.status.is_terminal() => (existing, false),
+            _ => return Ok(None),
+        }
+    };
+    // A repeated hand-over is harmless: the worker's lease lets one invocation run it.
+    if let Err(e) = state.jobs.dispatch(&job.reference()).await {
+        tracing::error!(org, job = %job.id, error = %e, "could not hand the scheduled export to the worker");
+    }
+    Ok(Some(created))
 }

@@ -31,14 +31,20 @@ use crate::AppState;
 
 /// Time kept back from an invocation's deadline for the last part and the hand-over.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+/// S3's smallest part (except the last).
+const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
 /// The checkpoint position that means "every part is uploaded; only completion is left".
 const FINISHED: &str = "~finished";
 
 /// How one invocation runs.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Work time before checkpointing and handing over (checked after each part).
+    /// Work time before checkpointing and handing over (checked after each item).
     pub budget: Duration,
+    /// How long the invocation may live at most (Lambda: until its deadline); the lease lasts
+    /// that long, so no other invocation can take the job while this one may still write.
+    /// `None`: the budget plus [`DEADLINE_MARGIN`].
+    pub lifetime: Option<Duration>,
     /// Fault injection for tests: the upload of part `n + 1` fails as S3 failing would.
     pub fault_after_parts: Option<usize>,
 }
@@ -59,10 +65,12 @@ pub enum Outcome {
 /// The budget of an invocation ending at `deadline_ms` (epoch ms): the configured budget, or
 /// the time left less [`DEADLINE_MARGIN`].
 pub fn budget_for(state: &AppState, deadline_ms: u64) -> Duration {
-    state.config.export_job_budget.unwrap_or_else(|| {
-        let left = Duration::from_millis(deadline_ms.saturating_sub(super::now_ms().max(0) as u64));
-        left.saturating_sub(DEADLINE_MARGIN)
-    })
+    let left = time_left(deadline_ms);
+    state.config.export_job_budget.map_or_else(|| left.saturating_sub(DEADLINE_MARGIN), |b| b.min(left.saturating_sub(DEADLINE_MARGIN)))
+}
+
+fn time_left(deadline_ms: u64) -> Duration {
+    Duration::from_millis(deadline_ms.saturating_sub(super::now_ms().max(0) as u64))
 }
 
 fn permanent(e: &ApiError) -> bool {
@@ -85,11 +93,30 @@ pub async fn run(state: &AppState, job: &JobRef, options: Options) -> Result<Out
         return Ok(Outcome::Failed);
     }
     let owner = format!("{:032x}", rand::random::<u128>());
-    let lease_until = super::now_ms() + (options.budget + DEADLINE_MARGIN).as_millis() as i64;
-    let Some(job) = store.claim(org, id, &owner, lease_until).await? else {
+    let lifetime = options.lifetime.unwrap_or(options.budget + DEADLINE_MARGIN);
+    let lease_until = super::now_ms() + lifetime.as_millis() as i64;
+    let Some(mut job) = store.claim(org, id, &owner, lease_until).await? else {
         tracing::info!(job = %id, "export job is held by another invocation or has ended");
         return Ok(Outcome::Skipped);
     };
+    if found.lease_owner.is_some() {
+        // The previous holder never let go: it was killed (time limit, memory). Count it, so a
+        // job that cannot finish ends failed instead of being retried forever.
+        tracing::warn!(job = %id, "the previous invocation died holding the job");
+        if let Some(counted) = store.record_stall(org, id, &owner).await? {
+            if counted.failures >= MAX_FAILURES {
+                let reason = format!(
+                    "The export failed {} times (last: {}). Create it again; if it keeps failing, narrow its filters.",
+                    counted.failures,
+                    counted.last_error.as_deref().unwrap_or("the worker stopped")
+                );
+                abort_upload(state, &counted).await;
+                store.fail(org, id, &reason).await?;
+                return Ok(Outcome::Failed);
+            }
+            job = counted;
+        }
+    }
     let mut upload: Option<String> = None;
     match execute(state, &store, &job, &owner, &options, &mut upload).await {
         Ok(outcome) => Ok(outcome),
@@ -101,10 +128,13 @@ pub async fn run(state: &AppState, job: &JobRef, options: Options) -> Result<Out
         }
         Err(e) => {
             tracing::error!(job = %id, error = %e, "export job invocation failed; it will be retried from its checkpoint");
-            // An upload this invocation started but never checkpointed would be orphaned.
-            let checkpointed = store.get(org, id).await.ok().flatten().and_then(|j| j.checkpoint).map(|c| c.upload_id);
-            if upload.is_some() && upload != checkpointed {
-                abort(state, &job.key, upload.as_deref()).await;
+            // An upload this invocation started but never checkpointed would be orphaned; only
+            // a successful read can tell (a failed one must not lose the checkpointed upload).
+            if let Ok(Some(now)) = store.get(org, id).await {
+                let checkpointed = now.checkpoint.map(|c| c.upload_id);
+                if upload.is_some() && upload != checkpointed {
+                    abort(state, &job.key, upload.as_deref()).await;
+                }
             }
             let message = match e.kind {
                 ErrorKind::Unavailable => e.message.clone(),
@@ -176,6 +206,7 @@ async fn execute(
         sink = sink.with_fault_after_parts(n);
     }
     let mut parts = sink.parts();
+    let floor = job.processed;
     while let Some(items) = producer.next().await? {
         for item in items {
             if !item.bytes.is_empty() {
@@ -183,10 +214,19 @@ async fn execute(
                 *upload = sink.upload_state().map(|u| u.upload_id);
                 written?;
             }
-            if sink.parts() == parts {
+            let over = started.elapsed() >= options.budget;
+            if over && sink.parts() == parts && sink.pending() >= MIN_PART_BYTES {
+                // Over budget before the part filled: a smaller (still valid) part ends here.
+                let flushed = sink.flush().await;
+                *upload = sink.upload_state().map(|u| u.upload_id);
+                flushed?;
+            }
+            // A resume point: a part just ended with this item, or (over budget) nothing is
+            // buffered since the last part (skipped items).
+            let at_boundary = sink.parts() > parts || (over && sink.pending() == 0 && sink.parts() > 0);
+            if !at_boundary {
                 continue;
             }
-            // A part was uploaded and ends with this item: a resume point.
             parts = sink.parts();
             let Some(state_now) = sink.upload_state() else { continue };
             let cp = Checkpoint {
@@ -197,11 +237,11 @@ async fn execute(
                 skipped: item.counts.skipped,
                 bytes: sink.bytes(),
             };
-            if !store.checkpoint(org, &job.id, owner, &cp).await? {
+            if !store.checkpoint(org, &job.id, owner, &cp, floor).await? {
                 tracing::warn!(job = %job.id, "lost the lease; another invocation continues");
                 return Ok(Outcome::Skipped);
             }
-            if started.elapsed() >= options.budget {
+            if over {
                 store.hand_over(org, &job.id, owner).await?;
                 if let Err(e) = state.jobs.dispatch(&job.reference()).await {
                     tracing::error!(job = %job.id, error = %e, "could not hand the job over; a later read retries");
@@ -230,7 +270,7 @@ async fn execute(
         skipped: counts.skipped,
         bytes: sink.bytes(),
     };
-    if !store.checkpoint(org, &job.id, owner, &cp).await? {
+    if !store.checkpoint(org, &job.id, owner, &cp, floor).await? {
         return Ok(Outcome::Skipped);
     }
     complete(state, store, job, owner, sink, counts).await
@@ -251,11 +291,13 @@ async fn complete(
 }
 
 async fn succeed(state: &AppState, store: &JobStore<'_>, job: &Job, owner: &str, bytes: u64, counts: Counts) -> Result<Outcome, ApiError> {
-    if store.succeed(job, owner, bytes, counts.items, counts.skipped).await?.is_none() {
-        return Ok(Outcome::Skipped);
-    }
+    // The watermark first: it only moves forward, so a retry after a failure in between
+    // repeats it harmlessly, while the other order could end the job and keep the watermark.
     if let (Trigger::Schedule, ExportSpec::Training { changed: Some(window), .. }) = (job.trigger, &job.params) {
         super::schedule::advance_watermark(state, &job.organization_id, &window.up_to).await?;
+    }
+    if store.succeed(job, owner, bytes, counts.items, counts.skipped).await?.is_none() {
+        return Ok(Outcome::Skipped);
     }
     tracing::info!(job = %job.id, items = counts.items, bytes, "export job succeeded");
     Ok(Outcome::Succeeded)
@@ -330,7 +372,8 @@ pub async fn abort_upload(state: &AppState, job: &Job) {
 /// The worker function's handler: runs the job of the event; an error makes Lambda retry.
 pub async fn handle(state: &AppState, event: lambda_runtime::LambdaEvent<JobRef>) -> Result<serde_json::Value, ApiError> {
     let budget = budget_for(state, event.context.deadline);
-    let outcome = run(state, &event.payload, Options { budget, fault_after_parts: None }).await?;
+    let lifetime = Some(time_left(event.context.deadline));
+    let outcome = run(state, &event.payload, Options { budget, lifetime, fault_after_parts: None }).await?;
     Ok(serde_json::json!({ "jobId": event.payload.job_id, "outcome": format!("{outcome:?}") }))
 }
 
@@ -352,7 +395,7 @@ pub async fn serve_channel(state: Arc<AppState>, mut events: tokio::sync::mpsc::
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_secs(u64::from(attempt) * 2)).await;
                 }
-                match run(&state, &job, Options { budget, fault_after_parts: None }).await {
+                match run(&state, &job, Options { budget, lifetime: None, fault_after_parts: None }).await {
                     Ok(_) => return,
                     Err(e) => tracing::warn!(job = %job.job_id, attempt, error = %e, "worker invocation failed"),
                 }

@@ -192,7 +192,7 @@ impl Worker {
 
 /// Worker options with a generous budget.
 pub fn worker_options() -> shared::jobs::worker::Options {
-    shared::jobs::worker::Options { budget: std::time::Duration::from_secs(600), fault_after_parts: None }
+    shared::jobs::worker::Options { budget: std::time::Duration::from_secs(600), lifetime: None, fault_after_parts: None }
 }
 
 /// A small snapshot (one exchange) for bulk seeding with `SnapshotStore::import`; `i` makes
