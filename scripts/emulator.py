@@ -18,12 +18,16 @@ moto, which checks every candidate again itself.
 moto re-measures a whole item on every attribute it sets, to enforce the 400 KB item limit; a
 running (over)estimate skips that until an item nears 300 KB, where the exact check runs as
 before. And moto names ListParts' answer ListPartsResponse instead of S3's ListPartsResult,
-which the AWS SDK rejects; the root element is renamed.
+which the AWS SDK rejects; the root element is renamed. DynamoDB reads (Query, GetItem,
+BatchGetItem, Scan) are dumped as JSON directly instead of through moto's model-driven
+serialiser (EMULATOR_VERIFY=1 compares both on every answer).
 
 Usage: emulator.py PORT
 """
 
 import bisect
+import json
+import os
 import signal
 import sys
 import threading
@@ -33,6 +37,7 @@ import copy
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict, bytesize
 from moto.dynamodb.models.table import LocalSecondaryIndex, Table
+from moto.core.serialize import BaseJSONSerializer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
@@ -165,6 +170,38 @@ def _estimated_setitem(self, key, value):
     self.__dict__["_estimate"] = (size or 0) + added if size is not None else None
 
 
+# DynamoDB reads answer plain JSON: moto's model-driven serialiser walks every attribute of every
+# item through the service model, which dominated large exports. Items are already JSON-shaped,
+# so they are dumped directly; anything not JSON-native takes moto's own path.
+FAST_READS = {"Query", "GetItem", "BatchGetItem", "Scan"}
+_moto_serialize_result = BaseJSONSerializer._serialize_result
+
+
+def _without_none(value):
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def _fast_serialize_result(self, resp, result):
+    op = self.operation_model
+    if op.service_model.service_name != "dynamodb" or op.name not in FAST_READS or not isinstance(result, dict):
+        return _moto_serialize_result(self, resp, result)
+    try:
+        body = json.dumps(_without_none(result))
+    except (TypeError, ValueError):
+        return _moto_serialize_result(self, resp, result)
+    if os.environ.get("EMULATOR_VERIFY"):
+        slow = _moto_serialize_result(self, {"status_code": 200, "headers": {}, "body": ""}, result)
+        if json.loads(slow["body"]) != json.loads(body):
+            print(f"EMULATOR_VERIFY mismatch in {op.name}", file=sys.stderr, flush=True)
+    resp["body"] = body
+    resp["headers"]["Content-Type"] = self._get_protocol_specific_content_type()
+    return resp
+
+
 def main() -> None:
     port = int(sys.argv[1])
     app = DomainDispatcherApplication(create_backend_app)
@@ -173,6 +210,7 @@ def main() -> None:
     dynamodb_models.copy = table_copies
     Table.query = _partition_query
     LimitedSizeDict.__setitem__ = _estimated_setitem
+    BaseJSONSerializer._serialize_result = _fast_serialize_result
 
     def serialised(environ, start_response):
         answer = {}
