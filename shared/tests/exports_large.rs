@@ -103,7 +103,11 @@ async fn a_40_mb_export_through_s3_is_byte_identical_to_inline_with_bounded_memo
 
     // Inline (limit raised for the comparison): the same bytes.
     let clock = std::time::Instant::now();
-    let big = state_with(|c| c.inline_export_max_bytes = 64 << 20).await;
+    let big = state_with(|c| {
+        c.inline_export_max_bytes = 64 << 20;
+        c.export_sync_budget = std::time::Duration::from_secs(3600);
+    })
+    .await;
     let inline = call(&big, "GET", "/api/training/export?format=jsonl", &tok, None).await;
     assert_eq!(inline.status, 200);
     println!("inline export in {:?}", clock.elapsed());
