@@ -300,11 +300,26 @@ impl<'a> ConvoStore<'a> {
         limit: usize,
         start: Option<HashMap<String, AttributeValue>>,
     ) -> Result<(Vec<Convo>, Option<HashMap<String, AttributeValue>>), ApiError> {
+        let out = self.activity_query(org, agent, from, to, limit, start).await?;
+        let convos = serde_dynamo::from_items(out.items.unwrap_or_default())
+            .map_err(|e| ApiError::internal("decode conversations", e))?;
+        Ok((convos, out.last_evaluated_key))
+    }
+
+    /// One Query of an agent's conversations on the activity index (GSI1), newest first.
+    async fn activity_query(
+        &self,
+        org: &str,
+        agent: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: usize,
+        start: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<aws_sdk_dynamodb::operation::query::QueryOutput, ApiError> {
         // GSI1SK is `<ts>#<convo>`; `~` sorts after every id character, so `<to>#~` is inclusive.
         let lo = from.map_or_else(|| "0".to_string(), |f| f.to_string());
         let hi = to.map_or_else(|| "~".to_string(), |t| format!("{t}#~"));
-        let out = self
-            .client
+        self.client
             .query()
             .table_name(self.table)
             .index_name(GSI1.name)
@@ -319,10 +334,7 @@ impl<'a> ConvoStore<'a> {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .ctx("list conversations")?;
-        let convos = serde_dynamo::from_items(out.items.unwrap_or_default())
-            .map_err(|e| ApiError::internal("decode conversations", e))?;
-        Ok((convos, out.last_evaluated_key))
+            .ctx("list conversations")
     }
 
     /// Like [`Self::list_active`] for exports and jobs: each conversation with its activity key
@@ -346,25 +358,7 @@ impl<'a> ConvoStore<'a> {
                 (GSI1.sk.to_string(), s(key)),
             ]))
         });
-        let lo = from.map_or_else(|| "0".to_string(), |f| f.to_string());
-        let hi = to.map_or_else(|| "~".to_string(), |t| format!("{t}#~"));
-        let out = self
-            .client
-            .query()
-            .table_name(self.table)
-            .index_name(GSI1.name)
-            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
-            .expression_attribute_names("#pk", GSI1.pk)
-            .expression_attribute_names("#sk", GSI1.sk)
-            .expression_attribute_values(":pk", s(agent_pk(org, agent)))
-            .expression_attribute_values(":lo", s(lo))
-            .expression_attribute_values(":hi", s(hi))
-            .scan_index_forward(false)
-            .limit(limit.clamp(1, 1000) as i32)
-            .set_exclusive_start_key(exclusive_start)
-            .send()
-            .await
-            .ctx("list conversations")?;
+        let out = self.activity_query(org, agent, from, to, limit, exclusive_start).await?;
         let more = out.last_evaluated_key.is_some();
         let mut page = Vec::new();
         for item in out.items.unwrap_or_default() {

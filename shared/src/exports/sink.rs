@@ -256,17 +256,7 @@ impl<'a> ExportSink<'a> {
     /// Aborts the multipart upload, if one was started (best effort, logged).
     pub async fn abort(&mut self) {
         if let Some(upload) = self.upload.take() {
-            let result = self
-                .s3
-                .abort_multipart_upload()
-                .bucket(&self.spec.bucket)
-                .key(&self.spec.key)
-                .upload_id(&upload.id)
-                .send()
-                .await;
-            if let Err(e) = result {
-                tracing::error!(key = %self.spec.key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not abort export upload");
-            }
+            abort_upload(self.s3, &self.spec.bucket, &self.spec.key, &upload.id).await;
         }
     }
 
@@ -314,6 +304,15 @@ impl<'a> ExportSink<'a> {
             .ctx("complete export upload")?;
         self.upload = None;
         Ok(Finished::Stored { key, bytes: self.total })
+    }
+}
+
+/// Aborts a multipart upload, so none of its parts stay stored (best effort: a failure is
+/// logged, and the bucket's lifecycle rule removes incomplete uploads later).
+pub async fn abort_upload(s3: &Client, bucket: &str, key: &str, upload_id: &str) {
+    let result = s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await;
+    if let Err(e) = result {
+        tracing::error!(key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not abort an export upload");
     }
 }
 

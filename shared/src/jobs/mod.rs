@@ -527,6 +527,15 @@ pub async fn start(state: &AppState, org: &str, spec: ExportSpec, trigger: Trigg
     Ok(job)
 }
 
+/// Fails a job that has failed [`MAX_FAILURES`] times, with a reason that says so, and aborts
+/// its upload. Answers the job as it now stands.
+pub async fn give_up(state: &AppState, job: Job) -> Result<Job, ApiError> {
+    let last = job.last_error.as_deref().unwrap_or("the worker stopped responding");
+    let reason = format!("The export failed {} times (last: {last}). Create it again; if it keeps failing, narrow its filters.", job.failures);
+    worker::abort_upload(state, &job).await;
+    Ok(JobStore::new(state).fail(&job.organization_id, &job.id, &reason).await?.unwrap_or(job))
+}
+
 /// Deals with a stale job found by a read: hands it to the worker again, or, after
 /// [`MAX_FAILURES`] failed invocations, fails it with a reason (aborting its upload).
 /// Answers the job as it now stands.
@@ -534,13 +543,10 @@ pub async fn revive(state: &AppState, job: Job) -> Result<Job, ApiError> {
     if !job.is_stale(now_ms()) {
         return Ok(job);
     }
-    let store = JobStore::new(state);
     if job.failures >= MAX_FAILURES {
-        let last = job.last_error.clone().unwrap_or_else(|| "the worker stopped responding".into());
-        let reason = format!("The export failed {} times (last: {last}). Create it again; if it keeps failing, narrow its filters.", job.failures);
-        worker::abort_upload(state, &job).await;
-        return Ok(store.fail(&job.organization_id, &job.id, &reason).await?.unwrap_or(job));
+        return give_up(state, job).await;
     }
+    let store = JobStore::new(state);
     if store.redispatch(&job).await? {
         tracing::warn!(job = %job.id, failures = job.failures, "stale export job: handing it to the worker again");
         // The read still answers; the next read after the stale period tries again.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 
 use super::{Checkpoint, Job, JobRef, JobStore, Trigger, MAX_FAILURES};
-use crate::error::{ApiError, ErrorKind, SdkResultExt};
+use crate::error::{ApiError, ErrorKind};
 use crate::exports::producer::{ExportSpec, Producer};
 use crate::exports::sink::{ExportSink, Finished, ObjectSpec, UploadState};
 use crate::exports::{attachment, Counts};
@@ -89,7 +89,7 @@ pub async fn run(state: &AppState, job: &JobRef, options: Options) -> Result<Out
         return Ok(Outcome::Skipped);
     }
     if found.failures >= MAX_FAILURES {
-        super::revive(state, Job { lease_until: 0, dispatched_at: 0, ..found }).await?;
+        super::give_up(state, found).await?;
         return Ok(Outcome::Failed);
     }
     let owner = format!("{:032x}", rand::random::<u128>());
@@ -105,13 +105,7 @@ pub async fn run(state: &AppState, job: &JobRef, options: Options) -> Result<Out
         tracing::warn!(job = %id, "the previous invocation died holding the job");
         if let Some(counted) = store.record_stall(org, id, &owner).await? {
             if counted.failures >= MAX_FAILURES {
-                let reason = format!(
-                    "The export failed {} times (last: {}). Create it again; if it keeps failing, narrow its filters.",
-                    counted.failures,
-                    counted.last_error.as_deref().unwrap_or("the worker stopped")
-                );
-                abort_upload(state, &counted).await;
-                store.fail(org, id, &reason).await?;
+                super::give_up(state, counted).await?;
                 return Ok(Outcome::Failed);
             }
             job = counted;
@@ -347,20 +341,10 @@ async fn object_exists(state: &AppState, key: &str) -> Result<bool, ApiError> {
     }
 }
 
-/// Aborts a multipart upload (best effort, logged).
+/// Aborts `upload_id` of `key`, if any (best effort, logged).
 async fn abort(state: &AppState, key: &str, upload_id: Option<&str>) {
-    let Some(upload_id) = upload_id else { return };
-    let result = state
-        .s3
-        .abort_multipart_upload()
-        .bucket(&state.config.bucket_name)
-        .key(key)
-        .upload_id(upload_id)
-        .send()
-        .await
-        .ctx("abort export upload");
-    if let Err(e) = result {
-        tracing::error!(key, error = %e, "could not abort an export upload; the bucket's lifecycle rule removes it");
+    if let Some(upload_id) = upload_id {
+        crate::exports::sink::abort_upload(&state.s3, &state.config.bucket_name, key, upload_id).await;
     }
 }
 
