@@ -115,10 +115,11 @@ impl Authenticator {
             .get(header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("Missing bearer token: send `Authorization: Bearer <token>`"))?;
         let value = value.to_str().map_err(|_| ApiError::unauthorized("Malformed Authorization header"))?;
+        // Exactly one form, `Bearer <compact JWS>`: other schemes, casings, extra whitespace and
+        // several credentials joined by a proxy are refused rather than guessed at.
         let token = value
             .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .filter(|t| is_compact_jws(t))
             .ok_or_else(|| ApiError::unauthorized("Malformed Authorization header: expected `Bearer <token>`"))?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
             let message = match e.kind() {
@@ -128,7 +129,9 @@ impl Authenticator {
                 JwtErrorKind::InvalidAlgorithm => "Token algorithm not accepted",
                 JwtErrorKind::InvalidIssuer => "Token issuer not accepted",
                 JwtErrorKind::InvalidAudience => "Token audience not accepted",
-                JwtErrorKind::MissingRequiredClaim(_) | JwtErrorKind::Json(_) => "Token claims are invalid",
+                JwtErrorKind::MissingRequiredClaim(_) | JwtErrorKind::InvalidClaimFormat(_) | JwtErrorKind::Json(_) => {
+                    "Token claims are invalid"
+                }
                 _ => "Malformed token",
             };
             ApiError::unauthorized(message)
@@ -148,6 +151,11 @@ impl Authenticator {
             family_name: claims.family_name,
         })
     }
+}
+
+/// Whether `token` has the characters of a compact JWS: base64url segments separated by dots.
+fn is_compact_jws(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Signs an HS256 token; used by the local server to print a development token, and by tests.
