@@ -7,6 +7,17 @@ use std::time::Duration;
 
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion};
 
+/// Attempts per AWS call (the first and two retries), throttling included.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Base of the exponential backoff between attempts (full jitter on top).
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait for a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for one attempt's answer.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
+/// Longest an AWS call may take, every attempt and backoff included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Builds the DynamoDB, S3 and Lambda clients from the environment.
 ///
 /// Retries are explicit (standard mode, 3 attempts, exponential backoff with jitter) so a
@@ -14,12 +25,12 @@ use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion};
 /// that an unreachable store answers 503 well inside API Gateway's 29 seconds.
 pub async fn clients() -> (aws_sdk_dynamodb::Client, aws_sdk_s3::Client, aws_sdk_lambda::Client) {
     let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(3).with_initial_backoff(Duration::from_millis(50)))
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS).with_initial_backoff(INITIAL_BACKOFF))
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(8))
-                .operation_timeout(Duration::from_secs(20))
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
                 .build(),
         )
         .load()

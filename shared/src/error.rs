@@ -158,7 +158,17 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalServerError",
     "ServiceUnavailable",
     "SlowDown",
+    // S3's names for a failure on its side and for a request it gave up waiting on.
+    "InternalError",
+    "RequestTimeout",
 ];
+
+/// Whether an AWS answer's HTTP status says the fault is on the service's side (5xx): that is
+/// an outage to retry, whatever its error code (S3's `InternalError`, an unknown code).
+fn server_side<R: 'static>(raw: &R) -> bool {
+    let raw: &dyn std::any::Any = raw;
+    raw.downcast_ref::<aws_sdk_dynamodb::config::http::HttpResponse>().is_some_and(|r| r.status().is_server_error())
+}
 
 /// Turns an AWS SDK error into an [`ApiError`], logging it with its context.
 pub fn from_sdk<E, R>(context: &'static str, err: SdkError<E, R>) -> ApiError
@@ -168,7 +178,7 @@ where
 {
     let transient = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(e) => e.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c)),
+        SdkError::ServiceError(e) => e.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c)) || server_side(e.raw()),
         _ => false,
     };
     if transient {
