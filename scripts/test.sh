@@ -23,3 +23,6 @@ echo "== cargo test (emulator on $AWS_ENDPOINT_URL)"
 cargo build --quiet -p local-server
 ./target/debug/local-server setup
 cargo test --workspace --all-targets "$@"
+
+echo "== schemathesis: openapi.yaml against the local server"
+./scripts/schemathesis.sh

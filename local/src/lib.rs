@@ -65,11 +65,15 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
         Err(true) => {
             let e = ApiError::new(ErrorKind::MethodNotAllowed, format!("{method} is not supported on {path}"));
             let mut response = to_hyper(e.into_response(envelope));
-            let allowed: Vec<&str> = routes::ROUTES
+            // The methods of the most specific matching template, the resource the path is (as
+            // the spec sees it): `/agents/a/convos/export` is the export (GET), although a PUT
+            // there would reach `/agents/{agentId}/convos/{convoId}`.
+            let matching: Vec<(&routes::Route, usize)> = routes::ROUTES
                 .iter()
-                .filter(|r| routes::match_path(r.path, &path).is_some())
-                .map(|r| r.method)
+                .filter_map(|r| routes::match_path(r.path, &path).map(|p| (r, p.len())))
                 .collect();
+            let fewest = matching.iter().map(|(_, n)| *n).min().unwrap_or(0);
+            let allowed: Vec<&str> = matching.iter().filter(|(_, n)| *n == fewest).map(|(r, _)| r.method).collect();
             if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
                 response.headers_mut().insert(http::header::ALLOW, v);
             }

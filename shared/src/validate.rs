@@ -59,9 +59,44 @@ impl Issues {
     }
 }
 
+/// `deserialize_with` for an optional count in a JSON body: JSON Schema's `integer` (what
+/// `openapi.yaml` promises) includes `5.0`, which serde's `usize` refuses; other fractions,
+/// negatives and non-numbers are still refused.
+pub fn optional_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    use serde::de::{Deserialize, Error};
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    if let Some(u) = n.as_u64() {
+        return usize::try_from(u).map(Some).map_err(|_| D::Error::custom(format!("{n} is too large")));
+    }
+    match n.as_f64() {
+        // Below 2^53 an f64 with no fraction is an exact integer.
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0 => Ok(Some(f as usize)),
+        _ => Err(D::Error::custom(format!("invalid value {n}, expected a non-negative integer"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default, deserialize_with = "optional_count")]
+        limit: Option<usize>,
+    }
+
+    #[test]
+    fn counts_accept_integral_numbers_only() {
+        let limit = |json: &str| serde_json::from_str::<Body>(json).map(|b| b.limit);
+        assert_eq!(limit("{}").unwrap(), None);
+        assert_eq!(limit(r#"{"limit":null}"#).unwrap(), None);
+        assert_eq!(limit(r#"{"limit":49990}"#).unwrap(), Some(49990));
+        assert_eq!(limit(r#"{"limit":49990.0}"#).unwrap(), Some(49990));
+        assert_eq!(limit(r#"{"limit":1e3}"#).unwrap(), Some(1000));
+        for bad in [r#"{"limit":1.5}"#, r#"{"limit":-1}"#, r#"{"limit":-1.0}"#, r#"{"limit":"5"}"#, r#"{"limit":1e300}"#] {
+            assert!(limit(bad).is_err(), "{bad} was accepted");
+        }
+    }
 
     #[test]
     fn tags_are_trimmed_deduplicated_and_bounded() {
