@@ -40,3 +40,16 @@ pub async fn clients() -> (aws_sdk_dynamodb::Client, aws_sdk_s3::Client, aws_sdk
     let s3_config = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(sdk.endpoint_url().is_some()).build();
     (dynamo, aws_sdk_s3::Client::from_conf(s3_config), aws_sdk_lambda::Client::new(&sdk))
 }
+
+/// The same DynamoDB and S3 clients (retries, timeouts, credentials, path-style addressing)
+/// sending to `endpoint` instead: another emulator, or a test's fault-injecting proxy.
+pub fn repointed(
+    dynamo: &aws_sdk_dynamodb::Client,
+    s3: &aws_sdk_s3::Client,
+    endpoint: &str,
+) -> (aws_sdk_dynamodb::Client, aws_sdk_s3::Client) {
+    (
+        aws_sdk_dynamodb::Client::from_conf(dynamo.config().to_builder().endpoint_url(endpoint).build()),
+        aws_sdk_s3::Client::from_conf(s3.config().to_builder().endpoint_url(endpoint).build()),
+    )
+}
