@@ -204,3 +204,30 @@ where
         self.map_err(|e| from_sdk(context, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::get_item::GetItemError;
+    use aws_smithy_types::body::SdkBody;
+
+    fn service_error(status: u16, code: &str) -> SdkError<GetItemError, HttpResponse> {
+        let raw = http::Response::builder().status(status).body(SdkBody::empty()).expect("response");
+        let raw = HttpResponse::try_from(raw).expect("http 1 response");
+        SdkError::service_error(GetItemError::generic(ErrorMetadata::builder().code(code).build()), raw)
+    }
+
+    #[test]
+    fn throttling_and_server_side_failures_are_503_and_client_errors_are_500() {
+        let kind = |status, code| from_sdk("test", service_error(status, code)).kind;
+        assert_eq!(kind(400, "ProvisionedThroughputExceededException"), ErrorKind::Unavailable);
+        assert_eq!(kind(500, "InternalError"), ErrorKind::Unavailable, "S3's own name");
+        assert_eq!(kind(502, "SomethingNew"), ErrorKind::Unavailable, "any 5xx");
+        assert_eq!(kind(400, "ValidationException"), ErrorKind::Internal, "a request we built wrong is our fault");
+        let response = from_sdk("test", service_error(503, "SlowDown")).into_response(Envelope::Convocore);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], RETRY_AFTER_SECONDS.to_string().as_str());
+    }
+}

@@ -243,6 +243,19 @@ fn assert_unavailable(a: &Answer, envelope: shared::Envelope) {
 #[tokio::test]
 async fn throttling_is_retried_by_the_sdk_and_answers_503_with_retry_after_once_attempts_run_out() {
     let direct = state().await;
+    // The retry and timeout settings are explicit on every client, not the SDK's defaults.
+    for (retry, timeouts) in [
+        (direct.dynamo.config().retry_config(), direct.dynamo.config().timeout_config()),
+        (direct.s3.config().retry_config(), direct.s3.config().timeout_config()),
+    ] {
+        let retry = retry.expect("retry configuration");
+        assert_eq!((retry.mode(), retry.max_attempts()), (aws_sdk_dynamodb::config::retry::RetryMode::Standard, MAX_ATTEMPTS));
+        assert_eq!(retry.initial_backoff(), shared::aws::INITIAL_BACKOFF);
+        let timeouts = timeouts.expect("timeout configuration");
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(shared::aws::ATTEMPT_TIMEOUT));
+        assert_eq!(timeouts.operation_timeout(), Some(shared::aws::OPERATION_TIMEOUT));
+        assert_eq!(timeouts.connect_timeout(), Some(shared::aws::CONNECT_TIMEOUT));
+    }
     let org = new_org();
     let tok = token(&org);
     let a = call(&direct, "PUT", "/agents/a1/convos/c1", &tok, Some(json!({"userName": "Jane"}))).await;
