@@ -22,15 +22,26 @@ which the AWS SDK rejects; the root element is renamed. DynamoDB reads (Query, G
 BatchGetItem, Scan) are dumped as JSON directly instead of through moto's model-driven
 serialiser (EMULATOR_VERIFY=1 compares both on every answer).
 
+moto reports a constant ConsumedCapacity. For reads that ask for it, the emulator computes it by
+DynamoDB's documented rules instead, so the benchmark's read cost is meaningful: item sizes
+(attribute names plus values), a Query or Scan page's items summed and rounded up to 4 KB, a
+GetItem or each BatchGetItem item rounded up on its own, half a unit per 4 KB when eventually
+consistent. It sees only the items returned, so a filter expression's discarded items are not
+counted (DynamoDB counts them).
+
 Usage: emulator.py PORT
 """
 
+import base64
 import bisect
+import io
 import json
+import math
 import os
 import signal
 import sys
 import threading
+import zlib
 
 import copy
 
@@ -202,6 +213,68 @@ def _fast_serialize_result(self, resp, result):
     return resp
 
 
+CAPACITY_READS = {"Query", "Scan", "GetItem", "BatchGetItem"}
+
+
+def _value_size(value: dict) -> int:
+    (kind, v), = value.items()
+    if kind == "S":
+        return len(v.encode())
+    if kind == "N":
+        digits = v.lstrip("-").replace(".", "").strip("0") or "0"
+        return 1 + math.ceil(len(digits) / 2)
+    if kind == "B":
+        return len(base64.b64decode(v))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(x.encode()) for x in v)
+    if kind == "NS":
+        return sum(_value_size({"N": x}) for x in v)
+    if kind == "BS":
+        return sum(len(base64.b64decode(x)) for x in v)
+    if kind == "L":
+        return 3 + sum(1 + _value_size(x) for x in v)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode()) + _value_size(x) for k, x in v.items())
+    return 0
+
+
+def _item_size(item: dict) -> int:
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _units(size: int, consistent: bool) -> float:
+    blocks = max(1, math.ceil(size / 4096))
+    return float(blocks) if consistent else blocks / 2
+
+
+def _with_read_capacity(action: str, request: dict, body: bytes) -> bytes:
+    """Replaces moto's constant ConsumedCapacity of a read by DynamoDB's rules."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body
+    if "ConsumedCapacity" not in answer:
+        return body
+    if action == "BatchGetItem":
+        per_table = []
+        for table, items in answer.get("Responses", {}).items():
+            consistent = bool(request.get("RequestItems", {}).get(table, {}).get("ConsistentRead"))
+            units = sum(_units(_item_size(item), consistent) for item in items)
+            per_table.append({"TableName": table, "CapacityUnits": units})
+        answer["ConsumedCapacity"] = per_table
+    else:
+        consistent = bool(request.get("ConsistentRead"))
+        if action == "GetItem":
+            item = answer.get("Item")
+            units = _units(_item_size(item), consistent) if item else 0.5
+        else:
+            units = _units(sum(_item_size(i) for i in answer.get("Items", [])), consistent)
+        answer["ConsumedCapacity"] = {"TableName": request.get("TableName"), "CapacityUnits": units}
+    return json.dumps(answer).encode()
+
+
 def main() -> None:
     port = int(sys.argv[1])
     app = DomainDispatcherApplication(create_backend_app)
@@ -219,14 +292,29 @@ def main() -> None:
             answer.update(status=status, headers=headers, exc_info=exc_info)
             return lambda data: None
 
+        action = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
+        capacity_request = None
+        if action in CAPACITY_READS:
+            raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(raw)
+            if b'"ReturnConsumedCapacity"' in raw:
+                try:
+                    capacity_request = json.loads(raw)
+                except ValueError:
+                    capacity_request = None
+                if capacity_request and capacity_request.get("ReturnConsumedCapacity", "NONE") == "NONE":
+                    capacity_request = None
         with lock:
             table_copies.tables.clear()
-            action = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
             if action and action not in READ_ACTIONS:
                 _global_partitions.clear()
             # Consume the response inside the lock: the body may still read backend state.
             body = b"".join(app(environ, capture))
         headers = answer["headers"]
+        if capacity_request is not None and answer["status"].startswith("200"):
+            body = _with_read_capacity(action, capacity_request, body)
+            fixed = {"content-length": str(len(body)), "x-amz-crc32": str(zlib.crc32(body))}
+            headers = [(k, fixed.get(k.lower(), v)) for k, v in headers]
         # moto names ListParts' root element ListPartsResponse; S3 (and so the SDK) says ListPartsResult.
         listing_parts = environ.get("REQUEST_METHOD") == "GET" and "uploadId=" in environ.get("QUERY_STRING", "")
         if listing_parts and b"<ListPartsResponse" in body[:300]:

@@ -92,6 +92,21 @@ pub async fn run_sync(state: &AppState, org: &str, spec: ExportSpec, delivery: D
     match result {
         Ok(true) => {
             let finished = sink.finish().await?;
+            let reads = producer.reads();
+            let bytes = match &finished {
+                Finished::Inline(b) => b.len() as u64,
+                Finished::Stored { bytes, .. } => *bytes,
+            };
+            // Cost and size of every export, for operators (and the benchmark, which reads it).
+            tracing::info!(
+                kind = spec.kind(),
+                items = producer.counts().items,
+                bytes,
+                items_read = reads.scanned,
+                read_capacity = reads.capacity,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "export finished"
+            );
             respond(state, &object, finished, producer.counts()).await
         }
         Ok(false) => {

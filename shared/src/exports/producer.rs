@@ -17,7 +17,7 @@ use super::{csv_record, Counts};
 use crate::convos::store::ConvoStore;
 use crate::convos::Convo;
 use crate::error::ApiError;
-use crate::snapshots::store::{Filters, SnapshotStore};
+use crate::snapshots::store::{Filters, ReadStats, SnapshotStore};
 use crate::snapshots::Snapshot;
 use crate::AppState;
 
@@ -145,6 +145,8 @@ pub struct Producer<'a> {
     convos: VecDeque<(Convo, String)>,
     /// The source has no page after the current one.
     source_done: bool,
+    /// What this producer read from DynamoDB (capacity as reported by `ReturnConsumedCapacity`).
+    reads: ReadStats,
 }
 
 impl<'a> Producer<'a> {
@@ -178,12 +180,19 @@ impl<'a> Producer<'a> {
             snapshots: VecDeque::new(),
             convos: VecDeque::new(),
             source_done: false,
+            reads: ReadStats::default(),
         }
     }
 
     /// Counts so far.
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+
+    /// What this producer has read from DynamoDB so far (snapshot exports; logged by callers
+    /// so an export's read cost shows in the function's logs).
+    pub fn reads(&self) -> ReadStats {
+        self.reads
     }
 
     /// Whether every item has been produced.
@@ -273,7 +282,9 @@ impl<'a> Producer<'a> {
             // Continue after the last snapshot read (produced or still pending: none are).
             let (page, more) = match changed {
                 None => {
-                    let (page, next, _) = store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
+                    let (page, next, stats) = store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
+                    self.reads.scanned += stats.scanned;
+                    self.reads.capacity += stats.capacity;
                     (page, next.is_some())
                 }
                 Some(w) => store.changed(&self.org, &w.after, &w.up_to, self.position.as_deref(), SNAPSHOT_PAGE).await?,
@@ -292,7 +303,7 @@ impl<'a> Producer<'a> {
         self.done = self.snapshots.is_empty() && self.source_done;
         let Some(encoder) = self.encoder.as_mut() else { return Err(ApiError::internal("export", "no encoder")) };
         let mut items = Vec::with_capacity(group.len());
-        for (s, messages) in group.iter().zip(store.messages_of(&group).await?) {
+        for (s, messages) in group.iter().zip(store.messages_of(&group, &mut self.reads).await?) {
             let bytes = encoder.item(s, &messages)?;
             let position = match changed {
                 None => s.id.clone(),

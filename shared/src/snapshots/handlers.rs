@@ -245,7 +245,7 @@ pub async fn list_snapshots(state: &AppState, req: Request) -> Response<Body> {
         let (page, next, _) = store.list(org, &f, limit, after.as_deref()).await?;
         let data: Vec<_> = if include_messages {
             // The headers are in hand: fetch only the chunks, by key, for the whole page.
-            let messages = store.messages_of(&page).await?;
+            let messages = store.messages_of(&page, &mut Default::default()).await?;
             page.iter().zip(&messages).map(|(snap, m)| snap.document(true, Some(m))).collect()
         } else {
             page.iter().map(|snap| snap.document(true, None)).collect()

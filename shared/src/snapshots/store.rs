@@ -143,10 +143,10 @@ impl Filters {
     }
 }
 
-/// Read statistics of one list, for tests and the benchmark.
+/// Read statistics of one read (a list page, a batch of messages), for logs, tests and the benchmark.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ReadStats {
-    /// Items the key conditions read (`ScannedCount`), before any filter.
+    /// Items read: by the key conditions before any filter (`ScannedCount`), or by key.
     pub scanned: i64,
     /// Read capacity reported by DynamoDB (`ReturnConsumedCapacity`).
     pub capacity: f64,
@@ -307,8 +307,9 @@ impl<'a> SnapshotStore<'a> {
 
     /// The messages of several snapshots, fetched by key with `BatchGetItem` (the headers say
     /// how many chunks each has), 100 keys a request: one round trip for a page of small
-    /// snapshots instead of one Query each. Answers in the order of `snaps`.
-    pub async fn messages_of(&self, snaps: &[Snapshot]) -> Result<Vec<Vec<SnapshotMessage>>, ApiError> {
+    /// snapshots instead of one Query each. Answers in the order of `snaps`; the read capacity
+    /// DynamoDB reports is added to `stats`.
+    pub async fn messages_of(&self, snaps: &[Snapshot], stats: &mut ReadStats) -> Result<Vec<Vec<SnapshotMessage>>, ApiError> {
         use std::collections::HashMap as Map;
         let keys: Vec<(String, String)> = snaps
             .iter()
@@ -332,7 +333,16 @@ impl<'a> SnapshotStore<'a> {
                     .set_keys(Some(std::mem::take(&mut pending)))
                     .build()
                     .map_err(|e| ApiError::internal("batch get chunks", e))?;
-                let out = self.client.batch_get_item().request_items(self.table, request).send().await.ctx("read snapshot messages")?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(self.table, request)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .ctx("read snapshot messages")?;
+                stats.capacity += out.consumed_capacity().iter().filter_map(|c| c.capacity_units).sum::<f64>();
+                stats.scanned += out.responses.as_ref().and_then(|r| r.get(self.table)).map_or(0, |items| items.len() as i64);
                 for mut item in out.responses.and_then(|mut r| r.remove(self.table)).unwrap_or_default() {
                     let key = (
                         item.get(PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The benchmark command: release build, its own emulator and data, one markdown table on stdout
+# (also target/bench/latest.md and JSON under target/bench/). Not part of the test command:
+# speed is measured here, never asserted in tests. Knobs: BENCH_RUNS (3), BENCH_COLD_RUNS (15),
+# BENCH_REQUESTS (320), BENCH_EXPORT_SNAPSHOTS (20000), BENCH_MEMORY_SMALL (5000),
+# BENCH_MEMORY_LARGE (50000), BENCH_MESSAGES (20).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+install_tools
+echo "== cargo build --release (every function, the bench and its baseline)" >&2
+cargo build --release --quiet --workspace --bins --exclude local-server
+
+EMULATOR_PORT="$(free_port)"
+trap stop_emulator EXIT
+start_emulator "$EMULATOR_PORT"
+use_emulator "$EMULATOR_PORT"
+
+export TABLE_NAME="bench-data" BUCKET_NAME="bench-exports"
+export JWT_SECRET="bench-secret-for-the-benchmark-only-0123456789abcdef"
+unset JWT_PUBLIC_KEY JWT_ALGORITHM JWT_ISSUER JWT_AUDIENCE CURSOR_SECRET EXPORT_WORKER_FUNCTION
+# A single pass per export (the fallback to a job after 20 s is not what is measured).
+export EXPORT_SYNC_BUDGET_SECONDS=3600
+export BENCH_BIN_DIR="$ROOT/target/release"
+BENCH_RUSTC="$(rustc -V)"
+BENCH_EMULATOR="$(grep -o 'moto\[server\]==[0-9.]*' scripts/requirements.txt) (scripts/emulator.py)"
+export BENCH_RUSTC BENCH_EMULATOR
+RUST_LOG="${RUST_LOG:-warn}" ./target/release/bench
