@@ -710,3 +710,47 @@ async fn emulator_stopped_while_snapshot_chunks_are_written_leaves_nothing_half_
 async fn emulator_stopped_while_the_snapshot_header_commits_creates_it_once() {
     create_snapshot_with_emulator_stopped_at(|call, body| is_put_of(call, body, "META")).await;
 }
+
+// Product defect (reported): the header is deleted first, then the chunks; when the chunk
+// clean-up fails the answer is still 200 (by design, "a repeated DELETE removes them"), but a
+// client that got 200 never repeats it, so the chunks stay forever. Run with `--ignored`.
+#[tokio::test]
+#[ignore = "product defect: a delete whose chunk clean-up fails answers 200 and leaves the chunks forever"]
+async fn emulator_stopped_while_a_snapshot_is_deleted_leaves_nothing_behind() {
+    let (emulator, proxy, s, direct) = frozen_setup().await;
+    let org = new_org();
+    let tok = token(&org);
+    seed_contact(&s, &tok, "a1", "k1", 16, |i| format!("{i} {}", "z".repeat(40_000))).await;
+    let a = call(&s, "POST", "/api/training/snapshots", &tok, Some(json!({"contactId": "k1"}))).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["data"]["_id"].as_str().expect("id").to_string();
+    assert_eq!(snapshot_partitions(&direct, &org).await.len(), 1);
+
+    // Frozen once the header is gone, when the chunks are listed for removal.
+    proxy.set_rule(stop_at(emulator.child.id(), 1, |call, body| {
+        call.op == "Query" && std::str::from_utf8(body).is_ok_and(|b| b.contains("#SNAP#"))
+    }));
+    let uri = format!("/api/training/snapshots/{id}");
+    let first = call(&s, "DELETE", &uri, &tok, None).await;
+    emulator.resume();
+    proxy.set_rule(|_, _| Action::Forward);
+    settled(|| snapshot_partitions(&direct, &org)).await;
+    match first.status.as_u16() {
+        200 => {}
+        // A client retries a 503; the retry finds the header gone and answers 404.
+        503 => assert_eq!(call(&s, "DELETE", &uri, &tok, None).await.status, 404),
+        other => panic!("unexpected {other}: {}", first.body),
+    }
+    assert_eq!(call(&s, "GET", &uri, &tok, None).await.status, 404);
+    let left = snapshot_partitions(&direct, &org).await;
+    assert!(left.is_empty(), "items of the deleted snapshot remain: {left:?}");
+}
+
+// Product defect (reported): the claim the caller gave up on is applied later, without an
+// answer recorded, so the same request answers 409 "in progress" until the claim counts as
+// abandoned (`idempotency::ABANDONED_SECONDS`, 2 minutes). Run with `--ignored`.
+#[tokio::test]
+#[ignore = "product defect: after an outage during the Idempotency-Key claim the same request answers 409 for 2 minutes"]
+async fn emulator_stopped_while_the_idempotency_key_is_claimed_then_the_same_request_succeeds() {
+    create_snapshot_with_emulator_stopped_at(|call, body| is_put_of(call, body, "IDEM")).await;
+}
