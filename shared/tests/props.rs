@@ -359,6 +359,7 @@ fn arbitrary_cursors_are_always_rejected_with_400() {
             s.into_iter().collect::<String>()
         }),
     ];
+    assert!(codec.decode("org", "scope", &real).is_ok(), "the untouched cursor is accepted");
     let original = real.clone();
     runner(WRITER_CASES)
         .run(&arbitrary, |cursor| {
