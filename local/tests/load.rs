@@ -11,7 +11,7 @@
 //!
 //! Sizing: the emulator serves one call at a time and copies the whole table for every
 //! transaction (each ingest is one), so the mix (6% conversation updates, 16% ingests, 6%
-//! creates, 24% gets, 20% patches, 28% list pages) and the payloads (at most 15 distinct
+//! creates, 30% gets, 18% patches, 24% list pages) and the payloads (at most 15 distinct
 //! messages per conversation, batches of 1-8, one-line contents) keep the table near 1,000
 //! items; the request count stays 5,000. About 2.5 minutes on a busy 2-core machine.
 
@@ -288,7 +288,7 @@ async fn client(index: usize, mut client: Client, budget: usize, ledger: Arc<Mut
             let mut l = ledger.lock().expect("ledger");
             assert!(l.snapshot_set.insert(id.clone()), "create answered an id twice: {id}");
             l.snapshots.push(id);
-        } else if roll < 52 && !snapshots.is_empty() {
+        } else if roll < 58 && !snapshots.is_empty() {
             let id = &snapshots[rng.below(snapshots.len() as u64) as usize];
             let r = client.send("get-snapshot", "GET", &format!("/api/training/snapshots/{id}"), &[], None).await;
             assert_status("get snapshot", &r, &[200]);
@@ -296,7 +296,7 @@ async fn client(index: usize, mut client: Client, budget: usize, ledger: Arc<Mut
             if let Some(etag) = r.etag {
                 etags.insert(id.clone(), etag);
             }
-        } else if roll < 72 && !snapshots.is_empty() {
+        } else if roll < 76 && !snapshots.is_empty() {
             // Concurrent PATCHes of the same snapshots; a third with the last ETag this client saw.
             let id = &snapshots[rng.below(snapshots.len() as u64) as usize];
             let body = match rng.below(3) {
@@ -314,7 +314,7 @@ async fn client(index: usize, mut client: Client, budget: usize, ledger: Arc<Mut
         } else {
             // A list, following `nextCursor` for a second page when there is one.
             let (op, first) = if rng.below(2) == 0 {
-                ("list-snapshots", format!("/api/training/snapshots?archived=all&limit={}", 1 + rng.below(20)))
+                ("list-snapshots", format!("/api/training/snapshots?limit={}", 1 + rng.below(20)))
             } else {
                 ("list-convos", format!("/agents/{AGENT}/convos?limit={}", 1 + rng.below(10)))
             };
