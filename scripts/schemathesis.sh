@@ -11,6 +11,10 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 install_tools
+if [[ ! -x "$VENV/bin/schemathesis" ]]; then
+  echo "schemathesis is not installed: it needs Python 3.11 or newer ($(python3 --version))" >&2
+  exit 1
+fi
 SERVER_PID=""
 cleanup() {
   if [[ -n "$SERVER_PID" ]]; then
@@ -54,6 +58,7 @@ for _ in $(seq 1 150); do
   fi
   sleep 0.2
 done
+grep -q '^Listening on' "$report_dir/server.log" || { echo "local-server did not start; see $report_dir/server.log" >&2; exit 1; }
 
 # A conversation with messages and a snapshot of it, so lists and exports have real items.
 api() {
