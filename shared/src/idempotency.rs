@@ -1,29 +1,39 @@
-//! `Idempotency-Key` records: the same key and body within 24 hours replay the first answer;
-//! the same key with another body answers 409.
+//! `Idempotency-Key` records: the same key and body within 24 hours give one resource and
+//! replay its answer; the same key with another body answers 409.
 //!
-//! A key is claimed (conditional put) before the work and completed with the resource id
-//! after it, so two concurrent retries cannot both create. Records expire by TTL, and are
-//! also treated as gone once older than 24 hours (TTL deletion may lag).
+//! The resource id is chosen before the key is claimed and stored in the claim (conditional
+//! put), and the resource is created under that id with a conditional write. So every request
+//! with the key and body works on the same id and at most one creation commits, whatever
+//! fails, times out or is applied late: a retry that finds a claim without a recorded answer
+//! answers the resource if it exists and otherwise creates it under the claimed id. The claim is
+//! completed once answered. Records expire by TTL, and are also treated as gone once older than
+//! 24 hours (TTL deletion may lag).
 
 use aws_sdk_dynamodb::{types::AttributeValue, Client};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
-use crate::table::{PK, SK};
+use crate::table::{PK, SK, TTL};
 
 /// How long a key is remembered.
 pub const TTL_SECONDS: u64 = 24 * 3600;
-/// A claim with no recorded answer after this long belongs to a request that died (a function
-/// runs at most 29 s behind API Gateway); a retry may take it over.
-pub const ABANDONED_SECONDS: u64 = 120;
+/// A claim written by an earlier version (without a resource id) and no answer after this long
+/// belongs to a request that has ended (API Gateway waits 29 s, the function's timeout is 29 s);
+/// a retry may take it over. Claims with a resource id never need this.
+pub const ABANDONED_SECONDS: u64 = 35;
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The key is new and now ours: do the work, then [`Idempotency::complete`].
+    /// The key is new and now ours, for the id given to [`Idempotency::claim`]: create the
+    /// resource under it, then [`Idempotency::complete`].
     New,
+    /// An earlier request with this key and body claimed this id but recorded no answer (it
+    /// failed, its outcome is unknown, or it is still running): answer the resource if it
+    /// exists, else create it under this id (conditionally, so it is created once).
+    Resume(String),
     /// The same request was already answered: replay the answer for this resource id.
     Replay(String),
 }
@@ -54,8 +64,10 @@ impl<'a> Idempotency<'a> {
         Self { client, table, pk: format!("ORG#{org}#IDEM#{operation}#{digest}") }
     }
 
-    /// Claims the key for a request whose body is `body`.
-    pub async fn claim(&self, body: &[u8]) -> Result<Claim, ApiError> {
+    /// Claims the key for a request whose body is `body`, naming `id` as the resource it will
+    /// create. A claim applied late (after the caller gave up) names the same id, so the retry
+    /// resumes it instead of waiting for it.
+    pub async fn claim(&self, body: &[u8], id: &str) -> Result<Claim, ApiError> {
         let hash = hex(&Sha256::digest(body));
         let now = crate::auth::now_epoch();
         let put = self
@@ -65,10 +77,13 @@ impl<'a> Idempotency<'a> {
             .item(PK, s(&self.pk))
             .item(SK, s("IDEM"))
             .item("bodyHash", s(&hash))
+            .item("resourceId", s(id))
+            // Explicitly false: a record of the previous version without it was completed.
+            .item("completed", AttributeValue::Bool(false))
             .item("claimedAt", AttributeValue::N(now.to_string()))
-            .item("expiresAt", AttributeValue::N((now + TTL_SECONDS).to_string()))
-            // Take the key if it is free, its record has outlived the window, or its request
-            // was abandoned (no answer recorded long after any invocation could still run).
+            .item(TTL, AttributeValue::N((now + TTL_SECONDS).to_string()))
+            // Take the key if it is free, its record has outlived the window, or it is an
+            // earlier version's claim (no resource id) whose request has surely ended.
             .condition_expression(
                 "attribute_not_exists(PK) OR claimedAt < :stale OR (attribute_not_exists(resourceId) AND claimedAt < :abandoned)",
             )
@@ -97,20 +112,27 @@ impl<'a> Idempotency<'a> {
         if field("bodyHash").as_deref() != Some(hash.as_str()) {
             return Err(ApiError::new(ErrorKind::Conflict, "Idempotency-Key was already used with a different request body"));
         }
+        let open = matches!(item.get("completed"), Some(AttributeValue::Bool(false)));
         match field("resourceId") {
+            Some(id) if open => Ok(Claim::Resume(id)),
+            // Completed (by this version, or by the previous one, which wrote no flag).
             Some(id) => Ok(Claim::Replay(id)),
+            // The previous version's claim, not answered yet (at most ABANDONED_SECONDS).
             None => Err(ApiError::new(ErrorKind::Conflict, "A request with this Idempotency-Key is still in progress; retry shortly")),
         }
     }
 
-    /// Records the created resource, so retries replay it.
+    /// Records that the request for `resource_id` was answered, so retries replay it.
     pub async fn complete(&self, resource_id: &str) -> Result<(), ApiError> {
         self.client
             .update_item()
             .table_name(self.table)
             .key(PK, s(&self.pk))
             .key(SK, s("IDEM"))
-            .update_expression("SET resourceId = :id")
+            .update_expression("SET completed = :yes")
+            // Only our claim: not a record that replaced it once the window passed.
+            .condition_expression("resourceId = :id")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":id", s(resource_id))
             .send()
             .await
@@ -118,9 +140,21 @@ impl<'a> Idempotency<'a> {
         Ok(())
     }
 
-    /// Frees the key after a failed request, so a retry can do the work.
-    pub async fn release(&self) {
-        let result = self.client.delete_item().table_name(self.table).key(PK, s(&self.pk)).key(SK, s("IDEM")).send().await;
+    /// Frees the key after a request that failed for good (not for an outage: then the
+    /// outcome may be unknown and the retry must resume the same id), so a retry, possibly
+    /// with a corrected body, does the work afresh. Only the claim of `resource_id` is freed.
+    pub async fn release(&self, resource_id: &str) {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(self.table)
+            .key(PK, s(&self.pk))
+            .key(SK, s("IDEM"))
+            .condition_expression("resourceId = :id AND completed = :no")
+            .expression_attribute_values(":id", s(resource_id))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .send()
+            .await;
         if let Err(e) = result {
             tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(e), "could not release idempotency key");
         }

@@ -9,7 +9,7 @@
 //! | message             | `ORG#<org>#CONVO#<agent>#<convo>`| `MSG#<msgId>`   | LSI1: time order (`<ts>#<msgId>`)          |
 //! | snapshot header     | `ORG#<org>#SNAP#<id>`            | `META`          | GSI1 all, GSI2 quality, GSI3 category, GSI4 contact; each partition per archive state, sorted by id (= time) |
 //! | snapshot (changed)  | (same header item)               |                 | GSI5: an organization's non-archived snapshots by `updatedAt` (scheduled exports) |
-//! | snapshot messages   | `ORG#<org>#SNAP#<id>`            | `MSGS#<n>`      | none: chunks of at most ~300 KB            |
+//! | snapshot messages   | `ORG#<org>#SNAP#<id>`            | `MSGS#<n>` or `MSGS#<set>#<n>` | none: chunks of at most 350 KB; uncommitted or deleted ones expire by TTL |
 //! | idempotency record  | `ORG#<org>#IDEM#<key>`           | `IDEM`          | none; expires by TTL (`expiresAt`)          |
 //! | export job          | `ORG#<org>#JOBS`                 | `JOB#<id>`      | none: newest first by id; expires by TTL    |
 //! | schedule state      | `ORG#<org>#SCHEDULE`             | `SCHEDULE`      | GSI1 (`SCHEDULED#ORGS`): every organization with snapshots; holds the watermark |
@@ -25,6 +25,10 @@ use aws_sdk_dynamodb::types::{
 pub const PK: &str = "PK";
 /// Sort key attribute.
 pub const SK: &str = "SK";
+/// The table's TTL attribute (epoch seconds; `template.yaml` enables TTL on it): DynamoDB
+/// deletes an item some time after this moment, usually within days, so readers must not rely
+/// on expired items being gone.
+pub const TTL: &str = "expiresAt";
 
 /// An index: name, partition key attribute, sort key attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -645,10 +645,62 @@ async fn snapshot_partitions(direct: &AppState, org: &str) -> std::collections::
     }
 }
 
+/// Every stored item of `org`'s snapshots: `(partition, sort key, expiresAt)`.
+async fn snapshot_items(direct: &AppState, org: &str) -> Vec<(String, String, Option<u64>)> {
+    let prefix = format!("ORG#{org}#SNAP#");
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = direct
+            .dynamo
+            .scan()
+            .table_name(&direct.config.table_name)
+            .filter_expression("begins_with(PK, :p)")
+            .expression_attribute_values(":p", AttributeValue::S(prefix.clone()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        for item in page.items() {
+            let key = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let expires = item.get(shared::table::TTL).and_then(|v| v.as_n().ok()).map(|n| n.parse::<u64>().expect("epoch seconds"));
+            out.push((key("PK"), key("SK"), expires));
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return out;
+        }
+    }
+}
+
+/// Asserts that every stored snapshot item is a committed header, a chunk its header commits,
+/// or an item that expires by `latest` (DynamoDB's TTL removes it; moto keeps it). Answers how
+/// many expire.
+async fn assert_only_committed_or_expiring(direct: &AppState, org: &str, latest: u64) -> usize {
+    let store = shared::snapshots::store::SnapshotStore::new(&direct.dynamo, &direct.config.table_name);
+    let mut expiring = 0;
+    for (pk, sk, expires) in snapshot_items(direct, org).await {
+        if expires.is_some_and(|at| at <= latest) {
+            expiring += 1;
+            continue;
+        }
+        assert!(expires.is_none(), "{pk} {sk} expires too late: {expires:?} > {latest}");
+        let id = pk.rsplit('#').next().expect("id");
+        let header = store.get_header(org, id).await.unwrap();
+        let header = header.unwrap_or_else(|| panic!("{pk} {sk}: neither committed nor expiring"));
+        let committed: Vec<String> = (0..header.chunks)
+            .map(|i| if header.chunk_set.is_empty() { format!("MSGS#{i:05}") } else { format!("MSGS#{}#{i:05}", header.chunk_set) })
+            .collect();
+        assert!(sk == "META" || committed.contains(&sk), "{pk} {sk}: a chunk its header does not commit, without expiry");
+    }
+    expiring
+}
+
 /// Creates a snapshot with an `Idempotency-Key` while the emulator freezes at the first call
 /// matching `stop_on`; then checks the 503, that nothing is half-written, and that the same
-/// request succeeds once the emulator is back, creating exactly one snapshot.
-async fn create_snapshot_with_emulator_stopped_at(stop_on: fn(&Seen, &[u8]) -> bool) {
+/// request succeeds once the emulator is back, creating exactly one snapshot. Answers how many
+/// items the failed attempt left to expire.
+async fn create_snapshot_with_emulator_stopped_at(stop_on: fn(&Seen, &[u8]) -> bool) -> usize {
     let (emulator, proxy, s, direct) = frozen_setup().await;
     let org = new_org();
     let tok = token(&org);
@@ -687,49 +739,71 @@ async fn create_snapshot_with_emulator_stopped_at(stop_on: fn(&Seen, &[u8]) -> b
     let orphans: Vec<_> = partitions.iter().filter(|(_, sks)| !sks.iter().any(|sk| sk == "META")).collect();
     assert!(orphans.is_empty(), "message chunks without a snapshot: {orphans:?}");
     assert_eq!(partitions.len(), 1, "{partitions:?}");
+    // What the failed attempt left (chunks it wrote, or that landed late) expires within the
+    // hour, and the snapshot reads back whole, without them.
+    let latest = shared::auth::now_epoch() + shared::snapshots::store::PENDING_CHUNK_SECONDS + 60;
+    let expiring = assert_only_committed_or_expiring(&direct, &org, latest).await;
+    let got = call(&s, "GET", &format!("/api/training/snapshots/{id}"), &tok, None).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["data"]["messages"], a.body["data"]["messages"]);
+    expiring
 }
 
 fn is_put_of(call: &Seen, body: &[u8], sort_key: &str) -> bool {
     call.op == "PutItem" && std::str::from_utf8(body).is_ok_and(|b| b.contains(&format!("\"SK\":{{\"S\":\"{sort_key}\"}}")))
 }
 
-// Product defect (reported): the failed create cannot remove its chunks while the store is
-// down, and the chunk write it gave up on is applied later; the retry creates a new id, so the
-// first attempt's chunks stay forever (nothing expires them). Run with `--ignored`.
+// The chunk write the caller gave up on lands later, with its expiry; the retry resumes the
+// claimed id with chunks of its own and commits them.
 #[tokio::test]
-#[ignore = "product defect: chunks of a create that failed while storage was down are never removed"]
 async fn emulator_stopped_while_snapshot_chunks_are_written_leaves_nothing_half_written() {
-    create_snapshot_with_emulator_stopped_at(|call, body| is_put_of(call, body, "MSGS#00001")).await;
+    let left = create_snapshot_with_emulator_stopped_at(|call, body| is_put_of(call, body, "MSGS#00001")).await;
+    // The frozen chunk write landed after the retry had committed chunks of its own.
+    assert!(left >= 1, "the first attempt's chunks are left, expiring");
 }
 
-// Product defect (reported): the header write the caller gave up on is applied later, and the
-// idempotency key was released (or is taken over), so the retry with the same key and body
-// creates a second snapshot. Run with `--ignored`.
+/// The commit transaction of a snapshot (it puts the header).
+fn is_commit(call: &Seen, body: &[u8]) -> bool {
+    call.op == "TransactWriteItems" && std::str::from_utf8(body).is_ok_and(|b| b.contains("\"SK\":{\"S\":\"META\"}") && b.contains("\"Put\""))
+}
+
+// The commit the caller gave up on is applied later; the key's claim names that snapshot, so
+// the retry answers it instead of creating another.
 #[tokio::test]
-#[ignore = "product defect: a retried create with the same Idempotency-Key duplicates a snapshot whose header commit timed out"]
 async fn emulator_stopped_while_the_snapshot_header_commits_creates_it_once() {
-    create_snapshot_with_emulator_stopped_at(|call, body| is_put_of(call, body, "META")).await;
+    assert_eq!(create_snapshot_with_emulator_stopped_at(is_commit).await, 0, "the late commit committed its chunks");
 }
 
-// Product defect (reported): the header is deleted first, then the chunks; when the chunk
-// clean-up fails the answer is still 200 (by design, "a repeated DELETE removes them"), but a
-// client that got 200 never repeats it, so the chunks stay forever. Run with `--ignored`.
+/// A stored snapshot of two chunks for `org`, created through the API; answers its id.
+async fn two_chunk_snapshot(s: &AppState, direct: &AppState, tok: &str, org: &str) -> String {
+    seed_contact(s, tok, "a1", "k1", 16, |i| format!("{i} {}", "z".repeat(40_000))).await;
+    let a = call(s, "POST", "/api/training/snapshots", tok, Some(json!({"contactId": "k1"}))).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(snapshot_partitions(direct, org).await.len(), 1);
+    a.body["data"]["_id"].as_str().expect("id").to_string()
+}
+
+/// The deleted snapshot `id` is nowhere to be read: get, list (with messages) and export.
+async fn assert_invisible(s: &AppState, tok: &str, id: &str) {
+    assert_eq!(call(s, "GET", &format!("/api/training/snapshots/{id}"), tok, None).await.status, 404);
+    let list = call(s, "GET", "/api/training/snapshots?archived=all&includeMessages=true", tok, None).await;
+    assert_eq!(list.body["data"], json!([]), "{}", list.body);
+    let export = call(s, "GET", "/api/training/export?format=jsonl&includeArchived=true", tok, None).await;
+    assert_eq!(export.status, 200, "{}", export.body);
+    assert!(export.bytes.is_empty(), "{}", String::from_utf8_lossy(&export.bytes));
+}
+
+// The header goes and the chunks get an expiry in one transaction, so a clean-up the store
+// never finishes (or applies late) leaves nothing that stays.
 #[tokio::test]
-#[ignore = "product defect: a delete whose chunk clean-up fails answers 200 and leaves the chunks forever"]
 async fn emulator_stopped_while_a_snapshot_is_deleted_leaves_nothing_behind() {
     let (emulator, proxy, s, direct) = frozen_setup().await;
     let org = new_org();
     let tok = token(&org);
-    seed_contact(&s, &tok, "a1", "k1", 16, |i| format!("{i} {}", "z".repeat(40_000))).await;
-    let a = call(&s, "POST", "/api/training/snapshots", &tok, Some(json!({"contactId": "k1"}))).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let id = a.body["data"]["_id"].as_str().expect("id").to_string();
-    assert_eq!(snapshot_partitions(&direct, &org).await.len(), 1);
+    let id = two_chunk_snapshot(&s, &direct, &tok, &org).await;
 
-    // Frozen once the header is gone, when the chunks are listed for removal.
-    proxy.set_rule(stop_at(emulator.child.id(), 1, |call, body| {
-        call.op == "Query" && std::str::from_utf8(body).is_ok_and(|b| b.contains("#SNAP#"))
-    }));
+    // Frozen once the header is gone, when the chunks are removed.
+    proxy.set_rule(stop_at(emulator.child.id(), 1, |call, _| call.op == "BatchWriteItem"));
     let uri = format!("/api/training/snapshots/{id}");
     let first = call(&s, "DELETE", &uri, &tok, None).await;
     emulator.resume();
@@ -741,16 +815,57 @@ async fn emulator_stopped_while_a_snapshot_is_deleted_leaves_nothing_behind() {
         503 => assert_eq!(call(&s, "DELETE", &uri, &tok, None).await.status, 404),
         other => panic!("unexpected {other}: {}", first.body),
     }
-    assert_eq!(call(&s, "GET", &uri, &tok, None).await.status, 404);
+    assert_invisible(&s, &tok, &id).await;
+    // Whatever remains has expired already (DynamoDB's TTL removes it; moto keeps it).
+    assert_only_committed_or_expiring(&direct, &org, shared::auth::now_epoch()).await;
+    // A repeated delete answers 404 and removes what is left.
+    assert_eq!(call(&s, "DELETE", &uri, &tok, None).await.status, 404);
     let left = snapshot_partitions(&direct, &org).await;
     assert!(left.is_empty(), "items of the deleted snapshot remain: {left:?}");
 }
 
-// Product defect (reported): the claim the caller gave up on is applied later, without an
-// answer recorded, so the same request answers 409 "in progress" until the claim counts as
-// abandoned (`idempotency::ABANDONED_SECONDS`, 2 minutes). Run with `--ignored`.
 #[tokio::test]
-#[ignore = "product defect: after an outage during the Idempotency-Key claim the same request answers 409 for 2 minutes"]
+async fn a_delete_whose_chunk_clean_up_fails_answers_200_and_leaves_only_expired_invisible_chunks() {
+    let direct = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let proxy = Proxy::start(&emulator_url()).await;
+    let s = pointed_at(&direct, &proxy.url, None);
+    let id = two_chunk_snapshot(&s, &direct, &tok, &org).await;
+
+    // The clean-up after the delete transaction fails on every attempt, never applied.
+    proxy.clear();
+    proxy.set_rule(|call, _| {
+        if call.op == "BatchWriteItem" {
+            Action::Respond {
+                status: 500,
+                content_type: "application/x-amz-json-1.0",
+                body: json!({"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": "Internal server error"}).to_string(),
+            }
+        } else {
+            Action::Forward
+        }
+    });
+    let uri = format!("/api/training/snapshots/{id}");
+    let a = call(&s, "DELETE", &uri, &tok, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(proxy.count("BatchWriteItem"), MAX_ATTEMPTS as usize, "{:?}", proxy.seen());
+    proxy.set_rule(|_, _| Action::Forward);
+
+    // The chunks are still stored, each with an expiry that has passed, and nothing reads them.
+    let items = snapshot_items(&direct, &org).await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    let now = shared::auth::now_epoch();
+    assert!(items.iter().all(|(_, sk, at)| sk.starts_with("MSGS#") && at.is_some_and(|at| at <= now)), "{items:?}");
+    assert_invisible(&s, &tok, &id).await;
+    // A repeated delete answers 404 and removes them.
+    assert_eq!(call(&s, "DELETE", &uri, &tok, None).await.status, 404);
+    assert_eq!(snapshot_items(&direct, &org).await, vec![]);
+}
+
+// The claim the caller gave up on is applied later, without an answer recorded; it names the
+// snapshot id, so the same request resumes it at once (no 409 "in progress").
+#[tokio::test]
 async fn emulator_stopped_while_the_idempotency_key_is_claimed_then_the_same_request_succeeds() {
-    create_snapshot_with_emulator_stopped_at(|call, body| is_put_of(call, body, "IDEM")).await;
+    assert_eq!(create_snapshot_with_emulator_stopped_at(|call, body| is_put_of(call, body, "IDEM")).await, 0);
 }

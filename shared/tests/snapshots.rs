@@ -125,6 +125,34 @@ async fn idempotency_key_replays_the_first_answer_and_conflicts_on_another_body(
 }
 
 #[tokio::test]
+async fn concurrent_requests_with_one_idempotency_key_create_one_snapshot_and_a_failed_request_frees_the_key() {
+    let state = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    seed_contact(&state, &tok, "ag", "k1", 4, |i| format!("{i}")).await;
+    let auth = format!("Bearer {tok}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "together")];
+    let body = br#"{"contactId":"k1"}"#;
+    // Sent at once: each answers the one snapshot (the claim names its id, the commit is conditional).
+    let answers = futures::future::join_all((0..4).map(|_| send(&state, "POST", "/api/training/snapshots", &headers, body))).await;
+    let ids: Vec<_> = answers.iter().map(|a| (a.status.as_u16(), a.body["data"]["_id"].clone())).collect();
+    assert!(ids.iter().all(|x| x.0 == 201 && x.1 == ids[0].1), "{ids:?}");
+    let list = call(&state, "GET", "/api/training/snapshots", &tok, None).await;
+    assert_eq!(list.body["data"].as_array().map(Vec::len), Some(1), "{}", list.body);
+    let id = ids[0].1.as_str().unwrap();
+    let got = call(&state, "GET", &format!("/api/training/snapshots/{id}"), &tok, None).await;
+    assert_eq!(got.body["data"]["messages"], answers[0].body["data"]["messages"]);
+
+    // A request that fails for good (404: unknown contact) frees its key for a corrected body.
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "fix-me")];
+    let wrong = send(&state, "POST", "/api/training/snapshots", &headers, br#"{"contactId":"nobody"}"#).await;
+    assert_tether_error(&wrong, 404, "NOT_FOUND");
+    let fixed = send(&state, "POST", "/api/training/snapshots", &headers, body).await;
+    assert_eq!(fixed.status, 201, "{}", fixed.body);
+    assert_ne!(fixed.body["data"]["_id"], ids[0].1);
+}
+
+#[tokio::test]
 async fn a_5000_message_conversation_round_trips_byte_for_byte() {
     let state = state().await;
     let org = new_org();
@@ -161,6 +189,53 @@ async fn a_5000_message_conversation_round_trips_byte_for_byte() {
         .await
         .unwrap();
     assert_eq!(left.count, 0, "the header and every chunk are gone");
+}
+
+#[tokio::test]
+async fn a_snapshot_of_the_largest_size_commits_in_one_transaction_reads_back_and_deletes_whole() {
+    // Bodies above 1 MiB only to seed faster; the snapshot itself is created as always.
+    let state = support::state_with(|c| c.max_body_bytes = 8 << 20).await;
+    let org = new_org();
+    let tok = token(&org);
+    // 40 messages of 99,000 bytes: just under MAX_MESSAGE_BYTES as JSON, so the most chunks.
+    let sent = seed_contact(&state, &tok, "ag", "huge", 40, |i| format!("{i:02} {}", "x".repeat(99_000))).await;
+    let a = create(&state, &tok, json!({"contactId": "huge", "notes": "é".repeat(10_000), "tags": ["big"]})).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["data"]["_id"].as_str().unwrap().to_string();
+    let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
+    let header = store.get_header(&org, &id).await.unwrap().unwrap();
+    assert_eq!(header.chunks, shared::snapshots::store::MAX_CHUNKS);
+
+    let g = call(&state, "GET", &format!("/api/training/snapshots/{id}"), &tok, None).await;
+    assert_eq!(g.status, 200);
+    let got = g.body["data"]["messages"].as_array().unwrap();
+    assert_eq!(got.len(), sent.len());
+    assert!(got.iter().zip(&sent).all(|(m, s)| m["content"] == s["content"]));
+    let list = call(&state, "GET", "/api/training/snapshots?includeMessages=true", &tok, None).await;
+    assert_eq!(list.body["data"][0]["messages"], g.body["data"]["messages"]);
+    // Every chunk was committed: none carries an expiry.
+    let items = partition(&state, &org, &id).await;
+    assert_eq!(items.len(), 1 + header.chunks);
+    assert!(items.iter().all(|i| !i.contains_key(shared::table::TTL)));
+
+    let d = call(&state, "DELETE", &format!("/api/training/snapshots/{id}"), &tok, None).await;
+    assert_eq!(d.status, 200, "{}", d.body);
+    assert_eq!(call(&state, "GET", &format!("/api/training/snapshots/{id}"), &tok, None).await.status, 404);
+    assert_eq!(partition(&state, &org, &id).await, vec![], "the header and every chunk are gone");
+}
+
+/// Every item of a snapshot's partition (all pages: chunks are large).
+async fn partition(state: &shared::AppState, org: &str, id: &str) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let pages = state
+        .dynamo
+        .query()
+        .table_name(&state.config.table_name)
+        .key_condition_expression("PK = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(snapshot_pk(org, id)))
+        .into_paginator()
+        .items()
+        .send();
+    pages.collect::<Vec<_>>().await.into_iter().map(|i| i.unwrap()).collect()
 }
 
 #[tokio::test]
@@ -328,16 +403,20 @@ async fn listing_by_quality_reads_no_snapshot_of_another_quality() {
         sender_type: "HUMAN".into(),
         timestamp: "2026-01-01T00:00:00.000Z".into(),
     };
-    for i in 0..1000 {
-        let now = shared::time::now_rfc3339();
-        let mut snap: shared::snapshots::Snapshot = serde_json::from_value(json!({
-            "_id": shared::ids::object_id(), "organizationId": org, "user": {"_id": "u"}, "contact": {"_id": "k"},
-            "messageCount": 1, "snapshotDate": now, "quality": if i % 2 == 0 { "good" } else { "bad" },
-            "isArchived": false, "createdAt": now, "updatedAt": now, "version": 1
-        }))
-        .unwrap();
-        store.create(&mut snap, std::slice::from_ref(&message)).await.unwrap();
-    }
+    // Bulk-seeded: the same committed items as a create, without a transaction each.
+    let snaps = (0..1000)
+        .map(|i| {
+            let now = shared::time::now_rfc3339();
+            let snap: shared::snapshots::Snapshot = serde_json::from_value(json!({
+                "_id": shared::ids::object_id(), "organizationId": org, "user": {"_id": "u"}, "contact": {"_id": "k"},
+                "messageCount": 1, "snapshotDate": now, "quality": if i % 2 == 0 { "good" } else { "bad" },
+                "isArchived": false, "createdAt": now, "updatedAt": now, "version": 1
+            }))
+            .unwrap();
+            (snap, vec![message.clone()])
+        })
+        .collect();
+    store.import(snaps).await.unwrap();
     let filters = Filters { quality: Some("good".into()), archived: Archived::No, ..Filters::default() };
     let (mut after, mut returned, mut scanned, mut pages) = (None, 0, 0, 0);
     loop {

@@ -8,7 +8,7 @@ use super::model::{ContactRef, CreateInput, PatchInput, Snapshot, SnapshotMessag
 use super::store::{not_found, Archived, Filters, SnapshotStore};
 use crate::auth::Principal;
 use crate::convos::store::ConvoStore;
-use crate::error::{ApiError, Envelope};
+use crate::error::{ApiError, Envelope, ErrorKind};
 use crate::http::{handle, json_response, limit_param, query_param, query_params, read_json, success};
 use crate::idempotency::{validate_key, Claim, Idempotency};
 use crate::AppState;
@@ -40,40 +40,76 @@ pub async fn create_snapshot(state: &AppState, req: Request) -> Response<Body> {
         let org = &principal.organization_id;
         let key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
         let Some(key) = key else {
-            return create(state, &principal, input).await.map(|(snap, messages)| created(&snap, &messages));
+            let (snap, messages, _) = create(state, &principal, input, crate::ids::object_id(), false).await?;
+            return Ok(created(&snap, &messages));
         };
         validate_key(key)?;
         let idem = Idempotency::new(&state.dynamo, table, org, "create-snapshot", key);
-        match idem.claim(req.body().as_ref()).await? {
+        let store = SnapshotStore::new(&state.dynamo, table);
+        // The id is chosen before the claim and stored in it: every attempt of this request
+        // works on this one id, and the conditional commit creates it once.
+        let fresh = crate::ids::object_id();
+        let (id, resumed) = match idem.claim(req.body().as_ref(), &fresh).await? {
             Claim::Replay(id) => {
-                let store = SnapshotStore::new(&state.dynamo, table);
                 let (snap, messages) = store.get(org, &id).await?.ok_or_else(not_found)?;
+                return Ok(created(&snap, &messages));
+            }
+            Claim::New => (fresh, false),
+            Claim::Resume(id) => {
+                // An earlier attempt may have committed it before its answer was lost.
+                if let Some((snap, messages)) = store.get(org, &id).await? {
+                    complete(&idem, &snap.id).await;
+                    return Ok(created(&snap, &messages));
+                }
+                (id, true)
+            }
+        };
+        match create(state, &principal, input, id.clone(), resumed).await {
+            Ok((snap, messages, true)) => {
+                // The snapshot exists: answer it even if the key cannot be completed (a retry
+                // then finds it and answers it).
+                complete(&idem, &snap.id).await;
                 Ok(created(&snap, &messages))
             }
-            Claim::New => match create(state, &principal, input).await {
-                Ok((snap, messages)) => {
-                    // The snapshot exists: answer it even if the key cannot be completed; an
-                    // uncompleted claim is taken over once abandoned.
-                    if let Err(e) = idem.complete(&snap.id).await {
-                        tracing::error!(snapshot = %snap.id, error = %e, "could not record the idempotency answer");
-                    }
-                    Ok(created(&snap, &messages))
-                }
-                Err(e) => {
-                    idem.release().await;
-                    Err(e)
-                }
-            },
+            Ok((_, _, false)) => {
+                // Another attempt of the same request committed this id first: its answer.
+                let (snap, messages) = store.get(org, &id).await?.ok_or_else(not_found)?;
+                complete(&idem, &snap.id).await;
+                Ok(created(&snap, &messages))
+            }
+            // Storage unavailable: the claim stays, so the retry resumes this id (a write
+            // given up on may still be applied; the conditional commit keeps it to one).
+            Err(e) if e.kind == ErrorKind::Unavailable => Err(e),
+            Err(e) => {
+                idem.release(&id).await;
+                Err(e)
+            }
         }
     })
     .await
+}
+
+/// Records the answer of an idempotent create; a failure only means a retry re-reads it.
+async fn complete(idem: &Idempotency<'_>, id: &str) {
+    if let Err(e) = idem.complete(id).await {
+        tracing::error!(snapshot = %id, error = %e, "could not record the idempotency answer");
+    }
 }
 
 fn created(snap: &Snapshot, messages: &[SnapshotMessage]) -> Response<Body> {
     with_etag(success(StatusCode::CREATED, "Training snapshot created successfully", &snap.document(false, Some(messages))), snap)
 }
 
-async fn create(state: &AppState, principal: &Principal, input: CreateInput) -> Result<(Snapshot, Vec<SnapshotMessage>), ApiError> {
+/// Creates the snapshot `id` (see [`SnapshotStore::create`] for `resumed`); the flag answered
+/// is `false` when another attempt had committed `id` first (then the snapshot answered is not
+/// the stored one: read it).
+async fn create(
+    state: &AppState,
+    principal: &Principal,
+    input: CreateInput,
+    id: String,
+    resumed: bool,
+) -> Result<(Snapshot, Vec<SnapshotMessage>, bool), ApiError> {
     let org = &principal.organization_id;
     let convos = ConvoStore::new(&state.dynamo, &state.config.table_name);
     let headers = convos.contact_convos(org, &input.contact_id).await?;
@@ -127,7 +163,7 @@ async fn create(state: &AppState, principal: &Principal, input: CreateInput) -> 
     };
     let now = crate::time::now_rfc3339();
     let mut snap = Snapshot {
-        id: crate::ids::object_id(),
+        id,
         organization_id: org.clone(),
         user: UserRef {
             id: principal.user_id.clone(),
@@ -158,12 +194,13 @@ async fn create(state: &AppState, principal: &Principal, input: CreateInput) -> 
         created_at: now.clone(),
         updated_at: now,
         chunks: 0,
+        chunk_set: String::new(),
         version: 1,
     };
     // Registered before the snapshot commits, so the scheduled export never misses its organization.
     crate::jobs::schedule::register(state, &snap.organization_id).await?;
-    SnapshotStore::new(&state.dynamo, &state.config.table_name).create(&mut snap, &chosen).await?;
-    Ok((snap, chosen))
+    let committed = SnapshotStore::new(&state.dynamo, &state.config.table_name).create(&mut snap, &chosen, resumed).await?;
+    Ok((snap, chosen, committed))
 }
 
 /// `GET /api/training/snapshots/{id}`: the whole document, `userId` / `contactId` populated.

@@ -140,6 +140,11 @@ pub struct Snapshot {
     /// How many message chunk items are stored beside the header (stored, not answered).
     #[serde(default)]
     pub chunks: usize,
+    /// Which write attempt's chunks the header committed: empty for chunk keys `MSGS#<n>`, else
+    /// `MSGS#<set>#<n>` (a resumed create under an id an earlier attempt may have written to).
+    /// Stored, not answered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chunk_set: String,
     /// Optimistic-concurrency counter (stored, not answered).
     #[serde(default)]
     pub version: u64,

@@ -3,30 +3,61 @@
 //! A snapshot is a header item (`META`) plus its messages: their JSON array, cut into binary
 //! chunk items (`MSGS#<n>`) of at most 350 KB, so a snapshot of any size, whatever its content,
 //! is kept whole under DynamoDB's 400 KB item limit; reading concatenates the chunks in order.
-//! Chunks are written first and the header last, conditionally: the header is the commit
-//! point, so a reader never sees a half-written snapshot. Delete removes the header first.
+//!
+//! Chunks are written first, carrying an expiry (the table's TTL attribute), under keys of
+//! their write attempt only. One transaction then puts the header, only if there is none, and
+//! removes the expiry of its chunks: the commit point. So a reader (who only reads the chunks a
+//! committed header names) never sees a half-written snapshot, and whatever an attempt that
+//! failed, timed out or was given up on leaves behind, or lands late, is never committed and is
+//! removed by TTL. Delete is one transaction too: the header goes and its chunks get an expiry;
+//! removing the chunks right away is then only a speed-up.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
-    types::{AttributeValue, DeleteRequest, ReturnConsumedCapacity, WriteRequest},
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{AttributeValue, Delete, DeleteRequest, Put, ReturnConsumedCapacity, TransactWriteItem, Update, WriteRequest},
     Client,
 };
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 
-use super::model::{PatchInput, Snapshot, SnapshotMessage};
+use super::model::{PatchInput, Snapshot, SnapshotMessage, MAX_MESSAGE_BYTES};
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
-use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK};
+use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK, TTL};
 
 /// Bytes of the messages' JSON per chunk item (DynamoDB's item limit is 400 KB).
 pub const CHUNK_BYTES: usize = 350_000;
+/// Most chunks of a snapshot: its messages are at most [`MAX_MESSAGE_BYTES`] of JSON.
+pub const MAX_CHUNKS: usize = MAX_MESSAGE_BYTES.div_ceil(CHUNK_BYTES);
+// The commit and the delete are one transaction of the header and every chunk: DynamoDB takes
+// at most 100 items and 4 MB (4 MiB) of items in one, so the chunks (at most MAX_MESSAGE_BYTES of
+// data) and a header (notes, tags, labels: well under 100 KB) must fit.
+const _: () = assert!(MAX_CHUNKS < 100 && MAX_MESSAGE_BYTES + 100_000 <= 4 * 1024 * 1024);
+/// How long the chunks of an uncommitted create live (they are removed by TTL afterwards):
+/// far longer than any request (29 s), so an attempt never loses its chunks before it commits.
+pub const PENDING_CHUNK_SECONDS: u64 = 3600;
 /// The chunk attribute: a slice of the messages' JSON array.
 const DATA: &str = "data";
 const META: &str = "META";
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
+}
+
+/// The sort key of chunk `i` of a write attempt's `set` (empty: the first attempt at an id).
+fn chunk_sk(set: &str, i: usize) -> String {
+    if set.is_empty() {
+        format!("MSGS#{i:05}")
+    } else {
+        format!("MSGS#{set}#{i:05}")
+    }
+}
+
+/// A random chunk set for a resumed create: its chunk keys differ from any earlier attempt's.
+fn new_chunk_set() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::rng().random::<u64>())
 }
 
 /// Partition key of a snapshot's items.
@@ -176,26 +207,113 @@ impl<'a> SnapshotStore<'a> {
         Self { client, table }
     }
 
-    /// Stores a new snapshot: message chunks first, then the header (the commit point).
-    /// On failure the chunks already written are removed again.
-    pub async fn create(&self, snap: &mut Snapshot, messages: &[SnapshotMessage]) -> Result<(), ApiError> {
-        let pk = snapshot_pk(&snap.organization_id, &snap.id);
-        let items = Self::chunk_items(snap, messages)?;
-        let puts = items.into_iter().map(|item| async move {
-            self.client.put_item().table_name(self.table).set_item(Some(item)).send().await.ctx("put snapshot chunk")
+    /// Stores a new snapshot under `snap.id` and answers whether this call committed it;
+    /// `false`: a snapshot with this id was already committed (by another attempt of the same
+    /// idempotent request; read it to answer it).
+    ///
+    /// `resumed` says that an earlier attempt may have written under this id: the chunks then
+    /// get keys of their own (a random chunk set), so nothing that attempt wrote, or writes
+    /// late, can mix with them. The chunks are written with an expiry, then one transaction
+    /// puts the header (if there is none) and removes their expiry. Chunks of an attempt that
+    /// does not commit stay invisible and expire; when the attempt surely did not commit they
+    /// are removed at once.
+    pub async fn create(&self, snap: &mut Snapshot, messages: &[SnapshotMessage], resumed: bool) -> Result<bool, ApiError> {
+        snap.chunk_set = if resumed { new_chunk_set() } else { String::new() };
+        let expires = crate::auth::now_epoch() + PENDING_CHUNK_SECONDS;
+        let items = Self::chunk_items(snap, messages, Some(expires))?;
+        if items.len() > MAX_CHUNKS {
+            return Err(ApiError::internal("create snapshot", format!("{} chunks, at most {MAX_CHUNKS}", items.len())));
+        }
+        let condition = format!("attribute_not_exists({PK}) OR attribute_exists({TTL})");
+        let puts = items.into_iter().map(|item| {
+            let condition = condition.clone();
+            async move {
+                self.client
+                    .put_item()
+                    .table_name(self.table)
+                    .set_item(Some(item))
+                    // A committed chunk is never overwritten (a put given up on may land late).
+                    .condition_expression(condition)
+                    .send()
+                    .await
+                    .ctx("put snapshot chunk")
+            }
         });
-        let written = try_join_all(puts).await;
-        let header = match written {
-            Ok(_) => self.put_header(snap).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = header {
-            if let Err(cleanup) = self.delete_chunks(&pk).await {
-                tracing::error!(snapshot = %snap.id, error = %cleanup, "could not remove chunks of a failed create");
+        if let Err(e) = try_join_all(puts).await {
+            // Outcome unknown or storage down: the chunks expire; otherwise remove them now.
+            if e.kind != ErrorKind::Unavailable {
+                self.discard_chunks(snap).await;
             }
             return Err(e);
         }
-        Ok(())
+        self.commit(snap).await
+    }
+
+    /// The commit transaction: the header, only if there is none, and its chunks' expiry removed.
+    async fn commit(&self, snap: &Snapshot) -> Result<bool, ApiError> {
+        let pk = snapshot_pk(&snap.organization_id, &snap.id);
+        let build = |e| ApiError::internal("build snapshot commit", e);
+        let header = Put::builder()
+            .table_name(self.table)
+            .set_item(Some(Self::header_item(snap)?))
+            .condition_expression(format!("attribute_not_exists({PK})"))
+            .build()
+            .map_err(build)?;
+        let mut items = vec![TransactWriteItem::builder().put(header).build()];
+        for i in 0..snap.chunks {
+            let update = Update::builder()
+                .table_name(self.table)
+                .key(PK, s(&pk))
+                .key(SK, s(chunk_sk(&snap.chunk_set, i)))
+                .update_expression(format!("REMOVE {TTL}"))
+                // An update would create a missing chunk: it must still be there.
+                .condition_expression(format!("attribute_exists({PK})"))
+                .build()
+                .map_err(build)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => return Ok(true),
+            Err(err) => err,
+        };
+        let reasons = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(e)) => e.cancellation_reasons().to_vec(),
+            // Timed out or storage down: the commit may still be applied; the chunks expire if not.
+            _ => return Err(crate::error::from_sdk("commit snapshot", err)),
+        };
+        let failed = |i: usize| reasons.get(i).and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed");
+        if failed(0) {
+            // A header exists: ours (an SDK retry of a commit that was applied) or another attempt's.
+            let committed = self.get_header(&snap.organization_id, &snap.id).await?;
+            if committed.as_ref().is_some_and(|h| h.chunk_set == snap.chunk_set) {
+                return Ok(true);
+            }
+            self.discard_chunks(snap).await;
+            return match committed {
+                Some(_) => Ok(false),
+                None => Err(ApiError::new(ErrorKind::Unavailable, "The snapshot is being changed concurrently; retry shortly")),
+            };
+        }
+        // Canceled, so nothing was applied: throttled, or a chunk vanished (a concurrent delete).
+        self.discard_chunks(snap).await;
+        tracing::warn!(snapshot = %snap.id, reasons = ?reasons, "snapshot commit canceled");
+        Err(ApiError::new(ErrorKind::Unavailable, "The service is temporarily unavailable; retry shortly"))
+    }
+
+    /// Best effort: removes the chunks of an attempt that surely did not commit (they would
+    /// expire anyway). Their keys belong to that attempt only, so no committed item is touched.
+    async fn discard_chunks(&self, snap: &Snapshot) {
+        let pk = snapshot_pk(&snap.organization_id, &snap.id);
+        let requests = (0..snap.chunks)
+            .filter_map(|i| {
+                let key = HashMap::from([(PK.to_string(), s(&pk)), (SK.to_string(), s(chunk_sk(&snap.chunk_set, i)))]);
+                DeleteRequest::builder().set_key(Some(key)).build().ok()
+            })
+            .map(|d| WriteRequest::builder().delete_request(d).build())
+            .collect();
+        if let Err(e) = self.batch_write(requests, "discard snapshot chunks").await {
+            tracing::warn!(snapshot = %snap.id, error = %e, "uncommitted chunks left to expire");
+        }
     }
 
     fn header_item(snap: &Snapshot) -> Result<HashMap<String, AttributeValue>, ApiError> {
@@ -209,31 +327,42 @@ impl<'a> SnapshotStore<'a> {
         Ok(item)
     }
 
-    fn chunk_items(snap: &mut Snapshot, messages: &[SnapshotMessage]) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+    /// The chunk items of `snap`'s chunk set (with the expiry `expires`, when uncommitted).
+    fn chunk_items(snap: &mut Snapshot, messages: &[SnapshotMessage], expires: Option<u64>) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
         let pk = snapshot_pk(&snap.organization_id, &snap.id);
         let json = serde_json::to_vec(messages).map_err(|e| ApiError::internal("encode messages", e))?;
         let items: Vec<_> = json
             .chunks(CHUNK_BYTES)
             .enumerate()
             .map(|(i, piece)| {
-                HashMap::from([
+                let mut item = HashMap::from([
                     (PK.to_string(), s(&pk)),
-                    (SK.to_string(), s(format!("MSGS#{i:05}"))),
+                    (SK.to_string(), s(chunk_sk(&snap.chunk_set, i))),
                     (DATA.to_string(), AttributeValue::B(piece.to_vec().into())),
-                ])
+                ]);
+                if let Some(at) = expires {
+                    item.insert(TTL.to_string(), AttributeValue::N(at.to_string()));
+                }
+                item
             })
             .collect();
         snap.chunks = items.len();
         Ok(items)
     }
 
-    /// Bulk load for seeding (benchmark, tests, migrations): the same items as [`Self::create`],
-    /// written 25 at a time with `BatchWriteItem`. Not atomic per snapshot and unconditional, so
-    /// it is not used on request paths.
+    /// Bulk load for seeding (benchmark, tests, migrations): the items of committed snapshots
+    /// (no expiry), written 25 at a time with `BatchWriteItem`. Not atomic per snapshot and
+    /// unconditional, so it is not used on request paths.
     pub async fn import(&self, snapshots: Vec<(Snapshot, Vec<SnapshotMessage>)>) -> Result<(), ApiError> {
         let mut items = Vec::new();
         for (mut snap, messages) in snapshots {
-            items.extend(Self::chunk_items(&mut snap, &messages)?);
+            snap.chunk_set.clear();
+            let chunks = Self::chunk_items(&mut snap, &messages, None)?;
+            // Delete must be able to retire them in one transaction.
+            if chunks.len() > MAX_CHUNKS {
+                return Err(ApiError::validation(format!("snapshot {} has more than {MAX_MESSAGE_BYTES} bytes of messages", snap.id)));
+            }
+            items.extend(chunks);
             items.push(Self::header_item(&snap)?);
         }
         let requests = items
@@ -242,19 +371,6 @@ impl<'a> SnapshotStore<'a> {
             .map(|p| WriteRequest::builder().put_request(p).build())
             .collect();
         self.batch_write(requests, "import snapshots").await
-    }
-
-    async fn put_header(&self, snap: &Snapshot) -> Result<(), ApiError> {
-        let item = Self::header_item(snap)?;
-        self.client
-            .put_item()
-            .table_name(self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await
-            .ctx("put snapshot header")?;
-        Ok(())
     }
 
     /// The header of a snapshot (strongly consistent), without messages.
@@ -284,23 +400,31 @@ impl<'a> SnapshotStore<'a> {
             .into_paginator()
             .items()
             .send();
-        let (mut header, mut json, mut chunks) = (None, Vec::new(), 0);
+        let (mut header, mut chunks) = (None, HashMap::new());
         while let Some(item) = pages.next().await {
             let mut item = item.ctx("get snapshot")?;
-            match item.get(SK).and_then(|v| v.as_s().ok()).map(String::as_str) {
-                Some(META) => {
+            match item.get(SK).and_then(|v| v.as_s().ok()).cloned() {
+                Some(sk) if sk == META => {
                     header = Some(serde_dynamo::from_item::<_, Snapshot>(item).map_err(|e| ApiError::internal("decode snapshot", e))?)
                 }
-                _ => {
-                    json.extend(chunk_bytes(&mut item)?);
-                    chunks += 1;
+                Some(sk) => {
+                    chunks.insert(sk, chunk_bytes(&mut item)?);
                 }
+                None => {}
             }
         }
         let Some(header) = header else { return Ok(None) };
+        // Only the chunks the header committed: others are an uncommitted attempt's, expiring.
+        let mut json = Vec::new();
+        for i in 0..header.chunks {
+            let part = chunks.remove(&chunk_sk(&header.chunk_set, i)).ok_or_else(|| {
+                ApiError::internal("get snapshot", format!("snapshot {id} misses chunk {i} of {}", header.chunks))
+            })?;
+            json.extend(part);
+        }
         let messages = decode_messages(&json)?;
-        if chunks != header.chunks || messages.len() != header.message_count {
-            return Err(ApiError::internal("get snapshot", format!("snapshot {id} has {chunks} of {} chunks", header.chunks)));
+        if messages.len() != header.message_count {
+            return Err(ApiError::internal("get snapshot", format!("snapshot {id} has {} of {} messages", messages.len(), header.message_count)));
         }
         Ok(Some((header, messages)))
     }
@@ -315,7 +439,7 @@ impl<'a> SnapshotStore<'a> {
             .iter()
             .flat_map(|snap| {
                 let pk = snapshot_pk(&snap.organization_id, &snap.id);
-                (0..snap.chunks).map(move |i| (pk.clone(), format!("MSGS#{i:05}")))
+                (0..snap.chunks).map(move |i| (pk.clone(), chunk_sk(&snap.chunk_set, i)))
             })
             .collect();
         let mut chunks: Map<(String, String), Vec<u8>> = Map::with_capacity(keys.len());
@@ -363,7 +487,7 @@ impl<'a> SnapshotStore<'a> {
                 let pk = snapshot_pk(&snap.organization_id, &snap.id);
                 let mut json = Vec::new();
                 for i in 0..snap.chunks {
-                    let part = chunks.remove(&(pk.clone(), format!("MSGS#{i:05}"))).ok_or_else(|| {
+                    let part = chunks.remove(&(pk.clone(), chunk_sk(&snap.chunk_set, i))).ok_or_else(|| {
                         ApiError::internal("read snapshot messages", format!("snapshot {} misses chunk {i}", snap.id))
                     })?;
                     json.extend(part);
@@ -629,42 +753,82 @@ impl<'a> SnapshotStore<'a> {
     }
 
     /// Deletes a snapshot and its message chunks. `Ok(false)` when there was none.
+    ///
+    /// One transaction deletes the header and gives its chunks an expiry (they are invisible
+    /// once the header is gone), so whatever fails afterwards, nothing stays forever. The chunks
+    /// are then removed right away, best effort; a delete of a snapshot that is gone removes
+    /// any expiring chunks left in its partition.
     pub async fn delete(&self, org: &str, id: &str) -> Result<bool, ApiError> {
         let pk = snapshot_pk(org, id);
-        let deleted = self
-            .client
-            .delete_item()
+        let Some(header) = self.get_header(org, id).await? else {
+            self.delete_expiring(&pk).await?;
+            return Ok(false);
+        };
+        if header.chunks > MAX_CHUNKS {
+            return Err(ApiError::internal("delete snapshot", format!("snapshot {id} has {} chunks, at most {MAX_CHUNKS}", header.chunks)));
+        }
+        let build = |e| ApiError::internal("build snapshot delete", e);
+        let delete = Delete::builder()
             .table_name(self.table)
             .key(PK, s(&pk))
             .key(SK, s(META))
-            .condition_expression("attribute_exists(PK)")
-            .send()
-            .await;
-        match deleted {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                // Gone already; a delete that failed half-way may have left chunks: retrying cleans them.
-                self.delete_chunks(&pk).await?;
-                return Ok(false);
-            }
-            Err(e) => return Err(crate::error::from_sdk("delete snapshot", e)),
+            .condition_expression(format!("attribute_exists({PK})"))
+            .build()
+            .map_err(build)?;
+        let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
+        // Expired at once: DynamoDB removes them within days unless removed below first.
+        let now = AttributeValue::N(crate::auth::now_epoch().to_string());
+        for i in 0..header.chunks {
+            let update = Update::builder()
+                .table_name(self.table)
+                .key(PK, s(&pk))
+                .key(SK, s(chunk_sk(&header.chunk_set, i)))
+                .update_expression(format!("SET {TTL} = :now"))
+                .expression_attribute_values(":now", now.clone())
+                .build()
+                .map_err(build)?;
+            items.push(TransactWriteItem::builder().update(update).build());
         }
-        // The snapshot is gone once its header is; leftover chunks are invisible and a repeated
-        // DELETE removes them, so a clean-up failure does not turn the answer into an error.
-        if let Err(e) = self.delete_chunks(&pk).await {
-            tracing::warn!(snapshot = %id, error = %e, "chunks left after delete");
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => {}
+            Err(err) => {
+                let gone = match err.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+                        e.cancellation_reasons().first().and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed")
+                    }
+                    _ => false,
+                };
+                if gone {
+                    // A concurrent delete won.
+                    return Ok(false);
+                }
+                return Err(crate::error::from_sdk("delete snapshot", err));
+            }
+        }
+        let requests = (0..header.chunks)
+            .filter_map(|i| {
+                let key = HashMap::from([(PK.to_string(), s(&pk)), (SK.to_string(), s(chunk_sk(&header.chunk_set, i)))]);
+                DeleteRequest::builder().set_key(Some(key)).build().ok()
+            })
+            .map(|d| WriteRequest::builder().delete_request(d).build())
+            .collect();
+        if let Err(e) = self.batch_write(requests, "delete snapshot chunks").await {
+            tracing::warn!(snapshot = %id, error = %e, "deleted snapshot's chunks left to expire");
         }
         Ok(true)
     }
 
-    /// Removes every item left in a snapshot's partition (its chunks), 25 per batch.
-    async fn delete_chunks(&self, pk: &str) -> Result<(), ApiError> {
+    /// Removes the expiring items of a snapshot partition without a header (chunks of a failed
+    /// create or a delete): each only while it still carries an expiry, so a chunk that a
+    /// concurrent create commits in between is never removed.
+    async fn delete_expiring(&self, pk: &str) -> Result<(), ApiError> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
             .query()
             .table_name(self.table)
             .key_condition_expression("PK = :pk")
+            .filter_expression(format!("attribute_exists({TTL})"))
             .expression_attribute_values(":pk", s(pk))
             .projection_expression("PK, SK")
             .consistent_read(true)
@@ -674,12 +838,23 @@ impl<'a> SnapshotStore<'a> {
         while let Some(item) = pages.next().await {
             keys.push(item.ctx("list snapshot chunks")?);
         }
-        let requests = keys
-            .into_iter()
-            .filter_map(|k| DeleteRequest::builder().set_key(Some(k)).build().ok())
-            .map(|d| WriteRequest::builder().delete_request(d).build())
-            .collect();
-        self.batch_write(requests, "delete snapshot chunks").await
+        let deletes = keys.into_iter().map(|key| async move {
+            let deleted = self
+                .client
+                .delete_item()
+                .table_name(self.table)
+                .set_key(Some(key))
+                .condition_expression(format!("attribute_exists({TTL})"))
+                .send()
+                .await;
+            match deleted {
+                Err(e) if !e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                    Err(crate::error::from_sdk("delete snapshot chunk", e))
+                }
+                _ => Ok(()),
+            }
+        });
+        try_join_all(deletes).await.map(|_| ())
     }
 
     /// `BatchWriteItem`, 25 requests at a time, retrying unprocessed ones with backoff.
@@ -756,7 +931,7 @@ mod tests {
             "messageCount": 30, "snapshotDate": "", "isArchived": false, "createdAt": "", "updatedAt": ""
         }))
         .unwrap();
-        let mut items = SnapshotStore::chunk_items(&mut snap, &messages).unwrap();
+        let mut items = SnapshotStore::chunk_items(&mut snap, &messages, None).unwrap();
         assert_eq!(snap.chunks, items.len());
         assert!(items.len() > 40);
         let mut json = Vec::new();
