@@ -410,11 +410,14 @@ async fn five_thousand_mixed_requests_from_32_clients() {
     let ledger = Arc::try_unwrap(ledger).ok().expect("clients are done").into_inner().expect("ledger");
     let mut checker = Client::new(addr, &token);
 
-    let listed = walk(&mut checker, "verify", "/api/training/snapshots?archived=all&limit=100").await;
+    let listed = walk(&mut checker, "verify", "/api/training/snapshots?archived=all&limit=100&includeMessages=true").await;
     let mut seen = HashSet::new();
     for s in &listed {
         let id = s["_id"].as_str().unwrap_or_else(|| panic!("listed snapshot without _id: {s}"));
         assert!(seen.insert(id.to_string()), "snapshot {id} listed twice");
+        // Whole, too: a committed header whose messages went missing would be a lost snapshot.
+        let messages = s["messages"].as_array().map_or(0, Vec::len);
+        assert!(messages > 0 && s["messageCount"] == messages, "snapshot {id}: {messages} messages, messageCount {}", s["messageCount"]);
     }
     assert_eq!(listed.len(), ledger.snapshots.len(), "snapshots listed vs created");
     assert_eq!(seen, ledger.snapshot_set, "the listed snapshots are exactly the created ones");
