@@ -344,3 +344,21 @@ async fn snapshot_for_contact(state: &shared::AppState, tok: &str) {
     seed_contact(state, tok, "ag", "c1", 2, |i| format!("hello {i}")).await;
     snapshot(state, tok, json!({"contactId": "c1"})).await;
 }
+
+#[tokio::test]
+async fn a_conversation_job_limit_is_any_json_integer_and_nothing_else() {
+    let (state, _worker) = jobs_state().await;
+    let org = new_org();
+    let tok = token(&org);
+    seed_contact(&state, &tok, "agent-int", "contact-int", 2, |i| format!("hello {i}")).await;
+    // JSON Schema's integer includes 5.0 (what openapi.yaml promises).
+    for limit in [json!(5), json!(5.0)] {
+        let a = call(&state, "POST", "/api/training/exports", &tok, Some(json!({"source": "conversations", "agentId": "agent-int", "limit": limit}))).await;
+        assert_eq!(a.status, 202, "limit {limit}: {}", a.body);
+    }
+    for limit in [json!(5.5), json!(-1), json!("5")] {
+        let a = call(&state, "POST", "/api/training/exports", &tok, Some(json!({"source": "conversations", "agentId": "agent-int", "limit": limit}))).await;
+        assert_eq!(a.status, 400, "limit {limit}: {}", a.body);
+        assert_eq!(a.body["success"], false);
+    }
+}

@@ -36,6 +36,8 @@ struct CreateExport {
     system: Option<String>,
     agent_id: Option<String>,
     convo_id: Option<String>,
+    // JSON Schema's integer includes `50.0`; the spec promises an integer.
+    #[serde(default, deserialize_with = "crate::validate::optional_count")]
     limit: Option<usize>,
 }
 
