@@ -695,7 +695,7 @@ struct RawRead {
 }
 
 /// Reads every non-archived snapshot of `org` with the raw SDK and does nothing with it: the
-/// list index page by page (1 MB pages), and each page's message chunks by key.
+/// list index page by page, and each page's message chunks by key.
 async fn raw_read(state: &AppState, org: &str) -> Res<RawRead> {
     let t = &state.config.table_name;
     let started = Instant::now();
@@ -710,6 +710,9 @@ async fn raw_read(state: &AppState, org: &str) -> Res<RawRead> {
             .key_condition_expression("GSI1PK = :pk")
             .expression_attribute_values(":pk", AttributeValue::S(format!("ORG#{org}#SNAPS#A0")))
             .scan_index_forward(false)
+            // Pages of 500, as the export reads them (DynamoDB's own 1 MB page is about as many;
+            // the emulator scans a whole index partition for a page without a Limit).
+            .limit(500)
             .set_exclusive_start_key(start)
             .send()
             .await?;
