@@ -692,7 +692,15 @@ impl<'a> SnapshotStore<'a> {
     /// re-applies, so no field is ever lost; with `if_match` (the `updatedAt` the client saw)
     /// a stale document answers 412 instead.
     pub async fn patch(&self, org: &str, id: &str, patch: &PatchInput, if_match: Option<&str>) -> Result<Snapshot, ApiError> {
-        for _ in 0..8 {
+        for attempt in 0..PATCH_ATTEMPTS {
+            if attempt > 0 {
+                // Full jitter: writers that collided on one snapshot spread out instead of
+                // colliding again in lockstep (about 1.6 s of waiting at most, on average).
+                use rand::Rng;
+                let cap = 10u64 << attempt.min(6);
+                let wait = rand::rng().random_range(0..=cap); // the generator is not Send: drop it before awaiting
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
             let Some(mut snap) = self.get_header(org, id).await? else {
                 return Err(not_found());
             };
@@ -878,6 +886,9 @@ impl<'a> SnapshotStore<'a> {
         Ok(())
     }
 }
+
+/// Read-modify-write attempts of a PATCH before it answers 503 (each after a jittered backoff).
+const PATCH_ATTEMPTS: u32 = 10;
 
 fn opt(v: &Option<String>) -> AttributeValue {
     v.as_ref().map_or(AttributeValue::Null(true), s)
