@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole suite: its own emulator on a free port, every test of the workspace against it,
-# cfn-lint on template.yaml; stops what it started. `.ci/run` runs exactly this.
+# The whole suite: its own emulator on a free port, every test of the workspace against it, the
+# functions under a Lambda runtime (scripts/runtime.sh), cfn-lint on template.yaml; stops what it
+# started. `.ci/run` runs exactly this.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -23,6 +24,9 @@ echo "== cargo test (emulator on $AWS_ENDPOINT_URL)"
 cargo build --quiet -p local-server
 ./target/debug/local-server setup
 cargo test --workspace --all-targets "$@"
+
+echo "== Lambda runtime: every events/*.json through cargo lambda watch"
+./scripts/runtime.sh
 
 echo "== schemathesis: openapi.yaml against the local server"
 ./scripts/schemathesis.sh

@@ -255,9 +255,10 @@ fn snapshot(org: &str, i: usize, n: usize) -> Res<(Snapshot, Vec<SnapshotMessage
             }
         })
         .collect();
-    let now = shared::time::now_rfc3339();
+    let (id, at) = shared::ids::new_id();
+    let now = shared::time::to_rfc3339(at);
     let snap: Snapshot = serde_json::from_value(json!({
-        "_id": shared::ids::object_id(), "organizationId": org, "user": {"_id": "bench-user"},
+        "_id": id, "organizationId": org, "user": {"_id": "bench-user"},
         "contact": {"_id": format!("contact-{}", i % 50)}, "customerName": "Jane Doe",
         "customerPhone": "+14155550123", "customerEmail": "jane@example.com",
         "messageCount": messages.len(), "snapshotDate": now, "conversationStartDate": messages[0].timestamp,
@@ -560,8 +561,11 @@ async fn raw(state: &AppState, org: &str, op: Op, id: &str, item: &HashMap<Strin
     Ok(started.elapsed())
 }
 
+/// One timed request: the state and the request's number in, its latency out.
+type Timed = Arc<dyn Fn(Arc<AppState>, usize) -> futures::future::BoxFuture<'static, Res<Duration>> + Send + Sync>;
+
 /// Latencies of `total` requests spread over `concurrency` tasks.
-async fn latencies(state: &Arc<AppState>, concurrency: usize, total: usize, f: Arc<dyn Fn(Arc<AppState>, usize) -> futures::future::BoxFuture<'static, Res<Duration>> + Send + Sync>) -> Res<Vec<f64>> {
+async fn latencies(state: &Arc<AppState>, concurrency: usize, total: usize, f: Timed) -> Res<Vec<f64>> {
     let per_task = total / concurrency;
     let tasks: Vec<_> = (0..concurrency)
         .map(|task| {

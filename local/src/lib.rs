@@ -54,7 +54,7 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
             let e = ApiError::new(ErrorKind::PayloadTooLarge, "Request body exceeds the gateway's 10 MB limit");
             return to_hyper(e.into_response(envelope));
         }
-        Err(_) => return to_hyper(ApiError::validation("The request body could not be read").into_response(envelope)),
+        Err(_) => return to_hyper(ApiError::invalid("body", "could not be read").into_response(envelope)),
     };
     let method = parts.method.as_str();
     if let Some(function) = path.strip_prefix(INVOKE_PREFIX) {

@@ -67,7 +67,8 @@ pub struct Config {
     /// Days export files stay in the bucket (`EXPORT_RETENTION_DAYS`, default 7; the bucket's
     /// lifecycle rule uses the same template parameter).
     pub export_retention_days: u32,
-    /// The export worker function that jobs are handed to (`EXPORT_WORKER_FUNCTION`).
+    /// The export worker function that jobs are handed to (`EXPORT_WORKER_FUNCTION`; in the
+    /// worker itself [`EXPORT_WORKER_SELF`], the function it runs in).
     pub export_worker_function: Option<String>,
     /// How far behind its scheduled time a scheduled export's window ends, so writes still in
     /// flight at that time are in the next window rather than missed (`SCHEDULE_SETTLE_SECONDS`, default 60).
@@ -75,11 +76,56 @@ pub struct Config {
 }
 
 /// The development secret of the README, `scripts/run.sh` and the tokens in `events/`.
-/// A deployed function refuses to start with it (`sam local` is allowed).
+/// A deployed function refuses to start with it; see [`dev_secret_allowed`].
 pub const DEV_JWT_SECRET: &str = "local-development-secret-change-me-0123456789";
+
+/// Whether a process may use [`DEV_JWT_SECRET`], given its `AWS_LAMBDA_FUNCTION_NAME`,
+/// `AWS_SAM_LOCAL` and `AWS_ENDPOINT_URL` (unset or empty: `None`).
+///
+/// Outside a Lambda runtime (no function name: tests, the local server) it may. In a Lambda
+/// runtime only when it talks to a local emulator: under `sam local` (`AWS_SAM_LOCAL`), or with
+/// an endpoint override whose host is loopback (`127.0.0.0/8`, `[::1]`, `localhost`) or
+/// `host.docker.internal` (a container reaching its host), as under `cargo lambda watch` with
+/// the emulator of `scripts/run.sh`. A deployed function has no such endpoint, so it refuses
+/// the public secret.
+pub fn dev_secret_allowed(function_name: Option<&str>, sam_local: Option<&str>, endpoint_url: Option<&str>) -> bool {
+    function_name.is_none() || sam_local.is_some() || endpoint_url.is_some_and(is_local_endpoint)
+}
+
+/// Whether `url` (`scheme://[user@]host[:port][/...]`) names a loopback host or
+/// `host.docker.internal`.
+fn is_local_endpoint(url: &str) -> bool {
+    let Some((_, rest)) = url.trim().split_once("://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, _)) => host,
+            None => return false,
+        },
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let host = host.to_ascii_lowercase();
+    let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    loopback || host == "localhost" || host == "host.docker.internal"
+}
 
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// `EXPORT_WORKER_FUNCTION` of the worker itself: it hands its continuations to the function it
+/// runs in, which Lambda names in `AWS_LAMBDA_FUNCTION_NAME` (the template cannot name a
+/// function in its own environment: the reference would be circular). Never a function name.
+pub const EXPORT_WORKER_SELF: &str = "$AWS_LAMBDA_FUNCTION_NAME";
+
+/// The worker function from `EXPORT_WORKER_FUNCTION` (`setting`), [`EXPORT_WORKER_SELF`]
+/// standing for `own` (`AWS_LAMBDA_FUNCTION_NAME`), which must then be set.
+pub fn export_worker_function(setting: Option<String>, own: Option<String>) -> Result<Option<String>, ConfigError> {
+    match setting {
+        Some(v) if v.trim() == EXPORT_WORKER_SELF => own.map(Some).ok_or(ConfigError::Missing("AWS_LAMBDA_FUNCTION_NAME")),
+        other => Ok(other),
+    }
+}
 
 fn optional(name: &'static str) -> Option<String> {
     env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -130,9 +176,18 @@ impl Config {
                 return Err(ConfigError::Invalid { name: "JWT_SECRET", reason: "use at least 32 bytes".into() });
             }
         }
-        let deployed = optional("AWS_LAMBDA_FUNCTION_NAME").is_some() && optional("AWS_SAM_LOCAL").is_none();
-        if deployed && secret.as_deref() == Some(DEV_JWT_SECRET) {
-            return Err(ConfigError::Invalid { name: "JWT_SECRET", reason: "the public development secret cannot be deployed".into() });
+        let allowed = dev_secret_allowed(
+            optional("AWS_LAMBDA_FUNCTION_NAME").as_deref(),
+            optional("AWS_SAM_LOCAL").as_deref(),
+            optional("AWS_ENDPOINT_URL").as_deref(),
+        );
+        if !allowed && secret.as_deref() == Some(DEV_JWT_SECRET) {
+            return Err(ConfigError::Invalid {
+                name: "JWT_SECRET",
+                reason: "the public development secret cannot be deployed (a Lambda runtime accepts it only with AWS_SAM_LOCAL \
+                         or an AWS_ENDPOINT_URL on loopback or host.docker.internal)"
+                    .into(),
+            });
         }
         let cursor_secret = optional("CURSOR_SECRET")
             .or_else(|| secret.clone())
@@ -157,8 +212,67 @@ impl Config {
                 .map(|_| parsed("EXPORT_JOB_BUDGET_SECONDS", 0f64).map(|s| Duration::from_secs_f64(s.clamp(0.0, 900.0))))
                 .transpose()?,
             export_retention_days: parsed("EXPORT_RETENTION_DAYS", 7u32)?,
-            export_worker_function: optional("EXPORT_WORKER_FUNCTION"),
+            export_worker_function: export_worker_function(optional("EXPORT_WORKER_FUNCTION"), optional("AWS_LAMBDA_FUNCTION_NAME"))?,
             schedule_settle: Duration::from_secs(parsed("SCHEDULE_SETTLE_SECONDS", 60u64)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_development_secret_is_refused_only_by_a_function_without_a_local_emulator() {
+        // Not in a Lambda runtime: tests, the local server.
+        assert!(dev_secret_allowed(None, None, None));
+        assert!(dev_secret_allowed(None, None, Some("https://dynamodb.us-east-1.amazonaws.com")));
+        // Deployed: a function name and no endpoint override, or a remote one.
+        assert!(!dev_secret_allowed(Some("stack-list-convos"), None, None));
+        for remote in [
+            "https://dynamodb.us-east-1.amazonaws.com",
+            "http://10.0.0.5:4566",
+            "http://192.168.1.10:4566",
+            "http://localhost.example.com:4566",
+            "http://127.0.0.1.nip.io:4566",
+            "http://evil.example/127.0.0.1",
+            "http://127.0.0.1@evil.example:4566",
+            "http://[::2]:4566",
+            "127.0.0.1:4566",
+            "localhost",
+            "",
+        ] {
+            assert!(!dev_secret_allowed(Some("f"), None, Some(remote)), "{remote}");
+        }
+        // sam local, and cargo lambda watch (or any emulator) against a local endpoint.
+        assert!(dev_secret_allowed(Some("f"), Some("true"), None));
+        for local in [
+            "http://127.0.0.1:4566",
+            "http://127.1.2.3:4566/",
+            "http://localhost:4566",
+            "http://LOCALHOST",
+            "https://localhost/path?x=1",
+            "http://[::1]:4566",
+            "http://host.docker.internal:4566",
+            "http://user:pw@127.0.0.1:4566",
+            " http://127.0.0.1:4566 ",
+        ] {
+            assert!(dev_secret_allowed(Some("f"), None, Some(local)), "{local}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod worker_tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_hands_its_continuations_to_the_function_it_runs_in() {
+        let some = |s: &str| Some(s.to_string());
+        let own = some("stack-ExportWorkerFunction-AbC123");
+        assert_eq!(export_worker_function(some(EXPORT_WORKER_SELF), own.clone()).unwrap(), own);
+        assert!(matches!(export_worker_function(some(EXPORT_WORKER_SELF), None), Err(ConfigError::Missing("AWS_LAMBDA_FUNCTION_NAME"))));
+        assert_eq!(export_worker_function(some("stack-ExportWorkerFunction-AbC123"), some("stack-CreateExportFunction-x")).unwrap(), own);
+        assert_eq!(export_worker_function(None, some("stack-CreateExportFunction-x")).unwrap(), None, "without the setting, no worker");
     }
 }

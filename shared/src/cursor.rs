@@ -32,8 +32,9 @@ pub struct CursorCodec {
     mac: HmacSha256,
 }
 
-fn invalid() -> ApiError {
-    ApiError::validation("Invalid cursor: use the `nextCursor` of the previous page with the same filters")
+/// The 400 of a cursor that this deployment did not issue for this query.
+pub fn invalid() -> ApiError {
+    ApiError::invalid("cursor", "is not valid here: use the `nextCursor` of the previous page with the same filters")
 }
 
 impl CursorCodec {

@@ -102,9 +102,10 @@ impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into(), issues: Vec::new() }
     }
-    /// 400 with a message.
-    pub fn validation(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Validation, message)
+    /// 400 about one field: the message says "`field` problem", its one issue "field: problem"
+    /// (every 400 lists its problems, each naming its field).
+    pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self { kind: ErrorKind::Validation, message: format!("`{field}` {problem}"), issues: vec![format!("{field}: {problem}")] }
     }
     /// 400 listing every problem found.
     pub fn validation_issues(message: impl Into<String>, issues: Vec<String>) -> Self {
@@ -127,7 +128,9 @@ impl ApiError {
     /// Renders the error in the route's envelope.
     pub fn into_response(self, envelope: Envelope) -> Response<Body> {
         let code = self.kind.code(envelope);
-        let issues: Vec<_> = self.issues.iter().map(|m| json!({ "message": m })).collect();
+        // Every 400 lists its problems; one built without issues lists its message.
+        let listed = if self.kind == ErrorKind::Validation && self.issues.is_empty() { std::slice::from_ref(&self.message) } else { &self.issues[..] };
+        let issues: Vec<_> = listed.iter().map(|m| json!({ "message": m })).collect();
         let body = match envelope {
             Envelope::Tether if issues.is_empty() => {
                 json!({ "success": false, "message": self.message, "error": code })

@@ -78,12 +78,90 @@ pub fn read_json<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
         return Err(ApiError::new(ErrorKind::UnsupportedMediaType, "Content-Type must be application/json"));
     }
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => return Err(ApiError::validation("Request body is empty; a JSON object is required")),
+        None => return Err(ApiError::invalid("body", "is empty; a JSON object is required")),
         // serde would also decode a struct from a positional array; the API takes objects only.
         Some(b'{') => {}
-        Some(_) => return Err(ApiError::validation("Request body must be a JSON object")),
+        Some(_) => return Err(ApiError::invalid("body", "must be a JSON object")),
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::validation(format!("Invalid JSON body: {e}")))
+    match serde_json::from_slice(bytes) {
+        Ok(parsed) => Ok(parsed),
+        Err(e) if e.is_syntax() || e.is_eof() => Err(ApiError::invalid("body", format!("is not valid JSON ({e})"))),
+        Err(_) => Err(body_issues::<T>(bytes)),
+    }
+}
+
+/// Most problems one 400 lists about a body.
+const MAX_BODY_ISSUES: usize = 20;
+
+/// Every problem of a well-formed JSON body that does not fit `T`, each named by its path
+/// (`messages[2].from: unknown variant ...`), so one answer lists them all, not only the first:
+/// an unknown member is dropped, and a wrong one replaced by a value of a fitting type
+/// (`""`, `0`, `false`, `[]`, `{}` or the first variant the error names) before decoding again.
+fn body_issues<T: DeserializeOwned>(bytes: &[u8]) -> ApiError {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let mut issues = Vec::<String>::new();
+    while issues.len() < MAX_BODY_ISSUES {
+        let Err(e) = serde_path_to_error::deserialize::<_, T>(&value) else { break };
+        let path = e.path().to_string();
+        let segments: Vec<_> = e.path().iter().cloned().collect();
+        let inner = e.into_inner().to_string();
+        issues.push(if path == "." { inner.clone() } else { format!("{path}: {inner}") });
+        if !inner.starts_with("unknown field") && replace_member::<T>(&mut value, &segments, &path, &inner) {
+            continue;
+        }
+        // Unknown, or nothing of a fitting type found: drop it (a required member then stops here).
+        if inner.starts_with("missing field") || !set_member(&mut value, &segments, None) {
+            break;
+        }
+    }
+    ApiError::validation_issues(format!("Invalid request body: {}", issues.join("; ")), issues)
+}
+
+/// Replaces the member at `path` with the first stand-in that decoding gets past.
+fn replace_member<T: DeserializeOwned>(value: &mut serde_json::Value, path: &[serde_path_to_error::Segment], here: &str, error: &str) -> bool {
+    use serde_json::json;
+    let variant = error.split("expected one of `").nth(1).and_then(|rest| rest.split('`').next()).map(|v| json!(v));
+    let candidates = variant.into_iter().chain([json!(""), json!(0), json!(false), json!([]), json!({})]);
+    for candidate in candidates {
+        let mut attempt = value.clone();
+        if !set_member(&mut attempt, path, Some(candidate)) {
+            return false;
+        }
+        let stuck = serde_path_to_error::deserialize::<_, T>(&attempt)
+            .err()
+            .is_some_and(|e| e.path().to_string() == here);
+        if !stuck {
+            *value = attempt;
+            return true;
+        }
+    }
+    false
+}
+
+/// Sets (or, with `None`, removes) the object member at `path`; `false` when there is none.
+/// Array elements are never removed: that would renumber the ones after them.
+fn set_member(value: &mut serde_json::Value, path: &[serde_path_to_error::Segment], new: Option<serde_json::Value>) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut at = value;
+    for segment in parents {
+        let next = match (segment, at) {
+            (Segment::Map { key }, serde_json::Value::Object(map)) => map.get_mut(key),
+            (Segment::Seq { index }, serde_json::Value::Array(list)) => list.get_mut(*index),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        at = next;
+    }
+    match (last, at, new) {
+        (Segment::Map { key }, serde_json::Value::Object(map), None) => map.remove(key).is_some(),
+        (Segment::Map { key }, serde_json::Value::Object(map), Some(v)) => map.insert(key.clone(), v).is_some(),
+        (Segment::Seq { index }, serde_json::Value::Array(list), Some(v)) if *index < list.len() => {
+            list[*index] = v;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Longest id accepted in a path.
@@ -129,7 +207,48 @@ pub fn limit_param(req: &Request, default: usize, max: usize) -> Result<usize, A
         None => Ok(default),
         Some(raw) => match raw.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::validation(format!("`limit` must be an integer from 1 to {max}"))),
+            _ => Err(ApiError::invalid("limit", format!("must be an integer from 1 to {max}"))),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        from: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        contact_id: String,
+        limit: Option<u32>,
+        items: Option<Vec<Inner>>,
+    }
+
+    fn issues(body: &str) -> Vec<String> {
+        let headers = http::HeaderMap::from_iter([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))]);
+        let req = crate::gateway::request("POST", "POST /x", "/x", "", &headers, &[], body.as_bytes()).unwrap();
+        let e = read_json::<Body>(&req, 1 << 20).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Validation);
+        e.issues
+    }
+
+    #[test]
+    fn a_body_that_does_not_fit_lists_every_problem_by_its_field() {
+        let got = issues(r#"{"contactId": 5, "limit": "ten", "colour": "red", "size": 2, "items": [{"from": "a"}, {"from": 1}]}"#);
+        for field in ["contactId", "limit", "colour", "size", "items[1].from"] {
+            assert!(got.iter().any(|i| i.starts_with(&format!("{field}: ")) || i.contains(&format!("`{field}`"))), "{field} in {got:?}");
+        }
+        assert_eq!(issues(r#"{"limit": 1}"#), vec!["missing field `contactId`".to_string()]);
+        assert_eq!(issues(r#"{"contactId": 1}"#).len(), 1, "a wrong field is not also missing");
+        assert_eq!(issues(r#"{"contactId": "k", "items": [{"from": 7}, {"from": []}]}"#).len(), 2);
+        assert!(issues("{").iter().all(|i| i.starts_with("body: ")));
     }
 }

@@ -52,7 +52,7 @@ pub struct Idempotency<'a> {
 /// Checks a client's key: printable ASCII, 1 to 255 characters.
 pub fn validate_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::validation("Idempotency-Key must be 1-255 printable ASCII characters"));
+        return Err(ApiError::invalid("Idempotency-Key", "must be 1-255 printable ASCII characters"));
     }
     Ok(())
 }

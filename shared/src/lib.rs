@@ -16,6 +16,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ids;
 pub mod jobs;
+pub mod lambda;
 pub mod routes;
 pub mod snapshots;
 pub mod table;

@@ -103,12 +103,15 @@ pub fn match_path(template: &str, path: &str) -> Option<Vec<(String, String)>> {
     Some(params)
 }
 
+/// A path's parameters, in template order: `(name, raw value)`.
+pub type PathParams = Vec<(String, String)>;
+
 /// The route for `method` and `path`: `Ok` with its parameters, `Err(true)` when the path
 /// exists under another method (405), `Err(false)` when nothing matches (404).
-pub fn find(method: &str, path: &str) -> Result<(&'static Route, Vec<(String, String)>), bool> {
+pub fn find(method: &str, path: &str) -> Result<(&'static Route, PathParams), bool> {
     let mut path_known = false;
     // Literal segments win over parameters (`/convos/export` before `/convos/{convoId}`).
-    let mut candidates: Vec<(&'static Route, Vec<(String, String)>)> =
+    let mut candidates: Vec<(&'static Route, PathParams)> =
         ROUTES.iter().filter_map(|r| match_path(r.path, path).map(|p| (r, p))).collect();
     candidates.sort_by_key(|(_, params)| params.len());
     for (route, params) in candidates {

@@ -15,12 +15,20 @@ pub fn to_rfc3339(t: DateTime<Utc>) -> String {
 
 /// Parses an RFC 3339 timestamp (with `T` between date and time, as JSON Schema's
 /// `date-time` requires) and normalises it to UTC.
+///
+/// A leap second (`23:59:60Z`) is refused: chrono would keep it (as a nanosecond count past one
+/// second) and format it back as `:60`, which most clients cannot parse, and it would sort
+/// after the next second's `00` in the stored text.
 pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
     if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
         return None;
     }
     // Stored timestamps sort as text, which holds for four-digit years only.
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc)).filter(|t| (1970..=9999).contains(&t.year()))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .filter(|t| t.nanosecond() < 1_000_000_000)
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|t| (1970..=9999).contains(&t.year()))
 }
 
 /// Convocore's export format, always UTC: `December 1st 2024, 10:30:00 am`.
@@ -60,5 +68,14 @@ mod tests {
         assert_eq!(parse_rfc3339("2024-12-01"), None);
         assert_eq!(parse_rfc3339("9999-12-31T23:59:59-23:59"), None);
         assert_eq!(parse_rfc3339("0000-01-01T00:00:00+00:01"), None);
+    }
+
+    #[test]
+    fn leap_seconds_are_refused_in_any_offset() {
+        for leap in ["2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5Z", "2017-01-01T00:59:60+01:00", "2016-12-31T23:59:60.999999999z"] {
+            assert_eq!(parse_rfc3339(leap), None, "{leap}");
+        }
+        assert_eq!(to_rfc3339(parse_rfc3339("2016-12-31T23:59:59.999Z").unwrap()), "2016-12-31T23:59:59.999Z");
+        assert_eq!(to_rfc3339(parse_rfc3339("2017-01-01T00:59:59+01:00").unwrap()), "2016-12-31T23:59:59.000Z");
     }
 }

@@ -74,8 +74,19 @@ fn hs256(claims: &Value) -> String {
     hs(std::env::var("JWT_SECRET").expect("JWT_SECRET").as_bytes(), Algorithm::HS256, claims)
 }
 
+/// An HS256 token with this header, signed with the suite secret.
+fn hs256_header(header: &Header, claims: &Value) -> String {
+    let key = EncodingKey::from_secret(std::env::var("JWT_SECRET").expect("JWT_SECRET").as_bytes());
+    jsonwebtoken::encode(header, claims, &key).expect("sign HMAC")
+}
+
 fn rsa(alg: Algorithm, claims: &Value) -> String {
     jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).expect("RSA key")).expect("sign RSA")
+}
+
+/// An RS256 token with this header, signed with the test key.
+fn rsa_header(header: &Header, claims: &Value) -> String {
+    jsonwebtoken::encode(header, claims, &EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).expect("RSA key")).expect("sign RSA")
 }
 
 fn es256(claims: &Value) -> String {
@@ -102,6 +113,21 @@ fn tampered(token: &str, claims: &Value) -> String {
 fn reheaded(token: &str, header: &Value) -> String {
     let parts: Vec<&str> = token.split('.').collect();
     format!("{}.{}.{}", b64(header), parts[1], parts[2])
+}
+
+/// An HS256 token with exactly this header and payload (any JSON, even what `Header` cannot
+/// hold), signed with the suite secret: only the header makes it wrong.
+fn hs256_raw(header: &Value, claims: &Value) -> String {
+    use hmac::{Hmac, Mac};
+    let input = format!("{}.{}", b64(header), b64(claims));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(std::env::var("JWT_SECRET").expect("JWT_SECRET").as_bytes()).expect("key");
+    mac.update(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// A header of `alg` with `crit` naming `extensions` (RFC 7515 §4.1.11).
+fn crit_header(alg: Algorithm, extensions: &[&str]) -> Header {
+    Header { crit: Some(extensions.iter().map(|e| e.to_string()).collect()), ..Header::new(alg) }
 }
 
 /// `token` with the last character of its signature changed.
@@ -133,6 +159,7 @@ const MALFORMED_HEADER: &str = "Malformed Authorization header";
 const CLAIMS: &str = "Token claims are invalid";
 const ALGORITHM: &str = "Token algorithm not accepted";
 const SIGNATURE: &str = "Invalid token signature";
+const CRIT: &str = "Token header has unsupported critical extensions";
 
 /// Cases for the suite's HS256 configuration.
 fn hs256_cases(org: &str) -> Vec<Case> {
@@ -192,9 +219,35 @@ fn hs256_cases(org: &str) -> Vec<Case> {
         bearer("sub null", hs256(&with_null(org, "sub")), CLAIMS),
         bearer("sub numeric", hs256(&with(org, json!({"sub": 7}))), CLAIMS),
         bearer("exp missing", hs256(&with(org, json!({"exp": null}))), CLAIMS),
+        bearer("exp null", hs256(&with_null(org, "exp")), CLAIMS),
         bearer("exp a string", hs256(&with(org, json!({"exp": (now + 600).to_string()}))), CLAIMS),
-        bearer("exp a float", hs256(&with(org, json!({"exp": (now + 600) as f64 + 0.5}))), CLAIMS),
+        bearer("exp a fractional string", hs256(&with(org, json!({"exp": format!("{}.5", now + 600)}))), CLAIMS),
+        bearer("exp a boolean", hs256(&with(org, json!({"exp": true}))), CLAIMS),
+        bearer("exp an array", hs256(&with(org, json!({"exp": [now + 600]}))), CLAIMS),
+        bearer("exp negative", hs256(&with(org, json!({"exp": -1}))), CLAIMS),
+        bearer("exp negative fraction", hs256(&with(org, json!({"exp": -0.5}))), CLAIMS),
+        bearer("exp after the year 9999", hs256(&with(org, json!({"exp": 253_402_300_800u64}))), CLAIMS),
+        bearer("exp huge", hs256(&with(org, json!({"exp": 1e20}))), CLAIMS),
+        bearer("exp u64::MAX", hs256(&with(org, json!({"exp": u64::MAX}))), CLAIMS),
+        // NumericDates may be fractional (RFC 7519 §2): checked like whole ones, to the fraction.
+        bearer("exp fractional, an hour ago", hs256(&with(org, json!({"exp": now as f64 - 3600.26}))), "Token expired"),
+        bearer("exp fractional, half a second beyond the leeway", hs256(&with(org, json!({"exp": now as f64 - 30.5}))), "Token expired"),
+        bearer("exp in exponent form (2001)", hs256(&with(org, json!({"exp": 1e9}))), "Token expired"),
+        bearer("exp zero", hs256(&with(org, json!({"exp": 0}))), "Token expired"),
+        bearer("nbf fractional, in an hour", hs256(&with(org, json!({"nbf": now as f64 + 3600.25}))), "Token not yet valid"),
         bearer("nbf a string", hs256(&with(org, json!({"nbf": now.to_string()}))), CLAIMS),
+        bearer("nbf a boolean", hs256(&with(org, json!({"nbf": false}))), CLAIMS),
+        bearer("nbf negative", hs256(&with(org, json!({"nbf": -1.5}))), CLAIMS),
+        bearer("nbf huge", hs256(&with(org, json!({"nbf": 1e300}))), CLAIMS),
+        // `crit` (RFC 7515 §4.1.11): no extension is understood, so any `crit` is refused,
+        // even with a valid signature.
+        bearer("crit naming an unknown extension", hs256_header(&crit_header(Algorithm::HS256, &["urn:x"]), &payload(org)), CRIT),
+        bearer("crit naming b64 (RFC 7797)", hs256_raw(&json!({"alg": "HS256", "b64": false, "crit": ["b64"]}), &payload(org)), CRIT),
+        bearer("crit naming a registered claim", hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": ["exp"]}), &payload(org)), CRIT),
+        bearer("crit an empty list", hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": []}), &payload(org)), CRIT),
+        bearer("crit null", hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": null}), &payload(org)), CRIT),
+        bearer("crit a string", hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": "urn:example:unknown"}), &payload(org)), CRIT),
+        bearer("crit with a bad signature", bad_signature(&hs256_header(&crit_header(Algorithm::HS256, &["x"]), &payload(org))), CRIT),
         bearer("email numeric", hs256(&with(org, json!({"email": 5}))), CLAIMS),
         bearer("iss numeric", hs256(&with(org, json!({"iss": 5}))), CLAIMS),
     ]
@@ -220,6 +273,8 @@ fn rs256_cases(org: &str) -> Vec<Case> {
         bearer("nbf in the future", rsa(Algorithm::RS256, &with(org, json!({"nbf": now + 3600}))), "Token not yet valid"),
         bearer("organizationId missing", rsa(Algorithm::RS256, &with(org, json!({"organizationId": null}))), CLAIMS),
         bearer("organizationId empty", rsa(Algorithm::RS256, &with(org, json!({"organizationId": ""}))), CLAIMS),
+        bearer("crit naming an unknown extension, right key", rsa_header(&crit_header(Algorithm::RS256, &["urn:x"]), &payload(org)), CRIT),
+        bearer("exp fractional, an hour ago", rsa(Algorithm::RS256, &with(org, json!({"exp": now as f64 - 3600.5}))), "Token expired"),
         case("lowercase bearer", Some(format!("bearer {valid}")), MALFORMED_HEADER),
     ]
 }
@@ -489,6 +544,13 @@ async fn every_bad_token_answers_401_on_every_route_and_writes_nothing() {
         (&ia_state, hs256(&with(&org, json!({"iss": ISSUER, "aud": ["other", AUDIENCE]})))),
         // Within the 30 s leeway.
         (&hs_state, hs256(&with(&org, json!({"exp": now_epoch() - 5})))),
+        // Fractional NumericDates (RFC 7519 §2): in the future, within the leeway, `nbf` passed
+        // or within the leeway; and with RS256.
+        (&hs_state, hs256(&with(&org, json!({"exp": now_epoch() as f64 + 600.26})))),
+        (&hs_state, hs256(&with(&org, json!({"exp": now_epoch() as f64 - 5.5})))),
+        (&hs_state, hs256(&with(&org, json!({"nbf": now_epoch() as f64 - 0.75, "exp": now_epoch() as f64 + 600.5})))),
+        (&hs_state, hs256(&with(&org, json!({"nbf": now_epoch() as f64 + 10.5})))),
+        (&rs_state, rsa(Algorithm::RS256, &with(&org, json!({"exp": now_epoch() as f64 + 600.26})))),
     ] {
         let a = send_target(state, list_route, &[format!("Bearer {valid}")], "").await;
         assert_eq!(a.status, 200, "{}", a.body);

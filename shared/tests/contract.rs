@@ -12,6 +12,7 @@ use shared::jobs::schedule::ScheduledEvent;
 use shared::jobs::worker::Outcome;
 use shared::jobs::JobRef;
 use shared::routes::{BACKGROUND, ROUTES};
+use shared::config::EXPORT_WORKER_SELF;
 use shared::{config::DEV_JWT_SECRET, table};
 
 fn root() -> PathBuf {
@@ -72,14 +73,31 @@ fn allows_on_sub(resource: &Value, action: &str, sub: &str) -> bool {
     })
 }
 
+/// `!GetAtt Resource.Attribute` (or `{Fn::GetAtt: [Resource, Attribute]}`) as `Resource.Attribute`.
+fn get_att(v: &Value) -> Option<String> {
+    match intrinsic(v, "GetAtt")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Sequence(parts) => Some(parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(".")),
+        _ => None,
+    }
+}
+
+/// The resources of every `Allow` statement of `statements` that grants `action`.
+fn granted(statements: &[Value], action: &str) -> Vec<Value> {
+    statements
+        .iter()
+        .filter(|s| s["Effect"] == "Allow" && s["Action"].as_sequence().is_some_and(|a| a.iter().any(|a| a == action)))
+        .flat_map(|s| s["Resource"].as_sequence().cloned().unwrap_or_else(|| vec![s["Resource"].clone()]))
+        .collect()
+}
+
 fn event_text(name: &str) -> String {
     std::fs::read_to_string(root().join("events").join(format!("{name}.json"))).unwrap()
 }
 
-/// The worker's function name as the template fixes it.
-const WORKER_NAME: &str = "${AWS::StackName}-export-worker";
-/// The worker's ARN as policies name it.
-const WORKER_ARN: &str = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-export-worker";
+/// The worker's logical id: the other functions get its (generated) name with `!Ref` and
+/// may invoke its `!GetAtt ... .Arn`.
+const WORKER: &str = "ExportWorkerFunction";
 /// Every function whose code hands jobs to the worker: the synchronous exports (their fallback),
 /// the job routes (creating, and re-dispatching stale jobs on reads), the worker (its
 /// continuation) and the scheduled export.
@@ -124,6 +142,7 @@ fn every_function_has_crate_binary_event_template_entry_and_route_and_nothing_is
         let main = std::fs::read_to_string(root().join("functions").join(name).join("src/main.rs")).unwrap();
         assert!(main.contains(route.handler_path), "{name}: main.rs must call {}", route.handler_path);
         assert!(main.contains("lambda_http::") && main.contains("run(service_fn("), "{name}: thin lambda_http main");
+        assert!(main.contains("LambdaReply("), "{name}: answers through shared::lambda::LambdaReply (a CSV keeps its BOM)");
 
         let resource = &t["Resources"][format!("{}Function", pascal(name)).as_str()];
         assert_eq!(resource["Properties"]["CodeUri"], ".", "{name}: CodeUri");
@@ -159,11 +178,16 @@ fn every_function_has_crate_binary_event_template_entry_and_route_and_nothing_is
 }
 
 #[test]
-fn the_export_worker_has_a_fixed_name_fifteen_minutes_and_two_async_retries() {
+fn the_export_worker_has_a_generated_name_fifteen_minutes_and_two_async_retries() {
     let t = template();
-    let worker = &t["Resources"]["ExportWorkerFunction"];
+    let worker = &t["Resources"][WORKER];
     let p = &worker["Properties"];
-    assert_eq!(intrinsic(&p["FunctionName"], "Sub").and_then(Value::as_str), Some(WORKER_NAME), "FunctionName");
+    // No fixed name: a Lambda function name has at most 64 characters, so a fixed
+    // `${AWS::StackName}-...` would limit stack names; CloudFormation generates one instead.
+    assert!(p["FunctionName"].is_null(), "FunctionName is generated: {:?}", p["FunctionName"]);
+    assert_eq!(intrinsic(&t["Outputs"]["ExportWorkerName"]["Value"], "Ref").and_then(Value::as_str), Some(WORKER), "the output names it");
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    assert!(!text.contains("-export-worker"), "nothing names the worker by a name derived from the stack");
     assert_eq!(p["Timeout"], 900, "the longest invocation Lambda allows");
     assert_eq!(p["EventInvokeConfig"]["MaximumRetryAttempts"], 2, "Lambda retries a failed invocation twice");
     let age = p["EventInvokeConfig"]["MaximumEventAgeInSeconds"].as_u64().expect("MaximumEventAgeInSeconds");
@@ -176,14 +200,39 @@ fn the_export_worker_has_a_fixed_name_fifteen_minutes_and_two_async_retries() {
 }
 
 #[test]
-fn every_function_that_dispatches_jobs_names_the_worker_and_may_invoke_it() {
+fn every_function_that_dispatches_jobs_names_the_worker_and_may_invoke_only_it() {
     let t = template();
+    let worker_arn = format!("{WORKER}.Arn");
     for (id, resource) in template_functions(&t) {
         let dispatches = DISPATCHERS.iter().any(|n| format!("{}Function", pascal(n)) == id);
-        let named = intrinsic(env(&resource, "EXPORT_WORKER_FUNCTION"), "Sub").and_then(Value::as_str);
-        assert_eq!(named, dispatches.then_some(WORKER_NAME), "{id}: EXPORT_WORKER_FUNCTION");
-        assert_eq!(allows_on_sub(&resource, "lambda:InvokeFunction", WORKER_ARN), dispatches, "{id}: lambda:InvokeFunction on the worker");
+        let named = env(&resource, "EXPORT_WORKER_FUNCTION");
+        let invokes = granted(&statements(&resource), "lambda:InvokeFunction");
+        if id == WORKER {
+            // Its own name would be a circular reference: it reads the one Lambda gives it, and
+            // its invoke permission is a policy of its own on its role (below).
+            assert_eq!(named.as_str(), Some(EXPORT_WORKER_SELF), "{id}: EXPORT_WORKER_FUNCTION");
+            assert!(invokes.is_empty(), "{id}: no inline lambda:InvokeFunction (it would be circular): {invokes:?}");
+        } else if dispatches {
+            assert_eq!(intrinsic(named, "Ref").and_then(Value::as_str), Some(WORKER), "{id}: EXPORT_WORKER_FUNCTION");
+            let targets: Vec<Option<String>> = invokes.iter().map(get_att).collect();
+            assert_eq!(targets, [Some(worker_arn.clone())], "{id}: lambda:InvokeFunction on the worker only");
+        } else {
+            assert!(named.is_null(), "{id}: EXPORT_WORKER_FUNCTION");
+            assert!(invokes.is_empty(), "{id}: lambda:InvokeFunction");
+        }
     }
+    // The worker's continuation: a policy on the worker's (SAM-generated) role, invoking itself only.
+    let policies: Vec<(&Value, &Value)> =
+        t["Resources"].as_mapping().unwrap().iter().filter(|(_, r)| r["Type"] == "AWS::IAM::Policy").collect();
+    assert_eq!(policies.len(), 1, "one standalone policy: the worker's self-invoke");
+    let (_, policy) = policies[0];
+    let roles: Vec<Option<&str>> =
+        policy["Properties"]["Roles"].as_sequence().unwrap().iter().map(|r| intrinsic(r, "Ref").and_then(Value::as_str)).collect();
+    assert_eq!(roles, [Some(format!("{WORKER}Role").as_str())], "attached to the worker's role only");
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"].as_sequence().unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(granted(statements, "lambda:InvokeFunction").iter().map(get_att).collect::<Vec<_>>(), [Some(worker_arn)]);
+    assert_eq!(statements[0]["Action"].as_sequence().map(Vec::len), Some(1), "lambda:InvokeFunction only");
     assert!(
         t["Globals"]["Function"]["Environment"]["Variables"]["EXPORT_WORKER_FUNCTION"].is_null(),
         "only the functions that dispatch know the worker"
@@ -191,6 +240,149 @@ fn every_function_that_dispatches_jobs_names_the_worker_and_may_invoke_it() {
     let p = |name: &str| -> Value { t["Resources"][format!("{}Function", pascal(name)).as_str()].clone() };
     for name in DISPATCHERS {
         assert!(!p(name).is_null(), "{name} is in the template");
+    }
+}
+
+/// Evaluates a `Rules` condition or assertion (`Fn::And`, `Fn::Or`, `Fn::Not`, `Fn::Equals`,
+/// `Ref` of a parameter) with these parameter values.
+fn rule_value(v: &Value, params: &std::collections::BTreeMap<String, String>) -> Value {
+    let args = |name: &str| {
+        intrinsic(v, name).and_then(Value::as_sequence).map(|a| a.iter().map(|x| rule_value(x, params)).collect::<Vec<_>>())
+    };
+    if let Some(name) = intrinsic(v, "Ref").and_then(Value::as_str) {
+        return Value::String(params.get(name).unwrap_or_else(|| panic!("Ref of an unknown parameter {name}")).clone());
+    }
+    if let Some(a) = args("Equals") {
+        return Value::Bool(a[0] == a[1]);
+    }
+    if let Some(a) = args("Not") {
+        return Value::Bool(!a[0].as_bool().expect("Fn::Not of a condition"));
+    }
+    if let Some(a) = args("Or") {
+        return Value::Bool(a.iter().any(|x| x.as_bool().expect("a condition")));
+    }
+    if let Some(a) = args("And") {
+        return Value::Bool(a.iter().all(|x| x.as_bool().expect("a condition")));
+    }
+    match v {
+        Value::String(_) | Value::Bool(_) | Value::Number(_) => v.clone(),
+        other => panic!("not a rule function this test evaluates: {other:?}"),
+    }
+}
+
+/// Whether CloudFormation would accept the stack with these parameters (over the defaults):
+/// each value within its `AllowedPattern` / `AllowedValues`, and every applicable `Rules`
+/// assertion true. `Err` lists what refuses it.
+fn deployable(t: &Value, overrides: &[(&str, &str)]) -> Result<(), Vec<String>> {
+    let mut params: std::collections::BTreeMap<String, String> = t["Parameters"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, p)| {
+            let default = match &p["Default"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => panic!("{k:?}: default {other:?}"),
+            };
+            (k.as_str().unwrap().to_string(), default)
+        })
+        .collect();
+    for (k, v) in overrides {
+        assert!(params.insert(k.to_string(), v.to_string()).is_some(), "{k} is a parameter");
+    }
+    let mut refused = Vec::new();
+    for (name, value) in &params {
+        let p = &t["Parameters"][name.as_str()];
+        if let Some(pattern) = p["AllowedPattern"].as_str() {
+            // CloudFormation matches the whole value (Java's `matches`); the template's patterns
+            // anchor every alternative, so JSON Schema's `pattern` (a search) agrees with it.
+            let schema = serde_json::json!({ "type": "string", "pattern": pattern });
+            if !jsonschema::is_valid(&schema, &serde_json::json!(value)) {
+                refused.push(format!("{name}: AllowedPattern"));
+            }
+        }
+        if let Some(allowed) = p["AllowedValues"].as_sequence() {
+            if !allowed.iter().any(|a| a.as_str() == Some(value)) {
+                refused.push(format!("{name}: AllowedValues"));
+            }
+        }
+    }
+    for (rule, body) in t["Rules"].as_mapping().expect("Rules").iter() {
+        if !body["RuleCondition"].is_null() && rule_value(&body["RuleCondition"], &params) != Value::Bool(true) {
+            continue;
+        }
+        for assertion in body["Assertions"].as_sequence().expect("Assertions") {
+            assert!(assertion["AssertDescription"].as_str().is_some_and(|d| !d.is_empty()), "{rule:?}: says why");
+            if rule_value(&assertion["Assert"], &params) != Value::Bool(true) {
+                refused.push(format!("{}: {}", rule.as_str().unwrap(), assertion["AssertDescription"].as_str().unwrap()));
+            }
+        }
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused)
+    }
+}
+
+#[test]
+fn a_stack_whose_functions_could_not_verify_tokens_is_refused_at_deploy_time() {
+    let t = template();
+    let secret = "s3cr3t-of-forty-eight-characters-0123456789abcde";
+    assert_eq!(secret.len(), 48);
+    let pem = "-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----";
+    let cursor = "another-random-value-of-32-bytes-at-least-0123";
+    // What each function's configuration (`Config::from_env`) would refuse at its first start
+    // is refused by CloudFormation before anything is created.
+    for (case, overrides) in [
+        ("the defaults: no key at all", vec![]),
+        ("HS256 with an empty secret", vec![("JwtAlgorithm", "HS256")]),
+        ("a secret of 31 characters", vec![("JwtSecret", &secret[..31])]),
+        ("a secret of one character", vec![("JwtSecret", "x")]),
+        ("the public development secret", vec![("JwtSecret", DEV_JWT_SECRET)]),
+        ("the development secret beside a public key", vec![("JwtAlgorithm", "RS256"), ("JwtPublicKey", pem), ("JwtSecret", DEV_JWT_SECRET)]),
+        ("HS256 with only a public key", vec![("JwtPublicKey", pem), ("CursorSecret", cursor)]),
+        ("RS256 without the public key", vec![("JwtAlgorithm", "RS256"), ("JwtSecret", secret)]),
+        ("ES256 without the public key", vec![("JwtAlgorithm", "ES256"), ("CursorSecret", cursor)]),
+        ("RS256 with the key but no cursor secret", vec![("JwtAlgorithm", "RS256"), ("JwtPublicKey", pem)]),
+        ("an algorithm of the token's choosing", vec![("JwtAlgorithm", "none"), ("JwtSecret", secret)]),
+    ] {
+        assert!(deployable(&t, &overrides).is_err(), "{case}: CloudFormation must refuse it");
+    }
+    for (case, overrides) in [
+        ("HS256 with a secret of 32 characters", vec![("JwtSecret", &secret[..32])]),
+        ("HS256 with a secret of 48 characters", vec![("JwtSecret", secret)]),
+        ("HS256 with its own cursor secret", vec![("JwtSecret", secret), ("CursorSecret", cursor)]),
+        ("RS256 with the key and a cursor secret", vec![("JwtAlgorithm", "RS256"), ("JwtPublicKey", pem), ("CursorSecret", cursor)]),
+        ("ES256 with the key and a cursor secret", vec![("JwtAlgorithm", "ES256"), ("JwtPublicKey", pem), ("CursorSecret", cursor)]),
+    ] {
+        assert_eq!(deployable(&t, &overrides), Ok(()), "{case}");
+    }
+    let p = &t["Parameters"]["JwtSecret"];
+    assert_eq!(p["NoEcho"], true);
+    assert!(p["ConstraintDescription"].as_str().is_some_and(|d| d.contains("32")), "the refusal says what is needed");
+    assert!(t["Parameters"]["CursorSecret"]["NoEcho"] == true);
+}
+
+#[test]
+fn the_schedule_is_named_per_stack() {
+    // SAM names a ScheduleV2 schedule after its logical id unless told otherwise, and names are
+    // unique per account and region: a second stack would collide. CloudFormation generates it.
+    let t = template();
+    let events = t["Resources"]["ScheduledExportFunction"]["Properties"]["Events"].as_mapping().expect("Events");
+    for (_, event) in events {
+        assert_eq!(event["Type"], "ScheduleV2");
+        assert_eq!(event["Properties"]["OmitName"], true, "CloudFormation generates the schedule's name");
+        assert!(event["Properties"]["Name"].is_null(), "no fixed name (OmitName excludes one)");
+    }
+    // Nor any other fixed physical name.
+    for (id, r) in t["Resources"].as_mapping().unwrap() {
+        for key in ["FunctionName", "TableName", "BucketName", "RoleName", "Name", "PolicyName"] {
+            if key == "PolicyName" && r["Type"] == "AWS::IAM::Policy" {
+                continue; // an inline policy's name is scoped to its role
+            }
+            assert!(r["Properties"][key].is_null(), "{id:?}: {key} is fixed");
+        }
     }
 }
 

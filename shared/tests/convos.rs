@@ -240,3 +240,32 @@ async fn bad_input_gets_a_4xx_in_the_envelope_and_writes_nothing() {
     assert!(store.messages(&org, "ag", "c").await.unwrap().is_empty());
     assert!(store.get_header(&org, "ag", "a#b").await.unwrap().is_none());
 }
+
+/// A leap second (`23:59:60`) would be stored and echoed as `:60`, which most clients cannot
+/// parse: ingest refuses it naming the message's `ts`, and the agent export its `from` / `to`.
+#[tokio::test]
+async fn a_leap_second_is_400_naming_the_field_and_writes_nothing() {
+    let state = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    create_convo(&state, &tok, "ag", "c").await;
+    for leap in ["2016-12-31T23:59:60Z", "2016-12-31T23:59:60.250Z", "2017-01-01T00:59:60+01:00"] {
+        let batch = json!({"messages": [msg(1, "user"), {"from": "user", "content": "x", "ts": leap}]});
+        let a = call(&state, "POST", "/agents/ag/convos/c/messages", &tok, Some(batch)).await;
+        assert_convocore_error(&a, 400, "BAD_REQUEST");
+        assert!(a.body["issues"].to_string().contains("messages[1].ts"), "{leap}: {}", a.body);
+    }
+    for query in ["from=2016-12-31T23:59:60Z", "to=2016-12-31T23:59:60Z"] {
+        let a = call(&state, "GET", &format!("/agents/ag/convos/export?{query}"), &tok, None).await;
+        assert_convocore_error(&a, 400, "BAD_REQUEST");
+        let name = &query[..query.find('=').unwrap()];
+        assert!(a.body.to_string().contains(&format!("`{name}`")), "{query}: {}", a.body);
+    }
+    let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
+    assert!(store.messages(&org, "ag", "c").await.unwrap().is_empty(), "nothing was stored");
+    // The last instant before it is fine.
+    let ok = json!({"messages": [{"from": "user", "content": "x", "ts": "2016-12-31T23:59:59.999Z"}]});
+    let a = call(&state, "POST", "/agents/ag/convos/c/messages", &tok, Some(ok)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(store.messages(&org, "ag", "c").await.unwrap()[0].ts, "2016-12-31T23:59:59.999Z");
+}

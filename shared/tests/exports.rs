@@ -305,7 +305,7 @@ async fn a_failed_upload_is_aborted_and_leaves_no_parts_or_object() {
     for _ in 0..12 {
         sink.write(&chunk).await.unwrap();
     }
-    let Finished::Stored { key, bytes } = sink.finish().await.unwrap() else { panic!("stored") };
+    let Finished::Stored { key, bytes, .. } = sink.finish().await.unwrap() else { panic!("stored") };
     assert_eq!(bytes, 12 * 1024 * 1024);
     let head = state.s3.head_object().bucket(&spec.bucket).key(&key).send().await.unwrap();
     assert_eq!(head.content_length(), Some(12 * 1024 * 1024));

@@ -56,9 +56,10 @@ fn snapshot(org: &str, i: usize) -> (Snapshot, Vec<SnapshotMessage>) {
             timestamp: format!("2026-05-18T13:{:02}:{:02}.000Z", j, i % 60),
         })
         .collect();
-    let now = shared::time::now_rfc3339();
+    let (id, at) = shared::ids::new_id();
+    let now = shared::time::to_rfc3339(at);
     let snap: Snapshot = serde_json::from_value(json!({
-        "_id": shared::ids::object_id(), "organizationId": org, "user": {"_id": "u"}, "contact": {"_id": format!("k{}", i % 50)},
+        "_id": id, "organizationId": org, "user": {"_id": "u"}, "contact": {"_id": format!("k{}", i % 50)},
         "customerName": "Jane Doe", "customerPhone": "+14155550123", "customerEmail": "jane@example.com",
         "messageCount": messages.len(), "snapshotDate": now, "conversationStartDate": messages[0].timestamp,
         "conversationEndDate": messages[13].timestamp, "tags": ["sales"], "quality": "good", "isArchived": false,

@@ -80,6 +80,9 @@ async fn a_job_runs_in_the_background_and_its_file_equals_the_synchronous_export
     assert_eq!(queued["status"], "queued", "not run until the worker takes it");
     assert!(queued["url"].is_null() && queued["expiresAt"].is_null());
 
+    // As if the job had waited three days before it ran: its file is younger than the job.
+    let three_days_ago = shared::time::to_rfc3339(chrono::Utc::now() - chrono::Duration::days(3));
+    age_job(&state, &org, &id, &[("createdAt", AttributeValue::S(three_days_ago))]).await;
     assert_eq!(worker.drain(&state, worker_options()).await, vec![Outcome::Succeeded]);
     let done = get_job(&state, &tok, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -88,11 +91,14 @@ async fn a_job_runs_in_the_background_and_its_file_equals_the_synchronous_export
     for field in ["startedAt", "finishedAt", "fileExpiresAt", "url", "expiresAt"] {
         assert!(done[field].is_string(), "{field}: {done}");
     }
-    // The retention counts from the job's creation: the bucket's rule counts from the (later)
-    // start of the upload, so the file is there at least until then.
-    let created = shared::time::parse_rfc3339(done["createdAt"].as_str().unwrap()).unwrap();
-    let file_expires = shared::time::parse_rfc3339(done["fileExpiresAt"].as_str().unwrap()).unwrap();
-    assert_eq!(file_expires - created, chrono::Duration::days(i64::from(state.config.export_retention_days)));
+    // The retention counts as the bucket's lifecycle rule counts it: from the file's creation
+    // (after the job started), plus the days, rounded up to the next midnight UTC.
+    let at = |field: &str| shared::time::parse_rfc3339(done[field].as_str().unwrap()).unwrap();
+    let days = state.config.export_retention_days;
+    let file_expires = at("fileExpiresAt");
+    assert_eq!(file_expires.time(), chrono::NaiveTime::MIN, "S3 expires objects at midnight UTC");
+    assert!(shared::jobs::lifecycle_expiry(at("startedAt"), days) <= file_expires, "{done}");
+    assert!(file_expires <= shared::jobs::lifecycle_expiry(at("finishedAt"), days), "{done}");
     let url = done["url"].as_str().unwrap();
     assert!(!url.contains(&id), "the download URL cannot be derived from the job id");
 

@@ -320,6 +320,89 @@ async fn patch_updates_metadata_only_never_loses_a_field_and_honours_if_match() 
     assert_eq!(l.body["data"], json!([]));
 }
 
+/// `If-Match` is a list (RFC 9110 §13.1.1): it matches when any member is the current ETag,
+/// compared strongly (`W/` tags never match); `*` matches any current version. A bare
+/// `updatedAt` (older clients) still counts as that tag.
+#[tokio::test]
+async fn if_match_with_a_list_matches_when_any_member_is_current() {
+    let state = state().await;
+    let tok = token(&new_org());
+    seed_contact(&state, &tok, "ag", "k1", 2, |i| format!("{i}")).await;
+    let a = create(&state, &tok, json!({"contactId": "k1", "notes": "created"})).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["data"]["_id"].as_str().unwrap().to_string();
+    let uri = format!("/api/training/snapshots/{id}");
+    let auth = format!("Bearer {tok}");
+    let patch = |lines: Vec<String>, notes: &'static str| {
+        let (state, uri, auth) = (&state, &uri, &auth);
+        async move {
+            let mut headers = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
+            headers.extend(lines.iter().map(|l| ("if-match", l.as_str())));
+            send(state, "PATCH", uri, &headers, json!({ "notes": notes }).to_string().as_bytes()).await
+        }
+    };
+    let current = |a: &Answer| a.body["data"]["updatedAt"].as_str().unwrap().to_string();
+    let mut now = current(&a);
+    let etag = a.headers["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{now}\""));
+
+    // A stale tag and the current one: 200.
+    let p = patch(vec![format!("\"stale\", {etag}")], "one").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(p.body["data"]["notes"], "one");
+    let before = now;
+    now = current(&p);
+    // Only stale tags (the previous ETag among them): 412, nothing changes.
+    for lines in [
+        vec!["\"stale1\", \"stale2\"".to_string()],
+        vec![format!("\"stale\", \"{before}\"")],
+        vec![format!("W/\"{now}\"")],
+        vec![format!("W/\"{now}\", \"stale\"")],
+    ] {
+        let p = patch(lines.clone(), "lost").await;
+        assert_tether_error(&p, 412, "PRECONDITION_FAILED");
+        assert!(p.headers.get("etag").is_none(), "{lines:?}");
+    }
+    // The current tag last, bare (as older clients send it), or on its own line: 200.
+    let p = patch(vec![format!("\"a\", \"b,c\", \"{now}\"")], "two").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    now = current(&p);
+    let p = patch(vec![format!("\"stale\", {now}")], "three").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    now = current(&p);
+    let p = patch(vec!["\"stale\"".to_string(), format!("\"{now}\"")], "four").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    now = current(&p);
+    let p = patch(vec!["*".to_string()], "five").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    // Not a list of entity-tags, or `*` inside a list: 400 naming If-Match.
+    for bad in [format!("\"{now}\"; x=1"), format!("*, \"{now}\""), "\"unterminated".to_string()] {
+        let p = patch(vec![bad.clone()], "lost").await;
+        assert_tether_error(&p, 400, "VALIDATION_ERROR");
+        assert!(p.body.to_string().contains("If-Match"), "{bad}: {}", p.body);
+    }
+    let g = call(&state, "GET", &uri, &tok, None).await;
+    assert_eq!(g.body["data"]["notes"], "five");
+}
+
+/// A leap second (`23:59:60`) is not accepted as a bound: it would be echoed as `:60`, which
+/// most clients cannot parse.
+#[tokio::test]
+async fn a_leap_second_in_from_or_to_is_400_naming_the_field() {
+    let state = state().await;
+    let tok = token(&new_org());
+    let queries = [("from", "from=2016-12-31T23:59:60Z"), ("to", "to=2016-12-31T23:59:60.5Z"), ("from", "from=2017-01-01T00:59:60%2B01:00")];
+    for (name, query) in queries {
+        for path in ["/api/training/snapshots", "/api/training/export"] {
+            let a = call(&state, "GET", &format!("{path}?{query}"), &tok, None).await;
+            assert_tether_error(&a, 400, "VALIDATION_ERROR");
+            assert!(a.body["message"].as_str().unwrap().contains(name), "{path}?{query}: {}", a.body);
+        }
+    }
+    let a = call(&state, "GET", "/api/training/snapshots?from=2016-12-31T23:59:59.999Z", &tok, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
 #[tokio::test]
 async fn list_filters_pages_and_binds_cursors_to_org_and_filters() {
     let state = state().await;
@@ -406,9 +489,10 @@ async fn listing_by_quality_reads_no_snapshot_of_another_quality() {
     // Bulk-seeded: the same committed items as a create, without a transaction each.
     let snaps = (0..1000)
         .map(|i| {
-            let now = shared::time::now_rfc3339();
+            let (id, at) = shared::ids::new_id();
+            let now = shared::time::to_rfc3339(at);
             let snap: shared::snapshots::Snapshot = serde_json::from_value(json!({
-                "_id": shared::ids::object_id(), "organizationId": org, "user": {"_id": "u"}, "contact": {"_id": "k"},
+                "_id": id, "organizationId": org, "user": {"_id": "u"}, "contact": {"_id": "k"},
                 "messageCount": 1, "snapshotDate": now, "quality": if i % 2 == 0 { "good" } else { "bad" },
                 "isArchived": false, "createdAt": now, "updatedAt": now, "version": 1
             }))
@@ -434,4 +518,67 @@ async fn listing_by_quality_reads_no_snapshot_of_another_quality() {
     assert_eq!(returned, 500);
     // Each page reads one item ahead to know whether there is a next page; nothing else.
     assert!(scanned as usize <= returned + pages, "scanned {scanned} items for {returned} good ones in {pages} pages");
+}
+
+/// Every snapshot's `createdAt`, newest first as listed (`from`/`to` applied by the server).
+async fn listed(state: &shared::AppState, tok: &str, query: &str) -> Vec<(String, String)> {
+    let a = call(state, "GET", &format!("/api/training/snapshots?limit=100{query}"), tok, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body["nextCursor"].is_null(), "one page holds them all");
+    a.body["data"].as_array().unwrap().iter().map(|d| (d["createdAt"].as_str().unwrap().to_string(), d["_id"].as_str().unwrap().to_string())).collect()
+}
+
+#[tokio::test]
+async fn from_and_to_mean_created_at_exactly_across_second_boundaries_under_parallel_creates() {
+    let state = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    seed_contact(&state, &tok, "ag", "k1", 2, |i| format!("line {i}")).await;
+    // Waves of parallel creates until they span a second boundary.
+    let mut all: Vec<(String, String)> = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let wave = futures::future::join_all((0..20).map(|_| create(&state, &tok, json!({"contactId": "k1"})))).await;
+        for a in wave {
+            assert_eq!(a.status, 201, "{}", a.body);
+            let d = &a.body["data"];
+            assert_eq!(d["createdAt"], d["updatedAt"]);
+            all.push((d["createdAt"].as_str().unwrap().to_string(), d["_id"].as_str().unwrap().to_string()));
+        }
+        let seconds: std::collections::BTreeSet<&str> = all.iter().map(|(c, _)| &c[..19]).collect();
+        if seconds.len() >= 2 {
+            break;
+        }
+    }
+    assert!(all.len() <= 100, "one list page");
+    assert!(all.iter().map(|(c, _)| &c[..19]).collect::<std::collections::BTreeSet<_>>().len() >= 2, "across a second boundary");
+    // Newest first by createdAt, ties by id.
+    let mut expected = all.clone();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(listed(&state, &tok, "").await, expected, "list order is createdAt order");
+
+    let ms = |t: &str, delta: i64| {
+        shared::time::to_rfc3339(shared::time::parse_rfc3339(t).unwrap() + chrono::Duration::milliseconds(delta))
+    };
+    for (created, id) in &all {
+        let second = format!("{}.000Z", &created[..19]);
+        for from in [created.clone(), second] {
+            let want: Vec<_> = expected.iter().filter(|(c, _)| *c >= from).cloned().collect();
+            assert_eq!(listed(&state, &tok, &format!("&from={from}")).await, want, "from={from}");
+        }
+        let before = ms(created, -1);
+        let got = listed(&state, &tok, &format!("&to={before}")).await;
+        assert!(!got.iter().any(|(_, i)| i == id), "to={before} excludes {id} created at {created}");
+        assert_eq!(got, expected.iter().filter(|(c, _)| *c <= before).cloned().collect::<Vec<_>>());
+        let only = listed(&state, &tok, &format!("&from={created}&to={created}")).await;
+        assert!(only.iter().any(|(_, i)| i == id) && only.iter().all(|(c, _)| c == created));
+    }
+    // The export reads the same window.
+    let (created, _) = &all[all.len() / 2];
+    let from = format!("{}.000Z", &created[..19]);
+    let a = call(&state, "GET", &format!("/api/training/export?format=jsonl&from={from}"), &tok, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let exported: Vec<String> = String::from_utf8(a.bytes).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect();
+    let want: Vec<String> = expected.iter().filter(|(c, _)| *c >= from).map(|(_, i)| i.clone()).collect();
+    assert_eq!(exported, want);
 }

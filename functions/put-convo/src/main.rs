@@ -1,5 +1,6 @@
 //! `put-convo` Lambda: creates or updates a conversation header (`PUT /agents/{agentId}/convos/{convoId}`).
 use lambda_http::{run, service_fn, Error};
+use shared::lambda::LambdaReply;
 use shared::AppState;
 
 #[tokio::main]
@@ -7,5 +8,9 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     // Configuration and AWS clients are built once per cold start, then shared by every invocation.
     let state = AppState::from_env().await?;
-    run(service_fn(|req| async { Ok::<_, Error>(shared::convos::handlers::put_convo(&state, req).await) })).await
+    // LambdaReply hands the answer to Lambda without re-decoding it (a CSV keeps its BOM).
+    run(service_fn(|req| async {
+        Ok::<_, Error>(LambdaReply(shared::convos::handlers::put_convo(&state, req).await))
+    }))
+    .await
 }

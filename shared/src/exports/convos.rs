@@ -115,7 +115,7 @@ impl ConvoFormat {
         match v {
             None | Some("json") => Ok(Self::Json),
             Some("csv") => Ok(Self::Csv),
-            Some(_) => Err(ApiError::validation("`format` must be json or csv")),
+            Some(_) => Err(ApiError::invalid("format", "must be json or csv")),
         }
     }
     /// File extension.
@@ -139,7 +139,7 @@ pub fn time_value(name: &str, v: Option<&str>) -> Result<Option<String>, ApiErro
     v.map(|v| {
         crate::time::parse_rfc3339(v)
             .map(crate::time::to_rfc3339)
-            .ok_or_else(|| ApiError::validation(format!("`{name}` must be an RFC 3339 timestamp")))
+            .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp"))
     })
     .transpose()
 }
@@ -151,11 +151,11 @@ pub const MAX_EXPORT_LIMIT: usize = 1_000_000;
 pub fn agent_spec(agent: String, format: ConvoFormat, from: Option<String>, to: Option<String>, limit: Option<usize>) -> Result<ExportSpec, ApiError> {
     if let (Some(f), Some(t)) = (&from, &to) {
         if f > t {
-            return Err(ApiError::validation("`from` must not be after `to`"));
+            return Err(ApiError::invalid("from", "must not be after `to`"));
         }
     }
     if limit.is_some_and(|n| !(1..=MAX_EXPORT_LIMIT).contains(&n)) {
-        return Err(ApiError::validation(format!("`limit` must be an integer from 1 to {MAX_EXPORT_LIMIT}")));
+        return Err(ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_EXPORT_LIMIT}")));
     }
     Ok(ExportSpec::Conversations { agent_id: agent, format, from, to, limit })
 }
@@ -170,7 +170,7 @@ pub async fn export_agent_convos(state: &AppState, req: Request) -> Response<Bod
         let limit = query_param(&req, "limit")
             .map(|v| {
                 v.parse::<usize>()
-                    .map_err(|_| ApiError::validation(format!("`limit` must be an integer from 1 to {MAX_EXPORT_LIMIT}")))
+                    .map_err(|_| ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_EXPORT_LIMIT}")))
             })
             .transpose()?;
         let spec = agent_spec(agent, format, from, to, limit)?;

@@ -42,7 +42,7 @@ pub fn delivery_param(req: &Request) -> Result<Delivery, ApiError> {
         None | Some("auto") => Ok(Delivery::Auto),
         Some("url") => Ok(Delivery::Url),
         Some("inline") => Ok(Delivery::Inline),
-        Some(_) => Err(ApiError::validation("`delivery` must be auto, url or inline")),
+        Some(_) => Err(ApiError::invalid("delivery", "must be auto, url or inline")),
     }
 }
 
@@ -153,7 +153,7 @@ pub async fn respond(state: &AppState, spec: &ObjectSpec, finished: Finished, co
             r.headers_mut().insert(header::CONTENT_DISPOSITION, header_value(&spec.content_disposition)?);
             r
         }
-        Finished::Stored { key, bytes } => {
+        Finished::Stored { key, bytes, .. } => {
             let ttl = std::time::Duration::from_secs(state.config.export_url_ttl_seconds);
             let url = presign(state, &key, ttl).await?;
             let expires_at = crate::time::to_rfc3339(chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64));

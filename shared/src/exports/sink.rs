@@ -16,6 +16,8 @@ use aws_sdk_s3::{
     Client,
 };
 
+use chrono::{DateTime, Utc};
+
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
 
 /// S3 part size: above S3's 5 MiB minimum; 10,000 parts of it allow exports up to 80 GiB.
@@ -51,6 +53,12 @@ struct Upload {
     parts: Vec<CompletedPart>,
 }
 
+/// Now, taken just before a request that creates an object or an upload: S3 dates the object
+/// at or after it, so retention counted from it never ends later than S3's own.
+fn before_request() -> DateTime<Utc> {
+    Utc::now()
+}
+
 /// Where a resumable upload stands: enough to continue it in another process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadState {
@@ -58,6 +66,8 @@ pub struct UploadState {
     pub upload_id: String,
     /// Parts uploaded, in order (numbers 1..=n).
     pub parts: Vec<(i32, String)>,
+    /// When the upload was initiated, at the latest: S3 dates the finished object from it.
+    pub started: DateTime<Utc>,
 }
 
 /// The finished export.
@@ -71,6 +81,9 @@ pub enum Finished {
         key: String,
         /// Its size.
         bytes: u64,
+        /// No later than the object's creation date as S3 counts it (for a multipart upload,
+        /// its initiation), from which the bucket's lifecycle rule counts its expiry.
+        created: DateTime<Utc>,
     },
 }
 
@@ -82,6 +95,8 @@ pub struct ExportSink<'a> {
     inline_max: usize,
     buffer: Vec<u8>,
     upload: Option<Upload>,
+    /// See [`UploadState::started`].
+    started: Option<DateTime<Utc>>,
     total: u64,
     /// Size of the buffer once encoded in Lambda's JSON response (escaped text or base64).
     encoded: usize,
@@ -91,11 +106,9 @@ pub struct ExportSink<'a> {
     resumable: bool,
 }
 
-/// Whether lambda_http sends a content type as text (else base64), by its own rule.
+/// Whether a function sends a body of this content type as text (else base64): see `crate::lambda`.
 fn is_text(content_type: &str) -> bool {
-    let ct = content_type.split(';').next().unwrap_or("").trim();
-    ["text/", "application/json", "application/javascript", "application/xml"].iter().any(|p| ct.starts_with(p))
-        || ["+xml", "+yaml", "+json"].iter().any(|s| ct.ends_with(s))
+    crate::lambda::is_text_type(content_type)
 }
 
 /// Bytes `bytes` add to a JSON string (the response body as Lambda serialises it).
@@ -121,6 +134,7 @@ impl<'a> ExportSink<'a> {
             inline_max,
             buffer: Vec::new(),
             upload: None,
+            started: None,
             total: 0,
             encoded: 0,
             text_body,
@@ -142,6 +156,7 @@ impl<'a> ExportSink<'a> {
                 .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
                 .collect();
             sink.upload = Some(Upload { id: state.upload_id, parts });
+            sink.started = Some(state.started);
             sink.total = bytes;
         }
         sink
@@ -152,6 +167,7 @@ impl<'a> ExportSink<'a> {
         self.upload.as_ref().map(|u| UploadState {
             upload_id: u.id.clone(),
             parts: u.parts.iter().map(|p| (p.part_number.unwrap_or(0), p.e_tag.clone().unwrap_or_default())).collect(),
+            started: self.started.unwrap_or_else(before_request),
         })
     }
 
@@ -182,6 +198,10 @@ impl<'a> ExportSink<'a> {
 
     /// Appends bytes; uploads a part whenever one is full. On error the upload is aborted.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+        if self.total == 0 && bytes.starts_with(crate::lambda::UTF8_BOM) {
+            // A body that starts with a BOM (CSV) is sent base64 encoded, to keep the BOM.
+            self.text_body = false;
+        }
         self.total += bytes.len() as u64;
         self.buffer.extend_from_slice(bytes);
         // The limit is on the answer Lambda returns: text is JSON-escaped, anything else base64.
@@ -211,6 +231,7 @@ impl<'a> ExportSink<'a> {
 
     async fn upload_part(&mut self, part: Vec<u8>) -> Result<(), ApiError> {
         if self.upload.is_none() {
+            self.started = Some(before_request());
             let created = self
                 .s3
                 .create_multipart_upload()
@@ -276,6 +297,7 @@ impl<'a> ExportSink<'a> {
         let key = self.spec.key.clone();
         if self.upload.is_none() {
             // Never reached a full part: one PutObject is cheaper than a multipart upload.
+            let created = before_request();
             self.s3
                 .put_object()
                 .bucket(&self.spec.bucket)
@@ -286,7 +308,7 @@ impl<'a> ExportSink<'a> {
                 .send()
                 .await
                 .ctx("store export")?;
-            return Ok(Finished::Stored { key, bytes: self.total });
+            return Ok(Finished::Stored { key, bytes: self.total, created });
         }
         if !self.buffer.is_empty() {
             let last = std::mem::take(&mut self.buffer);
@@ -303,7 +325,7 @@ impl<'a> ExportSink<'a> {
             .await
             .ctx("complete export upload")?;
         self.upload = None;
-        Ok(Finished::Stored { key, bytes: self.total })
+        Ok(Finished::Stored { key, bytes: self.total, created: self.started.unwrap_or_else(before_request) })
     }
 }
 
@@ -328,5 +350,27 @@ mod tests {
         assert_eq!(escaped_len(b"\"q\"\n"), 7);
         assert_eq!(escaped_len(&[0x01]), 6);
         assert_eq!(escaped_len("é".as_bytes()), 2, "UTF-8 is not escaped");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_starts_with_a_bom_counts_as_base64() {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .build();
+        let s3 = Client::from_conf(config);
+        let spec = |ct: &str| ObjectSpec {
+            bucket: "b".into(),
+            key: "k".into(),
+            content_type: ct.into(),
+            content_disposition: "attachment".into(),
+        };
+        // 8 bytes: 10 as escaped text, 12 as base64; the limit is 10.
+        let mut csv = ExportSink::new(&s3, spec("text/csv; charset=utf-8"), Delivery::Inline, 10);
+        csv.write(crate::lambda::UTF8_BOM).await.unwrap();
+        assert!(csv.write(b"a,b\r\n").await.is_err(), "a CSV with its BOM is sent base64 encoded");
+        let mut text = ExportSink::new(&s3, spec("text/csv; charset=utf-8"), Delivery::Inline, 10);
+        text.write(b"abc").await.unwrap();
+        text.write(b"a,b\r\n").await.unwrap();
     }
 }

@@ -35,7 +35,7 @@ impl Format {
             Some("jsonl") => Ok(Self::Jsonl),
             Some("openai") => Ok(Self::OpenAi),
             Some("csv") => Ok(Self::Csv),
-            Some(_) => Err(ApiError::validation("`format` must be json, jsonl, openai or csv")),
+            Some(_) => Err(ApiError::invalid("format", "must be json, jsonl, openai or csv")),
         }
     }
     /// File extension.
@@ -233,9 +233,13 @@ impl Encoder {
 pub const MAX_SYSTEM_CHARS: usize = 10_000;
 
 /// Validates the training export's parameters into its spec.
+/// Both the synchronous route and export jobs come through here, so equal parameters give
+/// byte-identical files: a blank `system` is left out (an empty system message is an invalid
+/// fine-tuning example), whichever route it came by.
 pub fn training_spec(format: Format, filters: Filters, system: Option<String>) -> Result<ExportSpec, ApiError> {
+    let system = system.filter(|s| !s.trim().is_empty());
     if system.as_ref().is_some_and(|s| s.chars().count() > MAX_SYSTEM_CHARS) {
-        return Err(ApiError::validation(format!("`system` must be at most {MAX_SYSTEM_CHARS} characters")));
+        return Err(ApiError::invalid("system", format!("must be at most {MAX_SYSTEM_CHARS} characters")));
     }
     Ok(ExportSpec::Training { format, filters, system, changed: None })
 }
@@ -246,7 +250,7 @@ pub async fn export_training(state: &AppState, req: Request) -> Response<Body> {
         let archived = match query_param(&req, "includeArchived") {
             None | Some("false") => Archived::No,
             Some("true") => Archived::All,
-            Some(_) => return Err(ApiError::validation("`includeArchived` must be true or false")),
+            Some(_) => return Err(ApiError::invalid("includeArchived", "must be true or false")),
         };
         let f = filters(&req, archived)?;
         let format = Format::parse(query_param(&req, "format"))?;

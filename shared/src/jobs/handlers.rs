@@ -41,13 +41,19 @@ struct CreateExport {
     limit: Option<usize>,
 }
 
+/// A 400 naming every field that does not belong with the others.
+fn stray_fields(fields: &[String], problem: &str) -> ApiError {
+    let quoted: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+    ApiError::validation_issues(format!("{}: {problem}", quoted.join(", ")), fields.iter().map(|f| format!("{f}: {problem}")).collect())
+}
+
 fn text(v: &Option<String>) -> Option<String> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
 }
 
 fn id_field(name: &str, v: &Option<String>) -> Result<Option<String>, ApiError> {
     match text(v) {
-        Some(id) if !is_valid_id(&id) => Err(ApiError::validation(format!("`{name}` is not a valid id"))),
+        Some(id) if !is_valid_id(&id) => Err(ApiError::invalid(name, "is not a valid id")),
         other => Ok(other),
     }
 }
@@ -56,34 +62,31 @@ impl CreateExport {
     fn into_spec(self) -> Result<ExportSpec, ApiError> {
         let source = self.source.as_deref().unwrap_or(if self.agent_id.is_some() { "conversations" } else { "training" });
         let named = |fields: &[(&str, bool)]| -> Vec<String> {
-            fields.iter().filter(|(_, present)| *present).map(|(name, _)| format!("`{name}`")).collect()
+            fields.iter().filter(|(_, present)| *present).map(|(name, _)| name.to_string()).collect()
         };
         match source {
             "training" => {
                 let stray = named(&[("agentId", self.agent_id.is_some()), ("convoId", self.convo_id.is_some()), ("limit", self.limit.is_some())]);
                 if !stray.is_empty() {
-                    return Err(ApiError::validation(format!("{}: only for source `conversations`", stray.join(", "))));
+                    return Err(stray_fields(&stray, "only for source `conversations`"));
                 }
                 let format = Format::parse(self.format.as_deref())?;
+                // Parsed as the synchronous route parses them (no rounding), so both read the same window.
                 let parse_time = |name: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-                    time_value(name, v.as_deref())?
-                        .map(|t| crate::time::parse_rfc3339(&t).ok_or_else(|| ApiError::validation(format!("`{name}` must be an RFC 3339 timestamp"))))
+                    v.as_deref()
+                        .map(|t| crate::time::parse_rfc3339(t).ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp")))
                         .transpose()
                 };
                 let filters = Filters {
-                    quality: text(&self.quality),
-                    category: text(&self.category),
-                    tags: self.tags.unwrap_or_default().into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+                    quality: self.quality,
+                    category: self.category,
+                    tags: self.tags.unwrap_or_default(),
                     archived: if self.include_archived.unwrap_or(false) { Archived::All } else { Archived::No },
                     from: parse_time("from", &self.from)?,
                     to: parse_time("to", &self.to)?,
-                    contact_id: id_field("contactId", &self.contact_id)?,
-                };
-                if let (Some(from), Some(to)) = (filters.from, filters.to) {
-                    if from > to {
-                        return Err(ApiError::validation("`from` must not be after `to`"));
-                    }
+                    contact_id: self.contact_id,
                 }
+                .validate("tags")?;
                 training_spec(format, filters, self.system)
             }
             "conversations" => {
@@ -96,15 +99,15 @@ impl CreateExport {
                     ("system", self.system.is_some()),
                 ]);
                 if !stray.is_empty() {
-                    return Err(ApiError::validation(format!("{}: only for source `training`", stray.join(", "))));
+                    return Err(stray_fields(&stray, "only for source `training`"));
                 }
                 let format = ConvoFormat::parse(self.format.as_deref())?;
-                let agent_id = id_field("agentId", &self.agent_id)?.ok_or_else(|| ApiError::validation("`agentId` is required for source `conversations`"))?;
+                let agent_id = id_field("agentId", &self.agent_id)?.ok_or_else(|| ApiError::invalid("agentId", "is required for source `conversations`"))?;
                 match id_field("convoId", &self.convo_id)? {
                     Some(convo_id) => {
                         let stray = named(&[("from", self.from.is_some()), ("to", self.to.is_some()), ("limit", self.limit.is_some())]);
                         if !stray.is_empty() {
-                            return Err(ApiError::validation(format!("{}: not for one conversation", stray.join(", "))));
+                            return Err(stray_fields(&stray, "not for one conversation"));
                         }
                         Ok(ExportSpec::Conversation { agent_id, convo_id, format })
                     }
@@ -115,7 +118,7 @@ impl CreateExport {
                     }
                 }
             }
-            _ => Err(ApiError::validation("`source` must be training or conversations")),
+            _ => Err(ApiError::invalid("source", "must be training or conversations")),
         }
     }
 }
@@ -219,7 +222,7 @@ pub async fn list_exports(state: &AppState, req: Request) -> Response<Body> {
             None => None,
             Some(c) => {
                 let key = state.cursors.decode(org, SCOPE, c)?;
-                Some(key.get("id").and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| ApiError::validation("Invalid cursor"))?)
+                Some(key.get("id").and_then(|v| v.as_s().ok()).cloned().ok_or_else(crate::cursor::invalid)?)
             }
         };
         let (page, next) = JobStore::new(state).list(org, limit, before.as_deref()).await?;

@@ -80,6 +80,36 @@ pub struct Checkpoint {
     pub skipped: u64,
     /// Bytes in the uploaded parts.
     pub bytes: u64,
+    /// When the upload was initiated, at the latest (RFC 3339): the file's retention counts
+    /// from it. Absent in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_started_at: Option<String>,
+}
+
+impl Checkpoint {
+    /// When the checkpoint's upload was initiated, at the latest: as recorded, else the job's
+    /// creation (earlier, so a retention counted from it still ends no later than S3's).
+    pub fn upload_started(&self, job: &Job) -> chrono::DateTime<chrono::Utc> {
+        [self.upload_started_at.as_deref(), Some(job.created_at.as_str())]
+            .into_iter()
+            .flatten()
+            .find_map(crate::time::parse_rfc3339)
+            .unwrap_or_else(chrono::Utc::now)
+    }
+}
+
+/// When S3's lifecycle rule may delete a file created at `created` that expires after `days`:
+/// S3 adds the days to the object's creation and rounds up to the next midnight UTC, and
+/// deletes the object some time after that. So the file is there until this moment, and gone
+/// no earlier.
+pub fn lifecycle_expiry(created: chrono::DateTime<chrono::Utc>, days: u32) -> chrono::DateTime<chrono::Utc> {
+    let due = created + chrono::Duration::days(i64::from(days));
+    let midnight = due.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    if midnight == due {
+        due
+    } else {
+        midnight + chrono::Duration::days(1)
+    }
 }
 
 /// An export job as stored.
@@ -199,7 +229,8 @@ pub fn now_ms() -> i64 {
 
 /// A new queued job for `spec` (not yet stored).
 pub fn new_job(org: &str, spec: ExportSpec, trigger: Trigger, id: String) -> Job {
-    let created = chrono::Utc::now();
+    // The instant the id names, when it names one, so the list order is `createdAt` order.
+    let created = crate::ids::instant(&id).unwrap_or_else(chrono::Utc::now);
     let file_name = spec.file_name(created);
     Job {
         key: crate::exports::object_key(org, spec.kind(), &file_name),
@@ -447,14 +478,14 @@ impl<'a> JobStore<'a> {
         Ok(())
     }
 
-    /// Marks the job succeeded with its final size and counts. `fileExpiresAt` counts the
-    /// retention from the job's creation: the lifecycle rule counts from the upload's start
-    /// (later) and rounds up to midnight, so the file is there at least until then.
-    pub async fn succeed(&self, job: &Job, owner: &str, bytes: u64, items: u64, skipped: u64) -> Result<Option<Job>, ApiError> {
+    /// Marks the job succeeded with its final size and counts. `fileExpiresAt` is when the
+    /// bucket's lifecycle rule may delete the file, counted as S3 counts it from `file_created`
+    /// (no later than the object's creation date: for a multipart upload, its initiation).
+    pub async fn succeed(&self, job: &Job, owner: &str, bytes: u64, counts: crate::exports::Counts, file_created: chrono::DateTime<chrono::Utc>) -> Result<Option<Job>, ApiError> {
         let (org, id) = (job.organization_id.as_str(), job.id.as_str());
+        let (items, skipped) = (counts.items, counts.skipped);
         let finished = chrono::Utc::now();
-        let created = crate::time::parse_rfc3339(&job.created_at).unwrap_or(finished);
-        let expires = created + chrono::Duration::days(i64::from(self.state.config.export_retention_days));
+        let expires = lifecycle_expiry(file_created, self.state.config.export_retention_days);
         self.update(
             org,
             id,
@@ -555,4 +586,17 @@ pub async fn revive(state: &AppState, job: Job) -> Result<Job, ApiError> {
         }
     }
     Ok(store.get(&job.organization_id, &job.id).await?.unwrap_or(job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_expiry_rounds_up_to_the_next_midnight_utc_as_s3_does() {
+        let t = |s: &str| crate::time::parse_rfc3339(s).unwrap();
+        assert_eq!(lifecycle_expiry(t("2026-01-15T10:30:00Z"), 1), t("2026-01-17T00:00:00Z"));
+        assert_eq!(lifecycle_expiry(t("2026-01-15T23:59:59.999Z"), 7), t("2026-01-23T00:00:00Z"));
+        assert_eq!(lifecycle_expiry(t("2026-01-15T00:00:00Z"), 7), t("2026-01-22T00:00:00Z"));
+    }
 }

@@ -109,18 +109,19 @@ pub async fn watermark(state: &AppState, org: &str) -> Result<Option<String>, Ap
     Ok(out.item.and_then(|i| i.get("watermark").and_then(|v| v.as_s().ok()).cloned()))
 }
 
-/// The job id of `org`'s export for one scheduled time: time-ordered like every id (seconds
-/// first), the rest derived, so every delivery of that run names the same job.
+/// The job id of `org`'s export for one scheduled time: time-ordered like every id (it names
+/// the scheduled time, which becomes the job's `createdAt`), the rest derived from the
+/// organization, so every delivery of that run names the same job.
 pub fn job_id(scheduled: chrono::DateTime<chrono::Utc>, org: &str) -> String {
     let digest = Sha256::digest(format!("{org}|{}", scheduled.timestamp()).as_bytes());
-    let tail: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{:08x}{tail}", scheduled.timestamp().clamp(0, u32::MAX as i64) as u32)
+    let tail: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{}{tail}", crate::ids::time_prefix(scheduled))
 }
 
 /// Runs the scheduled export for every registered organization. Answers a summary.
 pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::Value, ApiError> {
     let scheduled = match &event.scheduled_time {
-        Some(t) => crate::time::parse_rfc3339(t).ok_or_else(|| ApiError::validation("`scheduledTime` must be an RFC 3339 timestamp"))?,
+        Some(t) => crate::time::parse_rfc3339(t).ok_or_else(|| ApiError::invalid("scheduledTime", "must be an RFC 3339 timestamp"))?,
         None => chrono::Utc::now(),
     };
     let settle = chrono::Duration::from_std(state.config.schedule_settle).unwrap_or_default();

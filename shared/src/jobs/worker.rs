@@ -165,7 +165,8 @@ async fn execute(
             Some(parts) => resumed = Some((cp.clone(), parts)),
             None if cp.position == FINISHED && object_exists(state, &job.key).await? => {
                 // An earlier invocation completed the upload but could not record it.
-                return succeed(state, store, job, owner, cp.bytes, Counts { items: cp.items, skipped: cp.skipped }).await;
+                let counts = Counts { items: cp.items, skipped: cp.skipped };
+                return succeed(state, store, job, owner, cp.bytes, counts, cp.upload_started(job)).await;
             }
             None => {
                 tracing::warn!(job = %job.id, "the checkpoint's upload is gone; starting the export again");
@@ -178,7 +179,8 @@ async fn execute(
             *upload = Some(cp.upload_id.clone());
             let counts = Counts { items: cp.items, skipped: cp.skipped };
             let producer = Producer::resume(state, org, job.params.clone(), &job.created_at, Some(cp.position.clone()), counts);
-            let sink = ExportSink::resumable(&state.s3, object, Some((UploadState { upload_id: cp.upload_id.clone(), parts }, cp.bytes)));
+            let upload = UploadState { upload_id: cp.upload_id.clone(), parts, started: cp.upload_started(job) };
+            let sink = ExportSink::resumable(&state.s3, object, Some((upload, cp.bytes)));
             if cp.position == FINISHED {
                 return complete(state, store, job, owner, sink, counts).await;
             }
@@ -230,6 +232,7 @@ async fn execute(
                 items: item.counts.items,
                 skipped: item.counts.skipped,
                 bytes: sink.bytes(),
+                upload_started_at: Some(crate::time::to_rfc3339(state_now.started)),
             };
             if !store.checkpoint(org, &job.id, owner, &cp, floor).await? {
                 tracing::warn!(job = %job.id, "lost the lease; another invocation continues");
@@ -249,10 +252,10 @@ async fn execute(
     let counts = producer.counts();
     if sink.parts() == 0 {
         // Small enough for one PutObject: nothing to checkpoint, a retry simply redoes it.
-        let Finished::Stored { bytes, .. } = sink.finish().await? else {
+        let Finished::Stored { bytes, created, .. } = sink.finish().await? else {
             return Err(ApiError::internal("export job", "a job's sink answered inline"));
         };
-        return succeed(state, store, job, owner, bytes, counts).await;
+        return succeed(state, store, job, owner, bytes, counts, created).await;
     }
     sink.flush().await?;
     let Some(last) = sink.upload_state() else { return Err(ApiError::internal("export job", "no upload")) };
@@ -263,6 +266,7 @@ async fn execute(
         items: counts.items,
         skipped: counts.skipped,
         bytes: sink.bytes(),
+        upload_started_at: Some(crate::time::to_rfc3339(last.started)),
     };
     if !store.checkpoint(org, &job.id, owner, &cp, floor).await? {
         return Ok(Outcome::Skipped);
@@ -278,19 +282,27 @@ async fn complete(
     sink: ExportSink<'_>,
     counts: Counts,
 ) -> Result<Outcome, ApiError> {
-    let Finished::Stored { bytes, .. } = sink.finish().await? else {
+    let Finished::Stored { bytes, created, .. } = sink.finish().await? else {
         return Err(ApiError::internal("export job", "a job's sink answered inline"));
     };
-    succeed(state, store, job, owner, bytes, counts).await
+    succeed(state, store, job, owner, bytes, counts, created).await
 }
 
-async fn succeed(state: &AppState, store: &JobStore<'_>, job: &Job, owner: &str, bytes: u64, counts: Counts) -> Result<Outcome, ApiError> {
+async fn succeed(
+    state: &AppState,
+    store: &JobStore<'_>,
+    job: &Job,
+    owner: &str,
+    bytes: u64,
+    counts: Counts,
+    file_created: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, ApiError> {
     // The watermark first: it only moves forward, so a retry after a failure in between
     // repeats it harmlessly, while the other order could end the job and keep the watermark.
     if let (Trigger::Schedule, ExportSpec::Training { changed: Some(window), .. }) = (job.trigger, &job.params) {
         super::schedule::advance_watermark(state, &job.organization_id, &window.up_to).await?;
     }
-    if store.succeed(job, owner, bytes, counts.items, counts.skipped).await?.is_none() {
+    if store.succeed(job, owner, bytes, counts, file_created).await?.is_none() {
         return Ok(Outcome::Skipped);
     }
     tracing::info!(job = %job.id, items = counts.items, bytes, "export job succeeded");

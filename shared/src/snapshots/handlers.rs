@@ -20,7 +20,7 @@ fn snapshot_id(req: &Request) -> Result<String, ApiError> {
     if crate::ids::is_object_id(id) {
         Ok(id.to_ascii_lowercase())
     } else {
-        Err(ApiError::validation("Invalid snapshot id: expected 24 hexadecimal characters"))
+        Err(ApiError::invalid("id", "must be a snapshot id: 24 hexadecimal characters"))
     }
 }
 
@@ -138,19 +138,20 @@ async fn create(
         }
     };
     if chosen.is_empty() {
-        return Err(ApiError::validation("The contact has no messages to capture"));
+        return Err(ApiError::invalid("contactId", "has no messages to capture"));
     }
     let bytes = serde_json::to_vec(&chosen).map_err(|e| ApiError::internal("encode messages", e))?.len();
     if bytes > MAX_MESSAGE_BYTES {
-        return Err(ApiError::validation(format!(
-            "messageIds: the chosen messages are {bytes} bytes; a snapshot holds at most {MAX_MESSAGE_BYTES} (choose fewer messageIds)"
-        )));
+        return Err(ApiError::invalid(
+            "messageIds",
+            format!("chooses {bytes} bytes of messages; a snapshot holds at most {MAX_MESSAGE_BYTES} (choose fewer messageIds)"),
+        ));
     }
     if chosen.len() > MAX_MESSAGES {
-        return Err(ApiError::validation(format!(
-            "messageIds: a snapshot holds at most {MAX_MESSAGES} messages; this contact has {} (choose messageIds)",
-            chosen.len()
-        )));
+        return Err(ApiError::invalid(
+            "messageIds",
+            format!("must choose at most {MAX_MESSAGES} messages per snapshot; this contact has {} (choose messageIds)", chosen.len()),
+        ));
     }
     // The lead fields of the contact's most recently active conversation describe the customer.
     let lead = headers.iter().max_by(|a, b| a.ts().cmp(b.ts())).ok_or_else(|| ApiError::not_found("Contact not found"))?;
@@ -161,7 +162,11 @@ async fn create(
         },
         _ => (None, None),
     };
-    let now = crate::time::now_rfc3339();
+    // `createdAt` is the instant the id names, so id order is `createdAt` order and a `from`/`to`
+    // window is exactly a range of ids. A resumed create commits later than its id was made:
+    // its `updatedAt` is now, so the scheduled export's change window cannot have passed it.
+    let created = crate::ids::instant(&id).map_or_else(crate::time::now_rfc3339, crate::time::to_rfc3339);
+    let updated = if resumed { crate::time::now_rfc3339().max(created.clone()) } else { created.clone() };
     let mut snap = Snapshot {
         id,
         organization_id: org.clone(),
@@ -183,7 +188,7 @@ async fn create(
         customer_phone: lead.user_phone.clone(),
         customer_email: lead.user_email.clone(),
         message_count: chosen.len(),
-        snapshot_date: now.clone(),
+        snapshot_date: created.clone(),
         conversation_start_date: chosen.first().map(|m| m.timestamp.clone()),
         conversation_end_date: chosen.last().map(|m| m.timestamp.clone()),
         notes: input.notes,
@@ -191,8 +196,8 @@ async fn create(
         quality: input.quality,
         category: input.category,
         is_archived: false,
-        created_at: now.clone(),
-        updated_at: now,
+        created_at: created,
+        updated_at: updated,
         chunks: 0,
         chunk_set: String::new(),
         version: 1,
@@ -224,33 +229,24 @@ fn time_param(req: &Request, name: &str) -> Result<Option<chrono::DateTime<chron
     query_param(req, name)
         .map(|v| {
             crate::time::parse_rfc3339(v)
-                .ok_or_else(|| ApiError::validation(format!("`{name}` must be an RFC 3339 timestamp such as 2026-05-18T14:30:00Z")))
+                .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp such as 2026-05-18T14:30:00Z"))
         })
         .transpose()
 }
 
 /// Reads the filters shared by the list and the export; `archived` is the caller's.
 pub fn filters(req: &Request, archived: Archived) -> Result<Filters, ApiError> {
-    let text = |name: &str| query_param(req, name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    let contact_id = text("contactId");
-    if contact_id.as_deref().is_some_and(|c| !crate::http::is_valid_id(c)) {
-        return Err(ApiError::validation("`contactId` is not a valid id"));
-    }
-    let f = Filters {
+    let text = |name: &str| query_param(req, name).map(str::to_string);
+    Filters {
         quality: text("quality"),
         category: text("category"),
-        tags: query_params(req, "tag").into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+        tags: query_params(req, "tag").into_iter().map(str::to_string).collect(),
         archived,
         from: time_param(req, "from")?,
         to: time_param(req, "to")?,
-        contact_id,
-    };
-    if let (Some(from), Some(to)) = (f.from, f.to) {
-        if from > to {
-            return Err(ApiError::validation("`from` must not be after `to`"));
-        }
+        contact_id: text("contactId"),
     }
-    Ok(f)
+    .validate("tag")
 }
 
 /// `GET /api/training/snapshots`: filtered, newest first, cursor-paginated.
@@ -261,21 +257,21 @@ pub async fn list_snapshots(state: &AppState, req: Request) -> Response<Body> {
             None | Some("false") => Archived::No,
             Some("true") => Archived::Yes,
             Some("all") => Archived::All,
-            Some(_) => return Err(ApiError::validation("`archived` must be false, true or all")),
+            Some(_) => return Err(ApiError::invalid("archived", "must be false, true or all")),
         };
         let f = filters(&req, archived)?;
         let limit = limit_param(&req, DEFAULT_LIMIT, MAX_LIMIT)?;
         let include_messages = match query_param(&req, "includeMessages") {
             None | Some("false") => false,
             Some("true") => true,
-            Some(_) => return Err(ApiError::validation("`includeMessages` must be true or false")),
+            Some(_) => return Err(ApiError::invalid("includeMessages", "must be true or false")),
         };
         let scope = f.scope();
         let after = match query_param(&req, "cursor") {
             None => None,
             Some(c) => {
                 let key = state.cursors.decode(org, &scope, c)?;
-                Some(key.get("id").and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| ApiError::validation("Invalid cursor"))?)
+                Some(key.get("id").and_then(|v| v.as_s().ok()).cloned().ok_or_else(crate::cursor::invalid)?)
             }
         };
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
@@ -303,19 +299,83 @@ pub async fn update_snapshot(state: &AppState, req: Request) -> Response<Body> {
         let id = snapshot_id(&req)?;
         let patch: PatchInput = read_json(&req, state.config.max_body_bytes)?;
         let patch = patch.validate()?;
-        let if_match = req
-            .headers()
-            .get(header::IF_MATCH)
-            .map(|v| v.to_str().map(|s| s.trim().trim_matches('"').to_string()))
-            .transpose()
-            .map_err(|_| ApiError::validation("If-Match must be the document's updatedAt"))?
-            // `*` matches any current version (RFC 9110); the snapshot must still exist.
-            .filter(|v| v != "*");
+        let if_match = if_match(req.headers())?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
         let snap = store.patch(&principal.organization_id, &id, &patch, if_match.as_deref()).await?;
         Ok(with_etag(success(StatusCode::OK, "Training snapshot updated successfully", &snap.document(true, None)), &snap))
     })
     .await
+}
+
+/// `If-Match` (RFC 9110 §13.1.1) as the `updatedAt` values it accepts: `None` without the header
+/// or with `*` (any current version; the snapshot must still exist), else every value listed,
+/// any one of which matches. The ETag is `"<updatedAt>"`; a bare `<updatedAt>` (older clients)
+/// is accepted too. Weak tags (`W/"..."`) never match (If-Match compares strongly), so a list
+/// of only those matches nothing (412). Several `If-Match` lines are one list. Anything else,
+/// or `*` within a list, is 400.
+fn if_match(headers: &http::HeaderMap) -> Result<Option<Vec<String>>, ApiError> {
+    let invalid = || {
+        ApiError::invalid("If-Match", "must be `*` or a comma-separated list of the document's ETag (its updatedAt, quoted)")
+    };
+    let mut lines = headers.get_all(header::IF_MATCH).iter().peekable();
+    if lines.peek().is_none() {
+        return Ok(None);
+    }
+    let mut members = Vec::new();
+    for line in lines {
+        members.extend(entity_tags(line.to_str().map_err(|_| invalid())?).ok_or_else(invalid)?);
+    }
+    match members.as_slice() {
+        [EntityTag::Any] => Ok(None),
+        m if m.contains(&EntityTag::Any) => Err(invalid()),
+        m => Ok(Some(m.iter().filter_map(|t| match t { EntityTag::Strong(v) => Some(v.to_string()), _ => None }).collect())),
+    }
+}
+
+/// One member of an `If-Match` list.
+#[derive(Debug, PartialEq, Eq)]
+enum EntityTag<'a> {
+    /// `*`.
+    Any,
+    /// `"<value>"`, or a bare `<value>` without quotes, commas or whitespace.
+    Strong(&'a str),
+    /// `W/"<value>"`: never matches in If-Match.
+    Weak,
+}
+
+/// The members of one `If-Match` line (`#entity-tag`, RFC 9110 §5.6.1: empty members and
+/// whitespace around commas are ignored; entity-tags may contain commas inside their quotes).
+/// `None` when the line is not such a list.
+fn entity_tags(line: &str) -> Option<Vec<EntityTag<'_>>> {
+    let ows = [' ', '\t'];
+    let mut members = Vec::new();
+    let mut rest = line;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return Some(members);
+        }
+        let (weak, tag) = match rest.strip_prefix("W/") {
+            Some(tag) => (true, tag),
+            None => (false, rest),
+        };
+        let (member, after) = if let Some(quoted) = tag.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (if weak { EntityTag::Weak } else { EntityTag::Strong(&quoted[..end]) }, &quoted[end + 1..])
+        } else {
+            let end = tag.find(',').unwrap_or(tag.len());
+            let bare = tag[..end].trim_end_matches(ows);
+            if weak || bare.is_empty() || bare.contains(['"', ' ', '\t']) {
+                return None;
+            }
+            (if bare == "*" { EntityTag::Any } else { EntityTag::Strong(bare) }, &tag[end..])
+        };
+        rest = after.trim_start_matches(ows);
+        if !(rest.is_empty() || rest.starts_with(',')) {
+            return None;
+        }
+        members.push(member);
+    }
 }
 
 /// `DELETE /api/training/snapshots/{id}`: hard delete, with everything stored for it.
@@ -329,4 +389,42 @@ pub async fn delete_snapshot(state: &AppState, req: Request) -> Response<Body> {
         Ok(success(StatusCode::OK, "Training snapshot deleted successfully", &json!({ "_id": id })))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(lines: &[&str]) -> Result<Option<Vec<String>>, u16> {
+        let mut headers = http::HeaderMap::new();
+        for line in lines {
+            headers.append(header::IF_MATCH, HeaderValue::from_str(line).unwrap());
+        }
+        if_match(&headers).map_err(|e| e.kind.status().as_u16())
+    }
+
+    fn tags(list: &[&str]) -> Result<Option<Vec<String>>, u16> {
+        Ok(Some(list.iter().map(|t| t.to_string()).collect()))
+    }
+
+    #[test]
+    fn if_match_is_a_list_of_strong_entity_tags_or_a_star() {
+        const T: &str = "2026-05-18T14:30:00.000Z";
+        assert_eq!(parsed(&[]), Ok(None));
+        assert_eq!(parsed(&["*"]), Ok(None));
+        assert_eq!(parsed(&[" * "]), Ok(None));
+        assert_eq!(parsed(&[&format!("\"{T}\"")]), tags(&[T]));
+        assert_eq!(parsed(&[T]), tags(&[T]), "bare, as older clients send it");
+        assert_eq!(parsed(&[&format!("\"stale\", \"{T}\"")]), tags(&["stale", T]));
+        assert_eq!(parsed(&[&format!("\"stale\",\"{T}\" ,, ")]), tags(&["stale", T]), "empty members are ignored");
+        assert_eq!(parsed(&["\"a\"", "\"b\", \"c\""]), tags(&["a", "b", "c"]), "several lines are one list");
+        assert_eq!(parsed(&["\"a,b\", c"]), tags(&["a,b", "c"]), "a comma inside quotes belongs to the tag");
+        assert_eq!(parsed(&[&format!("W/\"{T}\"")]), tags(&[]), "weak tags never match");
+        assert_eq!(parsed(&[&format!("W/\"{T}\", \"x\"")]), tags(&["x"]));
+        assert_eq!(parsed(&[""]), tags(&[]));
+        for bad in ["\"x\"; evil=\"1\"", "\"unterminated", "\"a\" \"b\"", "*, \"a\"", "W/bare", "a b", "\"a\"b", "W/*"] {
+            assert_eq!(parsed(&[bad]), Err(400), "{bad}");
+        }
+        assert_eq!(parsed(&["*", "\"a\""]), Err(400), "`*` is only valid alone");
+    }
 }

@@ -22,7 +22,8 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 
-use super::model::{PatchInput, Snapshot, SnapshotMessage, MAX_MESSAGE_BYTES};
+use super::model::{PatchInput, Snapshot, SnapshotMessage, MAX_LABEL_CHARS, MAX_MESSAGE_BYTES};
+use crate::validate::{Issues, MAX_TAGS, MAX_TAG_CHARS};
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
 use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK, TTL};
 
@@ -152,6 +153,40 @@ pub enum Archived {
 }
 
 impl Filters {
+    /// Checks a request's filters as sent and normalises them (trimmed, empty values and
+    /// repeated tags dropped), naming each problem in one 400; `tag_field` is how the request
+    /// names the tags. A snapshot holds at most [`MAX_TAGS`] tags of [`MAX_TAG_CHARS`]
+    /// characters and labels of [`MAX_LABEL_CHARS`]: past those nothing can match, and every tag
+    /// is a clause of the storage filter expression, which DynamoDB caps at 4 KB, so they are
+    /// refused here rather than failing in storage.
+    pub fn validate(mut self, tag_field: &str) -> Result<Self, ApiError> {
+        let mut issues = Issues::default();
+        if self.tags.len() > MAX_TAGS {
+            issues.push(tag_field, format!("at most {MAX_TAGS} values (a snapshot holds at most {MAX_TAGS} tags); {} given", self.tags.len()));
+        }
+        if self.tags.iter().any(|t| t.chars().count() > MAX_TAG_CHARS) {
+            issues.push(tag_field, format!("each tag must be at most {MAX_TAG_CHARS} characters"));
+        }
+        issues.text("quality", self.quality.as_deref(), MAX_LABEL_CHARS);
+        issues.text("category", self.category.as_deref(), MAX_LABEL_CHARS);
+        let trimmed = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let mut seen = std::collections::HashSet::new();
+        self.tags = self.tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty() && seen.insert(*t)).map(str::to_string).collect();
+        self.quality = trimmed(self.quality);
+        self.category = trimmed(self.category);
+        self.contact_id = trimmed(self.contact_id);
+        if self.contact_id.as_deref().is_some_and(|c| !crate::http::is_valid_id(c)) {
+            issues.push("contactId", "is not a valid id");
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to) {
+            if from > to {
+                issues.push("from", "must not be after `to`");
+            }
+        }
+        issues.finish("Invalid filters")?;
+        Ok(self)
+    }
+
     /// A stable description of the filters, so a cursor only continues the same query.
     pub fn scope(&self) -> String {
         format!(
@@ -183,10 +218,27 @@ pub struct ReadStats {
     pub capacity: f64,
 }
 
-/// The smallest id of a second and the largest: ids start with 8 hex digits of seconds.
+/// The smallest id made at or after `t` (`high == false`), or the largest made at or before it:
+/// ids name their creation instant to the millisecond (see [`crate::ids`]), so a window on
+/// `createdAt` is exactly this range of ids.
 fn id_bound(t: DateTime<Utc>, high: bool) -> String {
-    let secs = t.timestamp().clamp(0, u32::MAX as i64) as u32;
-    format!("{secs:08x}{}", if high { "ffffffffffffffff" } else { "0000000000000000" })
+    let t = if high { floor_ms(t) } else { ceil_ms(t) };
+    format!("{}{}", crate::ids::time_prefix(t), if high { "ffffffffffff" } else { "000000000000" })
+}
+
+/// `t` rounded down to its millisecond (stored timestamps have milliseconds).
+fn floor_ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// `t` rounded up to a whole millisecond: `createdAt >= t` is `createdAt >= ceil_ms(t)`.
+fn ceil_ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_ms(t);
+    if floor < t {
+        floor + chrono::Duration::milliseconds(1)
+    } else {
+        floor
+    }
 }
 
 /// The id just before `id` (ids are 96-bit hex numbers), for an exclusive upper bound.
@@ -360,7 +412,7 @@ impl<'a> SnapshotStore<'a> {
             let chunks = Self::chunk_items(&mut snap, &messages, None)?;
             // Delete must be able to retire them in one transaction.
             if chunks.len() > MAX_CHUNKS {
-                return Err(ApiError::validation(format!("snapshot {} has more than {MAX_MESSAGE_BYTES} bytes of messages", snap.id)));
+                return Err(ApiError::invalid("messages", format!("of snapshot {} are more than {MAX_MESSAGE_BYTES} bytes", snap.id)));
             }
             items.extend(chunks);
             items.push(Self::header_item(&snap)?);
@@ -559,14 +611,15 @@ impl<'a> SnapshotStore<'a> {
         for (i, t) in f.tags.iter().enumerate() {
             values.insert(format!(":t{i}"), s(t));
         }
-        // Ids carry seconds; createdAt refines `from` / `to` to the millisecond.
+        // The id range is exact for ids that name their instant; `createdAt` is what `from` /
+        // `to` mean, so it is checked too (it costs no read: a filter on items already read).
         if let Some(from) = f.from {
             filters.push("createdAt >= :from");
-            values.insert(":from".into(), s(crate::time::to_rfc3339(from)));
+            values.insert(":from".into(), s(crate::time::to_rfc3339(ceil_ms(from))));
         }
         if let Some(to) = f.to {
             filters.push("createdAt <= :to");
-            values.insert(":to".into(), s(crate::time::to_rfc3339(to)));
+            values.insert(":to".into(), s(crate::time::to_rfc3339(floor_ms(to))));
         }
         let filter = filters.into_iter().map(str::to_string).chain(tag_filters).collect::<Vec<_>>().join(" AND ");
         self.client
@@ -689,9 +742,10 @@ impl<'a> SnapshotStore<'a> {
     }
 
     /// Applies a patch with an optimistic-concurrency loop: a concurrent change re-reads and
-    /// re-applies, so no field is ever lost; with `if_match` (the `updatedAt` the client saw)
-    /// a stale document answers 412 instead.
-    pub async fn patch(&self, org: &str, id: &str, patch: &PatchInput, if_match: Option<&str>) -> Result<Snapshot, ApiError> {
+    /// re-applies, so no field is ever lost; with `if_match` (the `updatedAt` values the client
+    /// accepts, any one of them) a document whose `updatedAt` is none of them answers 412
+    /// instead, and the write is conditional on the stored `updatedAt` still being the one matched.
+    pub async fn patch(&self, org: &str, id: &str, patch: &PatchInput, if_match: Option<&[String]>) -> Result<Snapshot, ApiError> {
         for attempt in 0..PATCH_ATTEMPTS {
             if attempt > 0 {
                 // Full jitter: writers that collided on one snapshot spread out instead of
@@ -704,10 +758,11 @@ impl<'a> SnapshotStore<'a> {
             let Some(mut snap) = self.get_header(org, id).await? else {
                 return Err(not_found());
             };
-            if if_match.is_some_and(|m| m != snap.updated_at) {
+            if if_match.is_some_and(|tags| !tags.contains(&snap.updated_at)) {
                 return Err(precondition_failed());
             }
             let read_version = snap.version;
+            let matched = if_match.map(|_| snap.updated_at.clone());
             patch.apply(&mut snap);
             let now = crate::time::now_rfc3339();
             snap.updated_at = if now > snap.updated_at { now } else { bump(&snap.updated_at) };
@@ -740,6 +795,15 @@ impl<'a> SnapshotStore<'a> {
             if !remove.is_empty() {
                 expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
             }
+            // Unchanged since read; with If-Match, still at the `updatedAt` that matched (a
+            // change in between fails the condition, and the re-read answers 412).
+            let condition = match matched {
+                Some(m) => {
+                    values.insert(":matched".into(), s(m));
+                    "version = :read AND updatedAt = :matched"
+                }
+                None => "version = :read",
+            };
             let result = self
                 .client
                 .update_item()
@@ -747,7 +811,7 @@ impl<'a> SnapshotStore<'a> {
                 .key(PK, s(snapshot_pk(org, id)))
                 .key(SK, s(META))
                 .update_expression(expr)
-                .condition_expression("version = :read")
+                .condition_expression(condition)
                 .set_expression_attribute_values(Some(values))
                 .send()
                 .await;
@@ -954,5 +1018,18 @@ mod tests {
         assert_eq!(decode_messages(&json).unwrap(), messages);
         assert_eq!(predecessor("000000000000000000000010").as_deref(), Some("00000000000000000000000f"));
         assert_eq!(predecessor("000000000000000000000000"), None);
+    }
+
+    #[test]
+    fn id_bounds_are_exactly_the_created_at_window() {
+        let t = |s: &str| crate::time::parse_rfc3339(s).unwrap();
+        let id = crate::ids::object_id_at(t("2026-11-20T10:00:37.279Z"));
+        let inside = |from: &str, to: &str| id_bound(t(from), false) <= id && id <= id_bound(t(to), true);
+        assert!(inside("2026-11-20T10:00:37.000Z", "2026-11-20T10:00:38Z"), "from at the start of its second");
+        assert!(inside("2026-11-20T10:00:37.279Z", "2026-11-20T10:00:37.279Z"), "both bounds inclusive");
+        assert!(!inside("2026-11-20T10:00:37.280Z", "2026-11-20T10:01:00Z"));
+        assert!(!inside("2026-11-20T10:00:00Z", "2026-11-20T10:00:36.999Z"), "to before it");
+        assert!(!inside("2026-11-20T10:00:37.2791Z", "2026-11-20T10:01:00Z"), "from after it by less than 1 ms");
+        assert!(inside("2026-11-20T10:00:00Z", "2026-11-20T10:00:37.2799Z"), "to after it by less than 1 ms");
     }
 }

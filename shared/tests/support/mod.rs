@@ -215,9 +215,10 @@ pub fn tiny_snapshot(org: &str, i: usize) -> (shared::snapshots::Snapshot, Vec<s
             timestamp: "2026-05-18T13:00:05.000Z".into(),
         },
     ];
-    let now = shared::time::now_rfc3339();
+    let (id, at) = shared::ids::new_id();
+    let now = shared::time::to_rfc3339(at);
     let snap: shared::snapshots::Snapshot = serde_json::from_value(serde_json::json!({
-        "_id": shared::ids::object_id(), "organizationId": org, "user": {"_id": "u"}, "contact": {"_id": format!("k{}", i % 50)},
+        "_id": id, "organizationId": org, "user": {"_id": "u"}, "contact": {"_id": format!("k{}", i % 50)},
         "customerName": "Jane Doe", "customerPhone": "+14155550123", "customerEmail": null,
         "messageCount": messages.len(), "snapshotDate": now, "conversationStartDate": messages[0].timestamp,
         "conversationEndDate": messages[1].timestamp, "tags": ["sales"], "quality": "good", "isArchived": false,
