@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The whole suite: its own emulator on a free port, every test of the workspace against it, the
-# functions under a Lambda runtime (scripts/runtime.sh), cfn-lint on template.yaml; stops what it
-# started. `.ci/run` runs exactly this.
+# The whole suite: formatting and lints first (cargo fmt, clippy -D warnings), then its own
+# emulator on a free port, every test of the workspace against it, the functions under a Lambda
+# runtime (scripts/runtime.sh), cfn-lint on template.yaml, schemathesis; stops what it started.
+# `.ci/run` runs exactly this.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+
+echo "== cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all -- --check
+cargo clippy --quiet --workspace --all-targets -- -D warnings
 
 install_tools
 EMULATOR_PORT="$(free_port)"

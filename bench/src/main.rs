@@ -179,7 +179,10 @@ async fn main() -> Res<()> {
     eprintln!("   seeded in {:.0} s", started.elapsed().as_secs_f64());
 
     eprintln!("== 1. cold start");
-    rows.extend(cold_start(&settings, &requests.config.table_name, &secret, &latency_org, &latency_ids[0], &cold_export_org).await?);
+    rows.extend(
+        cold_start(&settings, &requests.config.table_name, &secret, &latency_org, &latency_ids[0], &cold_export_org)
+            .await?,
+    );
     eprintln!("== 2. request overhead");
     rows.extend(request_overhead(&settings, &requests, &secret, &latency_org, &latency_ids).await?);
     eprintln!("== 3. export throughput");
@@ -281,16 +284,25 @@ async fn seed(state: &AppState, org: &str, count: usize, messages: usize) -> Res
 /// The request-overhead organization: a conversation to capture and 100 snapshots to read.
 async fn seed_latency_org(state: &AppState, secret: &str, org: &str) -> Res<Vec<String>> {
     let tok = token(secret, org)?;
-    let header = json!({"contactId": "bench-contact", "userName": "Jane Doe", "userPhone": "+14155550123", "origin": "sms"});
+    let header =
+        json!({"contactId": "bench-contact", "userName": "Jane Doe", "userPhone": "+14155550123", "origin": "sms"});
     let (status, body) = call(state, "PUT", "/agents/bench-agent/convos/bench-convo", &tok, Some(&header)).await?;
     check(status, 201, &body, "put convo")?;
     let messages: Vec<Value> = (0..20)
-        .map(|i| json!({"id": format!("m{i:03}"), "from": if i % 2 == 0 { "user" } else { "bot" },
+        .map(|i| {
+            json!({"id": format!("m{i:03}"), "from": if i % 2 == 0 { "user" } else { "bot" },
                         "content": format!("message {i}: how much is the premium plan, and can I pay yearly?"),
-                        "ts": format!("2026-05-18T13:00:{i:02}.000Z")}))
+                        "ts": format!("2026-05-18T13:00:{i:02}.000Z")})
+        })
         .collect();
-    let (status, body) =
-        call(state, "POST", "/agents/bench-agent/convos/bench-convo/messages", &tok, Some(&json!({"messages": messages}))).await?;
+    let (status, body) = call(
+        state,
+        "POST",
+        "/agents/bench-agent/convos/bench-convo/messages",
+        &tok,
+        Some(&json!({"messages": messages})),
+    )
+    .await?;
     check(status, 201, &body, "ingest")?;
     let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
     let batch = (0..100).map(|i| snapshot(org, i, 20)).collect::<Res<Vec<_>>>()?;
@@ -303,7 +315,8 @@ fn check(status: u16, want: u16, body: &[u8], what: &str) -> Res<()> {
     if status == want {
         Ok(())
     } else {
-        Err(format!("{what}: expected {want}, got {status}: {}", String::from_utf8_lossy(&body[..body.len().min(500)])).into())
+        Err(format!("{what}: expected {want}, got {status}: {}", String::from_utf8_lossy(&body[..body.len().min(500)]))
+            .into())
     }
 }
 
@@ -391,9 +404,16 @@ async fn run_process(binary: &Path, name: &str, table: &str, event: &Value, time
     for r in readers {
         logs.extend(r.await.unwrap_or_default());
     }
-    let posted = posted.map_err(|_| format!("{name}: no answer within {timeout:?}; logs: {logs:?}"))?.ok_or("runtime API closed")?;
+    let posted = posted
+        .map_err(|_| format!("{name}: no answer within {timeout:?}; logs: {logs:?}"))?
+        .ok_or("runtime API closed")?;
     if posted.error {
-        return Err(format!("{name} posted an error for {}: {}; logs: {logs:?}", posted.request_id, String::from_utf8_lossy(&posted.body)).into());
+        return Err(format!(
+            "{name} posted an error for {}: {}; logs: {logs:?}",
+            posted.request_id,
+            String::from_utf8_lossy(&posted.body)
+        )
+        .into());
     }
     let body: Value = serde_json::from_slice(&posted.body)?;
     let init = api.first_poll().map_or(Duration::ZERO, |t| t.duration_since(spawned));
@@ -416,7 +436,14 @@ async fn read_lines<R: tokio::io::AsyncBufRead + Unpin>(reader: R) -> Vec<String
     out
 }
 
-async fn cold_start(settings: &Settings, table: &str, secret: &str, org: &str, snapshot_id: &str, export_org: &str) -> Res<Vec<Row>> {
+async fn cold_start(
+    settings: &Settings,
+    table: &str,
+    secret: &str,
+    org: &str,
+    snapshot_id: &str,
+    export_org: &str,
+) -> Res<Vec<Row>> {
     let baseline_bin = settings.bin_dir.join("bench-baseline");
     let (get_event, _) = event("GET", &format!("/api/training/snapshots/{snapshot_id}"), &token(secret, org)?, None)?;
     let (export_event, _) = event("GET", "/api/training/export?format=jsonl", &token(secret, export_org)?, None)?;
@@ -503,7 +530,14 @@ async fn ours(state: &AppState, tok: &str, op: Op, id: &str) -> Res<Duration> {
 }
 
 /// The raw SDK round trip the operation is compared with.
-async fn raw(state: &AppState, org: &str, op: Op, id: &str, item: &HashMap<String, AttributeValue>, n: usize) -> Res<Duration> {
+async fn raw(
+    state: &AppState,
+    org: &str,
+    op: Op,
+    id: &str,
+    item: &HashMap<String, AttributeValue>,
+    n: usize,
+) -> Res<Duration> {
     let t = &state.config.table_name;
     let started = Instant::now();
     match op {
@@ -552,7 +586,9 @@ async fn raw(state: &AppState, org: &str, op: Op, id: &str, item: &HashMap<Strin
         Op::Create => {
             let mut item = item.clone();
             item.insert("PK".into(), AttributeValue::S(format!("BENCH#{org}#{n}#{}", shared::ids::object_id())));
-            for index in ["GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "GSI4PK", "GSI4SK", "GSI5PK", "GSI5SK"] {
+            for index in
+                ["GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "GSI4PK", "GSI4SK", "GSI5PK", "GSI5SK"]
+            {
                 item.remove(index);
             }
             state.dynamo.put_item().table_name(t).set_item(Some(item)).send().await?;
@@ -586,7 +622,13 @@ async fn latencies(state: &Arc<AppState>, concurrency: usize, total: usize, f: T
     Ok(all)
 }
 
-async fn request_overhead(settings: &Settings, state: &Arc<AppState>, secret: &str, org: &str, ids: &[String]) -> Res<Vec<Row>> {
+async fn request_overhead(
+    settings: &Settings,
+    state: &Arc<AppState>,
+    secret: &str,
+    org: &str,
+    ids: &[String],
+) -> Res<Vec<Row>> {
     let tok = Arc::new(token(secret, org)?);
     let ids = Arc::new(ids.to_vec());
     let header = state
@@ -729,10 +771,14 @@ async fn raw_read(state: &AppState, org: &str) -> Res<RawRead> {
         for item in page.items() {
             snapshots += 1;
             bytes += item_size(item);
-            let chunks: usize = item.get("chunks").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+            let chunks: usize =
+                item.get("chunks").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
             let pk = item.get("PK").cloned().ok_or("header without PK")?;
             for i in 0..chunks {
-                keys.push(HashMap::from([("PK".to_string(), pk.clone()), ("SK".to_string(), AttributeValue::S(format!("MSGS#{i:05}")))]));
+                keys.push(HashMap::from([
+                    ("PK".to_string(), pk.clone()),
+                    ("SK".to_string(), AttributeValue::S(format!("MSGS#{i:05}"))),
+                ]));
             }
         }
         for group in keys.chunks(100) {
@@ -771,7 +817,8 @@ async fn export_throughput(settings: &Settings, state: &Arc<AppState>, secret: &
         eprintln!("   run {}: raw read {} snapshots in {:.1} s", run + 1, base.snapshots, base.elapsed.as_secs_f64());
         for format in formats {
             let started = Instant::now();
-            let (status, body) = call(state, "GET", &format!("/api/training/export?format={format}&delivery=url"), &tok, None).await?;
+            let (status, body) =
+                call(state, "GET", &format!("/api/training/export?format={format}&delivery=url"), &tok, None).await?;
             let elapsed = started.elapsed().as_secs_f64();
             check(status, 303, &body, "export")?;
             let answer: Value = serde_json::from_slice(&body)?;
@@ -792,7 +839,11 @@ async fn export_throughput(settings: &Settings, state: &Arc<AppState>, secret: &
     for format in formats {
         rows.push(Row {
             section: "3. Export throughput",
-            measure: format!("`{format}`: snapshots/s ({} snapshots, {:.1} MB file)", settings.export_snapshots, file_bytes[format] as f64 / 1e6),
+            measure: format!(
+                "`{format}`: snapshots/s ({} snapshots, {:.1} MB file)",
+                settings.export_snapshots,
+                file_bytes[format] as f64 / 1e6
+            ),
             unit: "snapshots/s",
             ours: median(rates.remove(format).unwrap_or_default()),
             baseline: Some(base_rate),
@@ -823,14 +874,23 @@ fn export_log(logs: &[String]) -> Option<Value> {
     })
 }
 
-async fn export_memory(settings: &Settings, state: &Arc<AppState>, secret: &str, small: &str, large: &str) -> Res<Vec<Row>> {
+async fn export_memory(
+    settings: &Settings,
+    state: &Arc<AppState>,
+    secret: &str,
+    small: &str,
+    large: &str,
+) -> Res<Vec<Row>> {
     let bin = settings.bin_dir.join("export-training");
     let mut peaks: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut capacity: HashMap<&str, Vec<f64>> = HashMap::new();
     for run in 0..settings.runs {
         for (label, org, count) in [("small", small, settings.memory_small), ("large", large, settings.memory_large)] {
-            let (event, _) = event("GET", "/api/training/export?format=jsonl&delivery=url", &token(secret, org)?, None)?;
-            let result = run_process(&bin, "export-training", &state.config.table_name, &event, Duration::from_secs(3600)).await?;
+            let (event, _) =
+                event("GET", "/api/training/export?format=jsonl&delivery=url", &token(secret, org)?, None)?;
+            let result =
+                run_process(&bin, "export-training", &state.config.table_name, &event, Duration::from_secs(3600))
+                    .await?;
             check(result.status, 303, result.body.to_string().as_bytes(), "export-training")?;
             let log = export_log(&result.logs).ok_or("export-training logged no `export finished` line")?;
             let items = log["items"].as_f64().unwrap_or(0.0);
@@ -939,7 +999,9 @@ fn sizes(settings: &Settings) -> Res<Vec<Row>> {
 
 fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()));
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()));
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kb: u64 = meminfo
         .lines()
@@ -985,7 +1047,9 @@ fn render(rows: &[Row], machine: &Value, settings: &Settings, elapsed: Duration)
         settings.requests,
         elapsed.as_secs_f64(),
     ));
-    out.push_str("| measure | unit | ours | baseline | ratio | target | met | notes |\n|---|---|---:|---:|---:|---|---|---|\n");
+    out.push_str(
+        "| measure | unit | ours | baseline | ratio | target | met | notes |\n|---|---|---:|---:|---:|---|---|---|\n",
+    );
     let mut section = "";
     for r in rows {
         if r.section != section {

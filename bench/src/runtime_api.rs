@@ -63,7 +63,9 @@ impl RuntimeApi {
                 let inner = shared.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(inner.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -123,7 +125,10 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Fu
             "lambda-runtime-invoked-function-arn",
             http::HeaderValue::from_static("arn:aws:lambda:us-east-1:000000000000:function:bench"),
         );
-        h.insert("lambda-runtime-trace-id", http::HeaderValue::from_static("Root=1-00000000-000000000000000000000000;Sampled=0"));
+        h.insert(
+            "lambda-runtime-trace-id",
+            http::HeaderValue::from_static("Root=1-00000000-000000000000000000000000;Sampled=0"),
+        );
         return Ok(r);
     }
     if req.method() == Method::POST {

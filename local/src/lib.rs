@@ -68,10 +68,8 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
             // The methods of the most specific matching template, the resource the path is (as
             // the spec sees it): `/agents/a/convos/export` is the export (GET), although a PUT
             // there would reach `/agents/{agentId}/convos/{convoId}`.
-            let matching: Vec<(&routes::Route, usize)> = routes::ROUTES
-                .iter()
-                .filter_map(|r| routes::match_path(r.path, &path).map(|p| (r, p.len())))
-                .collect();
+            let matching: Vec<(&routes::Route, usize)> =
+                routes::ROUTES.iter().filter_map(|r| routes::match_path(r.path, &path).map(|p| (r, p.len()))).collect();
             let fewest = matching.iter().map(|(_, n)| *n).min().unwrap_or(0);
             let allowed: Vec<&str> = matching.iter().filter(|(_, n)| *n == fewest).map(|(r, _)| r.method).collect();
             if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
@@ -79,7 +77,9 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
             }
             return response;
         }
-        Err(false) => return to_hyper(ApiError::not_found(format!("No route for {method} {path}")).into_response(envelope)),
+        Err(false) => {
+            return to_hyper(ApiError::not_found(format!("No route for {method} {path}")).into_response(envelope))
+        }
     };
     let route_key = format!("{} {}", route.method, route.path);
     let query = parts.uri.query().unwrap_or("");
@@ -103,21 +103,32 @@ fn json(status: u16, value: &serde_json::Value) -> hyper::Response<Full<Bytes>> 
 
 /// Runs a background function (`routes::BACKGROUND`) with `event`; jobs it dispatches go to the
 /// local worker like every other job.
-async fn invoke_background(state: &AppState, method: &str, function: &str, event: &[u8]) -> hyper::Response<Full<Bytes>> {
+async fn invoke_background(
+    state: &AppState,
+    method: &str,
+    function: &str,
+    event: &[u8],
+) -> hyper::Response<Full<Bytes>> {
     if method != "POST" {
         return json(405, &serde_json::json!({ "message": "POST the event" }));
     }
     let result = match function {
         "scheduled-export" => match serde_json::from_slice(event) {
             Ok(event) => shared::jobs::schedule::run(state, event).await,
-            Err(e) => return json(400, &serde_json::json!({ "message": format!("not a scheduled-export event: {e}") })),
+            Err(e) => {
+                return json(400, &serde_json::json!({ "message": format!("not a scheduled-export event: {e}") }))
+            }
         },
         "export-worker" => match serde_json::from_slice::<shared::jobs::JobRef>(event) {
             Ok(job) => {
                 let budget = state.config.export_job_budget.unwrap_or(std::time::Duration::from_secs(840));
-                shared::jobs::worker::run(state, &job, shared::jobs::worker::Options { budget, lifetime: None, fault_after_parts: None })
-                    .await
-                    .map(|outcome| serde_json::json!({ "jobId": job.job_id, "outcome": format!("{outcome:?}") }))
+                shared::jobs::worker::run(
+                    state,
+                    &job,
+                    shared::jobs::worker::Options { budget, lifetime: None, fault_after_parts: None },
+                )
+                .await
+                .map(|outcome| serde_json::json!({ "jobId": job.job_id, "outcome": format!("{outcome:?}") }))
             }
             Err(e) => return json(400, &serde_json::json!({ "message": format!("not an export-worker event: {e}") })),
         },

@@ -72,7 +72,10 @@ impl Reply {
 async fn exchange(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let run = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        let mut head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -101,7 +104,12 @@ fn assert_error(r: &Reply, path: &str, status: u16, code: &str) {
     assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{path}: {:?}", r.headers);
     assert!(r.json["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {}", r.text());
     if path.starts_with("/api/") {
-        assert_eq!((&r.json["success"], &r.json["error"]), (&Value::Bool(false), &Value::from(code)), "{path}: {}", r.text());
+        assert_eq!(
+            (&r.json["success"], &r.json["error"]),
+            (&Value::Bool(false), &Value::from(code)),
+            "{path}: {}",
+            r.text()
+        );
         assert!(r.json.get("code").is_none(), "{path}: {}", r.text());
     } else {
         assert_eq!(r.json["code"], code, "{path}: {}", r.text());
@@ -123,8 +131,14 @@ async fn wrong_content_types_answer_415_in_the_routes_envelope_and_store_nothing
         ("PATCH", "/api/training/snapshots/6a0000000000000000000000"),
         ("POST", "/api/training/exports"),
     ];
-    let content_types: [Option<&str>; 6] =
-        [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("multipart/form-data; boundary=x"), Some("application/jsonp"), Some("text/json")];
+    let content_types: [Option<&str>; 6] = [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonp"),
+        Some("text/json"),
+    ];
     for (method, path) in targets {
         for ct in content_types {
             let mut headers = vec![("Authorization", auth.as_str())];
@@ -141,7 +155,14 @@ async fn wrong_content_types_answer_415_in_the_routes_envelope_and_store_nothing
     let r = exchange(addr, "GET", "/api/training/exports", &[("Authorization", &auth)], b"").await;
     assert_eq!((r.status, r.json["data"].as_array().map(Vec::len)), (200, Some(0)), "{}", r.text());
     // JSON with parameters or a +json suffix is JSON.
-    let r = exchange(addr, "PUT", "/agents/a1/convos/c1", &[("Authorization", &auth), ("Content-Type", "application/json; charset=UTF-8")], b"{}").await;
+    let r = exchange(
+        addr,
+        "PUT",
+        "/agents/a1/convos/c1",
+        &[("Authorization", &auth), ("Content-Type", "application/json; charset=UTF-8")],
+        b"{}",
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text());
 }
 

@@ -108,7 +108,15 @@ struct Client {
 
 impl Client {
     fn new(addr: SocketAddr, token: &str) -> Self {
-        Client { addr, auth: format!("Bearer {token}"), sender: None, statuses: BTreeMap::new(), latency: BTreeMap::new(), slowest: Duration::ZERO, sent: 0 }
+        Client {
+            addr,
+            auth: format!("Bearer {token}"),
+            sender: None,
+            statuses: BTreeMap::new(),
+            latency: BTreeMap::new(),
+            slowest: Duration::ZERO,
+            sent: 0,
+        }
     }
 
     async fn connection(&mut self) -> &mut http1::SendRequest<Full<Bytes>> {
@@ -124,7 +132,14 @@ impl Client {
     }
 
     /// Sends one request; `op` names it in the histogram.
-    async fn send(&mut self, op: &'static str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Reply {
+    async fn send(
+        &mut self,
+        op: &'static str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Reply {
         let what = format!("{op}: {method} {path}");
         let started = Instant::now();
         let reply = tokio::time::timeout(DEADLINE, self.exchange(method, path, headers, body))
@@ -138,7 +153,13 @@ impl Client {
         reply
     }
 
-    async fn exchange(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Result<Reply, String> {
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Reply, String> {
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let mut request = hyper::Request::builder()
             .method(method)
@@ -218,7 +239,13 @@ fn assert_status(op: &str, reply: &Reply, allowed: &[u16]) {
 // ---------------------------------------------------------------------------------------------
 // The mix
 
-async fn client(index: usize, mut client: Client, budget: usize, ledger: Arc<Mutex<Ledger>>, barrier: Arc<Barrier>) -> Client {
+async fn client(
+    index: usize,
+    mut client: Client,
+    budget: usize,
+    ledger: Arc<Mutex<Ledger>>,
+    barrier: Arc<Barrier>,
+) -> Client {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0x1000_0000_01B3));
     let own = convo_id(index);
     // First its own conversation, so that every ingest after the barrier finds its target.
@@ -257,9 +284,12 @@ async fn client(index: usize, mut client: Client, budget: usize, ledger: Arc<Mut
             }
             let (keys, messages): (Vec<String>, Vec<Value>) = picked.iter().map(|k| message(&convo, *k)).unzip();
             let body = json!({ "messages": messages });
-            let r = client.send("ingest", "POST", &format!("/agents/{AGENT}/convos/{convo}/messages"), &[], Some(&body)).await;
+            let r = client
+                .send("ingest", "POST", &format!("/agents/{AGENT}/convos/{convo}/messages"), &[], Some(&body))
+                .await;
             assert_status("ingest", &r, &[200, 201]);
-            let inserted = r.json["data"]["inserted"].as_u64().unwrap_or_else(|| panic!("ingest: no inserted: {}", r.text));
+            let inserted =
+                r.json["data"]["inserted"].as_u64().unwrap_or_else(|| panic!("ingest: no inserted: {}", r.text));
             assert_eq!(r.json["data"]["received"], keys.len(), "ingest: {}", r.text);
             assert_eq!(r.status == 201, inserted > 0, "ingest: 201 exactly when something was new: {}", r.text);
             let mut l = ledger.lock().expect("ledger");
@@ -281,9 +311,15 @@ async fn client(index: usize, mut client: Client, budget: usize, ledger: Arc<Mut
                 etags.insert(id.clone(), etag.clone());
             }
             if idempotent && left >= 2 && rng.below(2) == 0 {
-                let again = client.send("create-snapshot", "POST", "/api/training/snapshots", &headers, Some(&body)).await;
+                let again =
+                    client.send("create-snapshot", "POST", "/api/training/snapshots", &headers, Some(&body)).await;
                 assert_status("create snapshot (retry)", &again, &[201]);
-                assert_eq!(again.json["data"]["_id"], id.as_str(), "the retry answers the first snapshot: {}", again.text);
+                assert_eq!(
+                    again.json["data"]["_id"],
+                    id.as_str(),
+                    "the retry answers the first snapshot: {}",
+                    again.text
+                );
             }
             let mut l = ledger.lock().expect("ledger");
             assert!(l.snapshot_set.insert(id.clone()), "create answered an id twice: {id}");
@@ -306,7 +342,9 @@ async fn client(index: usize, mut client: Client, budget: usize, ledger: Arc<Mut
             };
             let if_match = etags.get(id).filter(|_| rng.below(3) == 0).cloned();
             let headers: Vec<(&str, &str)> = if_match.iter().map(|e| ("If-Match", e.as_str())).collect();
-            let r = client.send("patch-snapshot", "PATCH", &format!("/api/training/snapshots/{id}"), &headers, Some(&body)).await;
+            let r = client
+                .send("patch-snapshot", "PATCH", &format!("/api/training/snapshots/{id}"), &headers, Some(&body))
+                .await;
             assert_status("patch snapshot", &r, if if_match.is_some() { &[200, 412] } else { &[200] });
             if let Some(etag) = r.etag.filter(|_| r.status == 200) {
                 etags.insert(id.clone(), etag);
@@ -334,7 +372,13 @@ async fn client(index: usize, mut client: Client, budget: usize, ledger: Arc<Mut
 /// Percent-encodes everything but unreserved characters, for a cursor in a query string.
 fn encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -402,7 +446,9 @@ async fn five_thousand_mixed_requests_from_32_clients() {
     assert_eq!(total, REQUESTS);
     let server_errors: usize = histogram.iter().filter(|((_, s), _)| *s >= 500).map(|(_, n)| n).sum();
     assert_eq!(server_errors, 0, "5xx answers: {histogram:?}");
-    for op in ["put-convo", "ingest", "create-snapshot", "get-snapshot", "patch-snapshot", "list-snapshots", "list-convos"] {
+    for op in
+        ["put-convo", "ingest", "create-snapshot", "get-snapshot", "patch-snapshot", "list-snapshots", "list-convos"]
+    {
         assert!(histogram.keys().any(|(o, s)| *o == op && *s < 300), "the mix never succeeded at {op}: {histogram:?}");
     }
 
@@ -410,14 +456,19 @@ async fn five_thousand_mixed_requests_from_32_clients() {
     let ledger = Arc::try_unwrap(ledger).ok().expect("clients are done").into_inner().expect("ledger");
     let mut checker = Client::new(addr, &token);
 
-    let listed = walk(&mut checker, "verify", "/api/training/snapshots?archived=all&limit=100&includeMessages=true").await;
+    let listed =
+        walk(&mut checker, "verify", "/api/training/snapshots?archived=all&limit=100&includeMessages=true").await;
     let mut seen = HashSet::new();
     for s in &listed {
         let id = s["_id"].as_str().unwrap_or_else(|| panic!("listed snapshot without _id: {s}"));
         assert!(seen.insert(id.to_string()), "snapshot {id} listed twice");
         // Whole, too: a committed header whose messages went missing would be a lost snapshot.
         let messages = s["messages"].as_array().map_or(0, Vec::len);
-        assert!(messages > 0 && s["messageCount"] == messages, "snapshot {id}: {messages} messages, messageCount {}", s["messageCount"]);
+        assert!(
+            messages > 0 && s["messageCount"] == messages,
+            "snapshot {id}: {messages} messages, messageCount {}",
+            s["messageCount"]
+        );
     }
     assert_eq!(listed.len(), ledger.snapshots.len(), "snapshots listed vs created");
     assert_eq!(seen, ledger.snapshot_set, "the listed snapshots are exactly the created ones");
@@ -438,6 +489,9 @@ async fn five_thousand_mixed_requests_from_32_clients() {
         assert_eq!(ledger.inserted.get(&id).copied().unwrap_or(0), distinct, "{id}: sum of `inserted` answers");
         messages += distinct;
     }
-    println!("verified: {} snapshots listed once each, {CONVOS} conversations, {messages} distinct messages", ledger.snapshots.len());
+    println!(
+        "verified: {} snapshots listed once each, {CONVOS} conversations, {messages} distinct messages",
+        ledger.snapshots.len()
+    );
     let _ = stop.send(());
 }

@@ -249,7 +249,10 @@ async fn a_job_created_over_http_finishes_in_the_local_worker() {
         {"id": "m1", "from": "user", "content": "hi", "ts": "2026-01-01T00:00:00Z"},
         {"id": "m2", "from": "bot", "content": "hello", "ts": "2026-01-01T00:00:01Z"}]});
     assert_success(&call(&server, "POST", "/agents/a1/convos/c1/messages", &tok, Some(messages)).await, 201);
-    assert_success(&call(&server, "POST", "/api/training/snapshots", &tok, Some(json!({"contactId": "c1"}))).await, 201);
+    assert_success(
+        &call(&server, "POST", "/api/training/snapshots", &tok, Some(json!({"contactId": "c1"}))).await,
+        201,
+    );
 
     let created = call(&server, "POST", "/api/training/exports", &tok, Some(json!({"format": "jsonl"}))).await;
     assert_success(&created, 202);
@@ -271,7 +274,9 @@ async fn a_job_created_over_http_finishes_in_the_local_worker() {
     let summary = exchange(server.addr, "POST", "/_local/invoke/scheduled-export", &auth, br#"{}"#).await;
     assert_eq!(summary.status, 200, "{}", summary.text());
     assert!(summary.json["organizations"].as_u64().is_some_and(|n| n >= 1), "{}", summary.text());
-    let worker = exchange(server.addr, "POST", "/_local/invoke/export-worker", &auth, br#"{"organizationId":"o","jobId":"j"}"#).await;
+    let worker =
+        exchange(server.addr, "POST", "/_local/invoke/export-worker", &auth, br#"{"organizationId":"o","jobId":"j"}"#)
+            .await;
     assert_eq!(worker.json["outcome"], "Skipped", "{}", worker.text());
     assert_eq!(exchange(server.addr, "POST", "/_local/invoke/nothing", &auth, b"{}").await.status, 404);
     assert_eq!(exchange(server.addr, "POST", "/_local/invoke/scheduled-export", &auth, b"[").await.status, 400);

@@ -162,10 +162,9 @@ impl Authenticator {
         let invalid = |reason: String| ConfigError::Invalid { name: "JWT_PUBLIC_KEY", reason };
         let pem = || config.public_key_pem.as_deref().unwrap_or_default().as_bytes();
         let (algorithm, key) = match config.algorithm {
-            JwtAlgorithm::Hs256 => (
-                Algorithm::HS256,
-                DecodingKey::from_secret(config.secret.as_deref().unwrap_or_default().as_bytes()),
-            ),
+            JwtAlgorithm::Hs256 => {
+                (Algorithm::HS256, DecodingKey::from_secret(config.secret.as_deref().unwrap_or_default().as_bytes()))
+            }
             JwtAlgorithm::Rs256 => {
                 (Algorithm::RS256, DecodingKey::from_rsa_pem(pem()).map_err(|e| invalid(e.to_string()))?)
             }

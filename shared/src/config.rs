@@ -122,7 +122,9 @@ pub const EXPORT_WORKER_SELF: &str = "$AWS_LAMBDA_FUNCTION_NAME";
 /// standing for `own` (`AWS_LAMBDA_FUNCTION_NAME`), which must then be set.
 pub fn export_worker_function(setting: Option<String>, own: Option<String>) -> Result<Option<String>, ConfigError> {
     match setting {
-        Some(v) if v.trim() == EXPORT_WORKER_SELF => own.map(Some).ok_or(ConfigError::Missing("AWS_LAMBDA_FUNCTION_NAME")),
+        Some(v) if v.trim() == EXPORT_WORKER_SELF => {
+            own.map(Some).ok_or(ConfigError::Missing("AWS_LAMBDA_FUNCTION_NAME"))
+        }
         other => Ok(other),
     }
 }
@@ -209,10 +211,15 @@ impl Config {
             export_url_ttl_seconds: parsed("EXPORT_URL_TTL_SECONDS", 900u64)?,
             export_sync_budget: Duration::from_secs_f64(parsed("EXPORT_SYNC_BUDGET_SECONDS", 20f64)?.clamp(0.0, 900.0)),
             export_job_budget: optional("EXPORT_JOB_BUDGET_SECONDS")
-                .map(|_| parsed("EXPORT_JOB_BUDGET_SECONDS", 0f64).map(|s| Duration::from_secs_f64(s.clamp(0.0, 900.0))))
+                .map(|_| {
+                    parsed("EXPORT_JOB_BUDGET_SECONDS", 0f64).map(|s| Duration::from_secs_f64(s.clamp(0.0, 900.0)))
+                })
                 .transpose()?,
             export_retention_days: parsed("EXPORT_RETENTION_DAYS", 7u32)?,
-            export_worker_function: export_worker_function(optional("EXPORT_WORKER_FUNCTION"), optional("AWS_LAMBDA_FUNCTION_NAME"))?,
+            export_worker_function: export_worker_function(
+                optional("EXPORT_WORKER_FUNCTION"),
+                optional("AWS_LAMBDA_FUNCTION_NAME"),
+            )?,
             schedule_settle: Duration::from_secs(parsed("SCHEDULE_SETTLE_SECONDS", 60u64)?),
         })
     }
@@ -271,8 +278,19 @@ mod worker_tests {
         let some = |s: &str| Some(s.to_string());
         let own = some("stack-ExportWorkerFunction-AbC123");
         assert_eq!(export_worker_function(some(EXPORT_WORKER_SELF), own.clone()).unwrap(), own);
-        assert!(matches!(export_worker_function(some(EXPORT_WORKER_SELF), None), Err(ConfigError::Missing("AWS_LAMBDA_FUNCTION_NAME"))));
-        assert_eq!(export_worker_function(some("stack-ExportWorkerFunction-AbC123"), some("stack-CreateExportFunction-x")).unwrap(), own);
-        assert_eq!(export_worker_function(None, some("stack-CreateExportFunction-x")).unwrap(), None, "without the setting, no worker");
+        assert!(matches!(
+            export_worker_function(some(EXPORT_WORKER_SELF), None),
+            Err(ConfigError::Missing("AWS_LAMBDA_FUNCTION_NAME"))
+        ));
+        assert_eq!(
+            export_worker_function(some("stack-ExportWorkerFunction-AbC123"), some("stack-CreateExportFunction-x"))
+                .unwrap(),
+            own
+        );
+        assert_eq!(
+            export_worker_function(None, some("stack-CreateExportFunction-x")).unwrap(),
+            None,
+            "without the setting, no worker"
+        );
     }
 }

@@ -105,7 +105,11 @@ impl ApiError {
     /// 400 about one field: the message says "`field` problem", its one issue "field: problem"
     /// (every 400 lists its problems, each naming its field).
     pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Self {
-        Self { kind: ErrorKind::Validation, message: format!("`{field}` {problem}"), issues: vec![format!("{field}: {problem}")] }
+        Self {
+            kind: ErrorKind::Validation,
+            message: format!("`{field}` {problem}"),
+            issues: vec![format!("{field}: {problem}")],
+        }
     }
     /// 400 listing every problem found.
     pub fn validation_issues(message: impl Into<String>, issues: Vec<String>) -> Self {
@@ -129,7 +133,11 @@ impl ApiError {
     pub fn into_response(self, envelope: Envelope) -> Response<Body> {
         let code = self.kind.code(envelope);
         // Every 400 lists its problems; one built without issues lists its message.
-        let listed = if self.kind == ErrorKind::Validation && self.issues.is_empty() { std::slice::from_ref(&self.message) } else { &self.issues[..] };
+        let listed = if self.kind == ErrorKind::Validation && self.issues.is_empty() {
+            std::slice::from_ref(&self.message)
+        } else {
+            &self.issues[..]
+        };
         let issues: Vec<_> = listed.iter().map(|m| json!({ "message": m })).collect();
         let body = match envelope {
             Envelope::Tether if issues.is_empty() => {
@@ -143,9 +151,7 @@ impl ApiError {
             response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         if self.kind == ErrorKind::Unauthorized {
-            response
-                .headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -181,7 +187,9 @@ where
 {
     let transient = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(e) => e.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c)) || server_side(e.raw()),
+        SdkError::ServiceError(e) => {
+            e.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c)) || server_side(e.raw())
+        }
         _ => false,
     };
     if transient {

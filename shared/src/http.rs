@@ -118,7 +118,12 @@ fn body_issues<T: DeserializeOwned>(bytes: &[u8]) -> ApiError {
 }
 
 /// Replaces the member at `path` with the first stand-in that decoding gets past.
-fn replace_member<T: DeserializeOwned>(value: &mut serde_json::Value, path: &[serde_path_to_error::Segment], here: &str, error: &str) -> bool {
+fn replace_member<T: DeserializeOwned>(
+    value: &mut serde_json::Value,
+    path: &[serde_path_to_error::Segment],
+    here: &str,
+    error: &str,
+) -> bool {
     use serde_json::json;
     let variant = error.split("expected one of `").nth(1).and_then(|rest| rest.split('`').next()).map(|v| json!(v));
     let candidates = variant.into_iter().chain([json!(""), json!(0), json!(false), json!([]), json!({})]);
@@ -127,9 +132,8 @@ fn replace_member<T: DeserializeOwned>(value: &mut serde_json::Value, path: &[se
         if !set_member(&mut attempt, path, Some(candidate)) {
             return false;
         }
-        let stuck = serde_path_to_error::deserialize::<_, T>(&attempt)
-            .err()
-            .is_some_and(|e| e.path().to_string() == here);
+        let stuck =
+            serde_path_to_error::deserialize::<_, T>(&attempt).err().is_some_and(|e| e.path().to_string() == here);
         if !stuck {
             *value = attempt;
             return true;
@@ -140,7 +144,11 @@ fn replace_member<T: DeserializeOwned>(value: &mut serde_json::Value, path: &[se
 
 /// Sets (or, with `None`, removes) the object member at `path`; `false` when there is none.
 /// Array elements are never removed: that would renumber the ones after them.
-fn set_member(value: &mut serde_json::Value, path: &[serde_path_to_error::Segment], new: Option<serde_json::Value>) -> bool {
+fn set_member(
+    value: &mut serde_json::Value,
+    path: &[serde_path_to_error::Segment],
+    new: Option<serde_json::Value>,
+) -> bool {
     use serde_path_to_error::Segment;
     let Some((last, parents)) = path.split_last() else { return false };
     let mut at = value;
@@ -233,7 +241,8 @@ mod tests {
     }
 
     fn issues(body: &str) -> Vec<String> {
-        let headers = http::HeaderMap::from_iter([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))]);
+        let headers =
+            http::HeaderMap::from_iter([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))]);
         let req = crate::gateway::request("POST", "POST /x", "/x", "", &headers, &[], body.as_bytes()).unwrap();
         let e = read_json::<Body>(&req, 1 << 20).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Validation);
@@ -242,9 +251,14 @@ mod tests {
 
     #[test]
     fn a_body_that_does_not_fit_lists_every_problem_by_its_field() {
-        let got = issues(r#"{"contactId": 5, "limit": "ten", "colour": "red", "size": 2, "items": [{"from": "a"}, {"from": 1}]}"#);
+        let got = issues(
+            r#"{"contactId": 5, "limit": "ten", "colour": "red", "size": 2, "items": [{"from": "a"}, {"from": 1}]}"#,
+        );
         for field in ["contactId", "limit", "colour", "size", "items[1].from"] {
-            assert!(got.iter().any(|i| i.starts_with(&format!("{field}: ")) || i.contains(&format!("`{field}`"))), "{field} in {got:?}");
+            assert!(
+                got.iter().any(|i| i.starts_with(&format!("{field}: ")) || i.contains(&format!("`{field}`"))),
+                "{field} in {got:?}"
+            );
         }
         assert_eq!(issues(r#"{"limit": 1}"#), vec!["missing field `contactId`".to_string()]);
         assert_eq!(issues(r#"{"contactId": 1}"#).len(), 1, "a wrong field is not also missing");

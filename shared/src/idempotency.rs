@@ -110,7 +110,10 @@ impl<'a> Idempotency<'a> {
             .unwrap_or_default();
         let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
         if field("bodyHash").as_deref() != Some(hash.as_str()) {
-            return Err(ApiError::new(ErrorKind::Conflict, "Idempotency-Key was already used with a different request body"));
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                "Idempotency-Key was already used with a different request body",
+            ));
         }
         let open = matches!(item.get("completed"), Some(AttributeValue::Bool(false)));
         match field("resourceId") {
@@ -118,7 +121,10 @@ impl<'a> Idempotency<'a> {
             // Completed (by this version, or by the previous one, which wrote no flag).
             Some(id) => Ok(Claim::Replay(id)),
             // The previous version's claim, not answered yet (at most ABANDONED_SECONDS).
-            None => Err(ApiError::new(ErrorKind::Conflict, "A request with this Idempotency-Key is still in progress; retry shortly")),
+            None => Err(ApiError::new(
+                ErrorKind::Conflict,
+                "A request with this Idempotency-Key is still in progress; retry shortly",
+            )),
         }
     }
 

@@ -56,7 +56,13 @@ pub const ROUTES: &[Route] = &[
         convos::handlers::ingest_messages
     ),
     route!("list-convos", "GET", "/agents/{agentId}/convos", Envelope::Convocore, convos::handlers::list_convos),
-    route!("export-convos", "GET", "/agents/{agentId}/convos/export", Envelope::Convocore, exports::convos::export_agent_convos),
+    route!(
+        "export-convos",
+        "GET",
+        "/agents/{agentId}/convos/export",
+        Envelope::Convocore,
+        exports::convos::export_agent_convos
+    ),
     route!(
         "export-convo",
         "GET",
@@ -64,11 +70,29 @@ pub const ROUTES: &[Route] = &[
         Envelope::Convocore,
         exports::convos::export_convo
     ),
-    route!("create-snapshot", "POST", "/api/training/snapshots", Envelope::Tether, snapshots::handlers::create_snapshot),
+    route!(
+        "create-snapshot",
+        "POST",
+        "/api/training/snapshots",
+        Envelope::Tether,
+        snapshots::handlers::create_snapshot
+    ),
     route!("list-snapshots", "GET", "/api/training/snapshots", Envelope::Tether, snapshots::handlers::list_snapshots),
     route!("get-snapshot", "GET", "/api/training/snapshots/{id}", Envelope::Tether, snapshots::handlers::get_snapshot),
-    route!("update-snapshot", "PATCH", "/api/training/snapshots/{id}", Envelope::Tether, snapshots::handlers::update_snapshot),
-    route!("delete-snapshot", "DELETE", "/api/training/snapshots/{id}", Envelope::Tether, snapshots::handlers::delete_snapshot),
+    route!(
+        "update-snapshot",
+        "PATCH",
+        "/api/training/snapshots/{id}",
+        Envelope::Tether,
+        snapshots::handlers::update_snapshot
+    ),
+    route!(
+        "delete-snapshot",
+        "DELETE",
+        "/api/training/snapshots/{id}",
+        Envelope::Tether,
+        snapshots::handlers::delete_snapshot
+    ),
     route!("export-training", "GET", "/api/training/export", Envelope::Tether, exports::training::export_training),
     route!("create-export", "POST", "/api/training/exports", Envelope::Tether, jobs::handlers::create_export),
     route!("list-exports", "GET", "/api/training/exports", Envelope::Tether, jobs::handlers::list_exports),
@@ -77,10 +101,8 @@ pub const ROUTES: &[Route] = &[
 
 /// Functions started by another function or by a schedule instead of a route: their name and
 /// the handler their `main.rs` calls (checked by a test like the routes).
-pub const BACKGROUND: &[(&str, &str)] = &[
-    ("export-worker", "shared::jobs::worker::handle"),
-    ("scheduled-export", "shared::jobs::schedule::run"),
-];
+pub const BACKGROUND: &[(&str, &str)] =
+    &[("export-worker", "shared::jobs::worker::handle"), ("scheduled-export", "shared::jobs::schedule::run")];
 
 /// Matches `path` against a route template, returning the path parameters.
 pub fn match_path(template: &str, path: &str) -> Option<Vec<(String, String)>> {

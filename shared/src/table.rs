@@ -17,8 +17,8 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, LocalSecondaryIndex,
-    Projection, ProjectionType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
+    ProjectionType, ScalarAttributeType, TableStatus,
 };
 
 /// Partition key attribute.
@@ -80,7 +80,10 @@ fn key(pk: &str, sk: &str) -> Result<Vec<KeySchemaElement>, aws_sdk_dynamodb::er
 
 /// Creates the table if it does not exist and waits until it is active.
 /// Safe to call from several processes at once.
-pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn ensure_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if client.describe_table().table_name(name).send().await.is_err() {
         let all = || Projection::builder().projection_type(ProjectionType::All).build();
         let mut req = client
@@ -120,7 +123,8 @@ pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
         }
     }
     for _ in 0..100 {
-        let status = client.describe_table().table_name(name).send().await?.table().and_then(|t| t.table_status().cloned());
+        let status =
+            client.describe_table().table_name(name).send().await?.table().and_then(|t| t.table_status().cloned());
         if status == Some(TableStatus::Active) {
             return Ok(());
         }
@@ -130,7 +134,10 @@ pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
 }
 
 /// Creates the export bucket if it does not exist.
-pub async fn ensure_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn ensure_bucket(
+    client: &aws_sdk_s3::Client,
+    name: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if client.head_bucket().bucket(name).send().await.is_ok() {
         return Ok(());
     }

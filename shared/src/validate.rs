@@ -93,7 +93,9 @@ mod tests {
         assert_eq!(limit(r#"{"limit":49990}"#).unwrap(), Some(49990));
         assert_eq!(limit(r#"{"limit":49990.0}"#).unwrap(), Some(49990));
         assert_eq!(limit(r#"{"limit":1e3}"#).unwrap(), Some(1000));
-        for bad in [r#"{"limit":1.5}"#, r#"{"limit":-1}"#, r#"{"limit":-1.0}"#, r#"{"limit":"5"}"#, r#"{"limit":1e300}"#] {
+        for bad in
+            [r#"{"limit":1.5}"#, r#"{"limit":-1}"#, r#"{"limit":-1.0}"#, r#"{"limit":"5"}"#, r#"{"limit":1e300}"#]
+        {
             assert!(limit(bad).is_err(), "{bad} was accepted");
         }
     }

@@ -17,7 +17,9 @@ use shared::config::JwtAlgorithm;
 use shared::error::Envelope;
 use shared::routes::{Route, ROUTES};
 use shared::AppState;
-use support::{call, jobs_state_with, new_org, seed_contact, send, token, token_claims, worker_options, Answer, Worker};
+use support::{
+    call, jobs_state_with, new_org, seed_contact, send, token, token_claims, worker_options, Answer, Worker,
+};
 
 /// Test-only key pairs, generated once with `openssl genpkey` (never used anywhere else).
 const RS_PRIVATE: &str = include_str!("fixtures/jwt-rs256-private.pem");
@@ -81,17 +83,23 @@ fn hs256_header(header: &Header, claims: &Value) -> String {
 }
 
 fn rsa(alg: Algorithm, claims: &Value) -> String {
-    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).expect("RSA key")).expect("sign RSA")
+    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).expect("RSA key"))
+        .expect("sign RSA")
 }
 
 /// An RS256 token with this header, signed with the test key.
 fn rsa_header(header: &Header, claims: &Value) -> String {
-    jsonwebtoken::encode(header, claims, &EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).expect("RSA key")).expect("sign RSA")
+    jsonwebtoken::encode(header, claims, &EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).expect("RSA key"))
+        .expect("sign RSA")
 }
 
 fn es256(claims: &Value) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, &EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).expect("EC key"))
-        .expect("sign EC")
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        claims,
+        &EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).expect("EC key"),
+    )
+    .expect("sign EC")
 }
 
 fn b64(v: &Value) -> String {
@@ -120,7 +128,8 @@ fn reheaded(token: &str, header: &Value) -> String {
 fn hs256_raw(header: &Value, claims: &Value) -> String {
     use hmac::{Hmac, Mac};
     let input = format!("{}.{}", b64(header), b64(claims));
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(std::env::var("JWT_SECRET").expect("JWT_SECRET").as_bytes()).expect("key");
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(std::env::var("JWT_SECRET").expect("JWT_SECRET").as_bytes()).expect("key");
     mac.update(input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
@@ -186,14 +195,23 @@ fn hs256_cases(org: &str) -> Vec<Case> {
             message: MALFORMED_HEADER,
         },
         Case { name: "token in ?token= only", authorization: vec![], query: "token", message: "Missing bearer token" },
-        Case { name: "token in ?access_token= only", authorization: vec![], query: "access_token", message: "Missing bearer token" },
+        Case {
+            name: "token in ?access_token= only",
+            authorization: vec![],
+            query: "access_token",
+            message: "Missing bearer token",
+        },
         // The token itself.
         bearer("two segments", "abc.def".into(), "Malformed token"),
         bearer("segments that are not base64url JSON", "a.b.c".into(), "Malformed token"),
         bearer("expired an hour ago", hs256(&with(org, json!({"exp": now - 3600}))), "Token expired"),
         bearer("expired beyond the leeway", hs256(&with(org, json!({"exp": now - 90}))), "Token expired"),
         bearer("nbf in the future", hs256(&with(org, json!({"nbf": now + 3600}))), "Token not yet valid"),
-        bearer("signed with another secret", hs(b"another-secret-of-sufficient-length-000000", Algorithm::HS256, &payload(org)), SIGNATURE),
+        bearer(
+            "signed with another secret",
+            hs(b"another-secret-of-sufficient-length-000000", Algorithm::HS256, &payload(org)),
+            SIGNATURE,
+        ),
         bearer("bad signature", bad_signature(&valid), ""),
         bearer("payload swapped for another organization", tampered(&valid, &payload(&new_org())), SIGNATURE),
         bearer("signature stripped", format!("{}.", valid.rsplit_once('.').expect("token").0), ""),
@@ -202,7 +220,11 @@ fn hs256_cases(org: &str) -> Vec<Case> {
         bearer("alg NONE", unsigned("NONE", &payload(org)), ""),
         bearer("alg none keeping a valid signature", reheaded(&valid, &json!({"alg": "none", "typ": "JWT"})), ""),
         bearer("header without alg", reheaded(&valid, &json!({"typ": "JWT"})), ""),
-        bearer("HS512 with the right secret", hs(std::env::var("JWT_SECRET").expect("secret").as_bytes(), Algorithm::HS512, &payload(org)), ALGORITHM),
+        bearer(
+            "HS512 with the right secret",
+            hs(std::env::var("JWT_SECRET").expect("secret").as_bytes(), Algorithm::HS512, &payload(org)),
+            ALGORITHM,
+        ),
         bearer("RS256 from the test key", rsa(Algorithm::RS256, &payload(org)), ALGORITHM),
         bearer("ES256 from the test key", es256(&payload(org)), ALGORITHM),
         // Claims: missing, empty, or not strings.
@@ -213,7 +235,11 @@ fn hs256_cases(org: &str) -> Vec<Case> {
         bearer("organizationId numeric", hs256(&with(org, json!({"organizationId": 42}))), CLAIMS),
         bearer("organizationId array", hs256(&with(org, json!({"organizationId": [org]}))), CLAIMS),
         bearer("organizationId object", hs256(&with(org, json!({"organizationId": {"id": org}}))), CLAIMS),
-        bearer("organizationId with a key separator", hs256(&with(org, json!({"organizationId": format!("{org}#SNAP")}))), CLAIMS),
+        bearer(
+            "organizationId with a key separator",
+            hs256(&with(org, json!({"organizationId": format!("{org}#SNAP")}))),
+            CLAIMS,
+        ),
         bearer("sub missing", hs256(&with(org, json!({"sub": null}))), CLAIMS),
         bearer("sub empty", hs256(&with(org, json!({"sub": ""}))), CLAIMS),
         bearer("sub null", hs256(&with_null(org, "sub")), CLAIMS),
@@ -231,23 +257,55 @@ fn hs256_cases(org: &str) -> Vec<Case> {
         bearer("exp u64::MAX", hs256(&with(org, json!({"exp": u64::MAX}))), CLAIMS),
         // NumericDates may be fractional (RFC 7519 §2): checked like whole ones, to the fraction.
         bearer("exp fractional, an hour ago", hs256(&with(org, json!({"exp": now as f64 - 3600.26}))), "Token expired"),
-        bearer("exp fractional, half a second beyond the leeway", hs256(&with(org, json!({"exp": now as f64 - 30.5}))), "Token expired"),
+        bearer(
+            "exp fractional, half a second beyond the leeway",
+            hs256(&with(org, json!({"exp": now as f64 - 30.5}))),
+            "Token expired",
+        ),
         bearer("exp in exponent form (2001)", hs256(&with(org, json!({"exp": 1e9}))), "Token expired"),
         bearer("exp zero", hs256(&with(org, json!({"exp": 0}))), "Token expired"),
-        bearer("nbf fractional, in an hour", hs256(&with(org, json!({"nbf": now as f64 + 3600.25}))), "Token not yet valid"),
+        bearer(
+            "nbf fractional, in an hour",
+            hs256(&with(org, json!({"nbf": now as f64 + 3600.25}))),
+            "Token not yet valid",
+        ),
         bearer("nbf a string", hs256(&with(org, json!({"nbf": now.to_string()}))), CLAIMS),
         bearer("nbf a boolean", hs256(&with(org, json!({"nbf": false}))), CLAIMS),
         bearer("nbf negative", hs256(&with(org, json!({"nbf": -1.5}))), CLAIMS),
         bearer("nbf huge", hs256(&with(org, json!({"nbf": 1e300}))), CLAIMS),
         // `crit` (RFC 7515 §4.1.11): no extension is understood, so any `crit` is refused,
         // even with a valid signature.
-        bearer("crit naming an unknown extension", hs256_header(&crit_header(Algorithm::HS256, &["urn:x"]), &payload(org)), CRIT),
-        bearer("crit naming b64 (RFC 7797)", hs256_raw(&json!({"alg": "HS256", "b64": false, "crit": ["b64"]}), &payload(org)), CRIT),
-        bearer("crit naming a registered claim", hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": ["exp"]}), &payload(org)), CRIT),
-        bearer("crit an empty list", hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": []}), &payload(org)), CRIT),
+        bearer(
+            "crit naming an unknown extension",
+            hs256_header(&crit_header(Algorithm::HS256, &["urn:x"]), &payload(org)),
+            CRIT,
+        ),
+        bearer(
+            "crit naming b64 (RFC 7797)",
+            hs256_raw(&json!({"alg": "HS256", "b64": false, "crit": ["b64"]}), &payload(org)),
+            CRIT,
+        ),
+        bearer(
+            "crit naming a registered claim",
+            hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": ["exp"]}), &payload(org)),
+            CRIT,
+        ),
+        bearer(
+            "crit an empty list",
+            hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": []}), &payload(org)),
+            CRIT,
+        ),
         bearer("crit null", hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": null}), &payload(org)), CRIT),
-        bearer("crit a string", hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": "urn:example:unknown"}), &payload(org)), CRIT),
-        bearer("crit with a bad signature", bad_signature(&hs256_header(&crit_header(Algorithm::HS256, &["x"]), &payload(org))), CRIT),
+        bearer(
+            "crit a string",
+            hs256_raw(&json!({"alg": "HS256", "typ": "JWT", "crit": "urn:example:unknown"}), &payload(org)),
+            CRIT,
+        ),
+        bearer(
+            "crit with a bad signature",
+            bad_signature(&hs256_header(&crit_header(Algorithm::HS256, &["x"]), &payload(org))),
+            CRIT,
+        ),
         bearer("email numeric", hs256(&with(org, json!({"email": 5}))), CLAIMS),
         bearer("iss numeric", hs256(&with(org, json!({"iss": 5}))), CLAIMS),
     ]
@@ -258,8 +316,19 @@ fn rs256_cases(org: &str) -> Vec<Case> {
     let valid = rsa(Algorithm::RS256, &payload(org));
     let now = now_epoch();
     vec![
-        bearer("HS256 signed with the RS256 public key PEM", hs(RS_PUBLIC.as_bytes(), Algorithm::HS256, &payload(org)), ALGORITHM),
-        bearer("HS256 signed with the public key PEM, header claiming RS256", reheaded(&hs(RS_PUBLIC.as_bytes(), Algorithm::HS256, &payload(org)), &json!({"alg": "RS256", "typ": "JWT"})), SIGNATURE),
+        bearer(
+            "HS256 signed with the RS256 public key PEM",
+            hs(RS_PUBLIC.as_bytes(), Algorithm::HS256, &payload(org)),
+            ALGORITHM,
+        ),
+        bearer(
+            "HS256 signed with the public key PEM, header claiming RS256",
+            reheaded(
+                &hs(RS_PUBLIC.as_bytes(), Algorithm::HS256, &payload(org)),
+                &json!({"alg": "RS256", "typ": "JWT"}),
+            ),
+            SIGNATURE,
+        ),
         bearer("HS256 signed with the suite secret", hs256(&payload(org)), ALGORITHM),
         bearer("alg none", unsigned("none", &payload(org)), ""),
         bearer("alg none keeping a valid signature", reheaded(&valid, &json!({"alg": "none"})), ""),
@@ -270,11 +339,23 @@ fn rs256_cases(org: &str) -> Vec<Case> {
         bearer("payload swapped for another organization", tampered(&valid, &payload(&new_org())), SIGNATURE),
         bearer("signature stripped", format!("{}.", valid.rsplit_once('.').expect("token").0), ""),
         bearer("expired", rsa(Algorithm::RS256, &with(org, json!({"exp": now - 3600}))), "Token expired"),
-        bearer("nbf in the future", rsa(Algorithm::RS256, &with(org, json!({"nbf": now + 3600}))), "Token not yet valid"),
+        bearer(
+            "nbf in the future",
+            rsa(Algorithm::RS256, &with(org, json!({"nbf": now + 3600}))),
+            "Token not yet valid",
+        ),
         bearer("organizationId missing", rsa(Algorithm::RS256, &with(org, json!({"organizationId": null}))), CLAIMS),
         bearer("organizationId empty", rsa(Algorithm::RS256, &with(org, json!({"organizationId": ""}))), CLAIMS),
-        bearer("crit naming an unknown extension, right key", rsa_header(&crit_header(Algorithm::RS256, &["urn:x"]), &payload(org)), CRIT),
-        bearer("exp fractional, an hour ago", rsa(Algorithm::RS256, &with(org, json!({"exp": now as f64 - 3600.5}))), "Token expired"),
+        bearer(
+            "crit naming an unknown extension, right key",
+            rsa_header(&crit_header(Algorithm::RS256, &["urn:x"]), &payload(org)),
+            CRIT,
+        ),
+        bearer(
+            "exp fractional, an hour ago",
+            rsa(Algorithm::RS256, &with(org, json!({"exp": now as f64 - 3600.5}))),
+            "Token expired",
+        ),
         case("lowercase bearer", Some(format!("bearer {valid}")), MALFORMED_HEADER),
     ]
 }
@@ -283,7 +364,11 @@ fn rs256_cases(org: &str) -> Vec<Case> {
 fn es256_cases(org: &str) -> Vec<Case> {
     let valid = es256(&payload(org));
     vec![
-        bearer("HS256 signed with the ES256 public key PEM", hs(ES_PUBLIC.as_bytes(), Algorithm::HS256, &payload(org)), ALGORITHM),
+        bearer(
+            "HS256 signed with the ES256 public key PEM",
+            hs(ES_PUBLIC.as_bytes(), Algorithm::HS256, &payload(org)),
+            ALGORITHM,
+        ),
         bearer("RS256", rsa(Algorithm::RS256, &payload(org)), ALGORITHM),
         bearer("alg none", unsigned("none", &payload(org)), ""),
         bearer("bad signature", bad_signature(&valid), ""),
@@ -402,7 +487,10 @@ async fn reject_everywhere(state: &AppState, cases: &[Case], targets: &[Target],
             for value in &c.authorization {
                 let secretish = value.rsplit('.').next().unwrap_or_default();
                 if secretish.len() > 16 {
-                    assert!(!String::from_utf8_lossy(&a.bytes).contains(secretish), "{what}: the token is never echoed");
+                    assert!(
+                        !String::from_utf8_lossy(&a.bytes).contains(secretish),
+                        "{what}: the token is never echoed"
+                    );
                 }
             }
             sent += 1;
@@ -485,7 +573,9 @@ async fn every_bad_token_answers_401_on_every_route_and_writes_nothing() {
     // The organization's own data, so that PATCH, DELETE, ingest and PUT would change something.
     let tok = token(&org);
     seed_contact(&hs_state, &tok, "ag", "k1", 4, |i| format!("original {i}")).await;
-    let snap = call(&hs_state, "POST", "/api/training/snapshots", &tok, Some(json!({"contactId": "k1", "notes": "kept"}))).await;
+    let snap =
+        call(&hs_state, "POST", "/api/training/snapshots", &tok, Some(json!({"contactId": "k1", "notes": "kept"})))
+            .await;
     assert_eq!(snap.status, 201, "{}", snap.body);
     let snapshot_id = snap.body["data"]["_id"].as_str().expect("id").to_string();
     let job = call(&hs_state, "POST", "/api/training/exports", &tok, Some(json!({"format": "jsonl"}))).await;

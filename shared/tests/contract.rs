@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
+use shared::config::EXPORT_WORKER_SELF;
 use shared::jobs::schedule::ScheduledEvent;
 use shared::jobs::worker::Outcome;
 use shared::jobs::JobRef;
 use shared::routes::{BACKGROUND, ROUTES};
-use shared::config::EXPORT_WORKER_SELF;
 use shared::{config::DEV_JWT_SECRET, table};
 
 fn root() -> PathBuf {
@@ -69,7 +69,9 @@ fn allows_on_sub(resource: &Value, action: &str, sub: &str) -> bool {
     statements(resource).iter().any(|s| {
         s["Effect"] == "Allow"
             && s["Action"].as_sequence().is_some_and(|a| a.iter().any(|a| a == action))
-            && s["Resource"].as_sequence().is_some_and(|r| r.iter().any(|r| intrinsic(r, "Sub").is_some_and(|v| v == sub)))
+            && s["Resource"]
+                .as_sequence()
+                .is_some_and(|r| r.iter().any(|r| intrinsic(r, "Sub").is_some_and(|v| v == sub)))
     })
 }
 
@@ -101,8 +103,16 @@ const WORKER: &str = "ExportWorkerFunction";
 /// Every function whose code hands jobs to the worker: the synchronous exports (their fallback),
 /// the job routes (creating, and re-dispatching stale jobs on reads), the worker (its
 /// continuation) and the scheduled export.
-const DISPATCHERS: &[&str] =
-    &["export-training", "export-convos", "export-convo", "create-export", "list-exports", "get-export", "export-worker", "scheduled-export"];
+const DISPATCHERS: &[&str] = &[
+    "export-training",
+    "export-convos",
+    "export-convo",
+    "create-export",
+    "list-exports",
+    "get-export",
+    "export-worker",
+    "scheduled-export",
+];
 
 /// Sample values of EventBridge Scheduler's context attributes.
 const SCHEDULER_SAMPLES: &[(&str, &str)] = &[
@@ -142,7 +152,10 @@ fn every_function_has_crate_binary_event_template_entry_and_route_and_nothing_is
         let main = std::fs::read_to_string(root().join("functions").join(name).join("src/main.rs")).unwrap();
         assert!(main.contains(route.handler_path), "{name}: main.rs must call {}", route.handler_path);
         assert!(main.contains("lambda_http::") && main.contains("run(service_fn("), "{name}: thin lambda_http main");
-        assert!(main.contains("LambdaReply("), "{name}: answers through shared::lambda::LambdaReply (a CSV keeps its BOM)");
+        assert!(
+            main.contains("LambdaReply("),
+            "{name}: answers through shared::lambda::LambdaReply (a CSV keeps its BOM)"
+        );
 
         let resource = &t["Resources"][format!("{}Function", pascal(name)).as_str()];
         assert_eq!(resource["Properties"]["CodeUri"], ".", "{name}: CodeUri");
@@ -165,14 +178,18 @@ fn every_function_has_crate_binary_event_template_entry_and_route_and_nothing_is
         assert!(manifest.contains(&format!("name = \"{name}\"")), "{name}: crate name");
         let main = std::fs::read_to_string(root().join("functions").join(name).join("src/main.rs")).unwrap();
         assert!(main.contains(handler_path), "{name}: main.rs must call {handler_path}");
-        assert!(main.contains("lambda_runtime::") && main.contains("run(service_fn("), "{name}: thin lambda_runtime main");
+        assert!(
+            main.contains("lambda_runtime::") && main.contains("run(service_fn("),
+            "{name}: thin lambda_runtime main"
+        );
         assert!(!main.contains("lambda_http"), "{name}: not an HTTP function");
 
         let resource = &t["Resources"][format!("{}Function", pascal(name)).as_str()];
         assert_eq!(resource["Properties"]["CodeUri"], ".", "{name}: CodeUri");
         assert_eq!(resource["Metadata"]["BuildMethod"], "rust-cargolambda", "{name}: BuildMethod");
         assert_eq!(resource["Metadata"]["BuildProperties"]["Binary"], *name, "{name}: Binary");
-        let events = resource["Properties"]["Events"].as_mapping().map(|m| m.values().collect::<Vec<_>>()).unwrap_or_default();
+        let events =
+            resource["Properties"]["Events"].as_mapping().map(|m| m.values().collect::<Vec<_>>()).unwrap_or_default();
         assert!(events.iter().all(|e| e["Type"] != "HttpApi"), "{name}: no route");
     }
 }
@@ -185,7 +202,11 @@ fn the_export_worker_has_a_generated_name_fifteen_minutes_and_two_async_retries(
     // No fixed name: a Lambda function name has at most 64 characters, so a fixed
     // `${AWS::StackName}-...` would limit stack names; CloudFormation generates one instead.
     assert!(p["FunctionName"].is_null(), "FunctionName is generated: {:?}", p["FunctionName"]);
-    assert_eq!(intrinsic(&t["Outputs"]["ExportWorkerName"]["Value"], "Ref").and_then(Value::as_str), Some(WORKER), "the output names it");
+    assert_eq!(
+        intrinsic(&t["Outputs"]["ExportWorkerName"]["Value"], "Ref").and_then(Value::as_str),
+        Some(WORKER),
+        "the output names it"
+    );
     let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
     assert!(!text.contains("-export-worker"), "nothing names the worker by a name derived from the stack");
     assert_eq!(p["Timeout"], 900, "the longest invocation Lambda allows");
@@ -226,12 +247,19 @@ fn every_function_that_dispatches_jobs_names_the_worker_and_may_invoke_only_it()
         t["Resources"].as_mapping().unwrap().iter().filter(|(_, r)| r["Type"] == "AWS::IAM::Policy").collect();
     assert_eq!(policies.len(), 1, "one standalone policy: the worker's self-invoke");
     let (_, policy) = policies[0];
-    let roles: Vec<Option<&str>> =
-        policy["Properties"]["Roles"].as_sequence().unwrap().iter().map(|r| intrinsic(r, "Ref").and_then(Value::as_str)).collect();
+    let roles: Vec<Option<&str>> = policy["Properties"]["Roles"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| intrinsic(r, "Ref").and_then(Value::as_str))
+        .collect();
     assert_eq!(roles, [Some(format!("{WORKER}Role").as_str())], "attached to the worker's role only");
     let statements = policy["Properties"]["PolicyDocument"]["Statement"].as_sequence().unwrap();
     assert_eq!(statements.len(), 1);
-    assert_eq!(granted(statements, "lambda:InvokeFunction").iter().map(get_att).collect::<Vec<_>>(), [Some(worker_arn)]);
+    assert_eq!(
+        granted(statements, "lambda:InvokeFunction").iter().map(get_att).collect::<Vec<_>>(),
+        [Some(worker_arn)]
+    );
     assert_eq!(statements[0]["Action"].as_sequence().map(Vec::len), Some(1), "lambda:InvokeFunction only");
     assert!(
         t["Globals"]["Function"]["Environment"]["Variables"]["EXPORT_WORKER_FUNCTION"].is_null(),
@@ -247,7 +275,9 @@ fn every_function_that_dispatches_jobs_names_the_worker_and_may_invoke_only_it()
 /// `Ref` of a parameter) with these parameter values.
 fn rule_value(v: &Value, params: &std::collections::BTreeMap<String, String>) -> Value {
     let args = |name: &str| {
-        intrinsic(v, name).and_then(Value::as_sequence).map(|a| a.iter().map(|x| rule_value(x, params)).collect::<Vec<_>>())
+        intrinsic(v, name)
+            .and_then(Value::as_sequence)
+            .map(|a| a.iter().map(|x| rule_value(x, params)).collect::<Vec<_>>())
     };
     if let Some(name) = intrinsic(v, "Ref").and_then(Value::as_str) {
         return Value::String(params.get(name).unwrap_or_else(|| panic!("Ref of an unknown parameter {name}")).clone());
@@ -314,7 +344,11 @@ fn deployable(t: &Value, overrides: &[(&str, &str)]) -> Result<(), Vec<String>> 
         for assertion in body["Assertions"].as_sequence().expect("Assertions") {
             assert!(assertion["AssertDescription"].as_str().is_some_and(|d| !d.is_empty()), "{rule:?}: says why");
             if rule_value(&assertion["Assert"], &params) != Value::Bool(true) {
-                refused.push(format!("{}: {}", rule.as_str().unwrap(), assertion["AssertDescription"].as_str().unwrap()));
+                refused.push(format!(
+                    "{}: {}",
+                    rule.as_str().unwrap(),
+                    assertion["AssertDescription"].as_str().unwrap()
+                ));
             }
         }
     }
@@ -340,7 +374,10 @@ fn a_stack_whose_functions_could_not_verify_tokens_is_refused_at_deploy_time() {
         ("a secret of 31 characters", vec![("JwtSecret", &secret[..31])]),
         ("a secret of one character", vec![("JwtSecret", "x")]),
         ("the public development secret", vec![("JwtSecret", DEV_JWT_SECRET)]),
-        ("the development secret beside a public key", vec![("JwtAlgorithm", "RS256"), ("JwtPublicKey", pem), ("JwtSecret", DEV_JWT_SECRET)]),
+        (
+            "the development secret beside a public key",
+            vec![("JwtAlgorithm", "RS256"), ("JwtPublicKey", pem), ("JwtSecret", DEV_JWT_SECRET)],
+        ),
         ("HS256 with only a public key", vec![("JwtPublicKey", pem), ("CursorSecret", cursor)]),
         ("RS256 without the public key", vec![("JwtAlgorithm", "RS256"), ("JwtSecret", secret)]),
         ("ES256 without the public key", vec![("JwtAlgorithm", "ES256"), ("CursorSecret", cursor)]),
@@ -353,8 +390,14 @@ fn a_stack_whose_functions_could_not_verify_tokens_is_refused_at_deploy_time() {
         ("HS256 with a secret of 32 characters", vec![("JwtSecret", &secret[..32])]),
         ("HS256 with a secret of 48 characters", vec![("JwtSecret", secret)]),
         ("HS256 with its own cursor secret", vec![("JwtSecret", secret), ("CursorSecret", cursor)]),
-        ("RS256 with the key and a cursor secret", vec![("JwtAlgorithm", "RS256"), ("JwtPublicKey", pem), ("CursorSecret", cursor)]),
-        ("ES256 with the key and a cursor secret", vec![("JwtAlgorithm", "ES256"), ("JwtPublicKey", pem), ("CursorSecret", cursor)]),
+        (
+            "RS256 with the key and a cursor secret",
+            vec![("JwtAlgorithm", "RS256"), ("JwtPublicKey", pem), ("CursorSecret", cursor)],
+        ),
+        (
+            "ES256 with the key and a cursor secret",
+            vec![("JwtAlgorithm", "ES256"), ("JwtPublicKey", pem), ("CursorSecret", cursor)],
+        ),
     ] {
         assert_eq!(deployable(&t, &overrides), Ok(()), "{case}");
     }
@@ -404,7 +447,9 @@ fn the_schedule_sends_a_scheduled_event_with_schedulers_context_attributes() {
     assert_eq!(events.len(), 1, "one schedule");
     let schedule = events[0];
     assert_eq!(schedule["Type"], "ScheduleV2");
-    let expression = intrinsic(&schedule["Properties"]["ScheduleExpression"], "Ref").and_then(Value::as_str).expect("!Ref of a parameter");
+    let expression = intrinsic(&schedule["Properties"]["ScheduleExpression"], "Ref")
+        .and_then(Value::as_str)
+        .expect("!Ref of a parameter");
     assert_eq!(t["Parameters"][expression]["Default"], "rate(1 day)", "daily by default");
     assert!(schedule["Properties"]["RetryPolicy"]["MaximumRetryAttempts"].as_u64().is_some(), "RetryPolicy");
 
@@ -426,7 +471,11 @@ fn the_schedule_sends_a_scheduled_event_with_schedulers_context_attributes() {
 
     // events/scheduled-export.json is what the schedule sends.
     let file: serde_json::Value = serde_json::from_str(&event_text("scheduled-export")).unwrap();
-    assert_eq!(keys(&file), keys(&serde_json::from_str(&filled).unwrap()), "events/scheduled-export.json has the Input's fields");
+    assert_eq!(
+        keys(&file),
+        keys(&serde_json::from_str(&filled).unwrap()),
+        "events/scheduled-export.json has the Input's fields"
+    );
     let event: ScheduledEvent = serde_json::from_value(file).unwrap();
     assert!(event.scheduled_time.as_deref().and_then(shared::time::parse_rfc3339).is_some(), "scheduledTime");
     assert!(event.schedule_arn.is_some() && event.execution_id.is_some());
@@ -503,7 +552,8 @@ async fn every_event_file_runs_through_its_handler() {
     let mut export_id = SAMPLE_EXPORT_ID.to_string();
     let mut org = None;
     for route in ROUTES {
-        let text = event_text(route.function).replace(SAMPLE_SNAPSHOT_ID, &snapshot_id).replace(SAMPLE_EXPORT_ID, &export_id);
+        let text =
+            event_text(route.function).replace(SAMPLE_SNAPSHOT_ID, &snapshot_id).replace(SAMPLE_EXPORT_ID, &export_id);
         let request = lambda_http::request::from_str(&text).unwrap();
         let principal = state.auth.authenticate(request.headers()).expect("the events' token");
         assert!(org.get_or_insert(principal.organization_id.clone()) == &principal.organization_id, "one organization");
@@ -536,7 +586,9 @@ async fn every_event_file_runs_through_its_handler() {
     // ... and through the handler main.rs calls, with an invocation's context.
     let mut context = lambda_runtime::Context::default();
     context.deadline = (shared::jobs::now_ms() + 900_000) as u64;
-    let answer = shared::jobs::worker::handle(&state, lambda_runtime::LambdaEvent::new(job.clone(), context)).await.expect("handle");
+    let answer = shared::jobs::worker::handle(&state, lambda_runtime::LambdaEvent::new(job.clone(), context))
+        .await
+        .expect("handle");
     assert_eq!(answer["jobId"], job.job_id.as_str());
     assert_eq!(answer["outcome"], "Skipped");
 

@@ -13,7 +13,8 @@ fn msg(i: usize, from: &str) -> Value {
 }
 
 async fn create_convo(state: &shared::AppState, tok: &str, agent: &str, convo: &str) {
-    let a = call(state, "PUT", &format!("/agents/{agent}/convos/{convo}"), tok, Some(json!({"userName": "Jane"}))).await;
+    let a =
+        call(state, "PUT", &format!("/agents/{agent}/convos/{convo}"), tok, Some(json!({"userName": "Jane"}))).await;
     assert_eq!(a.status, 201, "{}", a.body);
 }
 
@@ -49,7 +50,8 @@ async fn ingesting_200_then_resending_50_counts_each_message_once() {
     assert_eq!(convos[0]["ts"], "2024-12-01T11:19:00.000Z");
 
     // What is stored: exactly 200 messages, in time order, the re-send changed nothing.
-    let stored = ConvoStore::new(&state.dynamo, &state.config.table_name).messages(&org, "agent-1", "c1").await.unwrap();
+    let stored =
+        ConvoStore::new(&state.dynamo, &state.config.table_name).messages(&org, "agent-1", "c1").await.unwrap();
     assert_eq!(stored.len(), 200);
     assert!(stored.windows(2).all(|w| w[0].ts < w[1].ts));
     assert_eq!(stored[101].id, "m0101");
@@ -111,7 +113,8 @@ async fn put_creates_then_updates_keeping_absent_fields() {
     assert_eq!(a.body["data"]["contactId"], "c");
     assert_eq!(a.body["data"]["tags"], json!(["vip", "lead"]));
     assert_eq!(a.body["data"]["feedback"], "Unset");
-    let a = call(&state, "PUT", "/agents/a/convos/c", &tok, Some(json!({"feedback": "Negative", "contactId": "k9"}))).await;
+    let a =
+        call(&state, "PUT", "/agents/a/convos/c", &tok, Some(json!({"feedback": "Negative", "contactId": "k9"}))).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["data"]["userName"], "Jane Doe");
     assert_eq!(a.body["data"]["userEmail"], "jane@example.com");
@@ -160,7 +163,9 @@ async fn list_is_newest_first_and_pages_with_a_cursor_bound_to_org_and_agent() {
     assert_convocore_error(&a, 400, "BAD_REQUEST");
     let mut tampered = c.clone().into_bytes();
     tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
-    let a = call(&state, "GET", &format!("/agents/ag/convos?cursor={}", String::from_utf8(tampered).unwrap()), &tok, None).await;
+    let a =
+        call(&state, "GET", &format!("/agents/ag/convos?cursor={}", String::from_utf8(tampered).unwrap()), &tok, None)
+            .await;
     assert_convocore_error(&a, 400, "BAD_REQUEST");
     for bad in ["limit=0", "limit=101", "limit=x", "page=2"] {
         let a = call(&state, "GET", &format!("/agents/ag/convos?{bad}"), &tok, None).await;
@@ -203,14 +208,48 @@ async fn bad_input_gets_a_4xx_in_the_envelope_and_writes_nothing() {
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("malformed JSON", b"{\"messages\": [".to_vec(), 400, "BAD_REQUEST"),
         ("empty body", Vec::new(), 400, "BAD_REQUEST"),
-        ("missing field", br#"{"messages":[{"from":"user","ts":"2024-12-01T10:30:00Z"}]}"#.to_vec(), 400, "BAD_REQUEST"),
-        ("wrong type", br#"{"messages":[{"from":"user","content":5,"ts":"2024-12-01T10:30:00Z"}]}"#.to_vec(), 400, "BAD_REQUEST"),
-        ("bad timestamp", br#"{"messages":[{"from":"user","content":"x","ts":"yesterday"}]}"#.to_vec(), 400, "BAD_REQUEST"),
-        ("space for T", br#"{"messages":[{"from":"user","content":"x","ts":"2024-12-01 10:30:00Z"}]}"#.to_vec(), 400, "BAD_REQUEST"),
-        ("positional array", br#"[[["m1","user","hi","2024-12-01T10:30:00Z",null,null]]]"#.to_vec(), 400, "BAD_REQUEST"),
+        (
+            "missing field",
+            br#"{"messages":[{"from":"user","ts":"2024-12-01T10:30:00Z"}]}"#.to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "wrong type",
+            br#"{"messages":[{"from":"user","content":5,"ts":"2024-12-01T10:30:00Z"}]}"#.to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "bad timestamp",
+            br#"{"messages":[{"from":"user","content":"x","ts":"yesterday"}]}"#.to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "space for T",
+            br#"{"messages":[{"from":"user","content":"x","ts":"2024-12-01 10:30:00Z"}]}"#.to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "positional array",
+            br#"[[["m1","user","hi","2024-12-01T10:30:00Z",null,null]]]"#.to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
         ("unknown field", br#"{"messages":[],"extra":1}"#.to_vec(), 400, "BAD_REQUEST"),
         ("empty batch", br#"{"messages":[]}"#.to_vec(), 400, "BAD_REQUEST"),
-        ("over 1 MB", format!(r#"{{"messages":[{{"from":"user","content":"{}","ts":"2024-12-01T10:30:00Z"}}]}}"#, "a".repeat(1_100_000)).into_bytes(), 413, "PAYLOAD_TOO_LARGE"),
+        (
+            "over 1 MB",
+            format!(
+                r#"{{"messages":[{{"from":"user","content":"{}","ts":"2024-12-01T10:30:00Z"}}]}}"#,
+                "a".repeat(1_100_000)
+            )
+            .into_bytes(),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
     ];
     for (name, body, status, code) in cases {
         let a = send(&state, "POST", ingest, &json_headers, &body).await;
@@ -225,11 +264,14 @@ async fn bad_input_gets_a_4xx_in_the_envelope_and_writes_nothing() {
     assert_convocore_error(&a, 400, "BAD_REQUEST");
     assert!(a.body["issues"][0]["message"].as_str().unwrap().contains("messages[1].ts"), "{}", a.body);
 
-    let form = send(&state, "POST", ingest, &[("authorization", auth.as_str()), ("content-type", "text/plain")], b"{}").await;
+    let form =
+        send(&state, "POST", ingest, &[("authorization", auth.as_str()), ("content-type", "text/plain")], b"{}").await;
     assert_convocore_error(&form, 415, "UNSUPPORTED_MEDIA_TYPE");
     let bad_id = call(&state, "PUT", "/agents/ag/convos/a%23b", &tok, Some(json!({}))).await;
     assert_convocore_error(&bad_id, 400, "BAD_REQUEST");
-    let bad_field = call(&state, "PUT", "/agents/ag/convos/c", &tok, Some(json!({"tags": ["x".repeat(65)], "feedback": "Meh"}))).await;
+    let bad_field =
+        call(&state, "PUT", "/agents/ag/convos/c", &tok, Some(json!({"tags": ["x".repeat(65)], "feedback": "Meh"})))
+            .await;
     assert_convocore_error(&bad_field, 400, "BAD_REQUEST");
 
     // Nothing above was written.

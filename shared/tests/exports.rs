@@ -57,7 +57,12 @@ async fn json_export_is_tethers_payload_and_validates_against_the_seed_schema() 
     let org = new_org();
     let tok = token(&org);
     seed_contact(&state, &tok, "ag", "full", 4, |i| format!("line {i}")).await;
-    let full = snapshot(&state, &tok, json!({"contactId": "full", "notes": "n", "tags": ["sales"], "quality": "good", "category": "pricing"})).await;
+    let full = snapshot(
+        &state,
+        &tok,
+        json!({"contactId": "full", "notes": "n", "tags": ["sales"], "quality": "good", "category": "pricing"}),
+    )
+    .await;
     // A contact with no lead fields and a snapshot with no optional field.
     let a = call(&state, "PUT", "/agents/ag/convos/bare", &tok, Some(json!({}))).await;
     assert_eq!(a.status, 201);
@@ -72,7 +77,8 @@ async fn json_export_is_tethers_payload_and_validates_against_the_seed_schema() 
         assert_eq!(a.headers["content-type"], "application/json");
         let cd = a.headers["content-disposition"].to_str().unwrap();
         assert!(cd.starts_with("attachment; filename=\"training-data-") && cd.ends_with(".json\""), "{cd}");
-        let errors: Vec<String> = validator.iter_errors(&a.body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        let errors: Vec<String> =
+            validator.iter_errors(&a.body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
         assert!(errors.is_empty(), "{query}: {errors:?}\n{}", a.body);
         assert!(a.body.get("success").is_none(), "not wrapped in the envelope");
         assert_eq!(a.body["organizationId"], org);
@@ -95,7 +101,8 @@ async fn json_export_is_tethers_payload_and_validates_against_the_seed_schema() 
     assert!(bare_item["metadata"].get("quality").is_none() && bare_item["metadata"].get("notes").is_none());
 
     // Archived snapshots are left out unless asked for.
-    let p = call(&state, "PATCH", &format!("/api/training/snapshots/{bare}"), &tok, Some(json!({"isArchived": true}))).await;
+    let p = call(&state, "PATCH", &format!("/api/training/snapshots/{bare}"), &tok, Some(json!({"isArchived": true})))
+        .await;
     assert_eq!(p.status, 200);
     assert_eq!(export(&state, &tok, "").await.body["totalSnapshots"], 1);
     assert_eq!(export(&state, &tok, "?includeArchived=true").await.body["totalSnapshots"], 2);
@@ -118,7 +125,8 @@ async fn jsonl_and_openai_exports_are_one_valid_line_per_snapshot() {
     let a = export(&state, &tok, "?format=jsonl").await;
     assert_eq!(a.headers["content-type"], "application/x-ndjson");
     assert!(a.headers["content-disposition"].to_str().unwrap().ends_with(".jsonl\""));
-    let lines: Vec<Value> = String::from_utf8(a.bytes.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> =
+        String::from_utf8(a.bytes.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l["id"].is_string() && l["conversation"].is_array()));
 
@@ -146,7 +154,16 @@ async fn jsonl_and_openai_exports_are_one_valid_line_per_snapshot() {
 async fn csv_exports_survive_a_round_trip_and_neutralise_formulas() {
     let state = state().await;
     let tok = token(&new_org());
-    let nasty = ["Crème brûlée 👋 ça va?", "a, b and \"quotes\"", "line one\nline two\r\nline three", "=cmd()", "+1", "-2", "@SUM(A1)", "\tx"];
+    let nasty = [
+        "Crème brûlée 👋 ça va?",
+        "a, b and \"quotes\"",
+        "line one\nline two\r\nline three",
+        "=cmd()",
+        "+1",
+        "-2",
+        "@SUM(A1)",
+        "\tx",
+    ];
     seed_contact(&state, &tok, "ag", "k1", nasty.len(), |i| nasty[i].to_string()).await;
     snapshot(&state, &tok, json!({"contactId": "k1", "notes": "=HYPERLINK(\"x\")", "tags": ["a,b", "c"]})).await;
 
@@ -171,7 +188,10 @@ async fn csv_exports_survive_a_round_trip_and_neutralise_formulas() {
             } else {
                 assert_eq!(cell, original, "{uri}: survives the round trip");
             }
-            assert!(row.iter().all(|c| !matches!(c.as_bytes().first(), Some(b'=' | b'+' | b'@' | b'\t' | b'\r'))), "{uri}: {row:?}");
+            assert!(
+                row.iter().all(|c| !matches!(c.as_bytes().first(), Some(b'=' | b'+' | b'@' | b'\t' | b'\r'))),
+                "{uri}: {row:?}"
+            );
         }
     }
 }
@@ -207,22 +227,32 @@ async fn conversation_exports_follow_convocores_shape() {
     let turns = d["turns"].as_array().unwrap();
     assert_eq!(turns.iter().map(|t| t["from"].as_str().unwrap()).collect::<Vec<_>>(), ["user", "bot", "human"]);
     assert_eq!(turns[0]["messages"].as_array().unwrap().len(), 2, "consecutive messages of one sender form one turn");
-    assert_eq!(turns[0]["messages"][0], json!({"type": "text", "ts": "December 1st 2024, 10:30:00 am", "payload": {"message": "Hello!", "feedback": "Unset", "aiGenerated": false}}));
+    assert_eq!(
+        turns[0]["messages"][0],
+        json!({"type": "text", "ts": "December 1st 2024, 10:30:00 am", "payload": {"message": "Hello!", "feedback": "Unset", "aiGenerated": false}})
+    );
     assert_eq!(turns[1]["messages"][0]["ts"], "December 1st 2024, 10:30:02 pm");
     assert_eq!(turns[1]["messages"][0]["payload"]["aiGenerated"], true);
 
     let all = call(&state, "GET", "/agents/ag/convos/export", &tok, None).await;
     assert_eq!(all.body["message"], "Conversations exported successfully");
-    let ids: Vec<&str> = all.body["data"].as_array().unwrap().iter().map(|c| c["metadata"]["convo"]["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        all.body["data"].as_array().unwrap().iter().map(|c| c["metadata"]["convo"]["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["c2", "c1"]);
-    let ranged = call(&state, "GET", "/agents/ag/convos/export?from=2024-12-01T00:00:00Z&to=2024-12-31T00:00:00Z", &tok, None).await;
+    let ranged =
+        call(&state, "GET", "/agents/ag/convos/export?from=2024-12-01T00:00:00Z&to=2024-12-31T00:00:00Z", &tok, None)
+            .await;
     assert_eq!(ranged.body["data"].as_array().unwrap().len(), 1);
     assert_eq!(ranged.body["data"][0]["metadata"]["convo"]["id"], "c1");
     let limited = call(&state, "GET", "/agents/ag/convos/export?limit=1", &tok, None).await;
     assert_eq!(limited.body["data"].as_array().unwrap().len(), 1);
 
     // Not this agent's, not this organization's: 404 like an unknown id.
-    for (uri, t) in [("/agents/other/convos/c1/export", &tok), ("/agents/ag/convos/c1/export", &token(&new_org())), ("/agents/ag/convos/nope/export", &tok)] {
+    for (uri, t) in [
+        ("/agents/other/convos/c1/export", &tok),
+        ("/agents/ag/convos/c1/export", &token(&new_org())),
+        ("/agents/ag/convos/nope/export", &tok),
+    ] {
         let a = call(&state, "GET", uri, t, None).await;
         assert_eq!(a.status, 404, "{uri}");
         assert_eq!(a.body["code"], "NOT_FOUND");
@@ -274,7 +304,14 @@ async fn delivery_url_answers_303_with_a_presigned_download_and_inline_limit_ans
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_slice::<Value>(&file).unwrap()["message"], "Conversations exported successfully");
     for bad in ["?format=xml", "?includeArchived=maybe", "?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z"] {
-        let a = send(&state, "GET", &format!("/api/training/export{bad}"), &[("authorization", &format!("Bearer {tok}"))], b"").await;
+        let a = send(
+            &state,
+            "GET",
+            &format!("/api/training/export{bad}"),
+            &[("authorization", &format!("Bearer {tok}"))],
+            b"",
+        )
+        .await;
         assert_eq!((a.status.as_u16(), a.body["error"].as_str()), (400, Some("VALIDATION_ERROR")), "{bad}");
     }
 }
@@ -295,9 +332,11 @@ async fn a_failed_upload_is_aborted_and_leaves_no_parts_or_object() {
     }
     let e = failed.expect("the third part fails");
     assert_eq!(e.kind, shared::error::ErrorKind::Unavailable);
-    let uploads = state.s3.list_multipart_uploads().bucket(&spec.bucket).prefix(format!("exports/{org}/")).send().await.unwrap();
+    let uploads =
+        state.s3.list_multipart_uploads().bucket(&spec.bucket).prefix(format!("exports/{org}/")).send().await.unwrap();
     assert!(uploads.uploads().is_empty(), "no orphaned multipart upload: {:?}", uploads.uploads());
-    let objects = state.s3.list_objects_v2().bucket(&spec.bucket).prefix(format!("exports/{org}/")).send().await.unwrap();
+    let objects =
+        state.s3.list_objects_v2().bucket(&spec.bucket).prefix(format!("exports/{org}/")).send().await.unwrap();
     assert_eq!(objects.key_count(), Some(0), "no partial object");
 
     // The same sink without a fault completes as one object.

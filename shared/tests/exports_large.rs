@@ -94,7 +94,11 @@ async fn a_40_mb_export_through_s3_is_byte_identical_to_inline_with_bounded_memo
     let bytes = a.body["data"]["bytes"].as_u64().unwrap();
     assert!(bytes > 40_000_000, "a 40 MB export: {bytes}");
     println!("export through S3 in {:?}", clock.elapsed());
-    println!("export: {bytes} bytes; heap peak while producing it {} MiB; process peak RSS {} MiB", heap_peak >> 20, rss_peak >> 20);
+    println!(
+        "export: {bytes} bytes; heap peak while producing it {} MiB; process peak RSS {} MiB",
+        heap_peak >> 20,
+        rss_peak >> 20
+    );
     assert!(heap_peak < 64 << 20, "heap grew by {} MiB", heap_peak >> 20);
     assert!(rss_peak < 128 << 20, "peak RSS {} MiB", rss_peak >> 20);
 

@@ -93,7 +93,8 @@ fn operation(parts: &http::request::Parts) -> String {
 fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<BoxBody<Bytes, hyper::Error>> {
     let mut r = http::Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
     *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_str(content_type).expect("content type"));
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_str(content_type).expect("content type"));
     r
 }
 
@@ -200,7 +201,11 @@ fn s3_internal_error() -> Action {
 
 /// `state` with its DynamoDB and S3 clients pointed at `endpoint`; everything else (the retry
 /// configuration of `shared::aws` included) unchanged, except timeouts when given.
-fn pointed_at(state: &AppState, endpoint: &str, timeouts: Option<aws_sdk_dynamodb::config::timeout::TimeoutConfig>) -> AppState {
+fn pointed_at(
+    state: &AppState,
+    endpoint: &str,
+    timeouts: Option<aws_sdk_dynamodb::config::timeout::TimeoutConfig>,
+) -> AppState {
     let mut s = state.clone();
     let mut dynamo = s.dynamo.config().to_builder().endpoint_url(endpoint);
     let mut s3 = s.s3.config().to_builder().endpoint_url(endpoint);
@@ -249,7 +254,10 @@ async fn throttling_is_retried_by_the_sdk_and_answers_503_with_retry_after_once_
         (direct.s3.config().retry_config(), direct.s3.config().timeout_config()),
     ] {
         let retry = retry.expect("retry configuration");
-        assert_eq!((retry.mode(), retry.max_attempts()), (aws_sdk_dynamodb::config::retry::RetryMode::Standard, MAX_ATTEMPTS));
+        assert_eq!(
+            (retry.mode(), retry.max_attempts()),
+            (aws_sdk_dynamodb::config::retry::RetryMode::Standard, MAX_ATTEMPTS)
+        );
         assert_eq!(retry.initial_backoff(), shared::aws::INITIAL_BACKOFF);
         let timeouts = timeouts.expect("timeout configuration");
         assert_eq!(timeouts.operation_attempt_timeout(), Some(shared::aws::ATTEMPT_TIMEOUT));
@@ -266,7 +274,8 @@ async fn throttling_is_retried_by_the_sdk_and_answers_503_with_retry_after_once_
     let throttle_first = |n: usize| {
         let left = Arc::new(AtomicUsize::new(n));
         move |call: &Seen, _: &[u8]| {
-            if call.op == "Query" && left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_sub(1)).is_ok() {
+            if call.op == "Query" && left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_sub(1)).is_ok()
+            {
                 throttled()
             } else {
                 Action::Forward
@@ -282,7 +291,9 @@ async fn throttling_is_retried_by_the_sdk_and_answers_503_with_retry_after_once_
     assert_eq!(proxy.count("Query"), MAX_ATTEMPTS as usize, "the SDK retried the throttled Query: {:?}", proxy.seen());
 
     // Throttled on every attempt: exactly MAX_ATTEMPTS attempts, then 503 with Retry-After.
-    for (uri, envelope) in [("/agents/a1/convos", shared::Envelope::Convocore), ("/api/training/snapshots", shared::Envelope::Tether)] {
+    for (uri, envelope) in
+        [("/agents/a1/convos", shared::Envelope::Convocore), ("/api/training/snapshots", shared::Envelope::Tether)]
+    {
         proxy.clear();
         proxy.set_rule(throttle_first(usize::MAX));
         let a = call(&s, "GET", uri, &tok, None).await;
@@ -308,7 +319,9 @@ async fn throttled_writes_are_retried_without_writing_twice() {
     let s = pointed_at(&direct, &proxy.url, None);
     let left = Arc::new(AtomicUsize::new(MAX_ATTEMPTS as usize - 1));
     proxy.set_rule(move |call, _| {
-        if call.op == "TransactWriteItems" && left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_sub(1)).is_ok() {
+        if call.op == "TransactWriteItems"
+            && left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_sub(1)).is_ok()
+        {
             throttled()
         } else {
             Action::Forward
@@ -318,9 +331,17 @@ async fn throttled_writes_are_retried_without_writing_twice() {
         (0..3).map(|i| json!({"id": format!("m{i}"), "from": "user", "content": "hi", "ts": format!("2026-01-01T00:00:0{i}Z")})).collect();
     let a = call(&s, "POST", "/agents/a1/convos/c1/messages", &tok, Some(json!({"messages": messages}))).await;
     assert_eq!(a.status, 201, "{}", a.body);
-    assert_eq!((a.body["data"]["inserted"].as_u64(), a.body["data"]["messagesNum"].as_u64()), (Some(3), Some(3)), "{}", a.body);
+    assert_eq!(
+        (a.body["data"]["inserted"].as_u64(), a.body["data"]["messagesNum"].as_u64()),
+        (Some(3), Some(3)),
+        "{}",
+        a.body
+    );
     assert_eq!(proxy.count("TransactWriteItems"), MAX_ATTEMPTS as usize);
-    let stored = shared::convos::store::ConvoStore::new(&direct.dynamo, &direct.config.table_name).messages(&org, "a1", "c1").await.unwrap();
+    let stored = shared::convos::store::ConvoStore::new(&direct.dynamo, &direct.config.table_name)
+        .messages(&org, "a1", "c1")
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 3);
 }
 
@@ -367,8 +388,14 @@ async fn uploads_left(state: &AppState, org: &str) -> usize {
 }
 
 async fn objects_left(state: &AppState, org: &str) -> Vec<String> {
-    let out =
-        state.s3.list_objects_v2().bucket(&state.config.bucket_name).prefix(format!("exports/{org}/")).send().await.expect("ListObjectsV2");
+    let out = state
+        .s3
+        .list_objects_v2()
+        .bucket(&state.config.bucket_name)
+        .prefix(format!("exports/{org}/"))
+        .send()
+        .await
+        .expect("ListObjectsV2");
     out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
 }
 
@@ -390,7 +417,10 @@ async fn s3_failing_mid_export_answers_503_aborts_the_upload_and_leaves_no_parts
     let parts: Vec<u32> = seen.iter().filter_map(Seen::part_number).collect();
     // Part 1 stored, part 2 tried MAX_ATTEMPTS times (the SDK retries S3's 500), nothing after.
     assert_eq!(parts, [vec![1], vec![2; MAX_ATTEMPTS as usize]].concat(), "{seen:?}");
-    assert!(seen.iter().any(|c| c.part_number() == Some(1) && c.bytes >= shared::exports::sink::PART_BYTES), "{seen:?}");
+    assert!(
+        seen.iter().any(|c| c.part_number() == Some(1) && c.bytes >= shared::exports::sink::PART_BYTES),
+        "{seen:?}"
+    );
     assert_eq!(proxy.count("AbortMultipartUpload"), 1, "{seen:?}");
     assert_eq!(proxy.count("CompleteMultipartUpload"), 0);
     assert_eq!(uploads_left(&direct, &org).await, 0, "no orphaned multipart upload");
@@ -404,7 +434,8 @@ async fn s3_failing_mid_export_answers_503_aborts_the_upload_and_leaves_no_parts
     assert_eq!(status, 200);
     assert_eq!(file.len() as u64, a.body["data"]["bytes"].as_u64().unwrap());
     assert!(file.len() > 16 * 1024 * 1024, "three parts or more: {}", file.len());
-    let lines: Vec<Value> = file.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    let lines: Vec<Value> =
+        file.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
     assert_eq!(lines.len(), 20);
     assert_eq!(uploads_left(&direct, &org).await, 0);
     assert_eq!(objects_left(&direct, &org).await.len(), 1);
@@ -495,7 +526,8 @@ impl Emulator {
     }
 
     fn signal(pid: u32, signal: &str) {
-        let ok = std::process::Command::new("kill").arg(signal).arg(pid.to_string()).status().is_ok_and(|s| s.success());
+        let ok =
+            std::process::Command::new("kill").arg(signal).arg(pid.to_string()).status().is_ok_and(|s| s.success());
         assert!(ok, "kill {signal} {pid}");
     }
 
@@ -542,7 +574,11 @@ async fn frozen_setup() -> (Emulator, Proxy, AppState, AppState) {
 
 /// Freezes the emulator (by pid) when the `nth` call matching `matches` reaches the proxy,
 /// before it is forwarded: the request is in the middle of its work.
-fn stop_at(pid: u32, nth: usize, matches: impl Fn(&Seen, &[u8]) -> bool + Send + Sync + 'static) -> impl Fn(&Seen, &[u8]) -> Action + Send + Sync + 'static {
+fn stop_at(
+    pid: u32,
+    nth: usize,
+    matches: impl Fn(&Seen, &[u8]) -> bool + Send + Sync + 'static,
+) -> impl Fn(&Seen, &[u8]) -> Action + Send + Sync + 'static {
     let count = AtomicUsize::new(0);
     move |call, body| {
         if matches(call, body) && count.fetch_add(1, Ordering::SeqCst) + 1 == nth {
@@ -663,7 +699,10 @@ async fn snapshot_items(direct: &AppState, org: &str) -> Vec<(String, String, Op
             .expect("scan");
         for item in page.items() {
             let key = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let expires = item.get(shared::table::TTL).and_then(|v| v.as_n().ok()).map(|n| n.parse::<u64>().expect("epoch seconds"));
+            let expires = item
+                .get(shared::table::TTL)
+                .and_then(|v| v.as_n().ok())
+                .map(|n| n.parse::<u64>().expect("epoch seconds"));
             out.push((key("PK"), key("SK"), expires));
         }
         start = page.last_evaluated_key().cloned();
@@ -689,9 +728,18 @@ async fn assert_only_committed_or_expiring(direct: &AppState, org: &str, latest:
         let header = store.get_header(org, id).await.unwrap();
         let header = header.unwrap_or_else(|| panic!("{pk} {sk}: neither committed nor expiring"));
         let committed: Vec<String> = (0..header.chunks)
-            .map(|i| if header.chunk_set.is_empty() { format!("MSGS#{i:05}") } else { format!("MSGS#{}#{i:05}", header.chunk_set) })
+            .map(|i| {
+                if header.chunk_set.is_empty() {
+                    format!("MSGS#{i:05}")
+                } else {
+                    format!("MSGS#{}#{i:05}", header.chunk_set)
+                }
+            })
             .collect();
-        assert!(sk == "META" || committed.contains(&sk), "{pk} {sk}: a chunk its header does not commit, without expiry");
+        assert!(
+            sk == "META" || committed.contains(&sk),
+            "{pk} {sk}: a chunk its header does not commit, without expiry"
+        );
     }
     expiring
 }
@@ -709,7 +757,8 @@ async fn create_snapshot_with_emulator_stopped_at(stop_on: fn(&Seen, &[u8]) -> b
     let body = json!({"contactId": "k1", "notes": "stopped", "quality": "good"});
     let bytes = serde_json::to_vec(&body).unwrap();
     let auth = format!("Bearer {tok}");
-    let headers = [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "stop-1")];
+    let headers =
+        [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "stop-1")];
 
     proxy.set_rule(stop_at(emulator.child.id(), 1, stop_on));
     let a = send(&s, "POST", "/api/training/snapshots", &headers, &bytes).await;
@@ -733,7 +782,8 @@ async fn create_snapshot_with_emulator_stopped_at(stop_on: fn(&Seen, &[u8]) -> b
 
     // Exactly one snapshot, listed, and no chunks without a header anywhere.
     let list = call(&s, "GET", "/api/training/snapshots?archived=all", &tok, None).await;
-    let listed: Vec<&str> = list.body["data"].as_array().expect("list").iter().filter_map(|x| x["_id"].as_str()).collect();
+    let listed: Vec<&str> =
+        list.body["data"].as_array().expect("list").iter().filter_map(|x| x["_id"].as_str()).collect();
     assert_eq!(listed, vec![id.as_str()], "{}", list.body);
     let partitions = snapshot_partitions(&direct, &org).await;
     let orphans: Vec<_> = partitions.iter().filter(|(_, sks)| !sks.iter().any(|sk| sk == "META")).collect();
@@ -750,7 +800,8 @@ async fn create_snapshot_with_emulator_stopped_at(stop_on: fn(&Seen, &[u8]) -> b
 }
 
 fn is_put_of(call: &Seen, body: &[u8], sort_key: &str) -> bool {
-    call.op == "PutItem" && std::str::from_utf8(body).is_ok_and(|b| b.contains(&format!("\"SK\":{{\"S\":\"{sort_key}\"}}")))
+    call.op == "PutItem"
+        && std::str::from_utf8(body).is_ok_and(|b| b.contains(&format!("\"SK\":{{\"S\":\"{sort_key}\"}}")))
 }
 
 // The chunk write the caller gave up on lands later, with its expiry; the retry resumes the
@@ -764,7 +815,8 @@ async fn emulator_stopped_while_snapshot_chunks_are_written_leaves_nothing_half_
 
 /// The commit transaction of a snapshot (it puts the header).
 fn is_commit(call: &Seen, body: &[u8]) -> bool {
-    call.op == "TransactWriteItems" && std::str::from_utf8(body).is_ok_and(|b| b.contains("\"SK\":{\"S\":\"META\"}") && b.contains("\"Put\""))
+    call.op == "TransactWriteItems"
+        && std::str::from_utf8(body).is_ok_and(|b| b.contains("\"SK\":{\"S\":\"META\"}") && b.contains("\"Put\""))
 }
 
 // The commit the caller gave up on is applied later; the key's claim names that snapshot, so

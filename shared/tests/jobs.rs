@@ -117,7 +117,8 @@ async fn a_job_runs_in_the_background_and_its_file_equals_the_synchronous_export
     // Another organization: 404 exactly like an unknown id, and an empty list.
     let other = token(&new_org());
     let a = call(&state, "GET", &format!("/api/training/exports/{id}"), &other, None).await;
-    let unknown = call(&state, "GET", &format!("/api/training/exports/{}", shared::ids::object_id()), &other, None).await;
+    let unknown =
+        call(&state, "GET", &format!("/api/training/exports/{}", shared::ids::object_id()), &other, None).await;
     assert_eq!(a.status, 404);
     assert_eq!(a.body, unknown.body);
     assert_eq!(a.body["success"], false);
@@ -132,7 +133,9 @@ async fn jobs_list_newest_first_with_a_cursor_bound_to_the_organization() {
     let tok = token(&org);
     let mut ids = Vec::new();
     for format in ["json", "csv", "openai"] {
-        ids.push(create_job(&state, &tok, json!({"format": format})).await.body["data"]["id"].as_str().unwrap().to_string());
+        ids.push(
+            create_job(&state, &tok, json!({"format": format})).await.body["data"]["id"].as_str().unwrap().to_string(),
+        );
     }
     let first = call(&state, "GET", "/api/training/exports?limit=2", &tok, None).await;
     assert_eq!(first.status, 200, "{}", first.body);
@@ -148,7 +151,9 @@ async fn jobs_list_newest_first_with_a_cursor_bound_to_the_organization() {
 
     // Walking every page one job at a time sees every job once.
     for format in ["jsonl", "json"] {
-        ids.push(create_job(&state, &tok, json!({"format": format})).await.body["data"]["id"].as_str().unwrap().to_string());
+        ids.push(
+            create_job(&state, &tok, json!({"format": format})).await.body["data"]["id"].as_str().unwrap().to_string(),
+        );
     }
     let (mut seen, mut cursor) = (Vec::new(), None::<String>);
     loop {
@@ -191,9 +196,17 @@ async fn bad_job_requests_answer_400_and_write_nothing() {
         assert_eq!(a.body["error"], "VALIDATION_ERROR", "{}", a.body);
         assert!(a.body["message"].as_str().unwrap().contains(needle), "{body}: {}", a.body);
     }
-    let a = support::send(&state, "POST", "/api/training/exports", &[("authorization", &format!("Bearer {tok}"))], b"format=json").await;
+    let a = support::send(
+        &state,
+        "POST",
+        "/api/training/exports",
+        &[("authorization", &format!("Bearer {tok}"))],
+        b"format=json",
+    )
+    .await;
     assert_eq!(a.status, 415, "{}", a.body);
-    let a = support::send(&state, "POST", "/api/training/exports", &[("content-type", "application/json")], b"{}").await;
+    let a =
+        support::send(&state, "POST", "/api/training/exports", &[("content-type", "application/json")], b"{}").await;
     assert_eq!(a.status, 401);
     assert!(worker.pending().is_empty(), "no job was dispatched");
     let list = call(&state, "GET", "/api/training/exports", &tok, None).await;
@@ -225,11 +238,15 @@ async fn conversation_jobs_equal_the_synchronous_exports_and_a_missing_conversat
         assert_eq!(file, expected.bytes, "{body}");
     }
     // A conversation that does not exist answers 404 at once, as the synchronous route does.
-    let a = call(&state, "POST", "/api/training/exports", &tok, Some(json!({"agentId": "ag", "convoId": "nope"}))).await;
+    let a =
+        call(&state, "POST", "/api/training/exports", &tok, Some(json!({"agentId": "ag", "convoId": "nope"}))).await;
     assert_eq!(a.status, 404, "{}", a.body);
     assert_eq!(a.body["message"], "Conversation not found");
     // One removed after the job was created fails the job with that reason.
-    let id = create_job(&state, &tok, json!({"agentId": "ag", "convoId": "convo-k3"})).await.body["data"]["id"].as_str().unwrap().to_string();
+    let id = create_job(&state, &tok, json!({"agentId": "ag", "convoId": "convo-k3"})).await.body["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     state
         .dynamo
         .delete_item()
@@ -272,7 +289,14 @@ async fn a_synchronous_export_over_its_time_budget_continues_as_a_job() {
     assert_eq!(sync.status, 200);
     assert_eq!(file, sync.bytes);
     // Nothing of the abandoned attempt is left behind.
-    let uploads = state.s3.list_multipart_uploads().bucket(&state.config.bucket_name).prefix(format!("exports/{org}/")).send().await.unwrap();
+    let uploads = state
+        .s3
+        .list_multipart_uploads()
+        .bucket(&state.config.bucket_name)
+        .prefix(format!("exports/{org}/"))
+        .send()
+        .await
+        .unwrap();
     assert!(uploads.uploads().is_empty());
 }
 
@@ -284,7 +308,8 @@ async fn a_stale_job_is_handed_to_the_worker_again_and_fails_with_a_reason_after
     snapshot_for_contact(&state, &tok).await;
 
     // The hand-over was lost (a throttled Invoke, a lost event): the job sits queued.
-    let id = create_job(&state, &tok, json!({"format": "jsonl"})).await.body["data"]["id"].as_str().unwrap().to_string();
+    let id =
+        create_job(&state, &tok, json!({"format": "jsonl"})).await.body["data"]["id"].as_str().unwrap().to_string();
     assert_eq!(worker.pending().len(), 1);
     assert_eq!(get_job(&state, &tok, &id).await["status"], "queued");
     assert!(worker.pending().is_empty(), "a recently dispatched job is left alone");
@@ -318,7 +343,13 @@ async fn a_stale_job_is_handed_to_the_worker_again_and_fails_with_a_reason_after
     let id = create_job(&state, &tok, json!({"format": "json"})).await.body["data"]["id"].as_str().unwrap().to_string();
     worker.pending();
     assert!(store.claim(&org, &id, "killed-invocation", shared::jobs::now_ms() + 60_000).await.unwrap().is_some());
-    age_job(&state, &org, &id, &[("leaseUntil", ms_ago(1)), ("failures", AttributeValue::N((shared::jobs::MAX_FAILURES - 1).to_string()))]).await;
+    age_job(
+        &state,
+        &org,
+        &id,
+        &[("leaseUntil", ms_ago(1)), ("failures", AttributeValue::N((shared::jobs::MAX_FAILURES - 1).to_string()))],
+    )
+    .await;
     let event = shared::jobs::JobRef { organization_id: org.clone(), job_id: id.clone() };
     assert_eq!(shared::jobs::worker::run(&state, &event, worker_options()).await.unwrap(), Outcome::Failed);
     let failed = get_job(&state, &tok, &id).await;
@@ -359,11 +390,25 @@ async fn a_conversation_job_limit_is_any_json_integer_and_nothing_else() {
     seed_contact(&state, &tok, "agent-int", "contact-int", 2, |i| format!("hello {i}")).await;
     // JSON Schema's integer includes 5.0 (what openapi.yaml promises).
     for limit in [json!(5), json!(5.0)] {
-        let a = call(&state, "POST", "/api/training/exports", &tok, Some(json!({"source": "conversations", "agentId": "agent-int", "limit": limit}))).await;
+        let a = call(
+            &state,
+            "POST",
+            "/api/training/exports",
+            &tok,
+            Some(json!({"source": "conversations", "agentId": "agent-int", "limit": limit})),
+        )
+        .await;
         assert_eq!(a.status, 202, "limit {limit}: {}", a.body);
     }
     for limit in [json!(5.5), json!(-1), json!("5")] {
-        let a = call(&state, "POST", "/api/training/exports", &tok, Some(json!({"source": "conversations", "agentId": "agent-int", "limit": limit}))).await;
+        let a = call(
+            &state,
+            "POST",
+            "/api/training/exports",
+            &tok,
+            Some(json!({"source": "conversations", "agentId": "agent-int", "limit": limit})),
+        )
+        .await;
         assert_eq!(a.status, 400, "limit {limit}: {}", a.body);
         assert_eq!(a.body["success"], false);
     }

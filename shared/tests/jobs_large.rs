@@ -84,7 +84,10 @@ async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_an_
     assert!(crashed);
     assert!(invocations >= 4, "{invocations} invocations");
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "processed only grows: {progress:?}");
-    assert!(progress.windows(2).filter(|w| w[0] < w[1]).count() >= 3, "progress was reported along the way: {progress:?}");
+    assert!(
+        progress.windows(2).filter(|w| w[0] < w[1]).count() >= 3,
+        "progress was reported along the way: {progress:?}"
+    );
     let done = call(&state, "GET", &format!("/api/training/exports/{id}"), &tok, None).await.body["data"].clone();
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["processed"], SNAPSHOTS);

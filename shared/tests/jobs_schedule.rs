@@ -24,7 +24,11 @@ async fn jobs(state: &shared::AppState, tok: &str) -> Vec<Value> {
 async fn exported_ids(job: &Value) -> Vec<String> {
     let (status, _, file) = download(job["url"].as_str().expect("url")).await;
     assert_eq!(status, 200);
-    String::from_utf8(file).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect()
+    String::from_utf8(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// A scheduled time strictly after every write so far (ids and job ids carry seconds).
@@ -43,7 +47,14 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     let a1 = snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
     let a2 = snapshot(&state, &tok_a, json!({"contactId": "ka", "quality": "good"})).await;
     let archived = snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
-    let a = call(&state, "PATCH", &format!("/api/training/snapshots/{archived}"), &tok_a, Some(json!({"isArchived": true}))).await;
+    let a = call(
+        &state,
+        "PATCH",
+        &format!("/api/training/snapshots/{archived}"),
+        &tok_a,
+        Some(json!({"isArchived": true})),
+    )
+    .await;
     assert_eq!(a.status, 200);
     let b1 = snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
 
@@ -56,7 +67,10 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     assert!(worker.drain(&state, worker_options()).await.contains(&Outcome::Succeeded));
     let after_done = run(&state, first.clone()).await.unwrap();
     assert_eq!(after_done["jobsCreated"], 0, "{after_done}");
-    assert!(worker.pending().iter().all(|e| e.organization_id != org_a && e.organization_id != org_b), "nothing more to do for A or B");
+    assert!(
+        worker.pending().iter().all(|e| e.organization_id != org_a && e.organization_id != org_b),
+        "nothing more to do for A or B"
+    );
     let (jobs_a, jobs_b) = (jobs(&state, &tok_a).await, jobs(&state, &tok_b).await);
     assert_eq!(jobs_a.len(), 1, "{jobs_a:?}");
     assert_eq!(jobs_b.len(), 1);
@@ -77,7 +91,8 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     assert_eq!(Some(mark.as_str()), jobs_a[0]["params"]["changed"]["upTo"].as_str());
 
     // Changes since: exactly the new and the changed snapshots.
-    let a = call(&state, "PATCH", &format!("/api/training/snapshots/{a1}"), &tok_a, Some(json!({"quality": "bad"}))).await;
+    let a =
+        call(&state, "PATCH", &format!("/api/training/snapshots/{a1}"), &tok_a, Some(json!({"quality": "bad"}))).await;
     assert_eq!(a.status, 200);
     let a3 = snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
     let second = next_tick().await;
@@ -105,7 +120,10 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
         .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(shared::jobs::jobs_pk(&org_b)))
         .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(shared::jobs::job_sk(&failed_id)))
         .update_expression("SET failures = :f, dispatchedAt = :old")
-        .expression_attribute_values(":f", aws_sdk_dynamodb::types::AttributeValue::N(shared::jobs::MAX_FAILURES.to_string()))
+        .expression_attribute_values(
+            ":f",
+            aws_sdk_dynamodb::types::AttributeValue::N(shared::jobs::MAX_FAILURES.to_string()),
+        )
         .expression_attribute_values(":old", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
         .send()
         .await

@@ -188,7 +188,11 @@ fn assert_matches_spec(method: &str, path_template: &str, answer: &Answer) {
                         serde_json::from_str::<Value>(line)
                             .unwrap_or_else(|e| panic!("NDJSON line {} is not JSON ({e}); {}", i + 1, context()));
                     }
-                    assert!(text.is_empty() || text.ends_with('\n'), "NDJSON must end with a line break; {}", context());
+                    assert!(
+                        text.is_empty() || text.ends_with('\n'),
+                        "NDJSON must end with a line break; {}",
+                        context()
+                    );
                 }
                 Value::String(text.to_string())
             };
@@ -1033,7 +1037,10 @@ async fn create_snapshot_answers_match_the_spec() {
 
     // 401: no token, a malformed one.
     case.check(401, raw(&s, "POST", SNAPSHOTS, None, Some("application/json"), br#"{"contactId":"k1"}"#).await);
-    case.check(401, raw(&s, "POST", SNAPSHOTS, Some("not-a-jwt"), Some("application/json"), br#"{"contactId":"k1"}"#).await);
+    case.check(
+        401,
+        raw(&s, "POST", SNAPSHOTS, Some("not-a-jwt"), Some("application/json"), br#"{"contactId":"k1"}"#).await,
+    );
 
     // 413 and 415.
     let big = oversized_body(s.config.max_body_bytes + 1);
@@ -1065,14 +1072,21 @@ async fn get_snapshot_answers_match_the_spec() {
     assert_etag(&a);
     assert!(a.body.get("message").is_none(), "{}", a.body);
     let d = &a.body["data"];
-    assert_eq!(d["userId"], json!({ "_id": "user-1", "firstName": "Alice", "lastName": "Rivera", "email": "alice@example.com" }));
+    assert_eq!(
+        d["userId"],
+        json!({ "_id": "user-1", "firstName": "Alice", "lastName": "Rivera", "email": "alice@example.com" })
+    );
     assert_eq!(
         d["contactId"],
         json!({ "_id": "k1", "firstName": "Jane", "lastName": "Doe", "phoneNumber": "+14155550123",
                 "email": "jane@example.com", "channelType": "sms" })
     );
-    let senders: Vec<(Value, Value)> =
-        d["messages"].as_array().expect("messages").iter().map(|m| (m["sender"].clone(), m["senderType"].clone())).collect();
+    let senders: Vec<(Value, Value)> = d["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| (m["sender"].clone(), m["senderType"].clone()))
+        .collect();
     assert_eq!(
         senders,
         [("contact", "HUMAN"), ("user", "AI"), ("user", "HUMAN"), ("contact", "HUMAN")]
@@ -1097,8 +1111,14 @@ async fn get_snapshot_answers_match_the_spec() {
     seed_contact(&s, &bare_tok, "bare", json!({ "userName": "Cher" }), &[("b1", "user", "2026-05-18T10:00:00Z")]).await;
     let bare = create_snapshot(&s, &bare_tok, json!({ "contactId": "bare" })).await;
     let a = case.check(200, call(&s, "GET", &format!("{SNAPSHOTS}/{bare}"), &tok, None).await);
-    assert_eq!(a.body["data"]["userId"], json!({ "_id": "user-2", "firstName": null, "lastName": null, "email": null }));
-    assert_eq!((&a.body["data"]["contactId"]["firstName"], &a.body["data"]["contactId"]["lastName"]), (&json!("Cher"), &Value::Null));
+    assert_eq!(
+        a.body["data"]["userId"],
+        json!({ "_id": "user-2", "firstName": null, "lastName": null, "email": null })
+    );
+    assert_eq!(
+        (&a.body["data"]["contactId"]["firstName"], &a.body["data"]["contactId"]["lastName"]),
+        (&json!("Cher"), &Value::Null)
+    );
 
     // 400: not 24 hex digits.
     for bad in ["123", "zzzzzzzzzzzzzzzzzzzzzzzz", "67f1a0b0c0d0e0f0a0b0c0d0aa"] {
@@ -1138,7 +1158,12 @@ async fn list_snapshots_answers_match_the_spec() {
 
     seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
     seed_contact(&s, &tok, "k2", json!({}), &[("n1", "user", "2026-05-18T09:00:00Z")]).await;
-    let a = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "category": "pricing", "tags": ["x", "y"] })).await;
+    let a = create_snapshot(
+        &s,
+        &tok,
+        json!({ "contactId": "k1", "quality": "good", "category": "pricing", "tags": ["x", "y"] }),
+    )
+    .await;
     let b = create_snapshot(&s, &tok, json!({ "contactId": "k2", "quality": "bad", "tags": ["x"] })).await;
     let c = create_snapshot(&s, &tok, json!({ "contactId": "k1", "notes": "archived one" })).await;
     let archived = call(&s, "PATCH", &format!("{SNAPSHOTS}/{c}"), &tok, Some(json!({ "isArchived": true }))).await;
@@ -1172,7 +1197,10 @@ async fn list_snapshots_answers_match_the_spec() {
         ("?contactId=k2&archived=all", vec![b.clone()]),
         ("?from=2000-01-01T00:00:00Z&to=2100-01-01T01:00:00%2B01:00", vec![b.clone(), a.clone()]),
         ("?to=2000-01-01T00:00:00Z", vec![]),
-        ("?quality=&category=&tag=&archived=&from=&to=&contactId=&limit=&cursor=&includeMessages=", vec![b.clone(), a.clone()]),
+        (
+            "?quality=&category=&tag=&archived=&from=&to=&contactId=&limit=&cursor=&includeMessages=",
+            vec![b.clone(), a.clone()],
+        ),
     ] {
         let uri = format!("{SNAPSHOTS}{query}");
         case.request_valid(&uri, None);
@@ -1228,7 +1256,8 @@ async fn update_snapshot_answers_match_the_spec() {
     let tok = token(&org);
     let mut case = SpecCase::new("PATCH", SNAPSHOT);
     seed_contact(&s, &tok, "k1", full_lead(), FOUR_MESSAGES).await;
-    let id = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "notes": "keep", "tags": ["a"] })).await;
+    let id = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "notes": "keep", "tags": ["a"] }))
+        .await;
     let uri = format!("{SNAPSHOTS}/{id}");
 
     // 200: the document without messages, populated, with a new ETag.
@@ -1442,7 +1471,8 @@ async fn stored_export(state: &AppState, a: &Answer, org: &str, kind: &str, cont
     });
     let key = data["key"].as_str().expect("data.key");
     assert!(key.starts_with(&format!("exports/{org}/{kind}/")), "{key}");
-    let object = state.s3.get_object().bucket(&state.config.bucket_name).key(key).send().await.expect("the stored export");
+    let object =
+        state.s3.get_object().bucket(&state.config.bucket_name).key(key).send().await.expect("the stored export");
     assert_eq!(object.content_type(), Some(content_type));
     let disposition = object.content_disposition().expect("Content-Disposition").to_string();
     assert!(disposition.starts_with("attachment; filename=\""), "{disposition}");
@@ -1479,17 +1509,23 @@ async fn seed_export_convos(state: &AppState, tok: &str) {
         message("m4", "human", "-10% today, \"really\"", "2024-12-01T22:05:09Z"),
     ];
     seed_convo(state, tok, "ag", "c1", lead, messages).await;
-    seed_convo(state, tok, "ag", "c3", json!({ "userName": "Ann" }), vec![message("n1", "user", "hi", "2025-01-02T00:00:00Z")])
-        .await;
+    seed_convo(
+        state,
+        tok,
+        "ag",
+        "c3",
+        json!({ "userName": "Ann" }),
+        vec![message("n1", "user", "hi", "2025-01-02T00:00:00Z")],
+    )
+    .await;
     seed_convo(state, tok, "ag", "c2", json!({}), vec![]).await;
-    seed_convo(state, tok, "ag2", "x1", json!({}), vec![message("o1", "user", "elsewhere", "2025-01-01T00:00:00Z")]).await;
+    seed_convo(state, tok, "ag2", "x1", json!({}), vec![message("o1", "user", "elsewhere", "2025-01-01T00:00:00Z")])
+        .await;
 }
 
 /// `c1` as Convocore exports it.
 fn c1_exported() -> Value {
-    let msg = |ts: &str, text: &str, feedback: &str, ai: bool| {
-        json!({ "type": "text", "ts": ts, "payload": { "message": text, "feedback": feedback, "aiGenerated": ai } })
-    };
+    let msg = |ts: &str, text: &str, feedback: &str, ai: bool| json!({ "type": "text", "ts": ts, "payload": { "message": text, "feedback": feedback, "aiGenerated": ai } });
     json!({
         "metadata": {
             "feedback": "Positive",
@@ -1548,7 +1584,10 @@ async fn export_training_answers_match_the_spec() {
     // 200: nothing to export is the payload without items.
     case.request_valid(TRAINING_EXPORT, None);
     let a = case.check(200, get(TRAINING_EXPORT.into()).await);
-    assert_eq!((&a.body["data"], &a.body["totalSnapshots"], &a.body["organizationId"]), (&json!([]), &json!(0), &json!(org)));
+    assert_eq!(
+        (&a.body["data"], &a.body["totalSnapshots"], &a.body["organizationId"]),
+        (&json!([]), &json!(0), &json!(org))
+    );
     assert_eq!(export_counts(&a), (0, 0));
 
     // Every snapshot has a lead, a quality and notes: Tether's TrainingExportItem types
@@ -1562,16 +1601,29 @@ async fn export_training_answers_match_the_spec() {
         message("q3", "human", "   ", "2026-05-18T10:02:00Z"),
     ];
     seed_convo(&s, &tok, "ag", "convo-k2", k2, k2_messages).await;
-    seed_contact(&s, &tok, "k3", full_lead(), &[("u1", "user", "2026-05-18T11:00:00Z"), ("u2", "user", "2026-05-18T11:01:00Z")])
-        .await;
-    let a = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "category": "pricing",
-        "tags": ["sales", "pricing"], "notes": "Great handling of objection on pricing." }))
+    seed_contact(
+        &s,
+        &tok,
+        "k3",
+        full_lead(),
+        &[("u1", "user", "2026-05-18T11:00:00Z"), ("u2", "user", "2026-05-18T11:01:00Z")],
+    )
     .await;
-    let b = create_snapshot(&s, &tok, json!({ "contactId": "k2", "quality": "bad", "tags": ["x"], "notes": "-5 stars" })).await;
+    let a = create_snapshot(
+        &s,
+        &tok,
+        json!({ "contactId": "k1", "quality": "good", "category": "pricing",
+        "tags": ["sales", "pricing"], "notes": "Great handling of objection on pricing." }),
+    )
+    .await;
+    let b =
+        create_snapshot(&s, &tok, json!({ "contactId": "k2", "quality": "bad", "tags": ["x"], "notes": "-5 stars" }))
+            .await;
     let c = create_snapshot(&s, &tok, json!({ "contactId": "k1", "quality": "good", "notes": "archived" })).await;
     let archived = call(&s, "PATCH", &format!("{SNAPSHOTS}/{c}"), &tok, Some(json!({ "isArchived": true }))).await;
     assert_eq!(archived.status.as_u16(), 200, "{}", archived.body);
-    let d = create_snapshot(&s, &tok, json!({ "contactId": "k3", "quality": "neutral", "notes": "customer only" })).await;
+    let d =
+        create_snapshot(&s, &tok, json!({ "contactId": "k3", "quality": "neutral", "notes": "customer only" })).await;
     let ids = |data: &Value| -> Vec<String> {
         data.as_array().into_iter().flatten().filter_map(|i| i["id"].as_str().map(str::to_string)).collect()
     };
@@ -1593,7 +1645,8 @@ async fn export_training_answers_match_the_spec() {
         .collect();
     assert_eq!(
         turns,
-        [("user", "HUMAN"), ("assistant", "AI"), ("assistant", "HUMAN"), ("user", "HUMAN")].map(|(r, t)| (json!(r), json!(t)))
+        [("user", "HUMAN"), ("assistant", "AI"), ("assistant", "HUMAN"), ("user", "HUMAN")]
+            .map(|(r, t)| (json!(r), json!(t)))
     );
     assert_eq!(
         item["metadata"],
@@ -1611,7 +1664,10 @@ async fn export_training_answers_match_the_spec() {
         ("?contactId=k2&format=json&delivery=auto&system=ignored", vec![b.clone()]),
         ("?from=2000-01-01T00:00:00Z&to=2100-01-01T01:00:00%2B01:00", vec![d.clone(), b.clone(), a.clone()]),
         ("?to=2000-01-01T00:00:00Z&delivery=inline", vec![]),
-        ("?quality=&category=&tag=&from=&to=&contactId=&includeArchived=&format=&system=&delivery=", vec![d.clone(), b.clone(), a.clone()]),
+        (
+            "?quality=&category=&tag=&from=&to=&contactId=&includeArchived=&format=&system=&delivery=",
+            vec![d.clone(), b.clone(), a.clone()],
+        ),
     ] {
         let uri = format!("{TRAINING_EXPORT}{query}");
         case.request_valid(&uri, None);
@@ -1794,7 +1850,10 @@ async fn export_convos_answers_match_the_spec() {
     assert_eq!(export_counts(&a), (3, 0));
     assert_eq!(a.body["data"][2], c1_exported());
     let c2 = &a.body["data"][0];
-    assert_eq!((&c2["metadata"]["feedback"], &c2["metadata"]["convo"]["userName"], &c2["turns"]), (&json!("Unset"), &Value::Null, &json!([])));
+    assert_eq!(
+        (&c2["metadata"]["feedback"], &c2["metadata"]["convo"]["userName"], &c2["turns"]),
+        (&json!("Unset"), &Value::Null, &json!([]))
+    );
 
     // 200: limit, and from / to on the last activity (inclusive, any offset).
     for (query, expected) in [
@@ -1973,7 +2032,11 @@ async fn export_convo_answers_match_the_spec() {
     let a = case.check(404, get(unknown.into()).await);
     let b = case.check(404, get("/agents/ag2/convos/c1/export".into()).await);
     let c = case.check(404, call(&s, "GET", uri, &token(&new_org()), None).await);
-    assert_eq!((&a.body, &a.body), (&b.body, &c.body), "another agent's or organization's conversation must look unknown");
+    assert_eq!(
+        (&a.body, &a.body),
+        (&b.body, &c.body),
+        "another agent's or organization's conversation must look unknown"
+    );
 
     // Past the inline limit: 303 (auto), 413 (inline).
     let small = state_with(|c| c.inline_export_max_bytes = SMALL_INLINE_LIMIT).await;

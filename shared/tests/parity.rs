@@ -52,12 +52,21 @@ async fn a_jobs_file_equals_the_synchronous_answer_for_every_format_and_paramete
             a.body["data"].clone()
         }
     };
-    let first = snap(json!({"contactId": "k1", "quality": "good", "category": "sales", "tags": ["a", "b"], "notes": "n"})).await;
+    let first =
+        snap(json!({"contactId": "k1", "quality": "good", "category": "sales", "tags": ["a", "b"], "notes": "n"}))
+            .await;
     snap(json!({"contactId": "k2", "quality": "bad", "tags": ["a"]})).await;
     // Only the customer's first message: no assistant turn, so `openai` skips it.
     snap(json!({"contactId": "k1", "messageIds": ["m00000"], "category": "sales"})).await;
     let archived = snap(json!({"contactId": "k2", "quality": "good"})).await;
-    let patched = call(&state, "PATCH", &format!("/api/training/snapshots/{}", archived["_id"].as_str().unwrap()), &tok, Some(json!({"isArchived": true}))).await;
+    let patched = call(
+        &state,
+        "PATCH",
+        &format!("/api/training/snapshots/{}", archived["_id"].as_str().unwrap()),
+        &tok,
+        Some(json!({"isArchived": true})),
+    )
+    .await;
     assert_eq!(patched.status, 200);
     let created = first["createdAt"].as_str().unwrap();
     let second = format!("{}.000Z", &created[..19]);
@@ -92,7 +101,10 @@ async fn a_jobs_file_equals_the_synchronous_answer_for_every_format_and_paramete
                 "{format} {query}"
             );
             if format == "openai" {
-                assert!(!String::from_utf8_lossy(&job).contains(r#"{"role":"system","content":""#), "no empty system message: {body}");
+                assert!(
+                    !String::from_utf8_lossy(&job).contains(r#"{"role":"system","content":""#),
+                    "no empty system message: {body}"
+                );
             }
         }
     }
@@ -101,7 +113,10 @@ async fn a_jobs_file_equals_the_synchronous_answer_for_every_format_and_paramete
     let convo_params: Vec<(String, Value)> = vec![
         (String::new(), json!({})),
         ("limit=1".into(), json!({"limit": 1})),
-        ("from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00%2B01:00".into(), json!({"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00+01:00"})),
+        (
+            "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00%2B01:00".into(),
+            json!({"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00+01:00"}),
+        ),
         ("to=2000-01-01T00:00:00Z".into(), json!({"to": "2000-01-01T00:00:00Z"})),
     ];
     for format in ["json", "csv"] {

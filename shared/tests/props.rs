@@ -49,13 +49,33 @@ fn nasty() -> impl Strategy<Value = String> {
 /// Percent-encodes every byte but unreserved ones, as a client (or API Gateway) sends a URL.
 fn pct(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 const PARAMS: &[&str] = &[
-    "limit", "cursor", "format", "delivery", "quality", "category", "tag", "archived", "from", "to", "contactId",
-    "includeMessages", "includeArchived", "system", "page", "source",
+    "limit",
+    "cursor",
+    "format",
+    "delivery",
+    "quality",
+    "category",
+    "tag",
+    "archived",
+    "from",
+    "to",
+    "contactId",
+    "includeMessages",
+    "includeArchived",
+    "system",
+    "page",
+    "source",
 ];
 
 fn param_value() -> impl Strategy<Value = String> {
@@ -106,8 +126,27 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 const FIELDS: &[&str] = &[
-    "contactId", "messageIds", "notes", "tags", "quality", "category", "isArchived", "format", "source", "agentId", "convoId",
-    "includeArchived", "from", "to", "system", "limit", "messages", "userName", "userEmail", "feedback", "origin",
+    "contactId",
+    "messageIds",
+    "notes",
+    "tags",
+    "quality",
+    "category",
+    "isArchived",
+    "format",
+    "source",
+    "agentId",
+    "convoId",
+    "includeArchived",
+    "from",
+    "to",
+    "system",
+    "limit",
+    "messages",
+    "userName",
+    "userEmail",
+    "feedback",
+    "origin",
 ];
 
 /// A JSON object of the routes' own field names (and others) with any values.
@@ -152,13 +191,19 @@ fn content_type() -> impl Strategy<Value = Option<&'static str>> {
 fn documented(method: &str, path: &str) -> BTreeSet<u16> {
     static SPEC: OnceLock<serde_yaml::Value> = OnceLock::new();
     let spec = SPEC.get_or_init(|| {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml")).expect("openapi.yaml");
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml")).expect("openapi.yaml");
         serde_yaml::from_str(&text).expect("openapi.yaml parses")
     });
     let responses = &spec["paths"][path][method.to_ascii_lowercase().as_str()]["responses"];
     let statuses: BTreeSet<u16> = responses
         .as_mapping()
-        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string).or_else(|| k.as_u64().map(|n| n.to_string()))).filter_map(|k| k.parse().ok()).collect())
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_string).or_else(|| k.as_u64().map(|n| n.to_string())))
+                .filter_map(|k| k.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     assert!(!statuses.is_empty(), "{method} {path} has documented responses");
     statuses
@@ -166,12 +211,25 @@ fn documented(method: &str, path: &str) -> BTreeSet<u16> {
 
 /// Sends a request and checks the answer: no 5xx, a documented status, and on an error the
 /// route's envelope. Returns the answer for further checks.
-async fn checked(state: &AppState, method: &str, uri: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Answer, TestCaseError> {
+async fn checked(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Answer, TestCaseError> {
     let path = uri.split_once('?').map_or(uri, |(p, _)| p);
-    let (route, _) = shared::routes::find(method, path).map_err(|_| TestCaseError::fail(format!("no route for {method} {path}")))?;
+    let (route, _) =
+        shared::routes::find(method, path).map_err(|_| TestCaseError::fail(format!("no route for {method} {path}")))?;
     let a = send(state, method, uri, headers, body).await;
     let status = a.status.as_u16();
-    let shown = || format!("{method} {uri} body {:?}: {status} {}", String::from_utf8_lossy(body), String::from_utf8_lossy(&a.bytes));
+    let shown = || {
+        format!(
+            "{method} {uri} body {:?}: {status} {}",
+            String::from_utf8_lossy(body),
+            String::from_utf8_lossy(&a.bytes)
+        )
+    };
     prop_assert!(status < 500, "5xx: {}", shown());
     prop_assert!(documented(route.method, route.path).contains(&status), "undocumented status: {}", shown());
     if status >= 400 {
@@ -183,7 +241,11 @@ async fn checked(state: &AppState, method: &str, uri: &str, headers: &[(&str, &s
             }
             Envelope::Convocore => {
                 prop_assert!(a.body["code"].as_str().is_some_and(|e| !e.is_empty()), "Convocore envelope: {}", shown());
-                prop_assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()), "Convocore envelope: {}", shown());
+                prop_assert!(
+                    a.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "Convocore envelope: {}",
+                    shown()
+                );
                 prop_assert!(a.body["issues"].is_array(), "Convocore envelope: {}", shown());
             }
         }
@@ -261,7 +323,16 @@ fn arbitrary_path_parameters_answer_a_documented_status_in_the_envelope() {
                     0 => checked(&f.state, "GET", &format!("/agents/{a}/convos"), &h, b"").await?,
                     1 => checked(&f.state, "GET", &format!("/agents/{a}/convos/{b}/export"), &h, b"").await?,
                     2 => checked(&f.state, "PUT", &format!("/agents/{a}/convos/{b}"), &h, b"{}").await?,
-                    3 => checked(&f.state, "POST", &format!("/agents/{a}/convos/{b}/messages"), &h, br#"{"messages":[]}"#).await?,
+                    3 => {
+                        checked(
+                            &f.state,
+                            "POST",
+                            &format!("/agents/{a}/convos/{b}/messages"),
+                            &h,
+                            br#"{"messages":[]}"#,
+                        )
+                        .await?
+                    }
                     4 => checked(&f.state, "GET", &format!("/api/training/snapshots/{a}"), &h, b"").await?,
                     _ => checked(&f.state, "GET", &format!("/api/training/exports/{a}"), &h, b"").await?,
                 };
@@ -384,11 +455,16 @@ fn tampered_cursors_on_list_routes_answer_400_in_the_envelope() {
         assert_eq!(jobs.status, 202, "{}", jobs.body);
         call(&f.state, "POST", "/api/training/exports", &f.tok, Some(json!({"format": "csv"}))).await;
         call(&f.state, "POST", "/api/training/snapshots", &f.tok, Some(json!({"contactId": "k2"}))).await;
-        for (path, envelope) in
-            [("/agents/a1/convos", Envelope::Convocore), ("/api/training/snapshots", Envelope::Tether), ("/api/training/exports", Envelope::Tether)]
-        {
+        for (path, envelope) in [
+            ("/agents/a1/convos", Envelope::Convocore),
+            ("/api/training/snapshots", Envelope::Tether),
+            ("/api/training/exports", Envelope::Tether),
+        ] {
             let a = call(&f.state, "GET", &format!("{path}?limit=1"), &f.tok, None).await;
-            let next = a.body["nextCursor"].as_str().or(a.body["data"]["nextCursor"].as_str()).or(a.body["pagination"]["nextCursor"].as_str());
+            let next = a.body["nextCursor"]
+                .as_str()
+                .or(a.body["data"]["nextCursor"].as_str())
+                .or(a.body["pagination"]["nextCursor"].as_str());
             let next = next.unwrap_or_else(|| panic!("{path}: a next page: {}", a.body)).to_string();
             // The real cursor works, so the 400s below are about the tampering.
             let ok = call(&f.state, "GET", &format!("{path}?limit=1&cursor={}", pct(&next)), &f.tok, None).await;
@@ -410,7 +486,14 @@ fn tampered_cursors_on_list_routes_answer_400_in_the_envelope() {
             let cursor: String = chars.into_iter().collect();
             prop_assume!(cursor != real && !cursor.is_empty());
             f.rt.block_on(async {
-                let a = checked(&f.state, "GET", &format!("{path}?limit=1&cursor={}", pct(&cursor)), &[("authorization", &auth)], b"").await?;
+                let a = checked(
+                    &f.state,
+                    "GET",
+                    &format!("{path}?limit=1&cursor={}", pct(&cursor)),
+                    &[("authorization", &auth)],
+                    b"",
+                )
+                .await?;
                 prop_assert_eq!(a.status.as_u16(), 400, "{} {:?}: {}", path, cursor, a.body);
                 let code = if envelope == Envelope::Tether { &a.body["error"] } else { &a.body["code"] };
                 prop_assert_eq!(code, if envelope == Envelope::Tether { "VALIDATION_ERROR" } else { "BAD_REQUEST" });
@@ -456,7 +539,10 @@ fn snapshot() -> impl Strategy<Value = (shared::snapshots::Snapshot, Vec<shared:
         })
 }
 
-fn encode_all(format: shared::exports::training::Format, snaps: &[(shared::snapshots::Snapshot, Vec<shared::snapshots::SnapshotMessage>)]) -> Vec<u8> {
+fn encode_all(
+    format: shared::exports::training::Format,
+    snaps: &[(shared::snapshots::Snapshot, Vec<shared::snapshots::SnapshotMessage>)],
+) -> Vec<u8> {
     let mut encoder = shared::exports::training::Encoder::new(format, Some("Be helpful, \"always\".\r\n".into()));
     let mut out = encoder.start("2026-05-18T13:00:00.000Z", "org").expect("start");
     for (s, m) in snaps {
@@ -470,7 +556,8 @@ fn encode_all(format: shared::exports::training::Format, snaps: &[(shared::snaps
 fn read_csv(bytes: &[u8], columns: &[&str]) -> Result<Vec<Vec<String>>, TestCaseError> {
     prop_assert!(bytes.starts_with(shared::exports::BOM), "BOM first");
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(&bytes[shared::exports::BOM.len()..]);
-    let header: Vec<String> = reader.headers().map_err(|e| TestCaseError::fail(e.to_string()))?.iter().map(str::to_string).collect();
+    let header: Vec<String> =
+        reader.headers().map_err(|e| TestCaseError::fail(e.to_string()))?.iter().map(str::to_string).collect();
     prop_assert_eq!(header, columns.iter().map(|c| c.to_string()).collect::<Vec<_>>());
     let mut rows = Vec::new();
     for record in reader.records() {
@@ -496,7 +583,8 @@ fn training_writers_give_back_exactly_the_text_that_went_in() {
                 .map_err(|e| TestCaseError::fail(format!("a JSONL line does not parse: {e}")))?;
             prop_assert_eq!(lines.len(), snaps.len());
             // JSON: Tether's payload, the same items.
-            let payload: Value = serde_json::from_slice(&encode_all(Format::Json, &snaps)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let payload: Value = serde_json::from_slice(&encode_all(Format::Json, &snaps))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(&payload["totalSnapshots"], &json!(snaps.len()));
             prop_assert_eq!(payload["data"].as_array().map(|d| d.to_vec()), Some(lines.clone()));
             for ((s, messages), item) in snaps.iter().zip(&lines) {
@@ -504,7 +592,10 @@ fn training_writers_give_back_exactly_the_text_that_went_in() {
                 prop_assert_eq!(&item["customer"]["email"], &json!(s.customer_email));
                 prop_assert_eq!(&item["metadata"]["notes"], &s.notes.as_ref().map_or(Value::Null, |n| json!(n)));
                 prop_assert_eq!(&item["metadata"]["tags"], &json!(s.tags));
-                let contents: Vec<Value> = item["conversation"].as_array().map(|c| c.iter().map(|m| m["content"].clone()).collect()).unwrap_or_default();
+                let contents: Vec<Value> = item["conversation"]
+                    .as_array()
+                    .map(|c| c.iter().map(|m| m["content"].clone()).collect())
+                    .unwrap_or_default();
                 prop_assert_eq!(contents, messages.iter().map(|m| json!(m.content)).collect::<Vec<_>>());
             }
             // CSV: one row per message, every cell the text (formula starters neutralised).
@@ -515,10 +606,23 @@ fn training_writers_give_back_exactly_the_text_that_went_in() {
                     messages.iter().enumerate().map(move |(i, m)| {
                         let role = if m.sender == "contact" { "user" } else { "assistant" };
                         [
-                            s.id.as_str(), "k1", s.customer_name.as_deref().unwrap_or(""), s.customer_phone.as_deref().unwrap_or(""),
-                            s.customer_email.as_deref().unwrap_or(""), "good", s.category.as_deref().unwrap_or(""), &s.tags.join("|"),
-                            s.notes.as_deref().unwrap_or(""), "false", "2026-05-18T13:00:00.000Z", &i.to_string(), &m.id, role,
-                            &m.sender_type, &m.timestamp, &m.content,
+                            s.id.as_str(),
+                            "k1",
+                            s.customer_name.as_deref().unwrap_or(""),
+                            s.customer_phone.as_deref().unwrap_or(""),
+                            s.customer_email.as_deref().unwrap_or(""),
+                            "good",
+                            s.category.as_deref().unwrap_or(""),
+                            &s.tags.join("|"),
+                            s.notes.as_deref().unwrap_or(""),
+                            "false",
+                            "2026-05-18T13:00:00.000Z",
+                            &i.to_string(),
+                            &m.id,
+                            role,
+                            &m.sender_type,
+                            &m.timestamp,
+                            &m.content,
                         ]
                         .iter()
                         .map(|c| safe_cell(c).into_owned())
@@ -531,7 +635,10 @@ fn training_writers_give_back_exactly_the_text_that_went_in() {
             let openai = encode_all(Format::OpenAi, &snaps);
             for line in openai.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let example: Value = serde_json::from_slice(line).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let roles: Vec<&str> = example["messages"].as_array().map(|m| m.iter().filter_map(|x| x["role"].as_str()).collect()).unwrap_or_default();
+                let roles: Vec<&str> = example["messages"]
+                    .as_array()
+                    .map(|m| m.iter().filter_map(|x| x["role"].as_str()).collect())
+                    .unwrap_or_default();
                 prop_assert_eq!(roles.first().copied(), Some("system"));
                 prop_assert!(roles.windows(2).all(|w| w[0] != w[1]), "{roles:?}");
             }
@@ -543,7 +650,12 @@ fn training_writers_give_back_exactly_the_text_that_went_in() {
 #[test]
 fn conversation_writers_give_back_exactly_the_text_that_went_in() {
     use shared::convos::{Convo, Message};
-    let convo = (prop::option::of(nasty()), prop::option::of(nasty()), prop::option::of(nasty()), prop::collection::vec(nasty(), 0..3));
+    let convo = (
+        prop::option::of(nasty()),
+        prop::option::of(nasty()),
+        prop::option::of(nasty()),
+        prop::collection::vec(nasty(), 0..3),
+    );
     let messages = prop::collection::vec((nasty(), select(vec!["user", "bot", "human"]), any::<bool>()), 1..8);
     runner(WRITER_CASES)
         .run(&(convo, messages), |((name, notes, website, tags), messages)| {

@@ -51,7 +51,10 @@ async fn create_freezes_messages_in_time_order_with_tether_fields_and_get_popula
     assert_eq!(g.status, 200, "{}", g.body);
     assert_eq!(g.body["success"], true);
     let g = &g.body["data"];
-    assert_eq!(g["userId"], json!({"_id": "user-1", "firstName": "Alice", "lastName": "Rivera", "email": "alice@example.com"}));
+    assert_eq!(
+        g["userId"],
+        json!({"_id": "user-1", "firstName": "Alice", "lastName": "Rivera", "email": "alice@example.com"})
+    );
     assert_eq!(g["contactId"]["_id"], "k1");
     assert_eq!(g["contactId"]["firstName"], "Jane");
     assert_eq!(g["contactId"]["lastName"], "Doe");
@@ -76,10 +79,18 @@ async fn create_rejects_bad_input_and_writes_nothing() {
         (json!({"contactId": "k1", "messageIds": ["m00000", "zzz", "m99999"]}), 400, "VALIDATION_ERROR"),
         (json!({"messageIds": []}), 400, "VALIDATION_ERROR"),
         (json!({"contactId": 5}), 400, "VALIDATION_ERROR"),
-        (json!({"contactId": "k1", "tags": (0..51).map(|i| i.to_string()).collect::<Vec<_>>()}), 400, "VALIDATION_ERROR"),
+        (
+            json!({"contactId": "k1", "tags": (0..51).map(|i| i.to_string()).collect::<Vec<_>>()}),
+            400,
+            "VALIDATION_ERROR",
+        ),
         (json!({"contactId": "k1", "tags": ["x".repeat(65)]}), 400, "VALIDATION_ERROR"),
         (json!({"contactId": "k1", "notes": "n".repeat(10_001)}), 400, "VALIDATION_ERROR"),
-        (json!({"contactId": "k1", "messageIds": (0..10_001).map(|i| format!("m{i}")).collect::<Vec<_>>()}), 400, "VALIDATION_ERROR"),
+        (
+            json!({"contactId": "k1", "messageIds": (0..10_001).map(|i| format!("m{i}")).collect::<Vec<_>>()}),
+            400,
+            "VALIDATION_ERROR",
+        ),
         (json!({"contactId": "k1", "isArchived": true}), 400, "VALIDATION_ERROR"),
     ];
     for (body, status, code) in cases {
@@ -89,7 +100,8 @@ async fn create_rejects_bad_input_and_writes_nothing() {
     let unknown = create(&state, &tok, json!({"contactId": "k1", "messageIds": ["m00000", "zzz", "m99999"]})).await;
     let message = unknown.body["message"].as_str().unwrap();
     assert!(message.contains("zzz") && message.contains("m99999") && !message.contains("m00000"), "{message}");
-    let limits = create(&state, &tok, json!({"contactId": "k1", "notes": "n".repeat(10_001), "tags": ["x".repeat(65)]})).await;
+    let limits =
+        create(&state, &tok, json!({"contactId": "k1", "notes": "n".repeat(10_001), "tags": ["x".repeat(65)]})).await;
     let message = limits.body["message"].as_str().unwrap();
     assert!(message.contains("notes") && message.contains("tags"), "names the fields: {message}");
 
@@ -104,7 +116,8 @@ async fn idempotency_key_replays_the_first_answer_and_conflicts_on_another_body(
     let tok = token(&org);
     seed_contact(&state, &tok, "ag", "k1", 4, |i| format!("{i}")).await;
     let auth = format!("Bearer {tok}");
-    let headers = [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "key-1")];
+    let headers =
+        [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "key-1")];
     let body = br#"{"contactId":"k1","quality":"good"}"#;
     let first = send(&state, "POST", "/api/training/snapshots", &headers, body).await;
     assert_eq!(first.status, 201, "{}", first.body);
@@ -112,14 +125,16 @@ async fn idempotency_key_replays_the_first_answer_and_conflicts_on_another_body(
     assert_eq!(again.status, 201, "{}", again.body);
     assert_eq!(again.body["data"]["_id"], first.body["data"]["_id"]);
     assert_eq!(again.body["data"]["messages"], first.body["data"]["messages"]);
-    let other = send(&state, "POST", "/api/training/snapshots", &headers, br#"{"contactId":"k1","quality":"bad"}"#).await;
+    let other =
+        send(&state, "POST", "/api/training/snapshots", &headers, br#"{"contactId":"k1","quality":"bad"}"#).await;
     assert_tether_error(&other, 409, "CONFLICT");
     let list = call(&state, "GET", "/api/training/snapshots", &tok, None).await;
     assert_eq!(list.body["data"].as_array().unwrap().len(), 1, "one snapshot, whatever the retries");
     // Another organization may use the same key independently.
     let tok_b = token(&new_org());
     let auth_b = format!("Bearer {tok_b}");
-    let headers_b = [("authorization", auth_b.as_str()), ("content-type", "application/json"), ("idempotency-key", "key-1")];
+    let headers_b =
+        [("authorization", auth_b.as_str()), ("content-type", "application/json"), ("idempotency-key", "key-1")];
     let b = send(&state, "POST", "/api/training/snapshots", &headers_b, body).await;
     assert_tether_error(&b, 404, "NOT_FOUND");
 }
@@ -131,10 +146,13 @@ async fn concurrent_requests_with_one_idempotency_key_create_one_snapshot_and_a_
     let tok = token(&org);
     seed_contact(&state, &tok, "ag", "k1", 4, |i| format!("{i}")).await;
     let auth = format!("Bearer {tok}");
-    let headers = [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "together")];
+    let headers =
+        [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "together")];
     let body = br#"{"contactId":"k1"}"#;
     // Sent at once: each answers the one snapshot (the claim names its id, the commit is conditional).
-    let answers = futures::future::join_all((0..4).map(|_| send(&state, "POST", "/api/training/snapshots", &headers, body))).await;
+    let answers =
+        futures::future::join_all((0..4).map(|_| send(&state, "POST", "/api/training/snapshots", &headers, body)))
+            .await;
     let ids: Vec<_> = answers.iter().map(|a| (a.status.as_u16(), a.body["data"]["_id"].clone())).collect();
     assert!(ids.iter().all(|x| x.0 == 201 && x.1 == ids[0].1), "{ids:?}");
     let list = call(&state, "GET", "/api/training/snapshots", &tok, None).await;
@@ -144,7 +162,8 @@ async fn concurrent_requests_with_one_idempotency_key_create_one_snapshot_and_a_
     assert_eq!(got.body["data"]["messages"], answers[0].body["data"]["messages"]);
 
     // A request that fails for good (404: unknown contact) frees its key for a corrected body.
-    let headers = [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "fix-me")];
+    let headers =
+        [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "fix-me")];
     let wrong = send(&state, "POST", "/api/training/snapshots", &headers, br#"{"contactId":"nobody"}"#).await;
     assert_tether_error(&wrong, 404, "NOT_FOUND");
     let fixed = send(&state, "POST", "/api/training/snapshots", &headers, body).await;
@@ -174,7 +193,8 @@ async fn a_5000_message_conversation_round_trips_byte_for_byte() {
         assert_eq!(m["content"].as_str().unwrap().as_bytes(), s["content"].as_str().unwrap().as_bytes());
     }
     assert_eq!(g.body["data"]["messageCount"], 5000);
-    let header = SnapshotStore::new(&state.dynamo, &state.config.table_name).get_header(&org, &id).await.unwrap().unwrap();
+    let header =
+        SnapshotStore::new(&state.dynamo, &state.config.table_name).get_header(&org, &id).await.unwrap().unwrap();
     assert!(header.chunks >= 5, "spilled into chunk items: {}", header.chunks);
 
     let d = call(&state, "DELETE", &format!("/api/training/snapshots/{id}"), &tok, None).await;
@@ -225,7 +245,11 @@ async fn a_snapshot_of_the_largest_size_commits_in_one_transaction_reads_back_an
 }
 
 /// Every item of a snapshot's partition (all pages: chunks are large).
-async fn partition(state: &shared::AppState, org: &str, id: &str) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+async fn partition(
+    state: &shared::AppState,
+    org: &str,
+    id: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
     let pages = state
         .dynamo
         .query()
@@ -281,7 +305,13 @@ async fn patch_updates_metadata_only_never_loses_a_field_and_honours_if_match() 
     let created = a.body["data"]["updatedAt"].as_str().unwrap().to_string();
     let uri = format!("/api/training/snapshots/{id}");
 
-    for body in [json!({"messages": []}), json!({"_id": "x"}), json!({"createdAt": "2020-01-01T00:00:00Z"}), json!({}), json!({"isArchived": "yes"})] {
+    for body in [
+        json!({"messages": []}),
+        json!({"_id": "x"}),
+        json!({"createdAt": "2020-01-01T00:00:00Z"}),
+        json!({}),
+        json!({"isArchived": "yes"}),
+    ] {
         let p = call(&state, "PATCH", &uri, &tok, Some(body)).await;
         assert_tether_error(&p, 400, "VALIDATION_ERROR");
     }
@@ -301,7 +331,8 @@ async fn patch_updates_metadata_only_never_loses_a_field_and_honours_if_match() 
 
     // If-Match: the stale updatedAt answers 412 and changes nothing; the current one works.
     let auth = format!("Bearer {tok}");
-    let stale = [("authorization", auth.as_str()), ("content-type", "application/json"), ("if-match", created.as_str())];
+    let stale =
+        [("authorization", auth.as_str()), ("content-type", "application/json"), ("if-match", created.as_str())];
     let p = send(&state, "PATCH", &uri, &stale, br#"{"quality":"bad"}"#).await;
     assert_tether_error(&p, 412, "PRECONDITION_FAILED");
     let quoted = format!("\"{updated}\"");
@@ -391,7 +422,11 @@ async fn if_match_with_a_list_matches_when_any_member_is_current() {
 async fn a_leap_second_in_from_or_to_is_400_naming_the_field() {
     let state = state().await;
     let tok = token(&new_org());
-    let queries = [("from", "from=2016-12-31T23:59:60Z"), ("to", "to=2016-12-31T23:59:60.5Z"), ("from", "from=2017-01-01T00:59:60%2B01:00")];
+    let queries = [
+        ("from", "from=2016-12-31T23:59:60Z"),
+        ("to", "to=2016-12-31T23:59:60.5Z"),
+        ("from", "from=2017-01-01T00:59:60%2B01:00"),
+    ];
     for (name, query) in queries {
         for path in ["/api/training/snapshots", "/api/training/export"] {
             let a = call(&state, "GET", &format!("{path}?{query}"), &tok, None).await;
@@ -427,7 +462,9 @@ async fn list_filters_pages_and_binds_cursors_to_org_and_filters() {
             a
         }
     };
-    let got = |a: &Answer| -> Vec<String> { a.body["data"].as_array().unwrap().iter().map(|s| s["_id"].as_str().unwrap().to_string()).collect() };
+    let got = |a: &Answer| -> Vec<String> {
+        a.body["data"].as_array().unwrap().iter().map(|s| s["_id"].as_str().unwrap().to_string()).collect()
+    };
     let newest_first = |idx: &[usize]| -> Vec<String> { idx.iter().rev().map(|&i| ids[i].clone()).collect() };
 
     assert_eq!(got(&list("").await), newest_first(&[0, 1, 2, 3, 4, 5, 6]));
@@ -461,11 +498,21 @@ async fn list_filters_pages_and_binds_cursors_to_org_and_filters() {
     // Cursors: bound to the organization and to the filters; forged ones are rejected.
     let first = list("?limit=2").await;
     let cursor = first.body["nextCursor"].as_str().unwrap().to_string();
-    let other = call(&state, "GET", &format!("/api/training/snapshots?limit=2&cursor={cursor}"), &token(&new_org()), None).await;
+    let other =
+        call(&state, "GET", &format!("/api/training/snapshots?limit=2&cursor={cursor}"), &token(&new_org()), None)
+            .await;
     assert_tether_error(&other, 400, "VALIDATION_ERROR");
-    let changed = call(&state, "GET", &format!("/api/training/snapshots?limit=2&quality=bad&cursor={cursor}"), &tok, None).await;
+    let changed =
+        call(&state, "GET", &format!("/api/training/snapshots?limit=2&quality=bad&cursor={cursor}"), &tok, None).await;
     assert_tether_error(&changed, 400, "VALIDATION_ERROR");
-    for bad in ["?archived=maybe", "?limit=0", "?limit=101", "?from=yesterday", "?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "?cursor=abc.def"] {
+    for bad in [
+        "?archived=maybe",
+        "?limit=0",
+        "?limit=101",
+        "?from=yesterday",
+        "?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+        "?cursor=abc.def",
+    ] {
         let a = call(&state, "GET", &format!("/api/training/snapshots{bad}"), &tok, None).await;
         assert_tether_error(&a, 400, "VALIDATION_ERROR");
     }
@@ -525,7 +572,12 @@ async fn listed(state: &shared::AppState, tok: &str, query: &str) -> Vec<(String
     let a = call(state, "GET", &format!("/api/training/snapshots?limit=100{query}"), tok, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body["nextCursor"].is_null(), "one page holds them all");
-    a.body["data"].as_array().unwrap().iter().map(|d| (d["createdAt"].as_str().unwrap().to_string(), d["_id"].as_str().unwrap().to_string())).collect()
+    a.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["createdAt"].as_str().unwrap().to_string(), d["_id"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 #[tokio::test]
@@ -551,7 +603,10 @@ async fn from_and_to_mean_created_at_exactly_across_second_boundaries_under_para
         }
     }
     assert!(all.len() <= 100, "one list page");
-    assert!(all.iter().map(|(c, _)| &c[..19]).collect::<std::collections::BTreeSet<_>>().len() >= 2, "across a second boundary");
+    assert!(
+        all.iter().map(|(c, _)| &c[..19]).collect::<std::collections::BTreeSet<_>>().len() >= 2,
+        "across a second boundary"
+    );
     // Newest first by createdAt, ties by id.
     let mut expected = all.clone();
     expected.sort_by(|a, b| b.cmp(a));
@@ -578,7 +633,11 @@ async fn from_and_to_mean_created_at_exactly_across_second_boundaries_under_para
     let from = format!("{}.000Z", &created[..19]);
     let a = call(&state, "GET", &format!("/api/training/export?format=jsonl&from={from}"), &tok, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let exported: Vec<String> = String::from_utf8(a.bytes).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect();
+    let exported: Vec<String> = String::from_utf8(a.bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .collect();
     let want: Vec<String> = expected.iter().filter(|(c, _)| *c >= from).map(|(_, i)| i.clone()).collect();
     assert_eq!(exported, want);
 }

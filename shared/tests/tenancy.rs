@@ -100,11 +100,27 @@ async fn tenant_a(state: &AppState, worker: &mut Worker) -> TenantA {
     ok(state, "PUT", &format!("/agents/{agent}/convos/{}", ids.convo), &tok, Some(header.clone()), 201).await;
     let message_ids: Vec<String> = (0..4).map(|i| format!("m{i:05}")).collect();
     let content_of = |i: usize| format!("{content}-{i}");
-    ok(state, "POST", &format!("/agents/{agent}/convos/{}/messages", ids.convo), &tok, Some(messages(&message_ids, content_of)), 201).await;
+    ok(
+        state,
+        "POST",
+        &format!("/agents/{agent}/convos/{}/messages", ids.convo),
+        &tok,
+        Some(messages(&message_ids, content_of)),
+        201,
+    )
+    .await;
     // A second conversation of the same agent and contact, so that lists have two items.
     let convo2 = format!("{}-2", ids.convo);
     ok(state, "PUT", &format!("/agents/{agent}/convos/{convo2}"), &tok, Some(header), 201).await;
-    ok(state, "POST", &format!("/agents/{agent}/convos/{convo2}/messages"), &tok, Some(messages(&message_ids[..2], content_of)), 201).await;
+    ok(
+        state,
+        "POST",
+        &format!("/agents/{agent}/convos/{convo2}/messages"),
+        &tok,
+        Some(messages(&message_ids[..2], content_of)),
+        201,
+    )
+    .await;
 
     let snap_body = json!({"contactId": ids.contact, "notes": notes, "tags": ["a-only"], "quality": "good"});
     let first = call(state, "POST", "/api/training/snapshots", &tok, Some(snap_body.clone())).await;
@@ -113,7 +129,11 @@ async fn tenant_a(state: &AppState, worker: &mut Worker) -> TenantA {
         state,
         "POST",
         "/api/training/snapshots",
-        &[("authorization", &format!("Bearer {tok}")), ("content-type", "application/json"), ("idempotency-key", &ids.idempotency)],
+        &[
+            ("authorization", &format!("Bearer {tok}")),
+            ("content-type", "application/json"),
+            ("idempotency-key", &ids.idempotency),
+        ],
         snap_body.to_string().as_bytes(),
     )
     .await;
@@ -121,7 +141,8 @@ async fn tenant_a(state: &AppState, worker: &mut Worker) -> TenantA {
     let snapshot = snap.body["data"]["_id"].as_str().expect("snapshot id").to_string();
 
     let job = ok(state, "POST", "/api/training/exports", &tok, Some(json!({"format": "jsonl"})), 202).await;
-    ok(state, "POST", "/api/training/exports", &tok, Some(json!({"source": "conversations", "agentId": agent})), 202).await;
+    ok(state, "POST", "/api/training/exports", &tok, Some(json!({"source": "conversations", "agentId": agent})), 202)
+        .await;
     let job_id = job.body["data"]["id"].as_str().expect("job id").to_string();
     worker.drain(state, worker_options()).await;
     let done = ok(state, "GET", &format!("/api/training/exports/{job_id}"), &tok, None, 200).await;
@@ -130,7 +151,9 @@ async fn tenant_a(state: &AppState, worker: &mut Worker) -> TenantA {
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&file).contains(&content), "A's export holds A's data (the leak checks can fail)");
 
-    let cursor = |a: &Answer| a.body["nextCursor"].as_str().map(str::to_string).unwrap_or_else(|| panic!("a next page: {}", a.body));
+    let cursor = |a: &Answer| {
+        a.body["nextCursor"].as_str().map(str::to_string).unwrap_or_else(|| panic!("a next page: {}", a.body))
+    };
     let convos_cursor = cursor(&ok(state, "GET", &format!("/agents/{agent}/convos?limit=1"), &tok, None, 200).await);
     let snapshots_cursor = cursor(&ok(state, "GET", "/api/training/snapshots?limit=1", &tok, None, 200).await);
     let exports_cursor = cursor(&ok(state, "GET", "/api/training/exports?limit=1", &tok, None, 200).await);
@@ -139,7 +162,18 @@ async fn tenant_a(state: &AppState, worker: &mut Worker) -> TenantA {
     ok(state, "GET", &format!("/api/training/snapshots?limit=1&cursor={snapshots_cursor}"), &tok, None, 200).await;
     ok(state, "GET", &format!("/api/training/exports?limit=1&cursor={exports_cursor}"), &tok, None, 200).await;
 
-    let secrets = vec![org.clone(), name, email, phone, format!("A-Corp-{r}"), notes, content, snapshot.clone(), job_id.clone(), "a-only".into()];
+    let secrets = vec![
+        org.clone(),
+        name,
+        email,
+        phone,
+        format!("A-Corp-{r}"),
+        notes,
+        content,
+        snapshot.clone(),
+        job_id.clone(),
+        "a-only".into(),
+    ];
     TenantA {
         org,
         token: tok,
@@ -165,7 +199,18 @@ fn assert_no_leak(a: &Answer, secrets: &[String], what: &str) {
 }
 
 /// Keys whose values differ between two equal answers (times, fresh URLs, stamped names).
-const VOLATILE: &[&str] = &["createdAt", "updatedAt", "ts", "exportDate", "startedAt", "finishedAt", "expiresAt", "fileExpiresAt", "url", "key"];
+const VOLATILE: &[&str] = &[
+    "createdAt",
+    "updatedAt",
+    "ts",
+    "exportDate",
+    "startedAt",
+    "finishedAt",
+    "expiresAt",
+    "fileExpiresAt",
+    "url",
+    "key",
+];
 
 fn mask_digits(s: &str) -> String {
     let mut out = String::new();
@@ -272,20 +317,60 @@ fn probes(i: &Ids, message_ids: &[String]) -> Vec<Step> {
         step("list-snapshots", "GET", format!("/api/training/snapshots?contactId={ct}&includeMessages=true"), None),
         step("list-snapshots", "GET", format!("/api/training/snapshots?contactId={ct}&archived=all"), None),
         step("export-training", "GET", format!("/api/training/export?contactId={ct}"), None),
-        step("export-training", "GET", format!("/api/training/export?contactId={ct}&format=csv&includeArchived=true"), None),
+        step(
+            "export-training",
+            "GET",
+            format!("/api/training/export?contactId={ct}&format=csv&includeArchived=true"),
+            None,
+        ),
         step("export-training", "GET", format!("/api/training/export?contactId={ct}&format=jsonl&delivery=url"), None),
         step("get-export", "GET", format!("/api/training/exports/{jb}"), None),
-        step("update-snapshot", "PATCH", format!("/api/training/snapshots/{sn}"), Some(json!({"notes": "B was here", "isArchived": true}))),
+        step(
+            "update-snapshot",
+            "PATCH",
+            format!("/api/training/snapshots/{sn}"),
+            Some(json!({"notes": "B was here", "isArchived": true})),
+        ),
         step("delete-snapshot", "DELETE", format!("/api/training/snapshots/{sn}"), None),
         step("create-snapshot", "POST", "/api/training/snapshots".into(), Some(json!({"contactId": ct}))),
-        step("create-snapshot", "POST", "/api/training/snapshots".into(), Some(json!({"contactId": ct, "messageIds": message_ids}))),
-        step("create-export", "POST", "/api/training/exports".into(), Some(json!({"source": "conversations", "agentId": ag, "convoId": cv}))),
-        step("create-export", "POST", "/api/training/exports".into(), Some(json!({"format": "jsonl", "contactId": ct}))),
-        step("create-export", "POST", "/api/training/exports".into(), Some(json!({"source": "conversations", "agentId": ag, "format": "csv"}))),
-        step("ingest-messages", "POST", format!("/agents/{ag}/convos/{cv}/messages"), Some(messages(message_ids, |i| format!("B's own {i}")))),
+        step(
+            "create-snapshot",
+            "POST",
+            "/api/training/snapshots".into(),
+            Some(json!({"contactId": ct, "messageIds": message_ids})),
+        ),
+        step(
+            "create-export",
+            "POST",
+            "/api/training/exports".into(),
+            Some(json!({"source": "conversations", "agentId": ag, "convoId": cv})),
+        ),
+        step(
+            "create-export",
+            "POST",
+            "/api/training/exports".into(),
+            Some(json!({"format": "jsonl", "contactId": ct})),
+        ),
+        step(
+            "create-export",
+            "POST",
+            "/api/training/exports".into(),
+            Some(json!({"source": "conversations", "agentId": ag, "format": "csv"})),
+        ),
+        step(
+            "ingest-messages",
+            "POST",
+            format!("/agents/{ag}/convos/{cv}/messages"),
+            Some(messages(message_ids, |i| format!("B's own {i}"))),
+        ),
         // Now B writes under the same names: its own data, never A's.
         step("put-convo", "PUT", format!("/agents/{ag}/convos/{cv}"), Some(json!({"notes": "B's notes"}))),
-        step("ingest-messages", "POST", format!("/agents/{ag}/convos/{cv}/messages"), Some(messages(message_ids, |i| format!("B's own {i}")))),
+        step(
+            "ingest-messages",
+            "POST",
+            format!("/agents/{ag}/convos/{cv}/messages"),
+            Some(messages(message_ids, |i| format!("B's own {i}"))),
+        ),
         step("list-convos", "GET", format!("/agents/{ag}/convos"), None),
         step("export-convo", "GET", format!("/agents/{ag}/convos/{cv}/export"), None),
         step("export-convos", "GET", format!("/agents/{ag}/convos/export?format=csv"), None),
@@ -294,7 +379,12 @@ fn probes(i: &Ids, message_ids: &[String]) -> Vec<Step> {
     // The same idempotency key and body as A's snapshot: no replay of A's answer.
     steps.push(Step {
         idempotency: Some(i.idempotency.clone()),
-        ..step("create-snapshot", "POST", "/api/training/snapshots".into(), Some(json!({"contactId": ct, "notes": "x"})))
+        ..step(
+            "create-snapshot",
+            "POST",
+            "/api/training/snapshots".into(),
+            Some(json!({"contactId": ct, "notes": "x"})),
+        )
     });
     steps
 }
@@ -327,14 +417,23 @@ async fn another_organization_gets_the_answers_of_nonexistent_ids_on_every_route
             to.push(jx.to_string());
             b_jobs.push((jx.to_string(), jy.to_string()));
         }
-        let (f, t): (Vec<&str>, Vec<&str>) = (from.iter().map(String::as_str).collect(), to.iter().map(String::as_str).collect());
-        assert_eq!(comparable(&ax, &[], &[]), comparable(&ay, &f, &t), "{what}: the same answer as for ids that do not exist");
+        let (f, t): (Vec<&str>, Vec<&str>) =
+            (from.iter().map(String::as_str).collect(), to.iter().map(String::as_str).collect());
+        assert_eq!(
+            comparable(&ax, &[], &[]),
+            comparable(&ay, &f, &t),
+            "{what}: the same answer as for ids that do not exist"
+        );
         if ax.status == 303 {
             let key = ax.body["data"]["key"].as_str().expect("key");
             assert!(key.starts_with(&format!("exports/{b_org}/")), "{what}: B's export is stored under B: {key}");
             let (status, _, file) = download(ax.body["data"]["url"].as_str().expect("url")).await;
             assert_eq!(status, 200);
-            assert_no_leak(&Answer { status: http::StatusCode::OK, headers: Default::default(), body: Value::Null, bytes: file }, &a.secrets, &what);
+            assert_no_leak(
+                &Answer { status: http::StatusCode::OK, headers: Default::default(), body: Value::Null, bytes: file },
+                &a.secrets,
+                &what,
+            );
         }
         covered.insert(sx.route);
     }
@@ -348,13 +447,22 @@ async fn another_organization_gets_the_answers_of_nonexistent_ids_on_every_route
         let ay = ok(&state, "GET", &format!("/api/training/exports/{jy}"), &b, None, 200).await;
         assert_eq!(ax.body["data"]["status"], "succeeded", "{}", ax.body);
         assert_no_leak(&ax, &a.secrets, &what);
-        let (f, t): (Vec<&str>, Vec<&str>) = (from.iter().map(String::as_str).collect(), to.iter().map(String::as_str).collect());
+        let (f, t): (Vec<&str>, Vec<&str>) =
+            (from.iter().map(String::as_str).collect(), to.iter().map(String::as_str).collect());
         assert_eq!(comparable(&ax, &[], &[]), comparable(&ay, &f, &t), "{what}");
         let (status, _, fx) = download(ax.body["data"]["url"].as_str().expect("url")).await;
         let (_, _, fy) = download(ay.body["data"]["url"].as_str().expect("url")).await;
         assert_eq!(status, 200);
-        assert_no_leak(&Answer { status: http::StatusCode::OK, headers: Default::default(), body: Value::Null, bytes: fx.clone() }, &a.secrets, &what);
-        assert_eq!(mask_digits(&String::from_utf8_lossy(&fx)), mask_digits(&translate(&String::from_utf8_lossy(&fy), &f, &t)), "{what}: the same file");
+        assert_no_leak(
+            &Answer { status: http::StatusCode::OK, headers: Default::default(), body: Value::Null, bytes: fx.clone() },
+            &a.secrets,
+            &what,
+        );
+        assert_eq!(
+            mask_digits(&String::from_utf8_lossy(&fx)),
+            mask_digits(&translate(&String::from_utf8_lossy(&fy), &f, &t)),
+            "{what}: the same file"
+        );
     }
     let list = ok(&state, "GET", "/api/training/exports", &b, None, 200).await;
     assert_no_leak(&list, &a.secrets, "B's job list");
@@ -380,7 +488,11 @@ async fn another_organization_gets_the_answers_of_nonexistent_ids_on_every_route
         let forged = ok(&state, "GET", &format!("{uri}&cursor={}", forge(cursor)), &b, None, 400).await;
         let garbage = ok(&state, "GET", &format!("{uri}&cursor=bm90LWEtY3Vyc29y.c2ln"), &b, None, 400).await;
         assert_no_leak(&stolen, &a.secrets, &what);
-        assert_eq!(comparable(&stolen, &[], &[]), comparable(&forged, &[], &[]), "{what}: the same answer as a forged cursor");
+        assert_eq!(
+            comparable(&stolen, &[], &[]),
+            comparable(&forged, &[], &[]),
+            "{what}: the same answer as a forged cursor"
+        );
         assert_eq!(comparable(&stolen, &[], &[]), comparable(&garbage, &[], &[]), "{what}");
         let code = if uri.starts_with("/agents") { ("code", "BAD_REQUEST") } else { ("error", "VALIDATION_ERROR") };
         assert_eq!(stolen.body[code.0], code.1, "{what}: {}", stolen.body);
@@ -392,11 +504,18 @@ async fn another_organization_gets_the_answers_of_nonexistent_ids_on_every_route
 
     // A's data is whole: B's PATCH, DELETE, ingest and PUT under A's names changed nothing of A.
     let convos = ok(&state, "GET", &format!("/agents/{}/convos", x.agent), &a.token, None, 200).await;
-    let mine = convos.body["data"].as_array().expect("list").iter().find(|c| c["id"] == x.convo.as_str()).cloned().expect("A's convo");
+    let mine = convos.body["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["id"] == x.convo.as_str())
+        .cloned()
+        .expect("A's convo");
     assert_eq!(mine["messagesNum"], 4, "{mine}");
     assert_eq!(mine["userName"], a.secrets[1].as_str());
     assert_eq!(mine["notes"], a.secrets[5].as_str());
-    let export = ok(&state, "GET", &format!("/agents/{}/convos/{}/export", x.agent, x.convo), &a.token, None, 200).await;
+    let export =
+        ok(&state, "GET", &format!("/agents/{}/convos/{}/export", x.agent, x.convo), &a.token, None, 200).await;
     assert!(!String::from_utf8_lossy(&export.bytes).contains("B's own"), "B's messages are not in A's conversation");
     let snap = ok(&state, "GET", &format!("/api/training/snapshots/{}", x.snapshot), &a.token, None, 200).await;
     assert_eq!(snap.body["data"]["notes"], a.secrets[5].as_str());
@@ -406,8 +525,14 @@ async fn another_organization_gets_the_answers_of_nonexistent_ids_on_every_route
         &state,
         "POST",
         "/api/training/snapshots",
-        &[("authorization", &format!("Bearer {}", a.token)), ("content-type", "application/json"), ("idempotency-key", &x.idempotency)],
-        json!({"contactId": x.contact, "notes": a.secrets[5], "tags": ["a-only"], "quality": "good"}).to_string().as_bytes(),
+        &[
+            ("authorization", &format!("Bearer {}", a.token)),
+            ("content-type", "application/json"),
+            ("idempotency-key", &x.idempotency),
+        ],
+        json!({"contactId": x.contact, "notes": a.secrets[5], "tags": ["a-only"], "quality": "good"})
+            .to_string()
+            .as_bytes(),
     )
     .await;
     assert_eq!(replay.body["data"]["_id"], x.snapshot.as_str(), "A's key still replays A's snapshot: {}", replay.body);
@@ -460,7 +585,10 @@ async fn export_keys_and_urls_are_random_and_not_derived_from_ids() {
         let url = view.body["data"]["url"].as_str().expect("url");
         assert!(url.contains(&random), "the URL points at the job's object");
         assert!(!url.contains(id.as_str()), "the URL does not contain the job id: {url}");
-        assert!(url.contains(&format!("X-Amz-Expires={}", state.config.export_url_ttl_seconds)), "the URL lives EXPORT_URL_TTL_SECONDS: {url}");
+        assert!(
+            url.contains(&format!("X-Amz-Expires={}", state.config.export_url_ttl_seconds)),
+            "the URL lives EXPORT_URL_TTL_SECONDS: {url}"
+        );
         // A fresh URL on every read, for the same object.
         let again = ok(&state, "GET", &format!("/api/training/exports/{id}"), &tok, None, 200).await;
         assert!(again.body["data"]["url"].as_str().expect("url").contains(&random));
@@ -508,7 +636,10 @@ fn assert_clean_headers(a: &Answer, what: &str) {
     }
     if let Some(cd) = a.headers.get("content-disposition") {
         let cd = cd.to_str().expect("ASCII");
-        let name = cd.strip_prefix("attachment; filename=\"").and_then(|n| n.strip_suffix('"')).unwrap_or_else(|| panic!("{what}: {cd}"));
+        let name = cd
+            .strip_prefix("attachment; filename=\"")
+            .and_then(|n| n.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{what}: {cd}"));
         assert!(
             !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
             "{what}: a quoted name of safe characters only: {cd}"
@@ -531,7 +662,12 @@ async fn headers_cannot_be_injected_through_ids_formats_or_names() {
         let requests: Vec<(&str, String, Option<Value>, &str)> = vec![
             ("PUT", format!("/agents/{bad}/convos/c1"), Some(json!({})), "code"),
             ("PUT", format!("/agents/ag/convos/{bad}"), Some(json!({})), "code"),
-            ("POST", format!("/agents/ag/convos/{bad}/messages"), Some(messages(&["m1".into()], |_| "x".into())), "code"),
+            (
+                "POST",
+                format!("/agents/ag/convos/{bad}/messages"),
+                Some(messages(&["m1".into()], |_| "x".into())),
+                "code",
+            ),
             ("GET", format!("/agents/{bad}/convos"), None, "code"),
             ("GET", format!("/agents/{bad}/convos/export"), None, "code"),
             ("GET", format!("/agents/ag/convos/{bad}/export"), None, "code"),
@@ -580,8 +716,24 @@ async fn headers_cannot_be_injected_through_ids_formats_or_names() {
     // Ids that are valid but carry characters a file name must not (`:` and `@`): the file
     // name keeps only safe characters, inline, in S3 and in the job's Location.
     let (agent, convo) = ("ag:x@y.z", "c:1@2");
-    ok(&state, "PUT", &format!("/agents/{agent}/convos/{convo}"), &tok, Some(json!({"userName": "Quote \" Semi ; Line\r\nBreak"})), 201).await;
-    ok(&state, "POST", &format!("/agents/{agent}/convos/{convo}/messages"), &tok, Some(messages(&["m1".into()], |_| "x\r\ny".into())), 201).await;
+    ok(
+        &state,
+        "PUT",
+        &format!("/agents/{agent}/convos/{convo}"),
+        &tok,
+        Some(json!({"userName": "Quote \" Semi ; Line\r\nBreak"})),
+        201,
+    )
+    .await;
+    ok(
+        &state,
+        "POST",
+        &format!("/agents/{agent}/convos/{convo}/messages"),
+        &tok,
+        Some(messages(&["m1".into()], |_| "x\r\ny".into())),
+        201,
+    )
+    .await;
     for uri in [
         format!("/agents/{agent}/convos/export"),
         format!("/agents/{agent}/convos/export?format=csv"),
@@ -600,11 +752,22 @@ async fn headers_cannot_be_injected_through_ids_formats_or_names() {
             let (status, headers, _) = download(a.headers["location"].to_str().expect("location")).await;
             assert_eq!(status, 200);
             let cd = headers.get("content-disposition").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            assert!(cd.starts_with("attachment; filename=\"conversation-c12-") && !cd.contains(':'), "{uri}: the stored object's name: {cd}");
+            assert!(
+                cd.starts_with("attachment; filename=\"conversation-c12-") && !cd.contains(':'),
+                "{uri}: the stored object's name: {cd}"
+            );
         }
         checked += 1;
     }
-    let job = ok(&state, "POST", "/api/training/exports", &tok, Some(json!({"source": "conversations", "agentId": agent, "convoId": convo})), 202).await;
+    let job = ok(
+        &state,
+        "POST",
+        "/api/training/exports",
+        &tok,
+        Some(json!({"source": "conversations", "agentId": agent, "convoId": convo})),
+        202,
+    )
+    .await;
     assert_clean_headers(&job, "job");
     let id = job.body["data"]["id"].as_str().expect("id");
     assert_eq!(job.headers["location"], format!("/api/training/exports/{id}").as_str());
@@ -619,7 +782,11 @@ async fn headers_cannot_be_injected_through_ids_formats_or_names() {
         &state,
         "PATCH",
         &format!("/api/training/snapshots/{snapshot}"),
-        &[("authorization", &format!("Bearer {tok}")), ("content-type", "application/json"), ("if-match", "\"x\"; evil=\"1\"")],
+        &[
+            ("authorization", &format!("Bearer {tok}")),
+            ("content-type", "application/json"),
+            ("if-match", "\"x\"; evil=\"1\""),
+        ],
         br#"{"notes":"n"}"#,
     )
     .await;

@@ -6,5 +6,6 @@ use serde_json::{json, Value};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    run(service_fn(|_event: LambdaEvent<Value>| async { Ok::<_, Error>(json!({ "statusCode": 200, "body": "ok" })) })).await
+    run(service_fn(|_event: LambdaEvent<Value>| async { Ok::<_, Error>(json!({ "statusCode": 200, "body": "ok" })) }))
+        .await
 }

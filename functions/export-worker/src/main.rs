@@ -9,5 +9,8 @@ async fn main() -> Result<(), Error> {
     // Configuration and AWS clients are built once per cold start, then shared by every invocation.
     let state = AppState::from_env().await?;
     // An error fails the invocation, so Lambda retries it; the job resumes from its checkpoint.
-    run(service_fn(|event: LambdaEvent<JobRef>| async { shared::jobs::worker::handle(&state, event).await.map_err(Error::from) })).await
+    run(service_fn(|event: LambdaEvent<JobRef>| async {
+        shared::jobs::worker::handle(&state, event).await.map_err(Error::from)
+    }))
+    .await
 }

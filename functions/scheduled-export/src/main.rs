@@ -8,5 +8,8 @@ async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     // Configuration and AWS clients are built once per cold start, then shared by every invocation.
     let state = AppState::from_env().await?;
-    run(service_fn(|event: LambdaEvent<ScheduledEvent>| async { shared::jobs::schedule::run(&state, event.payload).await.map_err(Error::from) })).await
+    run(service_fn(|event: LambdaEvent<ScheduledEvent>| async {
+        shared::jobs::schedule::run(&state, event.payload).await.map_err(Error::from)
+    }))
+    .await
 }

@@ -74,7 +74,10 @@ pub async fn list_convos(state: &AppState, req: Request) -> Response<Body> {
         let agent = path_id(&req, "agentId")?;
         let limit = limit_param(&req, DEFAULT_LIMIT, MAX_LIMIT)?;
         if query_param(&req, "page").is_some_and(|p| p != "1") {
-            return Err(ApiError::invalid("page", "is not supported: pass the `nextCursor` of the previous page as `cursor`"));
+            return Err(ApiError::invalid(
+                "page",
+                "is not supported: pass the `nextCursor` of the previous page as `cursor`",
+            ));
         }
         let scope = format!("convos:{agent}");
         let start = query_param(&req, "cursor").map(|c| state.cursors.decode(org, &scope, c)).transpose()?;

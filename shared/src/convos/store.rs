@@ -69,7 +69,13 @@ impl<'a> ConvoStore<'a> {
 
     /// Creates or updates a header; fields absent from `input` keep their value.
     /// Returns the header and whether it was created.
-    pub async fn put_header(&self, org: &str, agent: &str, convo: &str, input: ConvoInput) -> Result<(Convo, bool), ApiError> {
+    pub async fn put_header(
+        &self,
+        org: &str,
+        agent: &str,
+        convo: &str,
+        input: ConvoInput,
+    ) -> Result<(Convo, bool), ApiError> {
         let now = crate::time::now_rfc3339();
         let mut sets = vec![
             "agentId = :agent".to_string(),
@@ -175,17 +181,20 @@ impl<'a> ConvoStore<'a> {
             .send()
             .await
             .ctx("get conversation header")?;
-        out.item
-            .map(serde_dynamo::from_item)
-            .transpose()
-            .map_err(|e| ApiError::internal("decode conversation", e))
+        out.item.map(serde_dynamo::from_item).transpose().map_err(|e| ApiError::internal("decode conversation", e))
     }
 
     /// Appends messages. Each chunk of up to 99 messages is written in one transaction
     /// together with the header's counters, so counts never drift from the stored messages;
     /// a message whose id is already stored is left unchanged and counted as a duplicate.
     /// Answers 404 when the conversation has no header.
-    pub async fn ingest(&self, org: &str, agent: &str, convo: &str, messages: Vec<Message>) -> Result<IngestOutcome, ApiError> {
+    pub async fn ingest(
+        &self,
+        org: &str,
+        agent: &str,
+        convo: &str,
+        messages: Vec<Message>,
+    ) -> Result<IngestOutcome, ApiError> {
         let not_found = || ApiError::not_found("Conversation not found");
         let mut header = self.get_header(org, agent, convo).await?.ok_or_else(not_found)?;
         let (mut inserted, mut duplicates) = (0, 0);
@@ -363,7 +372,8 @@ impl<'a> ConvoStore<'a> {
         let mut page = Vec::new();
         for item in out.items.unwrap_or_default() {
             let key = item.get(GSI1.sk).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let convo: Convo = serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode conversations", e))?;
+            let convo: Convo =
+                serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode conversations", e))?;
             page.push((convo, key));
         }
         Ok((page, more))

@@ -13,8 +13,25 @@ use crate::AppState;
 
 /// CSV columns of the conversation exports, in order (one row per message).
 pub const CSV_COLUMNS: &[&str] = &[
-    "convoId", "userName", "userEmail", "userPhone", "userCompany", "userAddress", "userWebsite", "origin",
-    "convoFeedback", "tags", "notes", "turn", "from", "messageId", "ts", "timestamp", "message", "feedback", "aiGenerated",
+    "convoId",
+    "userName",
+    "userEmail",
+    "userPhone",
+    "userCompany",
+    "userAddress",
+    "userWebsite",
+    "origin",
+    "convoFeedback",
+    "tags",
+    "notes",
+    "turn",
+    "from",
+    "messageId",
+    "ts",
+    "timestamp",
+    "message",
+    "feedback",
+    "aiGenerated",
 ];
 
 fn sender(s: Sender) -> &'static str {
@@ -148,7 +165,13 @@ pub fn time_value(name: &str, v: Option<&str>) -> Result<Option<String>, ApiErro
 pub const MAX_EXPORT_LIMIT: usize = 1_000_000;
 
 /// Validates the agent export's parameters into its spec.
-pub fn agent_spec(agent: String, format: ConvoFormat, from: Option<String>, to: Option<String>, limit: Option<usize>) -> Result<ExportSpec, ApiError> {
+pub fn agent_spec(
+    agent: String,
+    format: ConvoFormat,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+) -> Result<ExportSpec, ApiError> {
     if let (Some(f), Some(t)) = (&from, &to) {
         if f > t {
             return Err(ApiError::invalid("from", "must not be after `to`"));

@@ -67,7 +67,12 @@ pub fn object_spec(state: &AppState, org: &str, kind: &str, filename: &str, cont
 /// when it would outlast its time budget (`EXPORT_SYNC_BUDGET_SECONDS`, 20 s by default, under
 /// API Gateway's 29 s), drops what it has and answers `202` with an export job for the same
 /// parameters instead.
-pub async fn run_sync(state: &AppState, org: &str, spec: ExportSpec, delivery: Delivery) -> Result<Response<Body>, ApiError> {
+pub async fn run_sync(
+    state: &AppState,
+    org: &str,
+    spec: ExportSpec,
+    delivery: Delivery,
+) -> Result<Response<Body>, ApiError> {
     let started = std::time::Instant::now();
     let created = chrono::Utc::now();
     let object = object_spec(state, org, spec.kind(), &spec.file_name(created), spec.content_type());
@@ -111,9 +116,15 @@ pub async fn run_sync(state: &AppState, org: &str, spec: ExportSpec, delivery: D
         }
         Ok(false) => {
             sink.abort().await;
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "export over its time budget: continuing as a job");
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "export over its time budget: continuing as a job"
+            );
             let job = crate::jobs::start(state, org, spec, crate::jobs::Trigger::Fallback).await?;
-            Ok(crate::jobs::handlers::accepted(&job, "The export is larger than a request allows; it continues as an export job"))
+            Ok(crate::jobs::handlers::accepted(
+                &job,
+                "The export is larger than a request allows; it continues as an export job",
+            ))
         }
         Err(e) => {
             sink.abort().await;
@@ -144,7 +155,12 @@ pub struct Counts {
 
 /// Answers a finished export: the file itself, or `303 See Other` to a presigned URL with a
 /// JSON body (in the `{success, message, data}` envelope) describing the download.
-pub async fn respond(state: &AppState, spec: &ObjectSpec, finished: Finished, counts: Counts) -> Result<Response<Body>, ApiError> {
+pub async fn respond(
+    state: &AppState,
+    spec: &ObjectSpec,
+    finished: Finished,
+    counts: Counts,
+) -> Result<Response<Body>, ApiError> {
     let mut response = match finished {
         Finished::Inline(bytes) => {
             let mut r = Response::new(Body::Binary(bytes));
@@ -156,7 +172,8 @@ pub async fn respond(state: &AppState, spec: &ObjectSpec, finished: Finished, co
         Finished::Stored { key, bytes, .. } => {
             let ttl = std::time::Duration::from_secs(state.config.export_url_ttl_seconds);
             let url = presign(state, &key, ttl).await?;
-            let expires_at = crate::time::to_rfc3339(chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64));
+            let expires_at =
+                crate::time::to_rfc3339(chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64));
             let body = json!({
                 "success": true,
                 "message": "Export is ready for download",
@@ -178,7 +195,8 @@ fn header_value(v: &str) -> Result<HeaderValue, ApiError> {
 
 /// A presigned GET URL for an export object.
 pub async fn presign(state: &AppState, key: &str, ttl: std::time::Duration) -> Result<String, ApiError> {
-    let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(|e| ApiError::internal("presign", e))?;
+    let config =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(|e| ApiError::internal("presign", e))?;
     let request = state
         .s3
         .get_object()

@@ -103,8 +103,12 @@ impl ExportSpec {
                 format!("training-changes-{}.{}", created.format("%Y-%m-%dT%H%M%SZ"), format.extension())
             }
             Self::Training { format, .. } => format!("training-data-{millis}.{}", format.extension()),
-            Self::Conversations { agent_id, format, .. } => format!("conversations-{agent_id}-{millis}.{}", format.extension()),
-            Self::Conversation { convo_id, format, .. } => format!("conversation-{convo_id}-{millis}.{}", format.extension()),
+            Self::Conversations { agent_id, format, .. } => {
+                format!("conversations-{agent_id}-{millis}.{}", format.extension())
+            }
+            Self::Conversation { convo_id, format, .. } => {
+                format!("conversation-{convo_id}-{millis}.{}", format.extension())
+            }
         }
     }
 
@@ -207,9 +211,11 @@ impl<'a> Producer<'a> {
             (ExportSpec::Conversations { format: ConvoFormat::Json, .. }, _) => {
                 Ok(br#"{"success":true,"message":"Conversations exported successfully","data":["#.to_vec())
             }
-            (ExportSpec::Conversations { format: ConvoFormat::Csv, .. } | ExportSpec::Conversation { format: ConvoFormat::Csv, .. }, _) => {
-                convo_export::csv_head()
-            }
+            (
+                ExportSpec::Conversations { format: ConvoFormat::Csv, .. }
+                | ExportSpec::Conversation { format: ConvoFormat::Csv, .. },
+                _,
+            ) => convo_export::csv_head(),
             _ => Ok(Vec::new()),
         }
     }
@@ -226,9 +232,9 @@ impl<'a> Producer<'a> {
     /// How many items the export will have, when a count is cheap to get (`None` otherwise).
     pub async fn total(&self) -> Result<Option<u64>, ApiError> {
         match &self.spec {
-            ExportSpec::Training { filters, changed: None, format, .. } if *format != Format::OpenAi => {
-                Ok(Some(SnapshotStore::new(&self.state.dynamo, &self.state.config.table_name).count(&self.org, filters).await?))
-            }
+            ExportSpec::Training { filters, changed: None, format, .. } if *format != Format::OpenAi => Ok(Some(
+                SnapshotStore::new(&self.state.dynamo, &self.state.config.table_name).count(&self.org, filters).await?,
+            )),
             ExportSpec::Conversation { .. } => Ok(Some(1)),
             _ => Ok(None),
         }
@@ -282,12 +288,15 @@ impl<'a> Producer<'a> {
             // Continue after the last snapshot read (produced or still pending: none are).
             let (page, more) = match changed {
                 None => {
-                    let (page, next, stats) = store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
+                    let (page, next, stats) =
+                        store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
                     self.reads.scanned += stats.scanned;
                     self.reads.capacity += stats.capacity;
                     (page, next.is_some())
                 }
-                Some(w) => store.changed(&self.org, &w.after, &w.up_to, self.position.as_deref(), SNAPSHOT_PAGE).await?,
+                Some(w) => {
+                    store.changed(&self.org, &w.after, &w.up_to, self.position.as_deref(), SNAPSHOT_PAGE).await?
+                }
             };
             self.snapshots = page.into();
             self.source_done = !more;
@@ -331,8 +340,9 @@ impl<'a> Producer<'a> {
             if left == 0 {
                 self.source_done = true;
             } else {
-                let (page, more) =
-                    store.activity_page(&self.org, agent, from, to, self.position.as_deref(), left.min(CONVO_PAGE)).await?;
+                let (page, more) = store
+                    .activity_page(&self.org, agent, from, to, self.position.as_deref(), left.min(CONVO_PAGE))
+                    .await?;
                 self.source_done = !more || page.len() >= left;
                 self.convos = page.into();
             }
@@ -355,7 +365,8 @@ impl<'a> Producer<'a> {
                 ConvoFormat::Json => {
                     let mut bytes = if self.counts.items == 0 { Vec::new() } else { b",".to_vec() };
                     bytes.extend(
-                        serde_json::to_vec(&convo_export::export_item(&c, &messages)).map_err(|e| ApiError::internal("encode export", e))?,
+                        serde_json::to_vec(&convo_export::export_item(&c, &messages))
+                            .map_err(|e| ApiError::internal("encode export", e))?,
                     );
                     bytes
                 }

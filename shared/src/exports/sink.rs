@@ -213,7 +213,10 @@ impl<'a> ExportSink<'a> {
         if self.delivery == Delivery::Inline && self.encoded > self.inline_max {
             return Err(ApiError::new(
                 ErrorKind::PayloadTooLarge,
-                format!("The export is larger than {} bytes; use delivery=url (or auto) to get a download link", self.inline_max),
+                format!(
+                    "The export is larger than {} bytes; use delivery=url (or auto) to get a download link",
+                    self.inline_max
+                ),
             ));
         }
         // Whole writes only: a part always ends where an item ends (see the module docs).

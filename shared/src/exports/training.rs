@@ -58,8 +58,23 @@ impl Format {
 
 /// CSV columns of the training export, in order (one row per message).
 pub const CSV_COLUMNS: &[&str] = &[
-    "snapshotId", "contactId", "customerName", "customerPhone", "customerEmail", "quality", "category", "tags", "notes",
-    "isArchived", "createdAt", "messageIndex", "messageId", "role", "senderType", "timestamp", "content",
+    "snapshotId",
+    "contactId",
+    "customerName",
+    "customerPhone",
+    "customerEmail",
+    "quality",
+    "category",
+    "tags",
+    "notes",
+    "isArchived",
+    "createdAt",
+    "messageIndex",
+    "messageId",
+    "role",
+    "senderType",
+    "timestamp",
+    "content",
 ];
 
 fn role(m: &SnapshotMessage) -> &'static str {

@@ -62,10 +62,12 @@ impl Dispatcher {
                     })?;
                 Ok(())
             }
-            Self::Channel(tx) => tx
-                .send(payload)
-                .map_err(|_| ApiError::new(ErrorKind::Unavailable, "The export worker is not running")),
-            Self::Disabled => Err(ApiError::new(ErrorKind::Unavailable, "Export jobs are not configured in this deployment")),
+            Self::Channel(tx) => {
+                tx.send(payload).map_err(|_| ApiError::new(ErrorKind::Unavailable, "The export worker is not running"))
+            }
+            Self::Disabled => {
+                Err(ApiError::new(ErrorKind::Unavailable, "Export jobs are not configured in this deployment"))
+            }
         }
     }
 }

@@ -44,7 +44,10 @@ struct CreateExport {
 /// A 400 naming every field that does not belong with the others.
 fn stray_fields(fields: &[String], problem: &str) -> ApiError {
     let quoted: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
-    ApiError::validation_issues(format!("{}: {problem}", quoted.join(", ")), fields.iter().map(|f| format!("{f}: {problem}")).collect())
+    ApiError::validation_issues(
+        format!("{}: {problem}", quoted.join(", ")),
+        fields.iter().map(|f| format!("{f}: {problem}")).collect(),
+    )
 }
 
 fn text(v: &Option<String>) -> Option<String> {
@@ -60,23 +63,32 @@ fn id_field(name: &str, v: &Option<String>) -> Result<Option<String>, ApiError> 
 
 impl CreateExport {
     fn into_spec(self) -> Result<ExportSpec, ApiError> {
-        let source = self.source.as_deref().unwrap_or(if self.agent_id.is_some() { "conversations" } else { "training" });
+        let source =
+            self.source.as_deref().unwrap_or(if self.agent_id.is_some() { "conversations" } else { "training" });
         let named = |fields: &[(&str, bool)]| -> Vec<String> {
             fields.iter().filter(|(_, present)| *present).map(|(name, _)| name.to_string()).collect()
         };
         match source {
             "training" => {
-                let stray = named(&[("agentId", self.agent_id.is_some()), ("convoId", self.convo_id.is_some()), ("limit", self.limit.is_some())]);
+                let stray = named(&[
+                    ("agentId", self.agent_id.is_some()),
+                    ("convoId", self.convo_id.is_some()),
+                    ("limit", self.limit.is_some()),
+                ]);
                 if !stray.is_empty() {
                     return Err(stray_fields(&stray, "only for source `conversations`"));
                 }
                 let format = Format::parse(self.format.as_deref())?;
                 // Parsed as the synchronous route parses them (no rounding), so both read the same window.
-                let parse_time = |name: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-                    v.as_deref()
-                        .map(|t| crate::time::parse_rfc3339(t).ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp")))
-                        .transpose()
-                };
+                let parse_time =
+                    |name: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+                        v.as_deref()
+                            .map(|t| {
+                                crate::time::parse_rfc3339(t)
+                                    .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp"))
+                            })
+                            .transpose()
+                    };
                 let filters = Filters {
                     quality: self.quality,
                     category: self.category,
@@ -102,10 +114,15 @@ impl CreateExport {
                     return Err(stray_fields(&stray, "only for source `training`"));
                 }
                 let format = ConvoFormat::parse(self.format.as_deref())?;
-                let agent_id = id_field("agentId", &self.agent_id)?.ok_or_else(|| ApiError::invalid("agentId", "is required for source `conversations`"))?;
+                let agent_id = id_field("agentId", &self.agent_id)?
+                    .ok_or_else(|| ApiError::invalid("agentId", "is required for source `conversations`"))?;
                 match id_field("convoId", &self.convo_id)? {
                     Some(convo_id) => {
-                        let stray = named(&[("from", self.from.is_some()), ("to", self.to.is_some()), ("limit", self.limit.is_some())]);
+                        let stray = named(&[
+                            ("from", self.from.is_some()),
+                            ("to", self.to.is_some()),
+                            ("limit", self.limit.is_some()),
+                        ]);
                         if !stray.is_empty() {
                             return Err(stray_fields(&stray, "not for one conversation"));
                         }

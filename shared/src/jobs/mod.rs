@@ -179,7 +179,9 @@ pub struct Job {
 impl Job {
     /// Whether nobody works on the job and nobody was asked to recently.
     pub fn is_stale(&self, now_ms: i64) -> bool {
-        !self.status.is_terminal() && now_ms > self.lease_until + STALE_AFTER_MS && now_ms > self.dispatched_at + STALE_AFTER_MS
+        !self.status.is_terminal()
+            && now_ms > self.lease_until + STALE_AFTER_MS
+            && now_ms > self.dispatched_at + STALE_AFTER_MS
     }
 
     /// The reference the worker is invoked with.
@@ -279,7 +281,8 @@ impl<'a> JobStore<'a> {
 
     /// Stores a new job; `Ok(false)` when one with its id exists already.
     pub async fn insert(&self, job: &Job) -> Result<bool, ApiError> {
-        let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(job).map_err(|e| ApiError::internal("encode job", e))?;
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(job).map_err(|e| ApiError::internal("encode job", e))?;
         item.extend(Self::key(&job.organization_id, &job.id));
         // The record outlives its file by 30 days, so a job can still say it expired.
         let ttl = chrono::Utc::now().timestamp() + i64::from(self.state.config.export_retention_days + 30) * 86_400;
@@ -316,7 +319,12 @@ impl<'a> JobStore<'a> {
     }
 
     /// One page of `org`'s jobs, newest first, continuing before job id `before` (exclusive).
-    pub async fn list(&self, org: &str, limit: usize, before: Option<&str>) -> Result<(Vec<Job>, Option<String>), ApiError> {
+    pub async fn list(
+        &self,
+        org: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<(Vec<Job>, Option<String>), ApiError> {
         let (condition, bound) = match before {
             Some(id) => ("PK = :pk AND SK < :b", job_sk(id)),
             None => ("PK = :pk AND begins_with(SK, :b)", "JOB#".to_string()),
@@ -334,8 +342,8 @@ impl<'a> JobStore<'a> {
             .send()
             .await
             .ctx("list export jobs")?;
-        let mut jobs: Vec<Job> =
-            serde_dynamo::from_items(out.items.unwrap_or_default()).map_err(|e| ApiError::internal("decode jobs", e))?;
+        let mut jobs: Vec<Job> = serde_dynamo::from_items(out.items.unwrap_or_default())
+            .map_err(|e| ApiError::internal("decode jobs", e))?;
         let next = if jobs.len() > limit { jobs.get(limit - 1).map(|j| j.id.clone()) } else { None };
         jobs.truncate(limit);
         Ok((jobs, next))
@@ -364,11 +372,9 @@ impl<'a> JobStore<'a> {
             .send()
             .await;
         match result {
-            Ok(out) => out
-                .attributes
-                .map(serde_dynamo::from_item)
-                .transpose()
-                .map_err(|e| ApiError::internal("decode job", e)),
+            Ok(out) => {
+                out.attributes.map(serde_dynamo::from_item).transpose().map_err(|e| ApiError::internal("decode job", e))
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
             Err(e) => Err(crate::error::from_sdk("update export job", e)),
         }
@@ -411,7 +417,14 @@ impl<'a> JobStore<'a> {
     /// Saves a checkpoint and the progress it stands for (never below `floor`, the progress
     /// already shown, so `processed` only grows); progress resets the failure count.
     /// `Ok(false)` when the lease was lost.
-    pub async fn checkpoint(&self, org: &str, id: &str, owner: &str, cp: &Checkpoint, floor: u64) -> Result<bool, ApiError> {
+    pub async fn checkpoint(
+        &self,
+        org: &str,
+        id: &str,
+        owner: &str,
+        cp: &Checkpoint,
+        floor: u64,
+    ) -> Result<bool, ApiError> {
         let value = serde_dynamo::to_attribute_value(cp).map_err(|e| ApiError::internal("encode checkpoint", e))?;
         let updated = self
             .update(
@@ -481,7 +494,14 @@ impl<'a> JobStore<'a> {
     /// Marks the job succeeded with its final size and counts. `fileExpiresAt` is when the
     /// bucket's lifecycle rule may delete the file, counted as S3 counts it from `file_created`
     /// (no later than the object's creation date: for a multipart upload, its initiation).
-    pub async fn succeed(&self, job: &Job, owner: &str, bytes: u64, counts: crate::exports::Counts, file_created: chrono::DateTime<chrono::Utc>) -> Result<Option<Job>, ApiError> {
+    pub async fn succeed(
+        &self,
+        job: &Job,
+        owner: &str,
+        bytes: u64,
+        counts: crate::exports::Counts,
+        file_created: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Job>, ApiError> {
         let (org, id) = (job.organization_id.as_str(), job.id.as_str());
         let (items, skipped) = (counts.items, counts.skipped);
         let finished = chrono::Utc::now();
@@ -548,7 +568,10 @@ impl<'a> JobStore<'a> {
 /// job queued; reading it later hands it over again (see [`revive`]).
 pub async fn start(state: &AppState, org: &str, spec: ExportSpec, trigger: Trigger) -> Result<Job, ApiError> {
     if !state.jobs.is_enabled() {
-        return Err(ApiError::new(crate::error::ErrorKind::Unavailable, "Export jobs are not configured in this deployment"));
+        return Err(ApiError::new(
+            crate::error::ErrorKind::Unavailable,
+            "Export jobs are not configured in this deployment",
+        ));
     }
     let job = new_job(org, spec, trigger, crate::ids::object_id());
     JobStore::new(state).insert(&job).await?;
@@ -562,7 +585,10 @@ pub async fn start(state: &AppState, org: &str, spec: ExportSpec, trigger: Trigg
 /// its upload. Answers the job as it now stands.
 pub async fn give_up(state: &AppState, job: Job) -> Result<Job, ApiError> {
     let last = job.last_error.as_deref().unwrap_or("the worker stopped responding");
-    let reason = format!("The export failed {} times (last: {last}). Create it again; if it keeps failing, narrow its filters.", job.failures);
+    let reason = format!(
+        "The export failed {} times (last: {last}). Create it again; if it keeps failing, narrow its filters.",
+        job.failures
+    );
     worker::abort_upload(state, &job).await;
     Ok(JobStore::new(state).fail(&job.organization_id, &job.id, &reason).await?.unwrap_or(job))
 }

@@ -121,7 +121,8 @@ pub fn job_id(scheduled: chrono::DateTime<chrono::Utc>, org: &str) -> String {
 /// Runs the scheduled export for every registered organization. Answers a summary.
 pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::Value, ApiError> {
     let scheduled = match &event.scheduled_time {
-        Some(t) => crate::time::parse_rfc3339(t).ok_or_else(|| ApiError::invalid("scheduledTime", "must be an RFC 3339 timestamp"))?,
+        Some(t) => crate::time::parse_rfc3339(t)
+            .ok_or_else(|| ApiError::invalid("scheduledTime", "must be an RFC 3339 timestamp"))?,
         None => chrono::Utc::now(),
     };
     let settle = chrono::Duration::from_std(state.config.schedule_settle).unwrap_or_default();
@@ -168,7 +169,10 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::
     });
     tracing::info!(%summary, "scheduled export run");
     if failed > 0 {
-        return Err(ApiError::new(crate::error::ErrorKind::Unavailable, format!("{failed} organizations could not be exported; retry")));
+        return Err(ApiError::new(
+            crate::error::ErrorKind::Unavailable,
+            format!("{failed} organizations could not be exported; retry"),
+        ));
     }
     Ok(summary)
 }

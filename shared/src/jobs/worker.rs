@@ -66,7 +66,10 @@ pub enum Outcome {
 /// the time left less [`DEADLINE_MARGIN`].
 pub fn budget_for(state: &AppState, deadline_ms: u64) -> Duration {
     let left = time_left(deadline_ms);
-    state.config.export_job_budget.map_or_else(|| left.saturating_sub(DEADLINE_MARGIN), |b| b.min(left.saturating_sub(DEADLINE_MARGIN)))
+    state
+        .config
+        .export_job_budget
+        .map_or_else(|| left.saturating_sub(DEADLINE_MARGIN), |b| b.min(left.saturating_sub(DEADLINE_MARGIN)))
 }
 
 fn time_left(deadline_ms: u64) -> Duration {
@@ -178,7 +181,8 @@ async fn execute(
         Some((cp, parts)) => {
             *upload = Some(cp.upload_id.clone());
             let counts = Counts { items: cp.items, skipped: cp.skipped };
-            let producer = Producer::resume(state, org, job.params.clone(), &job.created_at, Some(cp.position.clone()), counts);
+            let producer =
+                Producer::resume(state, org, job.params.clone(), &job.created_at, Some(cp.position.clone()), counts);
             let upload = UploadState { upload_id: cp.upload_id.clone(), parts, started: cp.upload_started(job) };
             let sink = ExportSink::resumable(&state.s3, object, Some((upload, cp.bytes)));
             if cp.position == FINISHED {
@@ -310,7 +314,12 @@ async fn succeed(
 }
 
 /// Parts 1..=`count` of an upload, from S3; `None` when the upload or one of them is gone.
-async fn list_parts(state: &AppState, key: &str, upload_id: &str, count: i32) -> Result<Option<Vec<(i32, String)>>, ApiError> {
+async fn list_parts(
+    state: &AppState,
+    key: &str,
+    upload_id: &str,
+    count: i32,
+) -> Result<Option<Vec<(i32, String)>>, ApiError> {
     let mut parts = Vec::with_capacity(count.max(0) as usize);
     let mut marker: Option<String> = None;
     loop {
@@ -366,7 +375,10 @@ pub async fn abort_upload(state: &AppState, job: &Job) {
 }
 
 /// The worker function's handler: runs the job of the event; an error makes Lambda retry.
-pub async fn handle(state: &AppState, event: lambda_runtime::LambdaEvent<JobRef>) -> Result<serde_json::Value, ApiError> {
+pub async fn handle(
+    state: &AppState,
+    event: lambda_runtime::LambdaEvent<JobRef>,
+) -> Result<serde_json::Value, ApiError> {
     let budget = budget_for(state, event.context.deadline);
     let lifetime = Some(time_left(event.context.deadline));
     let outcome = run(state, &event.payload, Options { budget, lifetime, fault_after_parts: None }).await?;

@@ -4,7 +4,9 @@ use http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
-use super::model::{ContactRef, CreateInput, PatchInput, Snapshot, SnapshotMessage, UserRef, MAX_MESSAGES, MAX_MESSAGE_BYTES};
+use super::model::{
+    ContactRef, CreateInput, PatchInput, Snapshot, SnapshotMessage, UserRef, MAX_MESSAGES, MAX_MESSAGE_BYTES,
+};
 use super::store::{not_found, Archived, Filters, SnapshotStore};
 use crate::auth::Principal;
 use crate::convos::store::ConvoStore;
@@ -97,7 +99,10 @@ async fn complete(idem: &Idempotency<'_>, id: &str) {
 }
 
 fn created(snap: &Snapshot, messages: &[SnapshotMessage]) -> Response<Body> {
-    with_etag(success(StatusCode::CREATED, "Training snapshot created successfully", &snap.document(false, Some(messages))), snap)
+    with_etag(
+        success(StatusCode::CREATED, "Training snapshot created successfully", &snap.document(false, Some(messages))),
+        snap,
+    )
 }
 
 /// Creates the snapshot `id` (see [`SnapshotStore::create`] for `resumed`); the flag answered
@@ -150,11 +155,15 @@ async fn create(
     if chosen.len() > MAX_MESSAGES {
         return Err(ApiError::invalid(
             "messageIds",
-            format!("must choose at most {MAX_MESSAGES} messages per snapshot; this contact has {} (choose messageIds)", chosen.len()),
+            format!(
+                "must choose at most {MAX_MESSAGES} messages per snapshot; this contact has {} (choose messageIds)",
+                chosen.len()
+            ),
         ));
     }
     // The lead fields of the contact's most recently active conversation describe the customer.
-    let lead = headers.iter().max_by(|a, b| a.ts().cmp(b.ts())).ok_or_else(|| ApiError::not_found("Contact not found"))?;
+    let lead =
+        headers.iter().max_by(|a, b| a.ts().cmp(b.ts())).ok_or_else(|| ApiError::not_found("Contact not found"))?;
     let (first_name, last_name) = match lead.user_name.as_deref().map(str::trim) {
         Some(name) if !name.is_empty() => match name.split_once(' ') {
             Some((f, l)) => (Some(f.to_string()), Some(l.trim().to_string())),
@@ -204,7 +213,8 @@ async fn create(
     };
     // Registered before the snapshot commits, so the scheduled export never misses its organization.
     crate::jobs::schedule::register(state, &snap.organization_id).await?;
-    let committed = SnapshotStore::new(&state.dynamo, &state.config.table_name).create(&mut snap, &chosen, resumed).await?;
+    let committed =
+        SnapshotStore::new(&state.dynamo, &state.config.table_name).create(&mut snap, &chosen, resumed).await?;
     Ok((snap, chosen, committed))
 }
 
@@ -302,7 +312,10 @@ pub async fn update_snapshot(state: &AppState, req: Request) -> Response<Body> {
         let if_match = if_match(req.headers())?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
         let snap = store.patch(&principal.organization_id, &id, &patch, if_match.as_deref()).await?;
-        Ok(with_etag(success(StatusCode::OK, "Training snapshot updated successfully", &snap.document(true, None)), &snap))
+        Ok(with_etag(
+            success(StatusCode::OK, "Training snapshot updated successfully", &snap.document(true, None)),
+            &snap,
+        ))
     })
     .await
 }
@@ -315,7 +328,10 @@ pub async fn update_snapshot(state: &AppState, req: Request) -> Response<Body> {
 /// or `*` within a list, is 400.
 fn if_match(headers: &http::HeaderMap) -> Result<Option<Vec<String>>, ApiError> {
     let invalid = || {
-        ApiError::invalid("If-Match", "must be `*` or a comma-separated list of the document's ETag (its updatedAt, quoted)")
+        ApiError::invalid(
+            "If-Match",
+            "must be `*` or a comma-separated list of the document's ETag (its updatedAt, quoted)",
+        )
     };
     let mut lines = headers.get_all(header::IF_MATCH).iter().peekable();
     if lines.peek().is_none() {
@@ -328,7 +344,14 @@ fn if_match(headers: &http::HeaderMap) -> Result<Option<Vec<String>>, ApiError> 
     match members.as_slice() {
         [EntityTag::Any] => Ok(None),
         m if m.contains(&EntityTag::Any) => Err(invalid()),
-        m => Ok(Some(m.iter().filter_map(|t| match t { EntityTag::Strong(v) => Some(v.to_string()), _ => None }).collect())),
+        m => Ok(Some(
+            m.iter()
+                .filter_map(|t| match t {
+                    EntityTag::Strong(v) => Some(v.to_string()),
+                    _ => None,
+                })
+                .collect(),
+        )),
     }
 }
 
@@ -422,7 +445,8 @@ mod tests {
         assert_eq!(parsed(&[&format!("W/\"{T}\"")]), tags(&[]), "weak tags never match");
         assert_eq!(parsed(&[&format!("W/\"{T}\", \"x\"")]), tags(&["x"]));
         assert_eq!(parsed(&[""]), tags(&[]));
-        for bad in ["\"x\"; evil=\"1\"", "\"unterminated", "\"a\" \"b\"", "*, \"a\"", "W/bare", "a b", "\"a\"b", "W/*"] {
+        for bad in ["\"x\"; evil=\"1\"", "\"unterminated", "\"a\" \"b\"", "*, \"a\"", "W/bare", "a b", "\"a\"b", "W/*"]
+        {
             assert_eq!(parsed(&[bad]), Err(400), "{bad}");
         }
         assert_eq!(parsed(&["*", "\"a\""]), Err(400), "`*` is only valid alone");

@@ -16,16 +16,18 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     operation::transact_write_items::TransactWriteItemsError,
-    types::{AttributeValue, Delete, DeleteRequest, Put, ReturnConsumedCapacity, TransactWriteItem, Update, WriteRequest},
+    types::{
+        AttributeValue, Delete, DeleteRequest, Put, ReturnConsumedCapacity, TransactWriteItem, Update, WriteRequest,
+    },
     Client,
 };
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 
 use super::model::{PatchInput, Snapshot, SnapshotMessage, MAX_LABEL_CHARS, MAX_MESSAGE_BYTES};
-use crate::validate::{Issues, MAX_TAGS, MAX_TAG_CHARS};
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
 use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK, TTL};
+use crate::validate::{Issues, MAX_TAGS, MAX_TAG_CHARS};
 
 /// Bytes of the messages' JSON per chunk item (DynamoDB's item limit is 400 KB).
 pub const CHUNK_BYTES: usize = 350_000;
@@ -162,7 +164,13 @@ impl Filters {
     pub fn validate(mut self, tag_field: &str) -> Result<Self, ApiError> {
         let mut issues = Issues::default();
         if self.tags.len() > MAX_TAGS {
-            issues.push(tag_field, format!("at most {MAX_TAGS} values (a snapshot holds at most {MAX_TAGS} tags); {} given", self.tags.len()));
+            issues.push(
+                tag_field,
+                format!(
+                    "at most {MAX_TAGS} values (a snapshot holds at most {MAX_TAGS} tags); {} given",
+                    self.tags.len()
+                ),
+            );
         }
         if self.tags.iter().any(|t| t.chars().count() > MAX_TAG_CHARS) {
             issues.push(tag_field, format!("each tag must be at most {MAX_TAG_CHARS} characters"));
@@ -171,7 +179,13 @@ impl Filters {
         issues.text("category", self.category.as_deref(), MAX_LABEL_CHARS);
         let trimmed = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let mut seen = std::collections::HashSet::new();
-        self.tags = self.tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty() && seen.insert(*t)).map(str::to_string).collect();
+        self.tags = self
+            .tags
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty() && seen.insert(*t))
+            .map(str::to_string)
+            .collect();
         self.quality = trimmed(self.quality);
         self.category = trimmed(self.category);
         self.contact_id = trimmed(self.contact_id);
@@ -269,7 +283,12 @@ impl<'a> SnapshotStore<'a> {
     /// puts the header (if there is none) and removes their expiry. Chunks of an attempt that
     /// does not commit stay invisible and expire; when the attempt surely did not commit they
     /// are removed at once.
-    pub async fn create(&self, snap: &mut Snapshot, messages: &[SnapshotMessage], resumed: bool) -> Result<bool, ApiError> {
+    pub async fn create(
+        &self,
+        snap: &mut Snapshot,
+        messages: &[SnapshotMessage],
+        resumed: bool,
+    ) -> Result<bool, ApiError> {
         snap.chunk_set = if resumed { new_chunk_set() } else { String::new() };
         let expires = crate::auth::now_epoch() + PENDING_CHUNK_SECONDS;
         let items = Self::chunk_items(snap, messages, Some(expires))?;
@@ -343,7 +362,10 @@ impl<'a> SnapshotStore<'a> {
             self.discard_chunks(snap).await;
             return match committed {
                 Some(_) => Ok(false),
-                None => Err(ApiError::new(ErrorKind::Unavailable, "The snapshot is being changed concurrently; retry shortly")),
+                None => Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    "The snapshot is being changed concurrently; retry shortly",
+                )),
             };
         }
         // Canceled, so nothing was applied: throttled, or a chunk vanished (a concurrent delete).
@@ -380,7 +402,11 @@ impl<'a> SnapshotStore<'a> {
     }
 
     /// The chunk items of `snap`'s chunk set (with the expiry `expires`, when uncommitted).
-    fn chunk_items(snap: &mut Snapshot, messages: &[SnapshotMessage], expires: Option<u64>) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+    fn chunk_items(
+        snap: &mut Snapshot,
+        messages: &[SnapshotMessage],
+        expires: Option<u64>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
         let pk = snapshot_pk(&snap.organization_id, &snap.id);
         let json = serde_json::to_vec(messages).map_err(|e| ApiError::internal("encode messages", e))?;
         let items: Vec<_> = json
@@ -412,7 +438,10 @@ impl<'a> SnapshotStore<'a> {
             let chunks = Self::chunk_items(&mut snap, &messages, None)?;
             // Delete must be able to retire them in one transaction.
             if chunks.len() > MAX_CHUNKS {
-                return Err(ApiError::invalid("messages", format!("of snapshot {} are more than {MAX_MESSAGE_BYTES} bytes", snap.id)));
+                return Err(ApiError::invalid(
+                    "messages",
+                    format!("of snapshot {} are more than {MAX_MESSAGE_BYTES} bytes", snap.id),
+                ));
             }
             items.extend(chunks);
             items.push(Self::header_item(&snap)?);
@@ -457,7 +486,10 @@ impl<'a> SnapshotStore<'a> {
             let mut item = item.ctx("get snapshot")?;
             match item.get(SK).and_then(|v| v.as_s().ok()).cloned() {
                 Some(sk) if sk == META => {
-                    header = Some(serde_dynamo::from_item::<_, Snapshot>(item).map_err(|e| ApiError::internal("decode snapshot", e))?)
+                    header = Some(
+                        serde_dynamo::from_item::<_, Snapshot>(item)
+                            .map_err(|e| ApiError::internal("decode snapshot", e))?,
+                    )
                 }
                 Some(sk) => {
                     chunks.insert(sk, chunk_bytes(&mut item)?);
@@ -476,7 +508,10 @@ impl<'a> SnapshotStore<'a> {
         }
         let messages = decode_messages(&json)?;
         if messages.len() != header.message_count {
-            return Err(ApiError::internal("get snapshot", format!("snapshot {id} has {} of {} messages", messages.len(), header.message_count)));
+            return Err(ApiError::internal(
+                "get snapshot",
+                format!("snapshot {id} has {} of {} messages", messages.len(), header.message_count),
+            ));
         }
         Ok(Some((header, messages)))
     }
@@ -485,7 +520,11 @@ impl<'a> SnapshotStore<'a> {
     /// how many chunks each has), 100 keys a request: one round trip for a page of small
     /// snapshots instead of one Query each. Answers in the order of `snaps`; the read capacity
     /// DynamoDB reports is added to `stats`.
-    pub async fn messages_of(&self, snaps: &[Snapshot], stats: &mut ReadStats) -> Result<Vec<Vec<SnapshotMessage>>, ApiError> {
+    pub async fn messages_of(
+        &self,
+        snaps: &[Snapshot],
+        stats: &mut ReadStats,
+    ) -> Result<Vec<Vec<SnapshotMessage>>, ApiError> {
         use std::collections::HashMap as Map;
         let keys: Vec<(String, String)> = snaps
             .iter()
@@ -518,7 +557,8 @@ impl<'a> SnapshotStore<'a> {
                     .await
                     .ctx("read snapshot messages")?;
                 stats.capacity += out.consumed_capacity().iter().filter_map(|c| c.capacity_units).sum::<f64>();
-                stats.scanned += out.responses.as_ref().and_then(|r| r.get(self.table)).map_or(0, |items| items.len() as i64);
+                stats.scanned +=
+                    out.responses.as_ref().and_then(|r| r.get(self.table)).map_or(0, |items| items.len() as i64);
                 for mut item in out.responses.and_then(|mut r| r.remove(self.table)).unwrap_or_default() {
                     let key = (
                         item.get(PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
@@ -527,7 +567,8 @@ impl<'a> SnapshotStore<'a> {
                     chunks.insert(key, chunk_bytes(&mut item)?);
                 }
                 // Past 16 MB or under throttling DynamoDB answers part and returns the rest.
-                pending = out.unprocessed_keys.and_then(|mut u| u.remove(self.table)).map(|k| k.keys).unwrap_or_default();
+                pending =
+                    out.unprocessed_keys.and_then(|mut u| u.remove(self.table)).map(|k| k.keys).unwrap_or_default();
             }
             if !pending.is_empty() {
                 return Err(ApiError::new(ErrorKind::Unavailable, "Storage is busy; retry the export shortly"));
@@ -707,8 +748,8 @@ impl<'a> SnapshotStore<'a> {
             .send()
             .await
             .ctx("list changed snapshots")?;
-        let items: Vec<Snapshot> =
-            serde_dynamo::from_items(out.items.unwrap_or_default()).map_err(|e| ApiError::internal("decode snapshots", e))?;
+        let items: Vec<Snapshot> = serde_dynamo::from_items(out.items.unwrap_or_default())
+            .map_err(|e| ApiError::internal("decode snapshots", e))?;
         Ok((items, out.last_evaluated_key.is_some()))
     }
 
@@ -745,7 +786,13 @@ impl<'a> SnapshotStore<'a> {
     /// re-applies, so no field is ever lost; with `if_match` (the `updatedAt` values the client
     /// accepts, any one of them) a document whose `updatedAt` is none of them answers 412
     /// instead, and the write is conditional on the stored `updatedAt` still being the one matched.
-    pub async fn patch(&self, org: &str, id: &str, patch: &PatchInput, if_match: Option<&[String]>) -> Result<Snapshot, ApiError> {
+    pub async fn patch(
+        &self,
+        org: &str,
+        id: &str,
+        patch: &PatchInput,
+        if_match: Option<&[String]>,
+    ) -> Result<Snapshot, ApiError> {
         for attempt in 0..PATCH_ATTEMPTS {
             if attempt > 0 {
                 // Full jitter: writers that collided on one snapshot spread out instead of
@@ -837,7 +884,10 @@ impl<'a> SnapshotStore<'a> {
             return Ok(false);
         };
         if header.chunks > MAX_CHUNKS {
-            return Err(ApiError::internal("delete snapshot", format!("snapshot {id} has {} chunks, at most {MAX_CHUNKS}", header.chunks)));
+            return Err(ApiError::internal(
+                "delete snapshot",
+                format!("snapshot {id} has {} chunks, at most {MAX_CHUNKS}", header.chunks),
+            ));
         }
         let build = |e| ApiError::internal("build snapshot delete", e);
         let delete = Delete::builder()
@@ -865,9 +915,11 @@ impl<'a> SnapshotStore<'a> {
             Ok(_) => {}
             Err(err) => {
                 let gone = match err.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-                        e.cancellation_reasons().first().and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed")
-                    }
+                    Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+                        .cancellation_reasons()
+                        .first()
+                        .and_then(|r| r.code())
+                        .is_some_and(|c| c == "ConditionalCheckFailed"),
                     _ => false,
                 };
                 if gone {
@@ -879,7 +931,8 @@ impl<'a> SnapshotStore<'a> {
         }
         let requests = (0..header.chunks)
             .filter_map(|i| {
-                let key = HashMap::from([(PK.to_string(), s(&pk)), (SK.to_string(), s(chunk_sk(&header.chunk_set, i)))]);
+                let key =
+                    HashMap::from([(PK.to_string(), s(&pk)), (SK.to_string(), s(chunk_sk(&header.chunk_set, i)))]);
                 DeleteRequest::builder().set_key(Some(key)).build().ok()
             })
             .map(|d| WriteRequest::builder().delete_request(d).build())
@@ -940,7 +993,8 @@ impl<'a> SnapshotStore<'a> {
                 if attempt > 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
                 }
-                let out = self.client.batch_write_item().request_items(self.table, pending).send().await.ctx(context)?;
+                let out =
+                    self.client.batch_write_item().request_items(self.table, pending).send().await.ctx(context)?;
                 pending = out.unprocessed_items.and_then(|mut u| u.remove(self.table)).unwrap_or_default();
             }
             if !pending.is_empty() {
@@ -971,7 +1025,10 @@ pub fn not_found() -> ApiError {
 }
 
 fn precondition_failed() -> ApiError {
-    ApiError::new(ErrorKind::PreconditionFailed, "The snapshot changed since it was read (If-Match does not match updatedAt)")
+    ApiError::new(
+        ErrorKind::PreconditionFailed,
+        "The snapshot changed since it was read (If-Match does not match updatedAt)",
+    )
 }
 
 /// The bytes of one chunk item.

@@ -128,7 +128,14 @@ pub async fn download(url: &str) -> (u16, HeaderMap, Vec<u8>) {
 }
 
 /// Seeds a contact with one conversation of `n` messages alternating customer / AI.
-pub async fn seed_contact(state: &AppState, tok: &str, agent: &str, contact: &str, n: usize, content: impl Fn(usize) -> String) -> Vec<Value> {
+pub async fn seed_contact(
+    state: &AppState,
+    tok: &str,
+    agent: &str,
+    contact: &str,
+    n: usize,
+    content: impl Fn(usize) -> String,
+) -> Vec<Value> {
     let convo = format!("convo-{contact}");
     let header = serde_json::json!({"contactId": contact, "userName": "Jane Doe", "userPhone": "+14155550123", "userEmail": "jane@example.com", "origin": "sms"});
     let a = call(state, "PUT", &format!("/agents/{agent}/convos/{convo}"), tok, Some(header)).await;
@@ -140,7 +147,14 @@ pub async fn seed_contact(state: &AppState, tok: &str, agent: &str, contact: &st
         })
         .collect();
     for batch in messages.chunks(500) {
-        let a = call(state, "POST", &format!("/agents/{agent}/convos/{convo}/messages"), tok, Some(serde_json::json!({"messages": batch}))).await;
+        let a = call(
+            state,
+            "POST",
+            &format!("/agents/{agent}/convos/{convo}/messages"),
+            tok,
+            Some(serde_json::json!({"messages": batch})),
+        )
+        .await;
         assert!(a.status.is_success(), "{}", a.body);
     }
     messages
@@ -176,7 +190,11 @@ impl Worker {
     }
 
     /// Runs every dispatched invocation (including the ones they dispatch) until none is left.
-    pub async fn drain(&mut self, state: &AppState, options: shared::jobs::worker::Options) -> Vec<shared::jobs::worker::Outcome> {
+    pub async fn drain(
+        &mut self,
+        state: &AppState,
+        options: shared::jobs::worker::Options,
+    ) -> Vec<shared::jobs::worker::Outcome> {
         let mut outcomes = Vec::new();
         loop {
             let events = self.pending();
@@ -184,7 +202,8 @@ impl Worker {
                 return outcomes;
             }
             for event in events {
-                outcomes.push(shared::jobs::worker::run(state, &event, options.clone()).await.expect("worker invocation"));
+                outcomes
+                    .push(shared::jobs::worker::run(state, &event, options.clone()).await.expect("worker invocation"));
             }
         }
     }
@@ -192,7 +211,11 @@ impl Worker {
 
 /// Worker options with a generous budget.
 pub fn worker_options() -> shared::jobs::worker::Options {
-    shared::jobs::worker::Options { budget: std::time::Duration::from_secs(600), lifetime: None, fault_after_parts: None }
+    shared::jobs::worker::Options {
+        budget: std::time::Duration::from_secs(600),
+        lifetime: None,
+        fault_after_parts: None,
+    }
 }
 
 /// A small snapshot (one exchange) for bulk seeding with `SnapshotStore::import`; `i` makes
