@@ -7,9 +7,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-echo "== cargo fmt --check, cargo clippy -D warnings"
+echo "== cargo fmt --check, cargo clippy -D warnings, one-way layers in shared/src"
 cargo fmt --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
+python3 scripts/layers.py
 
 install_tools
 EMULATOR_PORT="$(free_port)"

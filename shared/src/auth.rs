@@ -242,7 +242,7 @@ impl Authenticator {
         if claims.organization_id.trim().is_empty() || claims.sub.trim().is_empty() {
             return Err(ApiError::unauthorized("Token claims are invalid: `sub` and `organizationId` are required"));
         }
-        if !crate::http::is_valid_id(&claims.organization_id) {
+        if !crate::ids::is_valid_id(&claims.organization_id) {
             return Err(ApiError::unauthorized("Token claims are invalid: malformed `organizationId`"));
         }
         Ok(Principal {

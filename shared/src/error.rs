@@ -146,7 +146,7 @@ impl ApiError {
             Envelope::Tether => json!({ "success": false, "message": self.message, "error": code, "issues": issues }),
             Envelope::Convocore => json!({ "message": self.message, "code": code, "issues": issues }),
         };
-        let mut response = crate::http::json_response(self.kind.status(), &body);
+        let mut response = crate::json::json_response(self.kind.status(), &body);
         if self.kind == ErrorKind::Unavailable {
             response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(RETRY_AFTER_SECONDS));
         }

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use http::{header, HeaderValue, StatusCode};
+use http::{header, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
@@ -12,21 +12,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, Envelope, ErrorKind};
 use crate::AppState;
 
-/// Builds a JSON response; serialisation cannot fail for our types, but if it did the caller
-/// would get a plain 500 rather than a panic.
-pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
-    let (status, bytes) = match serde_json::to_vec(body) {
-        Ok(bytes) => (status, bytes),
-        Err(e) => {
-            tracing::error!(error = %e, "response serialisation failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, br#"{"message":"Internal server error"}"#.to_vec())
-        }
-    };
-    let mut response = Response::new(Body::Binary(bytes));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
+pub use crate::json::json_response;
 
 /// The success envelope `{success: true, message, data}` shared by both contracts.
 pub fn success<T: Serialize>(status: StatusCode, message: &str, data: &T) -> Response<Body> {
@@ -172,29 +158,19 @@ fn set_member(
     }
 }
 
-/// Longest id accepted in a path.
-pub const MAX_ID_LEN: usize = 128;
-
-/// Whether `id` is usable as a key part: 1 to 128 characters of letters, digits and `-_.:@`.
-///
-/// `#` is excluded because it separates key parts; so are spaces and control characters.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && !id.bytes().all(|b| b == b'.') // `.` and `..` are path segments, not ids
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
-}
-
 /// A path parameter that must be a valid id (400 otherwise).
 pub fn path_id(req: &Request, name: &str) -> Result<String, ApiError> {
     let params = req.path_parameters_ref();
     let value = params.and_then(|p| p.first(name)).unwrap_or_default();
-    if is_valid_id(value) {
+    if crate::ids::is_valid_id(value) {
         Ok(value.to_string())
     } else {
         Err(ApiError::validation_issues(
             format!("Invalid path parameter `{name}`"),
-            vec![format!("`{name}` must be 1-{MAX_ID_LEN} characters of letters, digits, '-', '_', '.', ':' or '@'")],
+            vec![format!(
+                "`{name}` must be 1-{} characters of letters, digits, '-', '_', '.', ':' or '@'",
+                crate::ids::MAX_ID_LEN
+            )],
         ))
     }
 }
@@ -223,6 +199,7 @@ pub fn limit_param(req: &Request, default: usize, max: usize) -> Result<usize, A
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -66,6 +66,19 @@ pub fn is_object_id(s: &str) -> bool {
     s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Longest id accepted in a path.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` is usable as a key part: 1 to 128 characters of letters, digits and `-_.:@`.
+///
+/// `#` is excluded because it separates key parts; so are spaces and control characters.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.bytes().all(|b| b == b'.') // `.` and `..` are path segments, not ids
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use lambda_http::{Body, Request, Response};
 
 use crate::error::Envelope;
-use crate::{convos, exports, jobs, snapshots, AppState};
+use crate::{handlers, AppState};
 
 /// A handler future, borrowed from the state for the request's lifetime.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
@@ -47,56 +47,56 @@ macro_rules! route {
 
 /// The route table.
 pub const ROUTES: &[Route] = &[
-    route!("put-convo", "PUT", "/agents/{agentId}/convos/{convoId}", Envelope::Convocore, convos::handlers::put_convo),
+    route!("put-convo", "PUT", "/agents/{agentId}/convos/{convoId}", Envelope::Convocore, handlers::convos::put_convo),
     route!(
         "ingest-messages",
         "POST",
         "/agents/{agentId}/convos/{convoId}/messages",
         Envelope::Convocore,
-        convos::handlers::ingest_messages
+        handlers::convos::ingest_messages
     ),
-    route!("list-convos", "GET", "/agents/{agentId}/convos", Envelope::Convocore, convos::handlers::list_convos),
+    route!("list-convos", "GET", "/agents/{agentId}/convos", Envelope::Convocore, handlers::convos::list_convos),
     route!(
         "export-convos",
         "GET",
         "/agents/{agentId}/convos/export",
         Envelope::Convocore,
-        exports::convos::export_agent_convos
+        handlers::exports::export_agent_convos
     ),
     route!(
         "export-convo",
         "GET",
         "/agents/{agentId}/convos/{convoId}/export",
         Envelope::Convocore,
-        exports::convos::export_convo
+        handlers::exports::export_convo
     ),
     route!(
         "create-snapshot",
         "POST",
         "/api/training/snapshots",
         Envelope::Tether,
-        snapshots::handlers::create_snapshot
+        handlers::snapshots::create_snapshot
     ),
-    route!("list-snapshots", "GET", "/api/training/snapshots", Envelope::Tether, snapshots::handlers::list_snapshots),
-    route!("get-snapshot", "GET", "/api/training/snapshots/{id}", Envelope::Tether, snapshots::handlers::get_snapshot),
+    route!("list-snapshots", "GET", "/api/training/snapshots", Envelope::Tether, handlers::snapshots::list_snapshots),
+    route!("get-snapshot", "GET", "/api/training/snapshots/{id}", Envelope::Tether, handlers::snapshots::get_snapshot),
     route!(
         "update-snapshot",
         "PATCH",
         "/api/training/snapshots/{id}",
         Envelope::Tether,
-        snapshots::handlers::update_snapshot
+        handlers::snapshots::update_snapshot
     ),
     route!(
         "delete-snapshot",
         "DELETE",
         "/api/training/snapshots/{id}",
         Envelope::Tether,
-        snapshots::handlers::delete_snapshot
+        handlers::snapshots::delete_snapshot
     ),
-    route!("export-training", "GET", "/api/training/export", Envelope::Tether, exports::training::export_training),
-    route!("create-export", "POST", "/api/training/exports", Envelope::Tether, jobs::handlers::create_export),
-    route!("list-exports", "GET", "/api/training/exports", Envelope::Tether, jobs::handlers::list_exports),
-    route!("get-export", "GET", "/api/training/exports/{id}", Envelope::Tether, jobs::handlers::get_export),
+    route!("export-training", "GET", "/api/training/export", Envelope::Tether, handlers::exports::export_training),
+    route!("create-export", "POST", "/api/training/exports", Envelope::Tether, handlers::export_jobs::create_export),
+    route!("list-exports", "GET", "/api/training/exports", Envelope::Tether, handlers::export_jobs::list_exports),
+    route!("get-export", "GET", "/api/training/exports/{id}", Envelope::Tether, handlers::export_jobs::get_export),
 ];
 
 /// Functions started by another function or by a schedule instead of a route: their name and

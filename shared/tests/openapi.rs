@@ -1809,7 +1809,7 @@ async fn export_training_answers_match_the_spec() {
     )
     .expect("spec");
     let job = shared::jobs::start(&jobs, &org, spec, shared::jobs::Trigger::Fallback).await.expect("a job");
-    let a = case.check(202, into_answer(shared::jobs::handlers::accepted(&job, FALLBACK_MESSAGE)));
+    let a = case.check(202, into_answer(shared::handlers::export_jobs::accepted(&job, FALLBACK_MESSAGE)));
     assert_eq!(accepted_job(&a), job.id);
     assert_eq!((&a.body["data"]["trigger"], &a.body["data"]["source"]), (&json!("fallback"), &json!("training")));
 
@@ -2117,7 +2117,7 @@ async fn seed_many_convos(state: &AppState, tok: &str, agent: &str, n: usize) {
 #[test]
 fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
     use shared::exports::producer::{ExportSpec, Window};
-    use shared::jobs::handlers::document;
+    use shared::handlers::export_jobs::document;
     use shared::jobs::{new_job, Status, Trigger};
     let schema = component("ExportJob");
     let training = || {

@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let state = AppState::from_env().await?;
     // LambdaReply hands the answer to Lambda without re-decoding it (a CSV keeps its BOM).
     run(service_fn(|req| async {
-        Ok::<_, Error>(LambdaReply(shared::exports::convos::export_agent_convos(&state, req).await))
+        Ok::<_, Error>(LambdaReply(shared::handlers::exports::export_agent_convos(&state, req).await))
     }))
     .await
 }

@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let state = AppState::from_env().await?;
     // LambdaReply hands the answer to Lambda without re-decoding it (a CSV keeps its BOM).
     run(service_fn(|req| async {
-        Ok::<_, Error>(LambdaReply(shared::jobs::handlers::list_exports(&state, req).await))
+        Ok::<_, Error>(LambdaReply(shared::handlers::export_jobs::list_exports(&state, req).await))
     }))
     .await
 }

@@ -9,6 +9,6 @@ async fn main() -> Result<(), Error> {
     // Configuration and AWS clients are built once per cold start, then shared by every invocation.
     let state = AppState::from_env().await?;
     // LambdaReply hands the answer to Lambda without re-decoding it (a CSV keeps its BOM).
-    run(service_fn(|req| async { Ok::<_, Error>(LambdaReply(shared::convos::handlers::put_convo(&state, req).await)) }))
+    run(service_fn(|req| async { Ok::<_, Error>(LambdaReply(shared::handlers::convos::put_convo(&state, req).await)) }))
         .await
 }

@@ -3,7 +3,6 @@
 //! Snapshots and exports are made from these. Every key starts with the organization, so a
 //! request can only ever reach its own organization's items.
 
-pub mod handlers;
 pub mod model;
 pub mod store;
 

@@ -126,7 +126,7 @@ impl ConvoInput {
     pub fn validate(mut self) -> Result<Self, crate::ApiError> {
         let mut issues = Issues::default();
         if let Some(c) = &self.contact_id {
-            if !crate::http::is_valid_id(c) {
+            if !crate::ids::is_valid_id(c) {
                 issues.push("contactId", "must be 1-128 characters of letters, digits, '-', '_', '.', ':' or '@'");
             }
         }
@@ -220,7 +220,7 @@ impl IngestInput {
         for (i, m) in self.messages.into_iter().enumerate() {
             let field = |name: &str| format!("messages[{i}].{name}");
             if let Some(id) = &m.id {
-                if !crate::http::is_valid_id(id) {
+                if !crate::ids::is_valid_id(id) {
                     issues.push(&field("id"), "must be 1-128 characters of letters, digits, '-', '_', '.', ':' or '@'");
                 }
             }

@@ -1,15 +1,13 @@
 //! Conversation exports (Convocore contract): all of an agent's conversations, or one,
 //! as JSON (`{success, message, data}`) or CSV.
 
-use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
-use super::producer::ExportSpec;
-use super::{csv_record, delivery_param, run_sync};
+use super::csv_record;
+pub use super::spec::ConvoFormat;
+use super::spec::ExportSpec;
 use crate::convos::{Convo, Message, Sender};
-use crate::error::{ApiError, Envelope};
-use crate::http::{handle, path_id, query_param};
-use crate::AppState;
+use crate::error::ApiError;
 
 /// CSV columns of the conversation exports, in order (one row per message).
 pub const CSV_COLUMNS: &[&str] = &[
@@ -116,41 +114,6 @@ pub fn csv_rows(c: &Convo, messages: &[Message]) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-/// Conversation export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConvoFormat {
-    /// Convocore's `{success, message, data}` JSON.
-    Json,
-    /// One row per message.
-    Csv,
-}
-
-impl ConvoFormat {
-    /// Parses `format` (default `json`).
-    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
-        match v {
-            None | Some("json") => Ok(Self::Json),
-            Some("csv") => Ok(Self::Csv),
-            Some(_) => Err(ApiError::invalid("format", "must be json or csv")),
-        }
-    }
-    /// File extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Json => "json",
-            Self::Csv => "csv",
-        }
-    }
-    /// Content type of the file.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Json => "application/json",
-            Self::Csv => "text/csv; charset=utf-8",
-        }
-    }
-}
-
 /// Parses an RFC 3339 bound into the stored form (UTC, milliseconds).
 pub fn time_value(name: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
     v.map(|v| {
@@ -183,40 +146,7 @@ pub fn agent_spec(
     Ok(ExportSpec::Conversations { agent_id: agent, format, from, to, limit })
 }
 
-/// `GET /agents/{agentId}/convos/export?format=json|csv&from=&to=&limit=&delivery=`.
-pub async fn export_agent_convos(state: &AppState, req: Request) -> Response<Body> {
-    handle(state, req, Envelope::Convocore, |principal, req| async move {
-        let agent = path_id(&req, "agentId")?;
-        let format = ConvoFormat::parse(query_param(&req, "format"))?;
-        let from = time_value("from", query_param(&req, "from"))?;
-        let to = time_value("to", query_param(&req, "to"))?;
-        let limit = query_param(&req, "limit")
-            .map(|v| {
-                v.parse::<usize>()
-                    .map_err(|_| ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_EXPORT_LIMIT}")))
-            })
-            .transpose()?;
-        let spec = agent_spec(agent, format, from, to, limit)?;
-        let delivery = delivery_param(&req)?;
-        run_sync(state, &principal.organization_id, spec, delivery).await
-    })
-    .await
-}
-
-/// `GET /agents/{agentId}/convos/{convoId}/export?format=json|csv&delivery=`.
-pub async fn export_convo(state: &AppState, req: Request) -> Response<Body> {
-    handle(state, req, Envelope::Convocore, |principal, req| async move {
-        let agent_id = path_id(&req, "agentId")?;
-        let convo_id = path_id(&req, "convoId")?;
-        let format = ConvoFormat::parse(query_param(&req, "format"))?;
-        let delivery = delivery_param(&req)?;
-        let spec = ExportSpec::Conversation { agent_id, convo_id, format };
-        run_sync(state, &principal.organization_id, spec, delivery).await
-    })
-    .await
-}
-
 /// The CSV header row of conversation exports.
 pub fn csv_head() -> Result<Vec<u8>, ApiError> {
-    super::producer::csv_head(CSV_COLUMNS)
+    super::csv_head(CSV_COLUMNS)
 }

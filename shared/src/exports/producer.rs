@@ -8,12 +8,14 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::convos::{self as convo_export, ConvoFormat};
-use super::training::{Encoder, Format};
-use super::{csv_record, Counts};
+use super::convos::{self as convo_export};
+use super::spec::ConvoFormat;
+use super::spec::Format;
+pub use super::spec::{ExportSpec, Window};
+use super::training::Encoder;
+use super::Counts;
 use crate::convos::store::ConvoStore;
 use crate::convos::Convo;
 use crate::error::ApiError;
@@ -27,99 +29,6 @@ const SNAPSHOT_PAGE: usize = 500;
 const CONVO_PAGE: usize = 100;
 /// Conversations whose messages are read at once.
 const CONCURRENT_READS: usize = 8;
-
-/// A change window of the scheduled export: snapshots changed in `(after, upTo]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Window {
-    /// Exclusive lower bound (RFC 3339, the previous watermark).
-    pub after: String,
-    /// Inclusive upper bound (RFC 3339, the new watermark once exported).
-    pub up_to: String,
-}
-
-/// An export's parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "source", rename_all = "camelCase")]
-pub enum ExportSpec {
-    /// Training snapshots (`GET /api/training/export`).
-    #[serde(rename_all = "camelCase")]
-    Training {
-        /// File format.
-        format: Format,
-        /// Which snapshots.
-        filters: Filters,
-        /// System prompt of `openai` examples.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        system: Option<String>,
-        /// Scheduled exports: only non-archived snapshots changed in this window, oldest change first.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        changed: Option<Window>,
-    },
-    /// An agent's conversations (`GET /agents/{agentId}/convos/export`).
-    #[serde(rename_all = "camelCase")]
-    Conversations {
-        /// The agent.
-        agent_id: String,
-        /// File format.
-        format: ConvoFormat,
-        /// Last active at or after (RFC 3339).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        from: Option<String>,
-        /// Last active at or before (RFC 3339).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        to: Option<String>,
-        /// At most this many conversations.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<usize>,
-    },
-    /// One conversation (`GET /agents/{agentId}/convos/{convoId}/export`).
-    #[serde(rename_all = "camelCase")]
-    Conversation {
-        /// The agent.
-        agent_id: String,
-        /// The conversation.
-        convo_id: String,
-        /// File format.
-        format: ConvoFormat,
-    },
-}
-
-impl ExportSpec {
-    /// The object-key segment of this kind of export.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Training { changed: Some(_), .. } => "scheduled",
-            Self::Training { .. } => "training",
-            Self::Conversations { .. } | Self::Conversation { .. } => "convos",
-        }
-    }
-
-    /// The download's file name, stamped with the export's creation time.
-    pub fn file_name(&self, created: chrono::DateTime<chrono::Utc>) -> String {
-        let millis = created.timestamp_millis();
-        match self {
-            Self::Training { format, changed: Some(_), .. } => {
-                format!("training-changes-{}.{}", created.format("%Y-%m-%dT%H%M%SZ"), format.extension())
-            }
-            Self::Training { format, .. } => format!("training-data-{millis}.{}", format.extension()),
-            Self::Conversations { agent_id, format, .. } => {
-                format!("conversations-{agent_id}-{millis}.{}", format.extension())
-            }
-            Self::Conversation { convo_id, format, .. } => {
-                format!("conversation-{convo_id}-{millis}.{}", format.extension())
-            }
-        }
-    }
-
-    /// The file's content type.
-    pub fn content_type(&self) -> &'static str {
-        match self {
-            Self::Training { format, .. } => format.content_type(),
-            Self::Conversations { format, .. } | Self::Conversation { format, .. } => format.content_type(),
-        }
-    }
-}
 
 /// One produced item: its bytes (empty when skipped), where to continue after it, and the
 /// counts including it.
@@ -377,11 +286,4 @@ impl<'a> Producer<'a> {
         }
         Ok(items)
     }
-}
-
-/// A CSV header row for `columns` (with the UTF-8 BOM).
-pub fn csv_head(columns: &[&str]) -> Result<Vec<u8>, ApiError> {
-    let mut head = super::BOM.to_vec();
-    head.extend(csv_record(columns.iter().copied())?);
-    Ok(head)
 }

@@ -341,6 +341,20 @@ pub async fn abort_upload(s3: &Client, bucket: &str, key: &str, upload_id: &str)
     }
 }
 
+/// A presigned GET URL for an export object, valid for `ttl`.
+pub async fn presign(s3: &Client, bucket: &str, key: &str, ttl: std::time::Duration) -> Result<String, ApiError> {
+    let config =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(|e| ApiError::internal("presign", e))?;
+    let request = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .presigned(config)
+        .await
+        .map_err(|e| ApiError::internal("presign", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    Ok(request.uri().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

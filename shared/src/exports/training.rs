@@ -1,60 +1,14 @@
 //! `GET /api/training/export`: every matching snapshot, in Tether's JSON payload, JSONL,
 //! fine-tune-ready chat JSONL (`openai`) or CSV.
 
-use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
-use super::producer::ExportSpec;
-use super::{csv_record, delivery_param, run_sync, Counts, BOM};
-use crate::error::{ApiError, Envelope};
-use crate::http::{handle, query_param};
-use crate::snapshots::handlers::filters;
-use crate::snapshots::store::{Archived, Filters};
+use super::spec::ExportSpec;
+pub use super::spec::Format;
+use super::{csv_record, Counts, BOM};
+use crate::error::ApiError;
+use crate::snapshots::store::Filters;
 use crate::snapshots::{Snapshot, SnapshotMessage};
-use crate::AppState;
-
-/// The training export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Tether's `TrainingExportPayload`.
-    Json,
-    /// One export item per line.
-    Jsonl,
-    /// One `{"messages": [...]}` chat example per line.
-    OpenAi,
-    /// One row per message.
-    Csv,
-}
-
-impl Format {
-    /// Parses `format` (default `json`).
-    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
-        match v {
-            None | Some("json") => Ok(Self::Json),
-            Some("jsonl") => Ok(Self::Jsonl),
-            Some("openai") => Ok(Self::OpenAi),
-            Some("csv") => Ok(Self::Csv),
-            Some(_) => Err(ApiError::invalid("format", "must be json, jsonl, openai or csv")),
-        }
-    }
-    /// File extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Json => "json",
-            Self::Jsonl | Self::OpenAi => "jsonl",
-            Self::Csv => "csv",
-        }
-    }
-    /// Content type of the file.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Json => "application/json",
-            Self::Jsonl | Self::OpenAi => "application/x-ndjson",
-            Self::Csv => "text/csv; charset=utf-8",
-        }
-    }
-}
 
 /// CSV columns of the training export, in order (one row per message).
 pub const CSV_COLUMNS: &[&str] = &[
@@ -257,22 +211,4 @@ pub fn training_spec(format: Format, filters: Filters, system: Option<String>) -
         return Err(ApiError::invalid("system", format!("must be at most {MAX_SYSTEM_CHARS} characters")));
     }
     Ok(ExportSpec::Training { format, filters, system, changed: None })
-}
-
-/// `GET /api/training/export`.
-pub async fn export_training(state: &AppState, req: Request) -> Response<Body> {
-    handle(state, req, Envelope::Tether, |principal, req| async move {
-        let archived = match query_param(&req, "includeArchived") {
-            None | Some("false") => Archived::No,
-            Some("true") => Archived::All,
-            Some(_) => return Err(ApiError::invalid("includeArchived", "must be true or false")),
-        };
-        let f = filters(&req, archived)?;
-        let format = Format::parse(query_param(&req, "format"))?;
-        let system = query_param(&req, "system").map(str::to_string);
-        let spec = training_spec(format, f, system)?;
-        let delivery = delivery_param(&req)?;
-        run_sync(state, &principal.organization_id, spec, delivery).await
-    })
-    .await
 }

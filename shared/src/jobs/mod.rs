@@ -10,7 +10,6 @@
 //! reaches the worker.
 
 pub mod dispatch;
-pub mod handlers;
 pub mod schedule;
 pub mod worker;
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
-use crate::convos::{Message, Sender};
+use crate::convos::model::{Message, Sender};
 use crate::validate::{Issues, MAX_NOTES_CHARS};
 
 /// At most this many messages in one snapshot.
@@ -214,7 +214,7 @@ impl CreateInput {
     /// Validates and normalises the body, naming every problem in one 400.
     pub fn validate(mut self) -> Result<Self, crate::ApiError> {
         let mut issues = Issues::default();
-        if !crate::http::is_valid_id(&self.contact_id) {
+        if !crate::ids::is_valid_id(&self.contact_id) {
             issues.push("contactId", "must be 1-128 characters of letters, digits, '-', '_', '.', ':' or '@'");
         }
         if let Some(ids) = &mut self.message_ids {

@@ -189,7 +189,7 @@ impl Filters {
         self.quality = trimmed(self.quality);
         self.category = trimmed(self.category);
         self.contact_id = trimmed(self.contact_id);
-        if self.contact_id.as_deref().is_some_and(|c| !crate::http::is_valid_id(c)) {
+        if self.contact_id.as_deref().is_some_and(|c| !crate::ids::is_valid_id(c)) {
             issues.push("contactId", "is not a valid id");
         }
         if let (Some(from), Some(to)) = (self.from, self.to) {

@@ -4,8 +4,8 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
-use super::model::{Convo, ConvoInput, IngestInput};
-use super::store::ConvoStore;
+use crate::convos::model::{Convo, ConvoInput, IngestInput};
+use crate::convos::store::ConvoStore;
 use crate::error::{ApiError, Envelope};
 use crate::http::{handle, json_response, limit_param, path_id, query_param, read_json, success};
 use crate::AppState;

@@ -5,12 +5,13 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{revive, start, Job, JobStore, Status, Trigger};
 use crate::error::{ApiError, Envelope};
 use crate::exports::convos::{agent_spec, time_value, ConvoFormat};
 use crate::exports::producer::ExportSpec;
 use crate::exports::training::{training_spec, Format};
-use crate::http::{handle, is_valid_id, json_response, limit_param, path_id, query_param, read_json, success};
+use crate::http::{handle, json_response, limit_param, path_id, query_param, read_json, success};
+use crate::ids::is_valid_id;
+use crate::jobs::{revive, start, Job, JobStore, Status, Trigger};
 use crate::snapshots::store::{Archived, Filters};
 use crate::AppState;
 
@@ -178,7 +179,7 @@ pub async fn view(state: &AppState, job: &Job) -> Result<Value, ApiError> {
     let link = match (&job.status, &job.file_expires_at) {
         (Status::Succeeded, Some(expires)) if *expires > now => {
             let ttl = std::time::Duration::from_secs(state.config.export_url_ttl_seconds);
-            let url = crate::exports::presign(state, &job.key, ttl).await?;
+            let url = crate::exports::sink::presign(&state.s3, &state.config.bucket_name, &job.key, ttl).await?;
             let at = crate::time::to_rfc3339(chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64));
             Some((url, at))
         }

@@ -4,15 +4,13 @@ use http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
-use super::model::{
-    ContactRef, CreateInput, PatchInput, Snapshot, SnapshotMessage, UserRef, MAX_MESSAGES, MAX_MESSAGE_BYTES,
-};
-use super::store::{not_found, Archived, Filters, SnapshotStore};
-use crate::auth::Principal;
-use crate::convos::store::ConvoStore;
+use super::query::filters;
 use crate::error::{ApiError, Envelope, ErrorKind};
-use crate::http::{handle, json_response, limit_param, query_param, query_params, read_json, success};
+use crate::http::{handle, json_response, limit_param, query_param, read_json, success};
 use crate::idempotency::{validate_key, Claim, Idempotency};
+use crate::snapshots::create::create;
+use crate::snapshots::model::{CreateInput, PatchInput, Snapshot, SnapshotMessage};
+use crate::snapshots::store::{not_found, Archived, SnapshotStore};
 use crate::AppState;
 
 /// The `{id}` of a snapshot route: 24 hex digits, else 400.
@@ -105,119 +103,6 @@ fn created(snap: &Snapshot, messages: &[SnapshotMessage]) -> Response<Body> {
     )
 }
 
-/// Creates the snapshot `id` (see [`SnapshotStore::create`] for `resumed`); the flag answered
-/// is `false` when another attempt had committed `id` first (then the snapshot answered is not
-/// the stored one: read it).
-async fn create(
-    state: &AppState,
-    principal: &Principal,
-    input: CreateInput,
-    id: String,
-    resumed: bool,
-) -> Result<(Snapshot, Vec<SnapshotMessage>, bool), ApiError> {
-    let org = &principal.organization_id;
-    let convos = ConvoStore::new(&state.dynamo, &state.config.table_name);
-    let headers = convos.contact_convos(org, &input.contact_id).await?;
-    if headers.is_empty() {
-        return Err(ApiError::not_found("Contact not found"));
-    }
-    let mut all = Vec::new();
-    for c in &headers {
-        all.extend(convos.messages(org, &c.agent_id, &c.id).await?);
-    }
-    all.sort_by(|a, b| (&a.ts, &a.id).cmp(&(&b.ts, &b.id)));
-    let chosen: Vec<SnapshotMessage> = match &input.message_ids {
-        None => all.iter().map(SnapshotMessage::from).collect(),
-        Some(ids) => {
-            let known: std::collections::HashSet<&str> = all.iter().map(|m| m.id.as_str()).collect();
-            let unknown: Vec<&String> = ids.iter().filter(|id| !known.contains(id.as_str())).collect();
-            if !unknown.is_empty() {
-                let list = unknown.iter().take(20).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-                return Err(ApiError::validation_issues(
-                    format!("messageIds are not messages of contact {}: {list}", input.contact_id),
-                    unknown.iter().map(|id| format!("messageIds: {id} is not a message of this contact")).collect(),
-                ));
-            }
-            let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-            all.iter().filter(|m| wanted.contains(m.id.as_str())).map(SnapshotMessage::from).collect()
-        }
-    };
-    if chosen.is_empty() {
-        return Err(ApiError::invalid("contactId", "has no messages to capture"));
-    }
-    let bytes = serde_json::to_vec(&chosen).map_err(|e| ApiError::internal("encode messages", e))?.len();
-    if bytes > MAX_MESSAGE_BYTES {
-        return Err(ApiError::invalid(
-            "messageIds",
-            format!("chooses {bytes} bytes of messages; a snapshot holds at most {MAX_MESSAGE_BYTES} (choose fewer messageIds)"),
-        ));
-    }
-    if chosen.len() > MAX_MESSAGES {
-        return Err(ApiError::invalid(
-            "messageIds",
-            format!(
-                "must choose at most {MAX_MESSAGES} messages per snapshot; this contact has {} (choose messageIds)",
-                chosen.len()
-            ),
-        ));
-    }
-    // The lead fields of the contact's most recently active conversation describe the customer.
-    let lead =
-        headers.iter().max_by(|a, b| a.ts().cmp(b.ts())).ok_or_else(|| ApiError::not_found("Contact not found"))?;
-    let (first_name, last_name) = match lead.user_name.as_deref().map(str::trim) {
-        Some(name) if !name.is_empty() => match name.split_once(' ') {
-            Some((f, l)) => (Some(f.to_string()), Some(l.trim().to_string())),
-            None => (Some(name.to_string()), None),
-        },
-        _ => (None, None),
-    };
-    // `createdAt` is the instant the id names, so id order is `createdAt` order and a `from`/`to`
-    // window is exactly a range of ids. A resumed create commits later than its id was made:
-    // its `updatedAt` is now, so the scheduled export's change window cannot have passed it.
-    let created = crate::ids::instant(&id).map_or_else(crate::time::now_rfc3339, crate::time::to_rfc3339);
-    let updated = if resumed { crate::time::now_rfc3339().max(created.clone()) } else { created.clone() };
-    let mut snap = Snapshot {
-        id,
-        organization_id: org.clone(),
-        user: UserRef {
-            id: principal.user_id.clone(),
-            first_name: principal.given_name.clone(),
-            last_name: principal.family_name.clone(),
-            email: principal.email.clone(),
-        },
-        contact: ContactRef {
-            id: input.contact_id.clone(),
-            first_name,
-            last_name,
-            phone_number: lead.user_phone.clone(),
-            email: lead.user_email.clone(),
-            channel_type: lead.origin.clone(),
-        },
-        customer_name: lead.user_name.clone(),
-        customer_phone: lead.user_phone.clone(),
-        customer_email: lead.user_email.clone(),
-        message_count: chosen.len(),
-        snapshot_date: created.clone(),
-        conversation_start_date: chosen.first().map(|m| m.timestamp.clone()),
-        conversation_end_date: chosen.last().map(|m| m.timestamp.clone()),
-        notes: input.notes,
-        tags: input.tags.unwrap_or_default(),
-        quality: input.quality,
-        category: input.category,
-        is_archived: false,
-        created_at: created,
-        updated_at: updated,
-        chunks: 0,
-        chunk_set: String::new(),
-        version: 1,
-    };
-    // Registered before the snapshot commits, so the scheduled export never misses its organization.
-    crate::jobs::schedule::register(state, &snap.organization_id).await?;
-    let committed =
-        SnapshotStore::new(&state.dynamo, &state.config.table_name).create(&mut snap, &chosen, resumed).await?;
-    Ok((snap, chosen, committed))
-}
-
 /// `GET /api/training/snapshots/{id}`: the whole document, `userId` / `contactId` populated.
 pub async fn get_snapshot(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
@@ -234,30 +119,6 @@ pub async fn get_snapshot(state: &AppState, req: Request) -> Response<Body> {
 pub const DEFAULT_LIMIT: usize = 20;
 /// Largest page size of the snapshot list.
 pub const MAX_LIMIT: usize = 100;
-
-fn time_param(req: &Request, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    query_param(req, name)
-        .map(|v| {
-            crate::time::parse_rfc3339(v)
-                .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp such as 2026-05-18T14:30:00Z"))
-        })
-        .transpose()
-}
-
-/// Reads the filters shared by the list and the export; `archived` is the caller's.
-pub fn filters(req: &Request, archived: Archived) -> Result<Filters, ApiError> {
-    let text = |name: &str| query_param(req, name).map(str::to_string);
-    Filters {
-        quality: text("quality"),
-        category: text("category"),
-        tags: query_params(req, "tag").into_iter().map(str::to_string).collect(),
-        archived,
-        from: time_param(req, "from")?,
-        to: time_param(req, "to")?,
-        contact_id: text("contactId"),
-    }
-    .validate("tag")
-}
 
 /// `GET /api/training/snapshots`: filtered, newest first, cursor-paginated.
 pub async fn list_snapshots(state: &AppState, req: Request) -> Response<Body> {

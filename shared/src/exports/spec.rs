@@ -1,0 +1,178 @@
+//! What an export is: its source, its filters and its file format, as the routes take them and
+//! as an export job stores them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::snapshots::store::Filters;
+
+/// The training export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Tether's `TrainingExportPayload`.
+    Json,
+    /// One export item per line.
+    Jsonl,
+    /// One `{"messages": [...]}` chat example per line.
+    OpenAi,
+    /// One row per message.
+    Csv,
+}
+
+impl Format {
+    /// Parses `format` (default `json`).
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v {
+            None | Some("json") => Ok(Self::Json),
+            Some("jsonl") => Ok(Self::Jsonl),
+            Some("openai") => Ok(Self::OpenAi),
+            Some("csv") => Ok(Self::Csv),
+            Some(_) => Err(ApiError::invalid("format", "must be json, jsonl, openai or csv")),
+        }
+    }
+    /// File extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Jsonl | Self::OpenAi => "jsonl",
+            Self::Csv => "csv",
+        }
+    }
+    /// Content type of the file.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Jsonl | Self::OpenAi => "application/x-ndjson",
+            Self::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// Conversation export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvoFormat {
+    /// Convocore's `{success, message, data}` JSON.
+    Json,
+    /// One row per message.
+    Csv,
+}
+
+impl ConvoFormat {
+    /// Parses `format` (default `json`).
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v {
+            None | Some("json") => Ok(Self::Json),
+            Some("csv") => Ok(Self::Csv),
+            Some(_) => Err(ApiError::invalid("format", "must be json or csv")),
+        }
+    }
+    /// File extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Csv => "csv",
+        }
+    }
+    /// Content type of the file.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// A change window of the scheduled export: snapshots changed in `(after, upTo]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// Exclusive lower bound (RFC 3339, the previous watermark).
+    pub after: String,
+    /// Inclusive upper bound (RFC 3339, the new watermark once exported).
+    pub up_to: String,
+}
+
+/// An export's parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "camelCase")]
+pub enum ExportSpec {
+    /// Training snapshots (`GET /api/training/export`).
+    #[serde(rename_all = "camelCase")]
+    Training {
+        /// File format.
+        format: Format,
+        /// Which snapshots.
+        filters: Filters,
+        /// System prompt of `openai` examples.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system: Option<String>,
+        /// Scheduled exports: only non-archived snapshots changed in this window, oldest change first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        changed: Option<Window>,
+    },
+    /// An agent's conversations (`GET /agents/{agentId}/convos/export`).
+    #[serde(rename_all = "camelCase")]
+    Conversations {
+        /// The agent.
+        agent_id: String,
+        /// File format.
+        format: ConvoFormat,
+        /// Last active at or after (RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// Last active at or before (RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        /// At most this many conversations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    /// One conversation (`GET /agents/{agentId}/convos/{convoId}/export`).
+    #[serde(rename_all = "camelCase")]
+    Conversation {
+        /// The agent.
+        agent_id: String,
+        /// The conversation.
+        convo_id: String,
+        /// File format.
+        format: ConvoFormat,
+    },
+}
+
+impl ExportSpec {
+    /// The object-key segment of this kind of export.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Training { changed: Some(_), .. } => "scheduled",
+            Self::Training { .. } => "training",
+            Self::Conversations { .. } | Self::Conversation { .. } => "convos",
+        }
+    }
+
+    /// The download's file name, stamped with the export's creation time.
+    pub fn file_name(&self, created: chrono::DateTime<chrono::Utc>) -> String {
+        let millis = created.timestamp_millis();
+        match self {
+            Self::Training { format, changed: Some(_), .. } => {
+                format!("training-changes-{}.{}", created.format("%Y-%m-%dT%H%M%SZ"), format.extension())
+            }
+            Self::Training { format, .. } => format!("training-data-{millis}.{}", format.extension()),
+            Self::Conversations { agent_id, format, .. } => {
+                format!("conversations-{agent_id}-{millis}.{}", format.extension())
+            }
+            Self::Conversation { convo_id, format, .. } => {
+                format!("conversation-{convo_id}-{millis}.{}", format.extension())
+            }
+        }
+    }
+
+    /// The file's content type.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Self::Training { format, .. } => format.content_type(),
+            Self::Conversations { format, .. } | Self::Conversation { format, .. } => format.content_type(),
+        }
+    }
+}
