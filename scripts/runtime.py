@@ -382,7 +382,7 @@ class Suite:
             check((again["success"], again["error"]) == (False, "NOT_FOUND"), f"a second delete: {again}")
 
         def cargo_lambda_invoke():
-            # The README's command: `cargo lambda invoke <function> --data-file events/<function>.json`.
+            # The command of docs/deploy.md: `cargo lambda invoke <function> --data-file events/<function>.json`.
             out = subprocess.run(
                 [self.cargo_lambda, "lambda", "invoke", "list-convos", "--data-file", str(EVENTS / "list-convos.json"),
                  "--invoke-address", "127.0.0.1", "--invoke-port", str(self.rt.port), "--output-format", "json"],

@@ -7,10 +7,11 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-echo "== cargo fmt --check, cargo clippy -D warnings, one-way layers in shared/src"
+echo "== cargo fmt --check, cargo clippy -D warnings, one-way layers in shared/src, doc links"
 cargo fmt --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 python3 scripts/layers.py
+python3 scripts/links.py
 
 install_tools
 EMULATOR_PORT="$(free_port)"

@@ -75,7 +75,7 @@ pub struct Config {
     pub schedule_settle: Duration,
 }
 
-/// The development secret of the README, `scripts/run.sh` and the tokens in `events/`.
+/// The development secret of docs/configuration.md, `scripts/run.sh` and the tokens in `events/`.
 /// A deployed function refuses to start with it; see [`dev_secret_allowed`].
 pub const DEV_JWT_SECRET: &str = "local-development-secret-change-me-0123456789";
 

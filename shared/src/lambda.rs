@@ -4,7 +4,7 @@
 //! `lambda_http::IntoResponse`, whose implementation for `Response<Body>` *decodes* every
 //! text-like body (`text/*`, `application/json`, `+json`, ...) with `encoding_rs`. Decoding
 //! drops a leading byte order mark, so a CSV export (`text/csv; charset=utf-8`, starting with
-//! EF BB BF) would reach the client without the BOM the README promises, while the local server
+//! EF BB BF) would reach the client without the BOM docs/exports.md promises, while the local server
 //! sends it. [`LambdaReply`] converts without decoding:
 //!
 //! - `Body::Text` and `Body::Empty` stay as they are;
