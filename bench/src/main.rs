@@ -15,6 +15,7 @@
 
 mod runtime_api;
 
+use shared::keys::Org;
 use std::collections::HashMap;
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use serde_json::{json, Value};
-use shared::snapshots::store::{snapshot_pk, SnapshotStore};
+use shared::snapshots::store::SnapshotStore;
 use shared::snapshots::{Snapshot, SnapshotMessage};
 use shared::{gateway, routes, table, AppState, Config};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -546,7 +547,7 @@ async fn raw(
                 .dynamo
                 .get_item()
                 .table_name(t)
-                .key("PK", AttributeValue::S(snapshot_pk(org, id)))
+                .key("PK", AttributeValue::S(shared::keys::snapshot(&Org::stored(org), id)))
                 .key("SK", AttributeValue::S("META".into()))
                 .send()
                 .await?;
@@ -560,7 +561,7 @@ async fn raw(
                 .query()
                 .table_name(t)
                 .key_condition_expression("PK = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(snapshot_pk(org, id)))
+                .expression_attribute_values(":pk", AttributeValue::S(shared::keys::snapshot(&Org::stored(org), id)))
                 .send()
                 .await?;
             if out.count < 2 {
@@ -635,7 +636,7 @@ async fn request_overhead(
         .dynamo
         .get_item()
         .table_name(&state.config.table_name)
-        .key("PK", AttributeValue::S(snapshot_pk(org, &ids[0])))
+        .key("PK", AttributeValue::S(shared::keys::snapshot(&Org::stored(org), &ids[0])))
         .key("SK", AttributeValue::S("META".into()))
         .send()
         .await?

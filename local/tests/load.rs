@@ -15,6 +15,8 @@
 //! messages per conversation, batches of 1-8, one-line contents) keep the table near 1,000
 //! items; the request count stays 5,000. About 2.5 minutes on a busy 2-core machine.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -25,10 +27,9 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use shared::auth::{mint_hs256, now_epoch, Claims};
-use shared::{table, AppState, Config};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Barrier};
+use support::{new_org, start, token, Reply, DEADLINE};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
 
 const CLIENTS: usize = 32;
 const REQUESTS: usize = 5_000;
@@ -38,61 +39,10 @@ const CONVOS: usize = CLIENTS;
 const IDS_PER_CONVO: u64 = 12;
 /// Id-less messages per conversation (their id is derived from `ts`, `from` and `content`).
 const ANON_PER_CONVO: u64 = 3;
-/// Longest a single exchange may take before the test fails instead of hanging.
-const DEADLINE: Duration = Duration::from_secs(60);
 const AGENT: &str = "load-agent";
 
 // ---------------------------------------------------------------------------------------------
-// Server
-
-async fn start() -> (SocketAddr, oneshot::Sender<()>) {
-    assert!(
-        std::env::var("AWS_ENDPOINT_URL").is_ok_and(|v| v.starts_with("http://127.0.0.1")),
-        "tests run against the local emulator: use ./scripts/test.sh"
-    );
-    let mut config = Config::from_env().expect("configuration from scripts/test.sh");
-    // Its own table: moto copies a table on every transaction, so the others stay small.
-    config.table_name = format!("{}-load", config.table_name);
-    let mut state = AppState::new(config).await.expect("state");
-    table::ensure_table(&state.dynamo, &state.config.table_name).await.expect("table");
-    table::ensure_bucket(&state.s3, &state.config.bucket_name).await.expect("bucket");
-    let (jobs, events) = tokio::sync::mpsc::unbounded_channel();
-    state.jobs = shared::jobs::Dispatcher::Channel(jobs);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let state = Arc::new(state);
-    tokio::spawn(shared::jobs::worker::serve_channel(state.clone(), events));
-    tokio::spawn(local_server::serve(state, listener, async move {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
-}
-
-fn token(org: &str) -> String {
-    let claims = Claims {
-        sub: "load-user".into(),
-        organization_id: org.into(),
-        exp: now_epoch() + 3600,
-        nbf: None,
-        iss: None,
-        aud: None,
-        email: Some("load@example.com".into()),
-        given_name: Some("Load".into()),
-        family_name: Some("Test".into()),
-    };
-    mint_hs256(&std::env::var("JWT_SECRET").expect("JWT_SECRET"), &claims).expect("sign")
-}
-
-// ---------------------------------------------------------------------------------------------
 // One client: a keep-alive HTTP/1.1 connection (reopened if the server closes it)
-
-struct Reply {
-    status: u16,
-    etag: Option<String>,
-    json: Value,
-    text: String,
-}
 
 struct Client {
     addr: SocketAddr,
@@ -177,10 +127,13 @@ impl Client {
         sender.ready().await.map_err(|e| format!("connection: {e}"))?;
         let response = sender.send_request(request).await.map_err(|e| format!("send: {e}"))?;
         let status = response.status().as_u16();
-        let etag = response.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-        let text: String = String::from_utf8_lossy(&body).chars().take(2000).collect();
-        Ok(Reply { status, etag, json: serde_json::from_slice(&body).unwrap_or(Value::Null), text })
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes().to_vec();
+        Ok(Reply { status, headers, json: serde_json::from_slice(&body).unwrap_or(Value::Null), body })
     }
 }
 
@@ -232,8 +185,8 @@ fn message(convo: &str, k: u64) -> (String, Value) {
 }
 
 fn assert_status(op: &str, reply: &Reply, allowed: &[u16]) {
-    assert!(reply.status < 500, "{op}: {} {}", reply.status, reply.text);
-    assert!(allowed.contains(&reply.status), "{op}: {} not in {allowed:?}: {}", reply.status, reply.text);
+    assert!(reply.status < 500, "{op}: {} {}", reply.status, reply.text());
+    assert!(allowed.contains(&reply.status), "{op}: {} not in {allowed:?}: {}", reply.status, reply.text());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,9 +242,9 @@ async fn client(
                 .await;
             assert_status("ingest", &r, &[200, 201]);
             let inserted =
-                r.json["data"]["inserted"].as_u64().unwrap_or_else(|| panic!("ingest: no inserted: {}", r.text));
-            assert_eq!(r.json["data"]["received"], keys.len(), "ingest: {}", r.text);
-            assert_eq!(r.status == 201, inserted > 0, "ingest: 201 exactly when something was new: {}", r.text);
+                r.json["data"]["inserted"].as_u64().unwrap_or_else(|| panic!("ingest: no inserted: {}", r.text()));
+            assert_eq!(r.json["data"]["received"], keys.len(), "ingest: {}", r.text());
+            assert_eq!(r.status == 201, inserted > 0, "ingest: 201 exactly when something was new: {}", r.text());
             let mut l = ledger.lock().expect("ledger");
             l.messages.entry(convo.clone()).or_default().extend(keys);
             *l.inserted.entry(convo).or_default() += inserted;
@@ -306,9 +259,10 @@ async fn client(
             let headers: Vec<(&str, &str)> = if idempotent { vec![("Idempotency-Key", key.as_str())] } else { vec![] };
             let r = client.send("create-snapshot", "POST", "/api/training/snapshots", &headers, Some(&body)).await;
             assert_status("create snapshot", &r, &[201]);
-            let id = r.json["data"]["_id"].as_str().unwrap_or_else(|| panic!("create: no _id: {}", r.text)).to_string();
-            if let Some(etag) = &r.etag {
-                etags.insert(id.clone(), etag.clone());
+            let id =
+                r.json["data"]["_id"].as_str().unwrap_or_else(|| panic!("create: no _id: {}", r.text())).to_string();
+            if let Some(etag) = r.header("etag") {
+                etags.insert(id.clone(), etag.to_string());
             }
             if idempotent && left >= 2 && rng.below(2) == 0 {
                 let again =
@@ -318,7 +272,7 @@ async fn client(
                     again.json["data"]["_id"],
                     id.as_str(),
                     "the retry answers the first snapshot: {}",
-                    again.text
+                    again.text()
                 );
             }
             let mut l = ledger.lock().expect("ledger");
@@ -328,9 +282,9 @@ async fn client(
             let id = &snapshots[rng.below(snapshots.len() as u64) as usize];
             let r = client.send("get-snapshot", "GET", &format!("/api/training/snapshots/{id}"), &[], None).await;
             assert_status("get snapshot", &r, &[200]);
-            assert_eq!(r.json["data"]["_id"], id.as_str(), "get: {}", r.text);
-            if let Some(etag) = r.etag {
-                etags.insert(id.clone(), etag);
+            assert_eq!(r.json["data"]["_id"], id.as_str(), "get: {}", r.text());
+            if let Some(etag) = r.header("etag") {
+                etags.insert(id.clone(), etag.to_string());
             }
         } else if roll < 76 && !snapshots.is_empty() {
             // Concurrent PATCHes of the same snapshots; a third with the last ETag this client saw.
@@ -346,8 +300,8 @@ async fn client(
                 .send("patch-snapshot", "PATCH", &format!("/api/training/snapshots/{id}"), &headers, Some(&body))
                 .await;
             assert_status("patch snapshot", &r, if if_match.is_some() { &[200, 412] } else { &[200] });
-            if let Some(etag) = r.etag.filter(|_| r.status == 200) {
-                etags.insert(id.clone(), etag);
+            if let Some(etag) = r.header("etag").filter(|_| r.status == 200) {
+                etags.insert(id.clone(), etag.to_string());
             }
         } else {
             // A list, following `nextCursor` for a second page when there is one.
@@ -358,7 +312,7 @@ async fn client(
             };
             let r = client.send(op, "GET", &first, &[], None).await;
             assert_status(op, &r, &[200]);
-            assert!(r.json["data"].is_array(), "{op}: {}", r.text);
+            assert!(r.json["data"].is_array(), "{op}: {}", r.text());
             if let (Some(cursor), true) = (r.json["nextCursor"].as_str(), left >= 2) {
                 let next = format!("{first}&cursor={}", encode(cursor));
                 let r = client.send(op, "GET", &next, &[], None).await;
@@ -389,7 +343,7 @@ async fn walk(client: &mut Client, op: &'static str, first: &str) -> Vec<Value> 
     for _ in 0..10_000 {
         let r = client.send(op, "GET", &target, &[], None).await;
         assert_status(op, &r, &[200]);
-        items.extend(r.json["data"].as_array().unwrap_or_else(|| panic!("{op}: {}", r.text)).iter().cloned());
+        items.extend(r.json["data"].as_array().unwrap_or_else(|| panic!("{op}: {}", r.text())).iter().cloned());
         match r.json["nextCursor"].as_str() {
             Some(cursor) => target = format!("{first}&cursor={}", encode(cursor)),
             None => return items,
@@ -400,8 +354,9 @@ async fn walk(client: &mut Client, op: &'static str, first: &str) -> Vec<Value> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_thousand_mixed_requests_from_32_clients() {
-    let (addr, stop) = start().await;
-    let org = shared::ids::object_id();
+    let server = start().await;
+    let addr = server.addr;
+    let org = new_org();
     let token = token(&org);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let barrier = Arc::new(Barrier::new(CLIENTS));
@@ -493,5 +448,5 @@ async fn five_thousand_mixed_requests_from_32_clients() {
         "verified: {} snapshots listed once each, {CONVOS} conversations, {messages} distinct messages",
         ledger.snapshots.len()
     );
-    let _ = stop.send(());
+    drop(server); // shuts the server down
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::error::ApiError;
+use crate::keys::Org;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -52,7 +53,7 @@ impl CursorCodec {
     /// Encodes DynamoDB's `LastEvaluatedKey` for `org` and `scope`; `None` when there is no next page.
     pub fn encode(
         &self,
-        org: &str,
+        org: &Org,
         scope: &str,
         last_key: Option<&HashMap<String, AttributeValue>>,
     ) -> Result<Option<String>, ApiError> {
@@ -62,7 +63,7 @@ impl CursorCodec {
             let s = value.as_s().map_err(|_| ApiError::internal("cursor", format!("non-string key {name}")))?;
             k.insert(name.clone(), s.clone());
         }
-        let payload = serde_json::to_vec(&Payload { o: org.to_string(), s: scope.to_string(), k })
+        let payload = serde_json::to_vec(&Payload { o: org.as_str().to_string(), s: scope.to_string(), k })
             .map_err(|e| ApiError::internal("cursor", e))?;
         let mut mac = self.mac();
         mac.update(&payload);
@@ -71,7 +72,7 @@ impl CursorCodec {
     }
 
     /// Decodes a cursor back into an `ExclusiveStartKey`, checking signature, organization and scope.
-    pub fn decode(&self, org: &str, scope: &str, cursor: &str) -> Result<HashMap<String, AttributeValue>, ApiError> {
+    pub fn decode(&self, org: &Org, scope: &str, cursor: &str) -> Result<HashMap<String, AttributeValue>, ApiError> {
         if cursor.len() > MAX_CURSOR_LEN {
             return Err(invalid());
         }
@@ -82,7 +83,7 @@ impl CursorCodec {
         mac.update(&payload);
         mac.verify_slice(&tag).map_err(|_| invalid())?;
         let payload: Payload = serde_json::from_slice(&payload).map_err(|_| invalid())?;
-        if payload.o != org || payload.s != scope {
+        if payload.o != org.as_str() || payload.s != scope {
             return Err(invalid());
         }
         Ok(payload.k.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
@@ -99,17 +100,18 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_other_orgs_scopes_and_forgeries() {
+        let (a, b) = (Org::stored("org-a"), Org::stored("org-b"));
         let codec = CursorCodec::new(b"secret").unwrap();
-        let c = codec.encode("org-a", "convos:x", Some(&key())).unwrap().unwrap();
-        assert_eq!(codec.decode("org-a", "convos:x", &c).unwrap(), key());
-        assert!(codec.decode("org-b", "convos:x", &c).is_err());
-        assert!(codec.decode("org-a", "convos:y", &c).is_err());
-        assert!(CursorCodec::new(b"other").unwrap().decode("org-a", "convos:x", &c).is_err());
+        let c = codec.encode(&a, "convos:x", Some(&key())).unwrap().unwrap();
+        assert_eq!(codec.decode(&a, "convos:x", &c).unwrap(), key());
+        assert!(codec.decode(&b, "convos:x", &c).is_err());
+        assert!(codec.decode(&a, "convos:y", &c).is_err());
+        assert!(CursorCodec::new(b"other").unwrap().decode(&a, "convos:x", &c).is_err());
         let (p, t) = c.split_once('.').unwrap();
         let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"o":"org-b","s":"convos:x","k":{}}"#);
-        assert!(codec.decode("org-b", "convos:x", &format!("{forged_payload}.{t}")).is_err());
-        assert!(codec.decode("org-a", "convos:x", &format!("{p}.")).is_err());
-        assert!(codec.decode("org-a", "convos:x", "garbage").is_err());
-        assert_eq!(codec.encode("org-a", "s", None).unwrap(), None);
+        assert!(codec.decode(&b, "convos:x", &format!("{forged_payload}.{t}")).is_err());
+        assert!(codec.decode(&a, "convos:x", &format!("{p}.")).is_err());
+        assert!(codec.decode(&a, "convos:x", "garbage").is_err());
+        assert_eq!(codec.encode(&a, "s", None).unwrap(), None);
     }
 }

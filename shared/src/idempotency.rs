@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::{types::AttributeValue, Client};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
+use crate::keys::{self, Org};
 use crate::table::{PK, SK, TTL};
 
 /// How long a key is remembered.
@@ -59,9 +60,9 @@ pub fn validate_key(key: &str) -> Result<(), ApiError> {
 
 impl<'a> Idempotency<'a> {
     /// Records for `key` of `operation` in `org`.
-    pub fn new(client: &'a Client, table: &'a str, org: &str, operation: &str, key: &str) -> Self {
+    pub fn new(client: &'a Client, table: &'a str, org: &Org, operation: &str, key: &str) -> Self {
         let digest = hex(&Sha256::digest(key.as_bytes()));
-        Self { client, table, pk: format!("ORG#{org}#IDEM#{operation}#{digest}") }
+        Self { client, table, pk: keys::idempotency(org, operation, &digest) }
     }
 
     /// Claims the key for a request whose body is `body`, naming `id` as the resource it will

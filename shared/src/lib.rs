@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod jobs;
 pub mod json;
+pub mod keys;
 pub mod lambda;
 pub mod routes;
 pub mod snapshots;

@@ -3,16 +3,8 @@
 //! A test compares this definition with the template, and the local server and the tests
 //! create the emulator's table from it, so local and deployed tables cannot drift apart.
 //!
-//! | item                | PK                               | SK              | indexes                                   |
-//! |---------------------|----------------------------------|-----------------|-------------------------------------------|
-//! | conversation header | `ORG#<org>#AGENT#<agent>`        | `CONVO#<convo>` | GSI1: agent's convos by last activity; GSI2: contact's convos |
-//! | message             | `ORG#<org>#CONVO#<agent>#<convo>`| `MSG#<msgId>`   | LSI1: time order (`<ts>#<msgId>`)          |
-//! | snapshot header     | `ORG#<org>#SNAP#<id>`            | `META`          | GSI1 all, GSI2 quality, GSI3 category, GSI4 contact; each partition per archive state, sorted by id (= time) |
-//! | snapshot (changed)  | (same header item)               |                 | GSI5: an organization's non-archived snapshots by `updatedAt` (scheduled exports) |
-//! | snapshot messages   | `ORG#<org>#SNAP#<id>`            | `MSGS#<n>` or `MSGS#<set>#<n>` | none: chunks of at most 350 KB; uncommitted or deleted ones expire by TTL |
-//! | idempotency record  | `ORG#<org>#IDEM#<key>`           | `IDEM`          | none; expires by TTL (`expiresAt`)          |
-//! | export job          | `ORG#<org>#JOBS`                 | `JOB#<id>`      | none: newest first by id; expires by TTL    |
-//! | schedule state      | `ORG#<org>#SCHEDULE`             | `SCHEDULE`      | GSI1 (`SCHEDULED#ORGS`): every organization with snapshots; holds the watermark |
+//! Which item has which keys, and the partitions of each index, are in [`crate::keys`] (and
+//! `docs/architecture.md`, tested against it).
 
 use std::time::Duration;
 

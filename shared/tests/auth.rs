@@ -18,7 +18,8 @@ use shared::error::Envelope;
 use shared::routes::{Route, ROUTES};
 use shared::AppState;
 use support::{
-    call, jobs_state_with, new_org, seed_contact, send, token, token_claims, worker_options, Answer, Worker,
+    call, claims, export_objects, item_str, items_with_prefix, jobs_state_with, new_org, seed_contact, send, token,
+    token_claims, worker_options, Answer, Worker,
 };
 
 /// Test-only key pairs, generated once with `openssl genpkey` (never used anywhere else).
@@ -29,20 +30,6 @@ const ES_PUBLIC: &str = include_str!("fixtures/jwt-es256-public.pem");
 
 const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "training-api";
-
-fn claims(org: &str) -> Claims {
-    Claims {
-        sub: "u1".into(),
-        organization_id: org.into(),
-        exp: now_epoch() + 600,
-        nbf: None,
-        iss: None,
-        aud: None,
-        email: None,
-        given_name: None,
-        family_name: None,
-    }
-}
 
 /// The minimal valid payload, as JSON, for cases that need claims of the wrong type.
 fn payload(org: &str) -> Value {
@@ -501,46 +488,9 @@ async fn reject_everywhere(state: &AppState, cases: &[Case], targets: &[Target],
 
 /// Every item of `org` in the table (all its keys start with `ORG#<org>#`), in key order.
 async fn org_items(state: &AppState, org: &str) -> Vec<HashMap<String, AttributeValue>> {
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let page = state
-            .dynamo
-            .scan()
-            .table_name(&state.config.table_name)
-            .filter_expression("begins_with(PK, :p)")
-            .expression_attribute_values(":p", AttributeValue::S(format!("ORG#{org}#")))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        items.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            break;
-        }
-    }
-    let key = |i: &HashMap<String, AttributeValue>| {
-        let s = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-        (s("PK"), s("SK"))
-    };
-    items.sort_by_key(key);
+    let mut items = items_with_prefix(state, &format!("ORG#{org}#")).await;
+    items.sort_by_key(|i| (item_str(i, "PK"), item_str(i, "SK")));
     items
-}
-
-/// Every export object of `org`.
-async fn org_objects(state: &AppState, org: &str) -> Vec<String> {
-    let out = state
-        .s3
-        .list_objects_v2()
-        .bucket(&state.config.bucket_name)
-        .prefix(format!("exports/{org}/"))
-        .send()
-        .await
-        .expect("list objects");
-    let mut keys: Vec<String> = out.contents.unwrap_or_default().into_iter().filter_map(|o| o.key).collect();
-    keys.sort();
-    keys
 }
 
 fn rs256_config(c: &mut shared::Config) {
@@ -586,7 +536,7 @@ async fn every_bad_token_answers_401_on_every_route_and_writes_nothing() {
     assert_eq!(targets.len(), ROUTES.len());
 
     let items_before = org_items(&hs_state, &org).await;
-    let objects_before = org_objects(&hs_state, &org).await;
+    let objects_before = export_objects(&hs_state, &org).await;
     assert!(items_before.len() >= 5, "the organization has data to protect: {}", items_before.len());
     assert_eq!(objects_before.len(), 1, "the job's file");
 
@@ -610,7 +560,7 @@ async fn every_bad_token_answers_401_on_every_route_and_writes_nothing() {
 
     // Writes nothing: the table and the bucket hold exactly what they held, no job was handed over.
     assert_eq!(org_items(&hs_state, &org).await, items_before, "no item of the organization changed");
-    assert_eq!(org_objects(&hs_state, &org).await, objects_before, "no export object was written");
+    assert_eq!(export_objects(&hs_state, &org).await, objects_before, "no export object was written");
     for worker in [&mut hs_worker, &mut rs_worker, &mut es_worker, &mut ia_worker] {
         assert!(worker.pending().is_empty(), "no export job was handed to the worker");
     }

@@ -4,6 +4,7 @@ mod support;
 
 use serde_json::{json, Value};
 use shared::convos::store::ConvoStore;
+use shared::keys::Org;
 use support::{assert_convocore_error, call, new_org, send, state, token};
 
 fn msg(i: usize, from: &str) -> Value {
@@ -50,8 +51,10 @@ async fn ingesting_200_then_resending_50_counts_each_message_once() {
     assert_eq!(convos[0]["ts"], "2024-12-01T11:19:00.000Z");
 
     // What is stored: exactly 200 messages, in time order, the re-send changed nothing.
-    let stored =
-        ConvoStore::new(&state.dynamo, &state.config.table_name).messages(&org, "agent-1", "c1").await.unwrap();
+    let stored = ConvoStore::new(&state.dynamo, &state.config.table_name)
+        .messages(&Org::stored(org.as_str()), "agent-1", "c1")
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 200);
     assert!(stored.windows(2).all(|w| w[0].ts < w[1].ts));
     assert_eq!(stored[101].id, "m0101");
@@ -98,9 +101,9 @@ async fn concurrent_ingests_of_overlapping_batches_never_drift() {
         .sum();
     assert_eq!(inserted, 250);
     let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
-    let header = store.get_header(&org, "a", "c").await.unwrap().unwrap();
+    let header = store.get_header(&Org::stored(org.as_str()), "a", "c").await.unwrap().unwrap();
     assert_eq!(header.messages_num, 250);
-    assert_eq!(store.messages(&org, "a", "c").await.unwrap().len(), 250);
+    assert_eq!(store.messages(&Org::stored(org.as_str()), "a", "c").await.unwrap().len(), 250);
 }
 
 #[tokio::test]
@@ -191,8 +194,8 @@ async fn another_organization_gets_404_and_writes_nothing() {
     let list = call(&state, "GET", "/agents/ag/convos", &tok_b, None).await;
     assert_eq!(list.body["data"], json!([]));
     let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
-    assert_eq!(store.get_header(&org_a, "ag", "c").await.unwrap().unwrap().messages_num, 0);
-    assert!(store.messages(&org_a, "ag", "c").await.unwrap().is_empty());
+    assert_eq!(store.get_header(&Org::stored(org_a.as_str()), "ag", "c").await.unwrap().unwrap().messages_num, 0);
+    assert!(store.messages(&Org::stored(org_a.as_str()), "ag", "c").await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -276,11 +279,11 @@ async fn bad_input_gets_a_4xx_in_the_envelope_and_writes_nothing() {
 
     // Nothing above was written.
     let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
-    let header = store.get_header(&org, "ag", "c").await.unwrap().unwrap();
+    let header = store.get_header(&Org::stored(org.as_str()), "ag", "c").await.unwrap().unwrap();
     assert_eq!(header.messages_num, 0);
     assert_eq!(header.feedback, shared::convos::Feedback::Unset);
-    assert!(store.messages(&org, "ag", "c").await.unwrap().is_empty());
-    assert!(store.get_header(&org, "ag", "a#b").await.unwrap().is_none());
+    assert!(store.messages(&Org::stored(org.as_str()), "ag", "c").await.unwrap().is_empty());
+    assert!(store.get_header(&Org::stored(org.as_str()), "ag", "a#b").await.unwrap().is_none());
 }
 
 /// A leap second (`23:59:60`) would be stored and echoed as `:60`, which most clients cannot
@@ -304,10 +307,10 @@ async fn a_leap_second_is_400_naming_the_field_and_writes_nothing() {
         assert!(a.body.to_string().contains(&format!("`{name}`")), "{query}: {}", a.body);
     }
     let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
-    assert!(store.messages(&org, "ag", "c").await.unwrap().is_empty(), "nothing was stored");
+    assert!(store.messages(&Org::stored(org.as_str()), "ag", "c").await.unwrap().is_empty(), "nothing was stored");
     // The last instant before it is fine.
     let ok = json!({"messages": [{"from": "user", "content": "x", "ts": "2016-12-31T23:59:59.999Z"}]});
     let a = call(&state, "POST", "/agents/ag/convos/c/messages", &tok, Some(ok)).await;
     assert_eq!(a.status, 201, "{}", a.body);
-    assert_eq!(store.messages(&org, "ag", "c").await.unwrap()[0].ts, "2016-12-31T23:59:59.999Z");
+    assert_eq!(store.messages(&Org::stored(org.as_str()), "ag", "c").await.unwrap()[0].ts, "2016-12-31T23:59:59.999Z");
 }

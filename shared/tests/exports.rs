@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{json, Value};
 use shared::exports::sink::{Delivery, ExportSink, Finished};
-use support::{call, download, new_org, seed_contact, send, state, state_with, token, Answer};
+use support::{call, create_snapshot, download, new_org, seed_contact, send, state, state_with, token, Answer};
 
 /// The seed's `TrainingExportPayload` schema (OpenAPI 3.0) as plain JSON Schema.
 fn seed_schema() -> Value {
@@ -39,12 +39,6 @@ fn seed_schema() -> Value {
     resolve(&doc["components"]["schemas"]["TrainingExportPayload"], &doc)
 }
 
-async fn snapshot(state: &shared::AppState, tok: &str, body: Value) -> String {
-    let a = call(state, "POST", "/api/training/snapshots", tok, Some(body)).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    a.body["data"]["_id"].as_str().unwrap().to_string()
-}
-
 async fn export(state: &shared::AppState, tok: &str, query: &str) -> Answer {
     let a = call(state, "GET", &format!("/api/training/export{query}"), tok, None).await;
     assert!(a.status == 200 || a.status == 303, "{query}: {} {}", a.status, String::from_utf8_lossy(&a.bytes));
@@ -57,7 +51,7 @@ async fn json_export_is_tethers_payload_and_validates_against_the_seed_schema() 
     let org = new_org();
     let tok = token(&org);
     seed_contact(&state, &tok, "ag", "full", 4, |i| format!("line {i}")).await;
-    let full = snapshot(
+    let full = create_snapshot(
         &state,
         &tok,
         json!({"contactId": "full", "notes": "n", "tags": ["sales"], "quality": "good", "category": "pricing"}),
@@ -68,7 +62,7 @@ async fn json_export_is_tethers_payload_and_validates_against_the_seed_schema() 
     assert_eq!(a.status, 201);
     let m = json!({"messages": [{"id": "b1", "from": "user", "content": "hi", "ts": "2026-01-01T00:00:00Z"}]});
     assert_eq!(call(&state, "POST", "/agents/ag/convos/bare/messages", &tok, Some(m)).await.status, 201);
-    let bare = snapshot(&state, &tok, json!({"contactId": "bare"})).await;
+    let bare = create_snapshot(&state, &tok, json!({"contactId": "bare"})).await;
 
     let validator = jsonschema::validator_for(&seed_schema()).unwrap();
     for query in ["", "?quality=good", "?contactId=bare"] {
@@ -116,11 +110,11 @@ async fn jsonl_and_openai_exports_are_one_valid_line_per_snapshot() {
     let state = state().await;
     let tok = token(&new_org());
     seed_contact(&state, &tok, "ag", "k1", 5, |i| format!("turn {i}")).await;
-    snapshot(&state, &tok, json!({"contactId": "k1"})).await;
+    create_snapshot(&state, &tok, json!({"contactId": "k1"})).await;
     // Only customer messages: no assistant turn, so the fine-tune export skips it.
-    snapshot(&state, &tok, json!({"contactId": "k1", "messageIds": ["m00000", "m00002"]})).await;
+    create_snapshot(&state, &tok, json!({"contactId": "k1", "messageIds": ["m00000", "m00002"]})).await;
     // Two assistant messages in a row (after dropping the customer's in between) merge into one turn.
-    snapshot(&state, &tok, json!({"contactId": "k1", "messageIds": ["m00000", "m00001", "m00003"]})).await;
+    create_snapshot(&state, &tok, json!({"contactId": "k1", "messageIds": ["m00000", "m00001", "m00003"]})).await;
 
     let a = export(&state, &tok, "?format=jsonl").await;
     assert_eq!(a.headers["content-type"], "application/x-ndjson");
@@ -165,7 +159,7 @@ async fn csv_exports_survive_a_round_trip_and_neutralise_formulas() {
         "\tx",
     ];
     seed_contact(&state, &tok, "ag", "k1", nasty.len(), |i| nasty[i].to_string()).await;
-    snapshot(&state, &tok, json!({"contactId": "k1", "notes": "=HYPERLINK(\"x\")", "tags": ["a,b", "c"]})).await;
+    create_snapshot(&state, &tok, json!({"contactId": "k1", "notes": "=HYPERLINK(\"x\")", "tags": ["a,b", "c"]})).await;
 
     for (uri, columns) in [
         ("/api/training/export?format=csv".to_string(), shared::exports::training::CSV_COLUMNS),
@@ -271,7 +265,7 @@ async fn delivery_url_answers_303_with_a_presigned_download_and_inline_limit_ans
     let org = new_org();
     let tok = token(&org);
     seed_contact(&state, &tok, "ag", "k1", 40, |i| format!("message number {i} with some text")).await;
-    snapshot(&state, &tok, json!({"contactId": "k1", "quality": "good"})).await;
+    create_snapshot(&state, &tok, json!({"contactId": "k1", "quality": "good"})).await;
 
     // Over the inline limit: 303 to the file in S3, with the same bytes as inline would give.
     let a = export(&state, &tok, "?format=jsonl").await;

@@ -8,13 +8,13 @@
 
 mod support;
 
+use shared::keys::Org;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use serde_json::{json, Value};
@@ -339,7 +339,7 @@ async fn throttled_writes_are_retried_without_writing_twice() {
     );
     assert_eq!(proxy.count("TransactWriteItems"), MAX_ATTEMPTS as usize);
     let stored = shared::convos::store::ConvoStore::new(&direct.dynamo, &direct.config.table_name)
-        .messages(&org, "a1", "c1")
+        .messages(&Org::stored(org), "a1", "c1")
         .await
         .unwrap();
     assert_eq!(stored.len(), 3);
@@ -375,30 +375,6 @@ fn fail_parts_after(n: u32) -> impl Fn(&Seen, &[u8]) -> Action + Send + Sync + '
     }
 }
 
-async fn uploads_left(state: &AppState, org: &str) -> usize {
-    let out = state
-        .s3
-        .list_multipart_uploads()
-        .bucket(&state.config.bucket_name)
-        .prefix(format!("exports/{org}/"))
-        .send()
-        .await
-        .expect("ListMultipartUploads");
-    out.uploads().len()
-}
-
-async fn objects_left(state: &AppState, org: &str) -> Vec<String> {
-    let out = state
-        .s3
-        .list_objects_v2()
-        .bucket(&state.config.bucket_name)
-        .prefix(format!("exports/{org}/"))
-        .send()
-        .await
-        .expect("ListObjectsV2");
-    out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
-}
-
 #[tokio::test]
 async fn s3_failing_mid_export_answers_503_aborts_the_upload_and_leaves_no_parts() {
     let direct = state().await;
@@ -423,8 +399,8 @@ async fn s3_failing_mid_export_answers_503_aborts_the_upload_and_leaves_no_parts
     );
     assert_eq!(proxy.count("AbortMultipartUpload"), 1, "{seen:?}");
     assert_eq!(proxy.count("CompleteMultipartUpload"), 0);
-    assert_eq!(uploads_left(&direct, &org).await, 0, "no orphaned multipart upload");
-    assert_eq!(objects_left(&direct, &org).await, Vec::<String>::new(), "no partial object");
+    assert_eq!(uploads_in_progress(&direct, &org).await, 0, "no orphaned multipart upload");
+    assert_eq!(export_objects(&direct, &org).await, Vec::<String>::new(), "no partial object");
 
     // S3 is back: the same request answers the whole file.
     proxy.set_rule(|_, _| Action::Forward);
@@ -437,8 +413,8 @@ async fn s3_failing_mid_export_answers_503_aborts_the_upload_and_leaves_no_parts
     let lines: Vec<Value> =
         file.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
     assert_eq!(lines.len(), 20);
-    assert_eq!(uploads_left(&direct, &org).await, 0);
-    assert_eq!(objects_left(&direct, &org).await.len(), 1);
+    assert_eq!(uploads_in_progress(&direct, &org).await, 0);
+    assert_eq!(export_objects(&direct, &org).await.len(), 1);
 }
 
 #[tokio::test]
@@ -465,7 +441,7 @@ async fn a_job_whose_s3_fails_mid_export_keeps_its_parts_resumes_and_leaves_no_u
     assert_eq!(job.status, 200, "{}", job.body);
     assert_ne!(job.body["data"]["status"], "failed", "{}", job.body);
     assert_ne!(job.body["data"]["status"], "succeeded", "{}", job.body);
-    assert_eq!(uploads_left(&direct, &org).await, 1, "the upload is kept for the retry");
+    assert_eq!(uploads_in_progress(&direct, &org).await, 1, "the upload is kept for the retry");
     worker.pending(); // a read may hand a stale job over again; the retry below is Lambda's
 
     // Lambda's retry, with S3 back: it resumes after the stored part, and only uploads the rest.
@@ -486,7 +462,7 @@ async fn a_job_whose_s3_fails_mid_export_keeps_its_parts_resumes_and_leaves_no_u
     assert_eq!(sync.status, 303, "{}", sync.body);
     let (_, _, expected) = download(sync.body["data"]["url"].as_str().unwrap()).await;
     assert!(file == expected, "the job's file differs from the synchronous export");
-    assert_eq!(uploads_left(&direct, &org).await, 0, "no multipart upload left");
+    assert_eq!(uploads_in_progress(&direct, &org).await, 0, "no multipart upload left");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,12 +606,13 @@ async fn emulator_stopped_mid_ingest_answers_503_writes_nothing_half_and_the_sam
     proxy.set_rule(|_, _| Action::Forward);
     // Whatever the frozen emulator applied later, counters and stored messages agree.
     let store = shared::convos::store::ConvoStore::new(&direct.dynamo, &direct.config.table_name);
+    let tenant = Org::stored(org.as_str());
     let header = || async {
-        let h = store.get_header(&org, "a1", "c1").await.unwrap().expect("header");
+        let h = store.get_header(&tenant, "a1", "c1").await.unwrap().expect("header");
         (h.messages_num, h.first_message_ts, h.last_message_ts)
     };
     let (num, first, last) = settled(header).await;
-    let stored = store.messages(&org, "a1", "c1").await.unwrap();
+    let stored = store.messages(&tenant, "a1", "c1").await.unwrap();
     assert_eq!(num as usize, stored.len(), "messagesNum matches the stored messages");
     assert!((2 * 99..500).contains(&num), "two transactions or more, not all: {num}");
     assert_eq!(first.as_deref(), stored.iter().map(|m| m.ts.as_str()).min());
@@ -646,7 +623,7 @@ async fn emulator_stopped_mid_ingest_answers_503_writes_nothing_half_and_the_sam
     assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(a.body["data"]["inserted"].as_u64(), Some(500 - num), "{}", a.body);
     assert_eq!(a.body["data"]["messagesNum"], 500);
-    let stored = store.messages(&org, "a1", "c1").await.unwrap();
+    let stored = store.messages(&tenant, "a1", "c1").await.unwrap();
     assert_eq!(stored.len(), 500);
     let list = call(&s, "GET", "/agents/a1/convos", &tok, None).await;
     assert_eq!(list.body["data"][0]["messagesNum"], 500, "{}", list.body);
@@ -656,60 +633,26 @@ async fn emulator_stopped_mid_ingest_answers_503_writes_nothing_half_and_the_sam
 
 /// Every stored item of `org`'s snapshots, by partition: `(partition, sort keys)`.
 async fn snapshot_partitions(direct: &AppState, org: &str) -> std::collections::BTreeMap<String, Vec<String>> {
-    let prefix = format!("ORG#{org}#SNAP#");
     let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    let mut start = None;
-    loop {
-        let page = direct
-            .dynamo
-            .scan()
-            .table_name(&direct.config.table_name)
-            .filter_expression("begins_with(PK, :p)")
-            .expression_attribute_values(":p", AttributeValue::S(prefix.clone()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        for item in page.items() {
-            let key = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            out.entry(key("PK")).or_default().push(key("SK"));
-        }
-        start = page.last_evaluated_key().cloned();
-        if start.is_none() {
-            return out;
-        }
+    for item in items_with_prefix(direct, &format!("ORG#{org}#SNAP#")).await {
+        out.entry(item_str(&item, "PK")).or_default().push(item_str(&item, "SK"));
     }
+    out
 }
 
 /// Every stored item of `org`'s snapshots: `(partition, sort key, expiresAt)`.
 async fn snapshot_items(direct: &AppState, org: &str) -> Vec<(String, String, Option<u64>)> {
-    let prefix = format!("ORG#{org}#SNAP#");
-    let mut out = Vec::new();
-    let mut start = None;
-    loop {
-        let page = direct
-            .dynamo
-            .scan()
-            .table_name(&direct.config.table_name)
-            .filter_expression("begins_with(PK, :p)")
-            .expression_attribute_values(":p", AttributeValue::S(prefix.clone()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        for item in page.items() {
-            let key = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    items_with_prefix(direct, &format!("ORG#{org}#SNAP#"))
+        .await
+        .iter()
+        .map(|item| {
             let expires = item
                 .get(shared::table::TTL)
                 .and_then(|v| v.as_n().ok())
                 .map(|n| n.parse::<u64>().expect("epoch seconds"));
-            out.push((key("PK"), key("SK"), expires));
-        }
-        start = page.last_evaluated_key().cloned();
-        if start.is_none() {
-            return out;
-        }
-    }
+            (item_str(item, "PK"), item_str(item, "SK"), expires)
+        })
+        .collect()
 }
 
 /// Asserts that every stored snapshot item is a committed header, a chunk its header commits,
@@ -725,7 +668,7 @@ async fn assert_only_committed_or_expiring(direct: &AppState, org: &str, latest:
         }
         assert!(expires.is_none(), "{pk} {sk} expires too late: {expires:?} > {latest}");
         let id = pk.rsplit('#').next().expect("id");
-        let header = store.get_header(org, id).await.unwrap();
+        let header = store.get_header(&Org::stored(org), id).await.unwrap();
         let header = header.unwrap_or_else(|| panic!("{pk} {sk}: neither committed nor expiring"));
         let committed: Vec<String> = (0..header.chunks)
             .map(|i| {

@@ -3,19 +3,17 @@
 
 mod support;
 
+use shared::keys::Org;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use shared::jobs::worker::Outcome;
 use shared::jobs::{job_sk, jobs_pk};
-use support::{call, download, jobs_state, jobs_state_with, new_org, seed_contact, token, worker_options, Answer};
-
-async fn snapshot(state: &shared::AppState, tok: &str, body: Value) -> String {
-    let a = call(state, "POST", "/api/training/snapshots", tok, Some(body)).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    a.body["data"]["_id"].as_str().unwrap().to_string()
-}
+use support::{
+    call, create_snapshot, download, jobs_state, jobs_state_with, new_org, seed_contact, token, uploads_in_progress,
+    worker_options, Answer,
+};
 
 async fn create_job(state: &shared::AppState, tok: &str, body: Value) -> Answer {
     let a = call(state, "POST", "/api/training/exports", tok, Some(body)).await;
@@ -61,7 +59,7 @@ async fn a_job_runs_in_the_background_and_its_file_equals_the_synchronous_export
     let tok = token(&org);
     seed_contact(&state, &tok, "ag", "c1", 4, |i| format!("line {i}")).await;
     for quality in ["good", "bad", "good"] {
-        snapshot(&state, &tok, json!({"contactId": "c1", "quality": quality, "tags": ["t"]})).await;
+        create_snapshot(&state, &tok, json!({"contactId": "c1", "quality": quality, "tags": ["t"]})).await;
     }
 
     let a = create_job(&state, &tok, json!({"format": "jsonl", "quality": "good"})).await;
@@ -251,7 +249,7 @@ async fn conversation_jobs_equal_the_synchronous_exports_and_a_missing_conversat
         .dynamo
         .delete_item()
         .table_name(&state.config.table_name)
-        .key("PK", AttributeValue::S(shared::convos::store::agent_pk(&org, "ag")))
+        .key("PK", AttributeValue::S(shared::keys::agent(&Org::stored(org.as_str()), "ag")))
         .key("SK", AttributeValue::S(shared::convos::store::convo_sk("convo-k3")))
         .send()
         .await
@@ -289,15 +287,7 @@ async fn a_synchronous_export_over_its_time_budget_continues_as_a_job() {
     assert_eq!(sync.status, 200);
     assert_eq!(file, sync.bytes);
     // Nothing of the abandoned attempt is left behind.
-    let uploads = state
-        .s3
-        .list_multipart_uploads()
-        .bucket(&state.config.bucket_name)
-        .prefix(format!("exports/{org}/"))
-        .send()
-        .await
-        .unwrap();
-    assert!(uploads.uploads().is_empty());
+    assert_eq!(uploads_in_progress(&state, &org).await, 0);
 }
 
 #[tokio::test]
@@ -379,7 +369,7 @@ async fn a_stale_job_is_handed_to_the_worker_again_and_fails_with_a_reason_after
 
 async fn snapshot_for_contact(state: &shared::AppState, tok: &str) {
     seed_contact(state, tok, "ag", "c1", 2, |i| format!("hello {i}")).await;
-    snapshot(state, tok, json!({"contactId": "c1"})).await;
+    create_snapshot(state, tok, json!({"contactId": "c1"})).await;
 }
 
 #[tokio::test]

@@ -7,21 +7,9 @@ mod support;
 use shared::jobs::worker::{Options, Outcome};
 use shared::jobs::{JobRef, JobStore, Status};
 use shared::snapshots::store::SnapshotStore;
-use support::{call, download, jobs_state, new_org, tiny_snapshot, token};
+use support::{call, download, jobs_state, new_org, tiny_snapshot, token, uploads_in_progress};
 
 const SNAPSHOTS: usize = 100_000;
-
-async fn uploads_in_progress(state: &shared::AppState, org: &str) -> usize {
-    let out = state
-        .s3
-        .list_multipart_uploads()
-        .bucket(&state.config.bucket_name)
-        .prefix(format!("exports/{org}/"))
-        .send()
-        .await
-        .unwrap();
-    out.uploads().len()
-}
 
 #[tokio::test]
 async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_an_identical_file() {

@@ -6,13 +6,7 @@ mod support;
 use serde_json::{json, Value};
 use shared::jobs::schedule::{run, watermark, ScheduledEvent};
 use shared::jobs::worker::Outcome;
-use support::{call, download, jobs_state_with, new_org, seed_contact, token, worker_options};
-
-async fn snapshot(state: &shared::AppState, tok: &str, body: Value) -> String {
-    let a = call(state, "POST", "/api/training/snapshots", tok, Some(body)).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    a.body["data"]["_id"].as_str().unwrap().to_string()
-}
+use support::{call, create_snapshot, download, jobs_state_with, new_org, seed_contact, token, worker_options};
 
 async fn jobs(state: &shared::AppState, tok: &str) -> Vec<Value> {
     let a = call(state, "GET", "/api/training/exports", tok, None).await;
@@ -44,9 +38,9 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     let (tok_a, tok_b, tok_quiet) = (token(&org_a), token(&org_b), token(&quiet));
     seed_contact(&state, &tok_a, "ag", "ka", 2, |i| format!("a {i}")).await;
     seed_contact(&state, &tok_b, "ag", "kb", 2, |i| format!("b {i}")).await;
-    let a1 = snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
-    let a2 = snapshot(&state, &tok_a, json!({"contactId": "ka", "quality": "good"})).await;
-    let archived = snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
+    let a1 = create_snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
+    let a2 = create_snapshot(&state, &tok_a, json!({"contactId": "ka", "quality": "good"})).await;
+    let archived = create_snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
     let a = call(
         &state,
         "PATCH",
@@ -56,7 +50,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     )
     .await;
     assert_eq!(a.status, 200);
-    let b1 = snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
+    let b1 = create_snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
 
     // The same event delivered twice: one export per organization.
     let first = next_tick().await;
@@ -94,7 +88,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     let a =
         call(&state, "PATCH", &format!("/api/training/snapshots/{a1}"), &tok_a, Some(json!({"quality": "bad"}))).await;
     assert_eq!(a.status, 200);
-    let a3 = snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
+    let a3 = create_snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
     let second = next_tick().await;
     let summary = run(&state, second).await.unwrap();
     assert_eq!(summary["jobsCreated"], 1, "only A changed: {summary}");
@@ -106,7 +100,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
 
     // A failed run leaves the watermark where it was; the next run covers the gap.
     let mark_b = watermark(&state, &org_b).await.unwrap();
-    let b2 = snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
+    let b2 = create_snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
     let third = next_tick().await;
     run(&state, third).await.unwrap();
     let lost: Vec<_> = worker.pending(); // the invocations never run...
@@ -130,7 +124,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
         .unwrap();
     assert_eq!(jobs(&state, &tok_b).await[0]["status"], "failed");
     assert_eq!(watermark(&state, &org_b).await.unwrap(), mark_b, "a failed run does not move the watermark");
-    let b3 = snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
+    let b3 = create_snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
     let fourth = next_tick().await;
     run(&state, fourth).await.unwrap();
     worker.drain(&state, worker_options()).await;

@@ -12,6 +12,7 @@
 
 mod support;
 
+use shared::keys::Org;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
@@ -20,7 +21,8 @@ use shared::error::{ApiError, ErrorKind};
 use shared::routes::{self, ROUTES};
 use shared::AppState;
 use support::{
-    call, download, jobs_state, jobs_state_with, new_org, send, state, state_with, token, worker_options, Answer,
+    call, create_snapshot, download, jobs_state, jobs_state_with, new_org, send, state, state_with, token,
+    worker_options, Answer,
 };
 
 const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
@@ -456,13 +458,6 @@ const FOUR_MESSAGES: &[(&str, &str, &str)] = &[
     ("m4", "user", "2026-05-18T13:33:00Z"),
 ];
 
-/// Creates a snapshot of `contact` and returns its `_id`.
-async fn create_snapshot(state: &AppState, tok: &str, body: Value) -> String {
-    let a = call(state, "POST", SNAPSHOTS, tok, Some(body)).await;
-    assert_eq!(a.status.as_u16(), 201, "{}", a.body);
-    a.body["data"]["_id"].as_str().expect("_id").to_string()
-}
-
 const SNAPSHOTS: &str = "/api/training/snapshots";
 const SNAPSHOT: &str = "/api/training/snapshots/{id}";
 
@@ -638,15 +633,7 @@ fn every_documented_error_status_renders_as_documented() {
                 .unwrap_or_else(|| panic!("{} {}: no ErrorKind answers {status}", route.method, route.path));
             for issues in [vec![], vec!["field: problem".to_string()]] {
                 let error = ApiError { kind: *kind, message: "Something went wrong".into(), issues };
-                let (parts, body) = error.into_response(route.envelope).into_parts();
-                let bytes = body.to_vec();
-                let answer = Answer {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                    bytes,
-                };
-                assert_matches_spec(route.method, route.path, &answer);
+                assert_matches_spec(route.method, route.path, &support::answer(error.into_response(route.envelope)));
             }
         }
     }
@@ -1099,14 +1086,10 @@ async fn get_snapshot_answers_match_the_spec() {
     // 200 for a contact without lead fields and a token without name claims: nulls.
     let bare_tok = support::token_claims(shared::auth::Claims {
         sub: "user-2".into(),
-        organization_id: org.clone(),
-        exp: shared::auth::now_epoch() + 3600,
-        nbf: None,
-        iss: None,
-        aud: None,
         email: None,
         given_name: None,
         family_name: None,
+        ..support::claims(&org)
     });
     seed_contact(&s, &bare_tok, "bare", json!({ "userName": "Cher" }), &[("b1", "user", "2026-05-18T10:00:00Z")]).await;
     let bare = create_snapshot(&s, &bare_tok, json!({ "contactId": "bare" })).await;
@@ -1809,7 +1792,7 @@ async fn export_training_answers_match_the_spec() {
     )
     .expect("spec");
     let job = shared::jobs::start(&jobs, &org, spec, shared::jobs::Trigger::Fallback).await.expect("a job");
-    let a = case.check(202, into_answer(shared::handlers::export_jobs::accepted(&job, FALLBACK_MESSAGE)));
+    let a = case.check(202, support::answer(shared::handlers::export_jobs::accepted(&job, FALLBACK_MESSAGE)));
     assert_eq!(accepted_job(&a), job.id);
     assert_eq!((&a.body["data"]["trigger"], &a.body["data"]["source"]), (&json!("fallback"), &json!("training")));
 
@@ -2075,18 +2058,6 @@ const EXPORT_JOB: &str = "/api/training/exports/{id}";
 
 /// The message of the `202` a synchronous export answers when it continues as a job.
 const FALLBACK_MESSAGE: &str = "The export is larger than a request allows; it continues as an export job";
-
-/// An answer from a response built without a route (by the same functions the handlers use).
-fn into_answer(response: http::Response<lambda_http::Body>) -> Answer {
-    let (parts, body) = response.into_parts();
-    let bytes = body.to_vec();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        bytes,
-    }
-}
 
 /// The exact 404 of the job route.
 fn job_not_found() -> Value {
@@ -2402,7 +2373,7 @@ async fn get_export_answers_match_the_spec() {
     s.dynamo
         .delete_item()
         .table_name(&s.config.table_name)
-        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(shared::convos::store::agent_pk(&org, "ag")))
+        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(shared::keys::agent(&Org::stored(org.as_str()), "ag")))
         .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(shared::convos::store::convo_sk("gone")))
         .send()
         .await

@@ -3,15 +3,9 @@
 mod support;
 
 use serde_json::{json, Value};
-use shared::snapshots::store::{snapshot_pk, Archived, Filters, SnapshotStore};
-use support::{call, new_org, seed_contact, send, state, token, Answer};
-
-fn assert_tether_error(a: &Answer, status: u16, code: &str) {
-    assert_eq!(a.status.as_u16(), status, "{}", a.body);
-    assert_eq!(a.body["success"], false, "{}", a.body);
-    assert_eq!(a.body["error"], code, "{}", a.body);
-    assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", a.body);
-}
+use shared::keys::Org;
+use shared::snapshots::store::{Archived, Filters, SnapshotStore};
+use support::{assert_tether_error, call, new_org, seed_contact, send, state, token, Answer};
 
 async fn create(state: &shared::AppState, tok: &str, body: Value) -> Answer {
     call(state, "POST", "/api/training/snapshots", tok, Some(body)).await
@@ -193,8 +187,11 @@ async fn a_5000_message_conversation_round_trips_byte_for_byte() {
         assert_eq!(m["content"].as_str().unwrap().as_bytes(), s["content"].as_str().unwrap().as_bytes());
     }
     assert_eq!(g.body["data"]["messageCount"], 5000);
-    let header =
-        SnapshotStore::new(&state.dynamo, &state.config.table_name).get_header(&org, &id).await.unwrap().unwrap();
+    let header = SnapshotStore::new(&state.dynamo, &state.config.table_name)
+        .get_header(&Org::stored(org.as_str()), &id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(header.chunks >= 5, "spilled into chunk items: {}", header.chunks);
 
     let d = call(&state, "DELETE", &format!("/api/training/snapshots/{id}"), &tok, None).await;
@@ -204,7 +201,10 @@ async fn a_5000_message_conversation_round_trips_byte_for_byte() {
         .query()
         .table_name(&state.config.table_name)
         .key_condition_expression("PK = :pk")
-        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(snapshot_pk(&org, &id)))
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(shared::keys::snapshot(&Org::stored(&org), &id)),
+        )
         .send()
         .await
         .unwrap();
@@ -223,7 +223,7 @@ async fn a_snapshot_of_the_largest_size_commits_in_one_transaction_reads_back_an
     assert_eq!(a.status, 201, "{}", a.body);
     let id = a.body["data"]["_id"].as_str().unwrap().to_string();
     let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
-    let header = store.get_header(&org, &id).await.unwrap().unwrap();
+    let header = store.get_header(&Org::stored(org.as_str()), &id).await.unwrap().unwrap();
     assert_eq!(header.chunks, shared::snapshots::store::MAX_CHUNKS);
 
     let g = call(&state, "GET", &format!("/api/training/snapshots/{id}"), &tok, None).await;
@@ -255,7 +255,10 @@ async fn partition(
         .query()
         .table_name(&state.config.table_name)
         .key_condition_expression("PK = :pk")
-        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(snapshot_pk(org, id)))
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(shared::keys::snapshot(&Org::stored(org), id)),
+        )
         .into_paginator()
         .items()
         .send();
@@ -551,7 +554,8 @@ async fn listing_by_quality_reads_no_snapshot_of_another_quality() {
     let filters = Filters { quality: Some("good".into()), archived: Archived::No, ..Filters::default() };
     let (mut after, mut returned, mut scanned, mut pages) = (None, 0, 0, 0);
     loop {
-        let (page, next, stats) = store.list(&org, &filters, 100, after.as_deref()).await.unwrap();
+        let (page, next, stats) =
+            store.list(&Org::stored(org.as_str()), &filters, 100, after.as_deref()).await.unwrap();
         assert!(page.iter().all(|s| s.quality.as_deref() == Some("good")));
         assert!(stats.capacity > 0.0, "ReturnConsumedCapacity is requested and reported");
         returned += page.len();

@@ -10,23 +10,12 @@ use aws_sdk_dynamodb::{
 
 use super::model::{Convo, ConvoInput, Message};
 use crate::error::{ApiError, SdkResultExt};
+use crate::keys::{self, Org};
 use crate::table::{GSI1, GSI2, LSI1, PK, SK};
 
-/// Partition key of an agent's conversation headers.
-pub fn agent_pk(org: &str, agent: &str) -> String {
-    format!("ORG#{org}#AGENT#{agent}")
-}
 /// Sort key of a conversation header.
 pub fn convo_sk(convo: &str) -> String {
     format!("CONVO#{convo}")
-}
-/// Partition key of a conversation's messages.
-pub fn messages_pk(org: &str, agent: &str, convo: &str) -> String {
-    format!("ORG#{org}#CONVO#{agent}#{convo}")
-}
-/// GSI2 partition key: a contact's conversations.
-pub fn contact_pk(org: &str, contact: &str) -> String {
-    format!("ORG#{org}#CONTACT#{contact}")
 }
 fn activity_sk(ts: &str, convo: &str) -> String {
     format!("{ts}#{convo}")
@@ -71,7 +60,7 @@ impl<'a> ConvoStore<'a> {
     /// Returns the header and whether it was created.
     pub async fn put_header(
         &self,
-        org: &str,
+        org: &Org,
         agent: &str,
         convo: &str,
         input: ConvoInput,
@@ -92,11 +81,11 @@ impl<'a> ConvoStore<'a> {
         let mut values: HashMap<String, AttributeValue> = HashMap::from([
             (":agent".into(), s(agent)),
             (":convo".into(), s(convo)),
-            (":org".into(), s(org)),
+            (":org".into(), s(org.as_str())),
             (":now".into(), s(&now)),
             (":zero".into(), n(0)),
             (":one".into(), n(1)),
-            (":agentKey".into(), s(agent_pk(org, agent))),
+            (":agentKey".into(), s(keys::agent(org, agent))),
             (":activity".into(), s(activity_sk(&now, convo))),
             (":contactSort".into(), s(format!("CONVO#{agent}#{convo}"))),
         ]);
@@ -105,12 +94,12 @@ impl<'a> ConvoStore<'a> {
                 sets.push("contactId = :contact".into());
                 sets.push("GSI2PK = :contactKey".into());
                 values.insert(":contact".into(), s(contact));
-                values.insert(":contactKey".into(), s(contact_pk(org, contact)));
+                values.insert(":contactKey".into(), s(keys::contact(org, contact)));
             }
             None => {
                 sets.push("contactId = if_not_exists(contactId, :convo)".into());
                 sets.push("GSI2PK = if_not_exists(GSI2PK, :contactKey)".into());
-                values.insert(":contactKey".into(), s(contact_pk(org, convo)));
+                values.insert(":contactKey".into(), s(keys::contact(org, convo)));
             }
         }
         let feedback = input.feedback.map(|f| format!("{f:?}"));
@@ -155,7 +144,7 @@ impl<'a> ConvoStore<'a> {
             .client
             .update_item()
             .table_name(self.table)
-            .key(PK, s(agent_pk(org, agent)))
+            .key(PK, s(keys::agent(org, agent)))
             .key(SK, s(convo_sk(convo)))
             .update_expression(format!("SET {}", sets.join(", ")))
             .set_expression_attribute_values(Some(values))
@@ -170,12 +159,12 @@ impl<'a> ConvoStore<'a> {
     }
 
     /// Reads a header (strongly consistent).
-    pub async fn get_header(&self, org: &str, agent: &str, convo: &str) -> Result<Option<Convo>, ApiError> {
+    pub async fn get_header(&self, org: &Org, agent: &str, convo: &str) -> Result<Option<Convo>, ApiError> {
         let out = self
             .client
             .get_item()
             .table_name(self.table)
-            .key(PK, s(agent_pk(org, agent)))
+            .key(PK, s(keys::agent(org, agent)))
             .key(SK, s(convo_sk(convo)))
             .consistent_read(true)
             .send()
@@ -190,7 +179,7 @@ impl<'a> ConvoStore<'a> {
     /// Answers 404 when the conversation has no header.
     pub async fn ingest(
         &self,
-        org: &str,
+        org: &Org,
         agent: &str,
         convo: &str,
         messages: Vec<Message>,
@@ -198,7 +187,7 @@ impl<'a> ConvoStore<'a> {
         let not_found = || ApiError::not_found("Conversation not found");
         let mut header = self.get_header(org, agent, convo).await?.ok_or_else(not_found)?;
         let (mut inserted, mut duplicates) = (0, 0);
-        let pk = messages_pk(org, agent, convo);
+        let pk = keys::messages(org, agent, convo);
         for chunk in messages.chunks(TX_MESSAGES) {
             let mut pending: Vec<&Message> = chunk.iter().collect();
             let mut attempts = 0;
@@ -234,7 +223,7 @@ impl<'a> ConvoStore<'a> {
                 let now = crate::time::now_rfc3339();
                 let update = Update::builder()
                     .table_name(self.table)
-                    .key(PK, s(agent_pk(org, agent)))
+                    .key(PK, s(keys::agent(org, agent)))
                     .key(SK, s(convo_sk(convo)))
                     .update_expression(
                         "SET messagesNum = messagesNum + :n, firstMessageTS = :first, lastMessageTS = :last, \
@@ -290,7 +279,7 @@ impl<'a> ConvoStore<'a> {
     /// One page of an agent's conversations, newest activity first.
     pub async fn list(
         &self,
-        org: &str,
+        org: &Org,
         agent: &str,
         limit: usize,
         start: Option<HashMap<String, AttributeValue>>,
@@ -302,7 +291,7 @@ impl<'a> ConvoStore<'a> {
     /// (RFC 3339 UTC as stored): a key condition on the activity index, not a filter.
     pub async fn list_active(
         &self,
-        org: &str,
+        org: &Org,
         agent: &str,
         from: Option<&str>,
         to: Option<&str>,
@@ -318,7 +307,7 @@ impl<'a> ConvoStore<'a> {
     /// One Query of an agent's conversations on the activity index (GSI1), newest first.
     async fn activity_query(
         &self,
-        org: &str,
+        org: &Org,
         agent: &str,
         from: Option<&str>,
         to: Option<&str>,
@@ -335,7 +324,7 @@ impl<'a> ConvoStore<'a> {
             .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
             .expression_attribute_names("#pk", GSI1.pk)
             .expression_attribute_names("#sk", GSI1.sk)
-            .expression_attribute_values(":pk", s(agent_pk(org, agent)))
+            .expression_attribute_values(":pk", s(keys::agent(org, agent)))
             .expression_attribute_values(":lo", s(lo))
             .expression_attribute_values(":hi", s(hi))
             .scan_index_forward(false)
@@ -351,7 +340,7 @@ impl<'a> ConvoStore<'a> {
     /// checkpoint the last one it wrote and resume there. Answers the page and whether more may follow.
     pub async fn activity_page(
         &self,
-        org: &str,
+        org: &Org,
         agent: &str,
         from: Option<&str>,
         to: Option<&str>,
@@ -361,9 +350,9 @@ impl<'a> ConvoStore<'a> {
         let exclusive_start = start.and_then(|key| {
             let convo = key.split_once('#')?.1;
             Some(HashMap::from([
-                (crate::table::PK.to_string(), s(agent_pk(org, agent))),
+                (crate::table::PK.to_string(), s(keys::agent(org, agent))),
                 (crate::table::SK.to_string(), s(convo_sk(convo))),
-                (GSI1.pk.to_string(), s(agent_pk(org, agent))),
+                (GSI1.pk.to_string(), s(keys::agent(org, agent))),
                 (GSI1.sk.to_string(), s(key)),
             ]))
         });
@@ -380,7 +369,7 @@ impl<'a> ConvoStore<'a> {
     }
 
     /// Every conversation header of a contact (GSI2), across agents.
-    pub async fn contact_convos(&self, org: &str, contact: &str) -> Result<Vec<Convo>, ApiError> {
+    pub async fn contact_convos(&self, org: &Org, contact: &str) -> Result<Vec<Convo>, ApiError> {
         let mut pages = self
             .client
             .query()
@@ -389,7 +378,7 @@ impl<'a> ConvoStore<'a> {
             .key_condition_expression("#pk = :pk AND begins_with(#sk, :convo)")
             .expression_attribute_names("#pk", GSI2.pk)
             .expression_attribute_names("#sk", GSI2.sk)
-            .expression_attribute_values(":pk", s(contact_pk(org, contact)))
+            .expression_attribute_values(":pk", s(keys::contact(org, contact)))
             .expression_attribute_values(":convo", s("CONVO#"))
             .into_paginator()
             .items()
@@ -403,7 +392,7 @@ impl<'a> ConvoStore<'a> {
     }
 
     /// Every message of a conversation in time order (paged Query on LSI1).
-    pub async fn messages(&self, org: &str, agent: &str, convo: &str) -> Result<Vec<Message>, ApiError> {
+    pub async fn messages(&self, org: &Org, agent: &str, convo: &str) -> Result<Vec<Message>, ApiError> {
         let mut pages = self
             .client
             .query()
@@ -411,7 +400,7 @@ impl<'a> ConvoStore<'a> {
             .index_name(LSI1.name)
             .key_condition_expression("#pk = :pk")
             .expression_attribute_names("#pk", PK)
-            .expression_attribute_values(":pk", s(messages_pk(org, agent, convo)))
+            .expression_attribute_values(":pk", s(keys::messages(org, agent, convo)))
             .into_paginator()
             .items()
             .send();

@@ -19,6 +19,7 @@ use super::Counts;
 use crate::convos::store::ConvoStore;
 use crate::convos::Convo;
 use crate::error::ApiError;
+use crate::keys::Org;
 use crate::snapshots::store::{Filters, ReadStats, SnapshotStore};
 use crate::snapshots::Snapshot;
 use crate::AppState;
@@ -45,7 +46,7 @@ pub struct Item {
 /// Produces an export's bytes.
 pub struct Producer<'a> {
     state: &'a AppState,
-    org: String,
+    org: Org,
     spec: ExportSpec,
     export_date: String,
     encoder: Option<Encoder>,
@@ -64,14 +65,14 @@ pub struct Producer<'a> {
 
 impl<'a> Producer<'a> {
     /// A producer from the start; `export_date` (RFC 3339) is written into JSON payloads.
-    pub fn new(state: &'a AppState, org: &str, spec: ExportSpec, export_date: &str) -> Self {
+    pub fn new(state: &'a AppState, org: &Org, spec: ExportSpec, export_date: &str) -> Self {
         Self::resume(state, org, spec, export_date, None, Counts::default())
     }
 
     /// A producer continuing after `position` with the counts reached there.
     pub fn resume(
         state: &'a AppState,
-        org: &str,
+        org: &Org,
         spec: ExportSpec,
         export_date: &str,
         position: Option<String>,
@@ -83,7 +84,7 @@ impl<'a> Producer<'a> {
         };
         Self {
             state,
-            org: org.to_string(),
+            org: org.clone(),
             spec,
             export_date: export_date.to_string(),
             encoder,
@@ -116,7 +117,7 @@ impl<'a> Producer<'a> {
     /// The bytes before the first item.
     pub fn header(&self) -> Result<Vec<u8>, ApiError> {
         match (&self.spec, &self.encoder) {
-            (ExportSpec::Training { .. }, Some(encoder)) => encoder.start(&self.export_date, &self.org),
+            (ExportSpec::Training { .. }, Some(encoder)) => encoder.start(&self.export_date, self.org.as_str()),
             (ExportSpec::Conversations { format: ConvoFormat::Json, .. }, _) => {
                 Ok(br#"{"success":true,"message":"Conversations exported successfully","data":["#.to_vec())
             }
@@ -259,7 +260,7 @@ impl<'a> Producer<'a> {
         // A few conversations at a time: a conversation's messages are unbounded.
         let group: Vec<(Convo, String)> = self.convos.drain(..self.convos.len().min(CONCURRENT_READS)).collect();
         self.done = self.convos.is_empty() && self.source_done;
-        let org = self.org.as_str();
+        let org = &self.org;
         let mut with_messages = stream::iter(group.into_iter().map(|(c, key)| {
             let store = &store;
             async move {

@@ -8,6 +8,7 @@ use crate::convos::model::{Convo, ConvoInput, IngestInput};
 use crate::convos::store::ConvoStore;
 use crate::error::{ApiError, Envelope};
 use crate::http::{handle, json_response, limit_param, path_id, query_param, read_json, success};
+use crate::keys::Org;
 use crate::AppState;
 
 /// How a conversation is answered: the stored header plus `ts` (last activity).
@@ -27,7 +28,7 @@ pub async fn put_convo(state: &AppState, req: Request) -> Response<Body> {
         let input: ConvoInput = read_json(&req, state.config.max_body_bytes)?;
         let input = input.validate()?;
         let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
-        let (saved, created) = store.put_header(&principal.organization_id, &agent, &convo, input).await?;
+        let (saved, created) = store.put_header(&Org::verified(&principal), &agent, &convo, input).await?;
         let status = if created { StatusCode::CREATED } else { StatusCode::OK };
         Ok(success(status, "Conversation saved successfully", &view(&saved)))
     })
@@ -43,7 +44,7 @@ pub async fn ingest_messages(state: &AppState, req: Request) -> Response<Body> {
         let received = input.messages.len();
         let messages = input.into_messages()?;
         let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
-        let outcome = store.ingest(&principal.organization_id, &agent, &convo, messages).await?;
+        let outcome = store.ingest(&Org::verified(&principal), &agent, &convo, messages).await?;
         let status = if outcome.inserted > 0 { StatusCode::CREATED } else { StatusCode::OK };
         let c = &outcome.convo;
         Ok(success(
@@ -70,7 +71,7 @@ pub const MAX_LIMIT: usize = 100;
 /// `GET /agents/{agentId}/convos?limit=&cursor=`: newest activity first.
 pub async fn list_convos(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Convocore, |principal, req| async move {
-        let org = &principal.organization_id;
+        let org = &Org::verified(&principal);
         let agent = path_id(&req, "agentId")?;
         let limit = limit_param(&req, DEFAULT_LIMIT, MAX_LIMIT)?;
         if query_param(&req, "page").is_some_and(|p| p != "1") {

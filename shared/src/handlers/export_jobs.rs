@@ -12,6 +12,7 @@ use crate::exports::training::{training_spec, Format};
 use crate::http::{handle, json_response, limit_param, path_id, query_param, read_json, success};
 use crate::ids::is_valid_id;
 use crate::jobs::{revive, start, Job, JobStore, Status, Trigger};
+use crate::keys::Org;
 use crate::snapshots::store::{Archived, Filters};
 use crate::AppState;
 
@@ -205,11 +206,11 @@ pub async fn create_export(state: &AppState, req: Request) -> Response<Body> {
         if let ExportSpec::Conversation { agent_id, convo_id, .. } = &spec {
             // Answer now, as the synchronous route does, rather than with a failed job later.
             let store = crate::convos::store::ConvoStore::new(&state.dynamo, &state.config.table_name);
-            if store.get_header(&principal.organization_id, agent_id, convo_id).await?.is_none() {
+            if store.get_header(&Org::verified(&principal), agent_id, convo_id).await?.is_none() {
                 return Err(ApiError::not_found("Conversation not found"));
             }
         }
-        let job = start(state, &principal.organization_id, spec, Trigger::Request).await?;
+        let job = start(state, Org::verified(&principal).as_str(), spec, Trigger::Request).await?;
         Ok(accepted(&job, "Export job created"))
     })
     .await
@@ -223,7 +224,7 @@ pub async fn get_export(state: &AppState, req: Request) -> Response<Body> {
         if !crate::ids::is_object_id(&id) {
             return Err(not_found());
         }
-        let job = JobStore::new(state).get(&principal.organization_id, &id).await?.ok_or_else(not_found)?;
+        let job = JobStore::new(state).get(Org::verified(&principal).as_str(), &id).await?.ok_or_else(not_found)?;
         let job = revive(state, job).await?;
         Ok(success(StatusCode::OK, "Export job retrieved successfully", &view(state, &job).await?))
     })
@@ -233,7 +234,7 @@ pub async fn get_export(state: &AppState, req: Request) -> Response<Body> {
 /// `GET /api/training/exports`: the organization's jobs, newest first, cursor-paginated.
 pub async fn list_exports(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
-        let org = &principal.organization_id;
+        let org = &Org::verified(&principal);
         let limit = limit_param(&req, DEFAULT_LIMIT, MAX_LIMIT)?;
         const SCOPE: &str = "export-jobs";
         let before = match query_param(&req, "cursor") {
@@ -243,7 +244,7 @@ pub async fn list_exports(state: &AppState, req: Request) -> Response<Body> {
                 Some(key.get("id").and_then(|v| v.as_s().ok()).cloned().ok_or_else(crate::cursor::invalid)?)
             }
         };
-        let (page, next) = JobStore::new(state).list(org, limit, before.as_deref()).await?;
+        let (page, next) = JobStore::new(state).list(org.as_str(), limit, before.as_deref()).await?;
         let mut data = Vec::with_capacity(page.len());
         for job in page {
             let job = revive(state, job).await?;

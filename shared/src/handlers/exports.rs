@@ -15,6 +15,7 @@ use crate::exports::sink::{Delivery, ExportSink, Finished, ObjectSpec};
 use crate::exports::training::{training_spec, Format};
 use crate::exports::Counts;
 use crate::http::{handle, path_id, query_param};
+use crate::keys::Org;
 use crate::snapshots::store::Archived;
 use crate::AppState;
 
@@ -34,13 +35,14 @@ pub fn delivery_param(req: &Request) -> Result<Delivery, ApiError> {
 /// parameters instead.
 pub async fn run_sync(
     state: &AppState,
-    org: &str,
+    org: &Org,
     spec: ExportSpec,
     delivery: Delivery,
 ) -> Result<Response<Body>, ApiError> {
     let started = std::time::Instant::now();
     let created = chrono::Utc::now();
-    let object = crate::exports::object_spec(state, org, spec.kind(), &spec.file_name(created), spec.content_type());
+    let object =
+        crate::exports::object_spec(state, org.as_str(), spec.kind(), &spec.file_name(created), spec.content_type());
     let mut sink = sink(state, object.clone(), delivery);
     let mut producer = Producer::new(state, org, spec.clone(), &crate::time::to_rfc3339(created));
     let result = async {
@@ -85,7 +87,7 @@ pub async fn run_sync(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "export over its time budget: continuing as a job"
             );
-            let job = crate::jobs::start(state, org, spec, crate::jobs::Trigger::Fallback).await?;
+            let job = crate::jobs::start(state, org.as_str(), spec, crate::jobs::Trigger::Fallback).await?;
             Ok(super::export_jobs::accepted(
                 &job,
                 "The export is larger than a request allows; it continues as an export job",
@@ -156,7 +158,7 @@ pub async fn export_training(state: &AppState, req: Request) -> Response<Body> {
         let system = query_param(&req, "system").map(str::to_string);
         let spec = training_spec(format, f, system)?;
         let delivery = delivery_param(&req)?;
-        run_sync(state, &principal.organization_id, spec, delivery).await
+        run_sync(state, &Org::verified(&principal), spec, delivery).await
     })
     .await
 }
@@ -176,7 +178,7 @@ pub async fn export_agent_convos(state: &AppState, req: Request) -> Response<Bod
             .transpose()?;
         let spec = agent_spec(agent, format, from, to, limit)?;
         let delivery = delivery_param(&req)?;
-        run_sync(state, &principal.organization_id, spec, delivery).await
+        run_sync(state, &Org::verified(&principal), spec, delivery).await
     })
     .await
 }
@@ -189,7 +191,7 @@ pub async fn export_convo(state: &AppState, req: Request) -> Response<Body> {
         let format = ConvoFormat::parse(query_param(&req, "format"))?;
         let delivery = delivery_param(&req)?;
         let spec = ExportSpec::Conversation { agent_id, convo_id, format };
-        run_sync(state, &principal.organization_id, spec, delivery).await
+        run_sync(state, &Org::verified(&principal), spec, delivery).await
     })
     .await
 }

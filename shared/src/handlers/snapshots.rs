@@ -8,6 +8,7 @@ use super::query::filters;
 use crate::error::{ApiError, Envelope, ErrorKind};
 use crate::http::{handle, json_response, limit_param, query_param, read_json, success};
 use crate::idempotency::{validate_key, Claim, Idempotency};
+use crate::keys::Org;
 use crate::snapshots::create::create;
 use crate::snapshots::model::{CreateInput, PatchInput, Snapshot, SnapshotMessage};
 use crate::snapshots::store::{not_found, Archived, SnapshotStore};
@@ -37,7 +38,7 @@ pub async fn create_snapshot(state: &AppState, req: Request) -> Response<Body> {
         let input: CreateInput = read_json(&req, state.config.max_body_bytes)?;
         let input = input.validate()?;
         let table = &state.config.table_name;
-        let org = &principal.organization_id;
+        let org = &Org::verified(&principal);
         let key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
         let Some(key) = key else {
             let (snap, messages, _) = create(state, &principal, input, crate::ids::object_id(), false).await?;
@@ -108,7 +109,7 @@ pub async fn get_snapshot(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
         let id = snapshot_id(&req)?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
-        let (snap, messages) = store.get(&principal.organization_id, &id).await?.ok_or_else(not_found)?;
+        let (snap, messages) = store.get(&Org::verified(&principal), &id).await?.ok_or_else(not_found)?;
         let doc = snap.document(true, Some(&messages));
         Ok(with_etag(json_response(StatusCode::OK, &json!({ "success": true, "data": doc })), &snap))
     })
@@ -123,7 +124,7 @@ pub const MAX_LIMIT: usize = 100;
 /// `GET /api/training/snapshots`: filtered, newest first, cursor-paginated.
 pub async fn list_snapshots(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
-        let org = &principal.organization_id;
+        let org = &Org::verified(&principal);
         let archived = match query_param(&req, "archived") {
             None | Some("false") => Archived::No,
             Some("true") => Archived::Yes,
@@ -172,7 +173,7 @@ pub async fn update_snapshot(state: &AppState, req: Request) -> Response<Body> {
         let patch = patch.validate()?;
         let if_match = if_match(req.headers())?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
-        let snap = store.patch(&principal.organization_id, &id, &patch, if_match.as_deref()).await?;
+        let snap = store.patch(&Org::verified(&principal), &id, &patch, if_match.as_deref()).await?;
         Ok(with_etag(
             success(StatusCode::OK, "Training snapshot updated successfully", &snap.document(true, None)),
             &snap,
@@ -267,7 +268,7 @@ pub async fn delete_snapshot(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
         let id = snapshot_id(&req)?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
-        if !store.delete(&principal.organization_id, &id).await? {
+        if !store.delete(&Org::verified(&principal), &id).await? {
             return Err(not_found());
         }
         Ok(success(StatusCode::OK, "Training snapshot deleted successfully", &json!({ "_id": id })))

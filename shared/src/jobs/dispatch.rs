@@ -8,19 +8,9 @@
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use serde::{Deserialize, Serialize};
 
+pub use super::model::JobRef;
 use crate::error::{ApiError, ErrorKind};
-
-/// The worker's event: which job to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobRef {
-    /// The job's organization.
-    pub organization_id: String,
-    /// The job.
-    pub job_id: String,
-}
 
 /// Hands jobs to the worker.
 #[derive(Clone, Debug)]

@@ -195,7 +195,9 @@ async fn export_org(
     }
     // The index may lag the table: read the watermark from the item itself.
     let after = watermark(state, org).await?.unwrap_or_else(|| EPOCH.to_string());
-    if up_to <= after.as_str() || snapshots.changed(org, &after, up_to, None, 1).await?.0.is_empty() {
+    if up_to <= after.as_str()
+        || snapshots.changed(&crate::keys::Org::stored(org), &after, up_to, None, 1).await?.0.is_empty()
+    {
         return Ok(None);
     }
     let spec = ExportSpec::Training {

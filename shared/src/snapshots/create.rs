@@ -6,6 +6,7 @@ use super::store::SnapshotStore;
 use crate::auth::Principal;
 use crate::convos::store::ConvoStore;
 use crate::error::ApiError;
+use crate::keys::Org;
 use crate::AppState;
 
 /// Creates the snapshot `id` (see [`SnapshotStore::create`] for `resumed`); the flag answered
@@ -18,7 +19,7 @@ pub async fn create(
     id: String,
     resumed: bool,
 ) -> Result<(Snapshot, Vec<SnapshotMessage>, bool), ApiError> {
-    let org = &principal.organization_id;
+    let org = &Org::verified(principal);
     let convos = ConvoStore::new(&state.dynamo, &state.config.table_name);
     let headers = convos.contact_convos(org, &input.contact_id).await?;
     if headers.is_empty() {
@@ -81,7 +82,7 @@ pub async fn create(
     let updated = if resumed { crate::time::now_rfc3339().max(created.clone()) } else { created.clone() };
     let mut snap = Snapshot {
         id,
-        organization_id: org.clone(),
+        organization_id: org.as_str().to_string(),
         user: UserRef {
             id: principal.user_id.clone(),
             first_name: principal.given_name.clone(),

@@ -151,6 +151,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The organization it is stored under.
+    pub fn org(&self) -> crate::keys::Org {
+        crate::keys::Org::stored(&self.organization_id)
+    }
+
     /// The Tether document. `populated` answers `userId` / `contactId` as objects (read
     /// routes), else as ids (create); `messages` is included when given.
     pub fn document(&self, populated: bool, messages: Option<&[SnapshotMessage]>) -> Value {

@@ -26,6 +26,7 @@ use futures::future::try_join_all;
 
 use super::model::{PatchInput, Snapshot, SnapshotMessage, MAX_LABEL_CHARS, MAX_MESSAGE_BYTES};
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
+use crate::keys::{self, Org, SnapshotList};
 use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK, TTL};
 use crate::validate::{Issues, MAX_TAGS, MAX_TAG_CHARS};
 
@@ -63,33 +64,15 @@ fn new_chunk_set() -> String {
     format!("{:016x}", rand::rng().random::<u64>())
 }
 
-/// Partition key of a snapshot's items.
-pub fn snapshot_pk(org: &str, id: &str) -> String {
-    format!("ORG#{org}#SNAP#{id}")
-}
-
-fn archived_part(archived: bool) -> &'static str {
-    if archived {
-        "A1"
-    } else {
-        "A0"
-    }
-}
-
 /// The list partition of `index` for a snapshot's organization and archive state.
-fn partition(org: &str, archived: bool, index: &IndexDef, value: &str) -> String {
-    let a = archived_part(archived);
-    match index.name {
-        "GSI2" => format!("ORG#{org}#SNAPS#{a}#Q#{value}"),
-        "GSI3" => format!("ORG#{org}#SNAPS#{a}#C#{value}"),
-        "GSI4" => format!("ORG#{org}#SNAPS#{a}#CT#{value}"),
-        _ => format!("ORG#{org}#SNAPS#{a}"),
-    }
-}
-
-/// GSI5's partition: an organization's non-archived snapshots by last change.
-pub fn changed_partition(org: &str) -> String {
-    format!("ORG#{org}#CHANGED")
+fn partition(org: &Org, archived: bool, index: &IndexDef, value: &str) -> String {
+    let list = match index.name {
+        "GSI2" => SnapshotList::Quality(value),
+        "GSI3" => SnapshotList::Category(value),
+        "GSI4" => SnapshotList::Contact(value),
+        _ => SnapshotList::All,
+    };
+    keys::snapshot_list(org, archived, list)
 }
 
 /// GSI5's sort key: `<updatedAt>#<id>` (timestamps are fixed-width RFC 3339, so they sort).
@@ -99,14 +82,14 @@ pub fn changed_key(updated_at: &str, id: &str) -> String {
 
 /// The index attributes of a header: set ones, and the ones to remove (no quality, ...).
 fn index_keys(snap: &Snapshot) -> (Vec<(&'static str, String)>, Vec<&'static str>) {
-    let (org, a) = (&snap.organization_id, snap.is_archived);
+    let (org, a) = (&snap.org(), snap.is_archived);
     let mut set = vec![(GSI1.pk, partition(org, a, &GSI1, "")), (GSI1.sk, snap.id.clone())];
     let mut remove = Vec::new();
     // Only what a default export would include is indexed by change (sparse index).
     if a {
         remove.extend([GSI5.pk, GSI5.sk]);
     } else {
-        set.push((GSI5.pk, changed_partition(org)));
+        set.push((GSI5.pk, keys::changed(org)));
         set.push((GSI5.sk, changed_key(&snap.updated_at, &snap.id)));
     }
     for (ix, value) in [(&GSI2, &snap.quality), (&GSI3, &snap.category), (&GSI4, &Some(snap.contact.id.clone()))] {
@@ -322,7 +305,7 @@ impl<'a> SnapshotStore<'a> {
 
     /// The commit transaction: the header, only if there is none, and its chunks' expiry removed.
     async fn commit(&self, snap: &Snapshot) -> Result<bool, ApiError> {
-        let pk = snapshot_pk(&snap.organization_id, &snap.id);
+        let pk = keys::snapshot(&snap.org(), &snap.id);
         let build = |e| ApiError::internal("build snapshot commit", e);
         let header = Put::builder()
             .table_name(self.table)
@@ -355,7 +338,7 @@ impl<'a> SnapshotStore<'a> {
         let failed = |i: usize| reasons.get(i).and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed");
         if failed(0) {
             // A header exists: ours (an SDK retry of a commit that was applied) or another attempt's.
-            let committed = self.get_header(&snap.organization_id, &snap.id).await?;
+            let committed = self.get_header(&snap.org(), &snap.id).await?;
             if committed.as_ref().is_some_and(|h| h.chunk_set == snap.chunk_set) {
                 return Ok(true);
             }
@@ -377,7 +360,7 @@ impl<'a> SnapshotStore<'a> {
     /// Best effort: removes the chunks of an attempt that surely did not commit (they would
     /// expire anyway). Their keys belong to that attempt only, so no committed item is touched.
     async fn discard_chunks(&self, snap: &Snapshot) {
-        let pk = snapshot_pk(&snap.organization_id, &snap.id);
+        let pk = keys::snapshot(&snap.org(), &snap.id);
         let requests = (0..snap.chunks)
             .filter_map(|i| {
                 let key = HashMap::from([(PK.to_string(), s(&pk)), (SK.to_string(), s(chunk_sk(&snap.chunk_set, i)))]);
@@ -393,7 +376,7 @@ impl<'a> SnapshotStore<'a> {
     fn header_item(snap: &Snapshot) -> Result<HashMap<String, AttributeValue>, ApiError> {
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(snap).map_err(|e| ApiError::internal("encode snapshot", e))?;
-        item.insert(PK.into(), s(snapshot_pk(&snap.organization_id, &snap.id)));
+        item.insert(PK.into(), s(keys::snapshot(&snap.org(), &snap.id)));
         item.insert(SK.into(), s(META));
         for (k, v) in index_keys(snap).0 {
             item.insert(k.into(), s(v));
@@ -407,7 +390,7 @@ impl<'a> SnapshotStore<'a> {
         messages: &[SnapshotMessage],
         expires: Option<u64>,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
-        let pk = snapshot_pk(&snap.organization_id, &snap.id);
+        let pk = keys::snapshot(&snap.org(), &snap.id);
         let json = serde_json::to_vec(messages).map_err(|e| ApiError::internal("encode messages", e))?;
         let items: Vec<_> = json
             .chunks(CHUNK_BYTES)
@@ -455,12 +438,12 @@ impl<'a> SnapshotStore<'a> {
     }
 
     /// The header of a snapshot (strongly consistent), without messages.
-    pub async fn get_header(&self, org: &str, id: &str) -> Result<Option<Snapshot>, ApiError> {
+    pub async fn get_header(&self, org: &Org, id: &str) -> Result<Option<Snapshot>, ApiError> {
         let out = self
             .client
             .get_item()
             .table_name(self.table)
-            .key(PK, s(snapshot_pk(org, id)))
+            .key(PK, s(keys::snapshot(org, id)))
             .key(SK, s(META))
             .consistent_read(true)
             .send()
@@ -470,13 +453,13 @@ impl<'a> SnapshotStore<'a> {
     }
 
     /// A snapshot with its messages, in one paged Query of its partition.
-    pub async fn get(&self, org: &str, id: &str) -> Result<Option<(Snapshot, Vec<SnapshotMessage>)>, ApiError> {
+    pub async fn get(&self, org: &Org, id: &str) -> Result<Option<(Snapshot, Vec<SnapshotMessage>)>, ApiError> {
         let mut pages = self
             .client
             .query()
             .table_name(self.table)
             .key_condition_expression("PK = :pk")
-            .expression_attribute_values(":pk", s(snapshot_pk(org, id)))
+            .expression_attribute_values(":pk", s(keys::snapshot(org, id)))
             .consistent_read(true)
             .into_paginator()
             .items()
@@ -529,7 +512,7 @@ impl<'a> SnapshotStore<'a> {
         let keys: Vec<(String, String)> = snaps
             .iter()
             .flat_map(|snap| {
-                let pk = snapshot_pk(&snap.organization_id, &snap.id);
+                let pk = keys::snapshot(&snap.org(), &snap.id);
                 (0..snap.chunks).map(move |i| (pk.clone(), chunk_sk(&snap.chunk_set, i)))
             })
             .collect();
@@ -577,7 +560,7 @@ impl<'a> SnapshotStore<'a> {
         snaps
             .iter()
             .map(|snap| {
-                let pk = snapshot_pk(&snap.organization_id, &snap.id);
+                let pk = keys::snapshot(&snap.org(), &snap.id);
                 let mut json = Vec::new();
                 for i in 0..snap.chunks {
                     let part = chunks.remove(&(pk.clone(), chunk_sk(&snap.chunk_set, i))).ok_or_else(|| {
@@ -594,7 +577,7 @@ impl<'a> SnapshotStore<'a> {
     /// Each archive partition is one Query on the most selective index; other filters narrow it.
     pub async fn list(
         &self,
-        org: &str,
+        org: &Org,
         filters: &Filters,
         limit: usize,
         after: Option<&str>,
@@ -623,7 +606,7 @@ impl<'a> SnapshotStore<'a> {
     /// other filters as a filter expression; `after` (exclusive) continues a listing.
     fn partition_query(
         &self,
-        org: &str,
+        org: &Org,
         f: &Filters,
         archived: bool,
         after: Option<&str>,
@@ -677,7 +660,7 @@ impl<'a> SnapshotStore<'a> {
 
     async fn query_partition(
         &self,
-        org: &str,
+        org: &Org,
         f: &Filters,
         archived: bool,
         want: usize,
@@ -715,7 +698,7 @@ impl<'a> SnapshotStore<'a> {
     /// whether more may follow.
     pub async fn changed(
         &self,
-        org: &str,
+        org: &Org,
         after: &str,
         up_to: &str,
         start: Option<&str>,
@@ -726,9 +709,9 @@ impl<'a> SnapshotStore<'a> {
         let exclusive_start = start.and_then(|key| {
             let id = key.split_once('#')?.1;
             Some(HashMap::from([
-                (PK.to_string(), s(snapshot_pk(org, id))),
+                (PK.to_string(), s(keys::snapshot(org, id))),
                 (SK.to_string(), s(META)),
-                (GSI5.pk.to_string(), s(changed_partition(org))),
+                (GSI5.pk.to_string(), s(keys::changed(org))),
                 (GSI5.sk.to_string(), s(key)),
             ]))
         });
@@ -740,7 +723,7 @@ impl<'a> SnapshotStore<'a> {
             .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
             .expression_attribute_names("#pk", GSI5.pk)
             .expression_attribute_names("#sk", GSI5.sk)
-            .expression_attribute_values(":pk", s(changed_partition(org)))
+            .expression_attribute_values(":pk", s(keys::changed(org)))
             .expression_attribute_values(":lo", s(lo))
             .expression_attribute_values(":hi", s(format!("{up_to}#~")))
             .set_exclusive_start_key(exclusive_start)
@@ -754,7 +737,7 @@ impl<'a> SnapshotStore<'a> {
     }
 
     /// How many snapshots `filters` match (a `COUNT` query per archive partition).
-    pub async fn count(&self, org: &str, filters: &Filters) -> Result<u64, ApiError> {
+    pub async fn count(&self, org: &Org, filters: &Filters) -> Result<u64, ApiError> {
         let archived: &[bool] = match filters.archived {
             Archived::No => &[false],
             Archived::Yes => &[true],
@@ -788,7 +771,7 @@ impl<'a> SnapshotStore<'a> {
     /// instead, and the write is conditional on the stored `updatedAt` still being the one matched.
     pub async fn patch(
         &self,
-        org: &str,
+        org: &Org,
         id: &str,
         patch: &PatchInput,
         if_match: Option<&[String]>,
@@ -855,7 +838,7 @@ impl<'a> SnapshotStore<'a> {
                 .client
                 .update_item()
                 .table_name(self.table)
-                .key(PK, s(snapshot_pk(org, id)))
+                .key(PK, s(keys::snapshot(org, id)))
                 .key(SK, s(META))
                 .update_expression(expr)
                 .condition_expression(condition)
@@ -877,8 +860,8 @@ impl<'a> SnapshotStore<'a> {
     /// once the header is gone), so whatever fails afterwards, nothing stays forever. The chunks
     /// are then removed right away, best effort; a delete of a snapshot that is gone removes
     /// any expiring chunks left in its partition.
-    pub async fn delete(&self, org: &str, id: &str) -> Result<bool, ApiError> {
-        let pk = snapshot_pk(org, id);
+    pub async fn delete(&self, org: &Org, id: &str) -> Result<bool, ApiError> {
+        let pk = keys::snapshot(org, id);
         let Some(header) = self.get_header(org, id).await? else {
             self.delete_expiring(&pk).await?;
             return Ok(false);

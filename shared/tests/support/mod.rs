@@ -2,6 +2,9 @@
 //! requests shaped exactly as API Gateway shapes them.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use shared::auth::{mint_hs256, now_epoch, Claims};
@@ -44,9 +47,10 @@ pub fn new_org() -> String {
     shared::ids::object_id()
 }
 
-/// A valid token for `org`.
-pub fn token(org: &str) -> String {
-    token_claims(Claims {
+/// The suite's standard claims for `org`, valid for an hour; change fields with
+/// `Claims { ..claims(org) }`.
+pub fn claims(org: &str) -> Claims {
+    Claims {
         sub: "user-1".into(),
         organization_id: org.into(),
         exp: now_epoch() + 3600,
@@ -56,7 +60,12 @@ pub fn token(org: &str) -> String {
         email: Some("alice@example.com".into()),
         given_name: Some("Alice".into()),
         family_name: Some("Rivera".into()),
-    })
+    }
+}
+
+/// A valid token for `org`: the standard [`claims`].
+pub fn token(org: &str) -> String {
+    token_claims(claims(org))
 }
 
 /// A token with these claims, signed with the suite's secret.
@@ -86,7 +95,12 @@ pub async fn send(state: &AppState, method: &str, uri: &str, headers: &[(&str, &
     }
     let route_key = format!("{} {}", route.method, route.path);
     let req = gateway::request(method, &route_key, path, query, &map, &params, body).expect("event");
-    let response = (route.handler)(state, req).await;
+    answer((route.handler)(state, req).await)
+}
+
+/// The [`Answer`] of a handler's response (also of one built without a route, by the same
+/// functions the handlers use).
+pub fn answer(response: http::Response<lambda_http::Body>) -> Answer {
     let (parts, body) = response.into_parts();
     let bytes = body.to_vec();
     Answer {
@@ -116,6 +130,21 @@ pub fn assert_convocore_error(a: &Answer, status: u16, code: &str) {
     assert!(a.body["issues"].is_array(), "body: {}", a.body);
 }
 
+/// Asserts Tether's error envelope with `error`.
+pub fn assert_tether_error(a: &Answer, status: u16, error: &str) {
+    assert_eq!(a.status.as_u16(), status, "{}", a.body);
+    assert_eq!(a.body["success"], false, "{}", a.body);
+    assert_eq!(a.body["error"], error, "{}", a.body);
+    assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", a.body);
+}
+
+/// Creates a snapshot with `body` (answered 201) and returns its id.
+pub async fn create_snapshot(state: &AppState, tok: &str, body: Value) -> String {
+    let a = call(state, "POST", "/api/training/snapshots", tok, Some(body)).await;
+    assert_eq!(a.status.as_u16(), 201, "{}", a.body);
+    a.body["data"]["_id"].as_str().expect("_id").to_string()
+}
+
 /// Downloads a presigned URL over plain HTTP (the emulator), as a browser or curl would.
 pub async fn download(url: &str) -> (u16, HeaderMap, Vec<u8>) {
     use http_body_util::{BodyExt, Empty};
@@ -125,6 +154,63 @@ pub async fn download(url: &str) -> (u16, HeaderMap, Vec<u8>) {
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes().to_vec();
     (parts.status.as_u16(), parts.headers, bytes)
+}
+
+/// Every table item whose partition key starts with `prefix`, in scan order.
+pub async fn items_with_prefix(state: &AppState, prefix: &str) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = state
+            .dynamo
+            .scan()
+            .table_name(&state.config.table_name)
+            .filter_expression("begins_with(PK, :p)")
+            .expression_attribute_values(":p", AttributeValue::S(prefix.to_string()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+/// The string attribute `name` of `item` (`""` when missing or not a string).
+pub fn item_str(item: &HashMap<String, AttributeValue>, name: &str) -> String {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+}
+
+/// The keys of every export object of `org`, sorted.
+pub async fn export_objects(state: &AppState, org: &str) -> Vec<String> {
+    let out = state
+        .s3
+        .list_objects_v2()
+        .bucket(&state.config.bucket_name)
+        .prefix(format!("exports/{org}/"))
+        .send()
+        .await
+        .expect("ListObjectsV2");
+    let mut keys: Vec<String> = out.contents.unwrap_or_default().into_iter().filter_map(|o| o.key).collect();
+    keys.sort();
+    keys
+}
+
+/// How many multipart uploads of `org`'s exports are in progress (begun, neither completed nor
+/// aborted).
+pub async fn uploads_in_progress(state: &AppState, org: &str) -> usize {
+    let out = state
+        .s3
+        .list_multipart_uploads()
+        .bucket(&state.config.bucket_name)
+        .prefix(format!("exports/{org}/"))
+        .send()
+        .await
+        .expect("ListMultipartUploads");
+    out.uploads().len()
 }
 
 /// Seeds a contact with one conversation of `n` messages alternating customer / AI.

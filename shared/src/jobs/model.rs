@@ -1,0 +1,200 @@
+//! What a job is: its stored form ([`Job`], with its [`Status`], [`Trigger`] and
+//! [`Checkpoint`]), the worker's event ([`JobRef`]) and the few rules read off them (staleness,
+//! when the file expires). Plain data, shared by the store and the domain code.
+
+use serde::{Deserialize, Serialize};
+
+use crate::exports::spec::ExportSpec;
+
+/// A job without a live lease or a recent dispatch for this long is stale: reads hand it to
+/// the worker again (or fail it once it has failed [`MAX_FAILURES`] times).
+pub const STALE_AFTER_MS: i64 = 120_000;
+/// Failed invocations after which a job fails for good.
+pub const MAX_FAILURES: u32 = 5;
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, not started.
+    Queued,
+    /// Started; may be between invocations.
+    Running,
+    /// The file is ready.
+    Succeeded,
+    /// Given up; `reason` says why.
+    Failed,
+}
+
+impl Status {
+    /// Succeeded or failed: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// What created a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// `POST /api/training/exports`.
+    Request,
+    /// A synchronous export over its time budget.
+    Fallback,
+    /// The scheduled export.
+    Schedule,
+}
+
+/// A job's resume point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// The multipart upload.
+    pub upload_id: String,
+    /// Parts 1..=parts are uploaded and hold every item up to `position`.
+    pub parts: i32,
+    /// Where the producer continues (opaque, per source).
+    pub position: String,
+    /// Items written so far.
+    pub items: u64,
+    /// Items skipped so far.
+    pub skipped: u64,
+    /// Bytes in the uploaded parts.
+    pub bytes: u64,
+    /// When the upload was initiated, at the latest (RFC 3339): the file's retention counts
+    /// from it. Absent in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_started_at: Option<String>,
+}
+
+impl Checkpoint {
+    /// When the checkpoint's upload was initiated, at the latest: as recorded, else the job's
+    /// creation (earlier, so a retention counted from it still ends no later than S3's).
+    pub fn upload_started(&self, job: &Job) -> chrono::DateTime<chrono::Utc> {
+        [self.upload_started_at.as_deref(), Some(job.created_at.as_str())]
+            .into_iter()
+            .flatten()
+            .find_map(crate::time::parse_rfc3339)
+            .unwrap_or_else(chrono::Utc::now)
+    }
+}
+
+/// When S3's lifecycle rule may delete a file created at `created` that expires after `days`:
+/// S3 adds the days to the object's creation and rounds up to the next midnight UTC, and
+/// deletes the object some time after that. So the file is there until this moment, and gone
+/// no earlier.
+pub fn lifecycle_expiry(created: chrono::DateTime<chrono::Utc>, days: u32) -> chrono::DateTime<chrono::Utc> {
+    let due = created + chrono::Duration::days(i64::from(days));
+    let midnight = due.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    if midnight == due {
+        due
+    } else {
+        midnight + chrono::Duration::days(1)
+    }
+}
+
+/// An export job as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// Time-ordered id (24 hex digits).
+    pub id: String,
+    /// Owner.
+    pub organization_id: String,
+    /// Status.
+    pub status: Status,
+    /// What to export.
+    pub params: ExportSpec,
+    /// What created the job.
+    pub trigger: Trigger,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// First started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Succeeded or failed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Items exported so far (only grows).
+    #[serde(default)]
+    pub processed: u64,
+    /// Items skipped (fine-tune examples without an assistant turn).
+    #[serde(default)]
+    pub skipped: u64,
+    /// Items the export will have, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// Bytes uploaded so far; the file's size once succeeded.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Why it failed, in words a user can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The download's file name.
+    pub file_name: String,
+    /// The object key (never shown).
+    pub key: String,
+    /// When the file leaves the bucket (RFC 3339), once succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_expires_at: Option<String>,
+    /// Resume point while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+    /// Invocation holding the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_owner: Option<String>,
+    /// Epoch ms until which the lease holds (0: free).
+    #[serde(default)]
+    pub lease_until: i64,
+    /// Epoch ms of the last hand-over to the worker.
+    #[serde(default)]
+    pub dispatched_at: i64,
+    /// Failed invocations so far.
+    #[serde(default)]
+    pub failures: u32,
+    /// The last failure, in words a user can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Job {
+    /// Whether nobody works on the job and nobody was asked to recently.
+    pub fn is_stale(&self, now_ms: i64) -> bool {
+        !self.status.is_terminal()
+            && now_ms > self.lease_until + STALE_AFTER_MS
+            && now_ms > self.dispatched_at + STALE_AFTER_MS
+    }
+
+    /// The reference the worker is invoked with.
+    pub fn reference(&self) -> JobRef {
+        JobRef { organization_id: self.organization_id.clone(), job_id: self.id.clone() }
+    }
+}
+
+/// The worker's event: which job to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRef {
+    /// The job's organization.
+    pub organization_id: String,
+    /// The job.
+    pub job_id: String,
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_expiry_rounds_up_to_the_next_midnight_utc_as_s3_does() {
+        let t = |s: &str| crate::time::parse_rfc3339(s).unwrap();
+        assert_eq!(lifecycle_expiry(t("2026-01-15T10:30:00Z"), 1), t("2026-01-17T00:00:00Z"));
+        assert_eq!(lifecycle_expiry(t("2026-01-15T23:59:59.999Z"), 7), t("2026-01-23T00:00:00Z"));
+        assert_eq!(lifecycle_expiry(t("2026-01-15T00:00:00Z"), 7), t("2026-01-22T00:00:00Z"));
+    }
+}

@@ -1,0 +1,70 @@
+//! The S3 side of a job's multipart upload: what a checkpoint's upload still holds, whether
+//! the file exists, and aborting an upload that will not be completed.
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+
+use super::Job;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Parts 1..=`count` of an upload, from S3; `None` when the upload or one of them is gone.
+pub(super) async fn list_parts(
+    state: &AppState,
+    key: &str,
+    upload_id: &str,
+    count: i32,
+) -> Result<Option<Vec<(i32, String)>>, ApiError> {
+    let mut parts = Vec::with_capacity(count.max(0) as usize);
+    let mut marker: Option<String> = None;
+    loop {
+        let result = state
+            .s3
+            .list_parts()
+            .bucket(&state.config.bucket_name)
+            .key(key)
+            .upload_id(upload_id)
+            .set_part_number_marker(marker.clone())
+            .send()
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(None),
+            Err(e) => return Err(crate::error::from_sdk("list export parts", e)),
+        };
+        for p in out.parts() {
+            if let (Some(n), Some(etag)) = (p.part_number, p.e_tag.clone()) {
+                if n <= count {
+                    parts.push((n, etag));
+                }
+            }
+        }
+        marker = out.next_part_number_marker.clone();
+        if !out.is_truncated.unwrap_or(false) || marker.is_none() {
+            break;
+        }
+    }
+    parts.sort_by_key(|(n, _)| *n);
+    let complete = parts.len() == count as usize && parts.iter().enumerate().all(|(i, (n, _))| *n == i as i32 + 1);
+    Ok(complete.then_some(parts))
+}
+
+/// Whether the export object `key` exists (a completed upload).
+pub(super) async fn object_exists(state: &AppState, key: &str) -> Result<bool, ApiError> {
+    match state.s3.head_object().bucket(&state.config.bucket_name).key(key).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+        Err(e) => Err(crate::error::from_sdk("check export object", e)),
+    }
+}
+
+/// Aborts `upload_id` of `key`, if any (best effort, logged).
+pub(super) async fn abort(state: &AppState, key: &str, upload_id: Option<&str>) {
+    if let Some(upload_id) = upload_id {
+        crate::exports::sink::abort_upload(&state.s3, &state.config.bucket_name, key, upload_id).await;
+    }
+}
+
+/// Aborts a job's checkpointed upload, if any (for a job failing for good).
+pub async fn abort_upload(state: &AppState, job: &Job) {
+    abort(state, &job.key, job.checkpoint.as_ref().map(|c| c.upload_id.as_str())).await;
+}
