@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, Envelope, ErrorKind};
+use crate::keys::Org;
 use crate::AppState;
 
 pub use crate::json::json_response;
@@ -17,6 +18,49 @@ pub use crate::json::json_response;
 /// The success envelope `{success: true, message, data}` shared by both contracts.
 pub fn success<T: Serialize>(status: StatusCode, message: &str, data: &T) -> Response<Body> {
     json_response(status, &json!({ "success": true, "message": message, "data": data }))
+}
+
+/// One page of a list route: `{success: true, message, data, nextCursor}` (`null` on the last).
+#[derive(Debug, Serialize)]
+pub struct Page<T: Serialize> {
+    success: bool,
+    message: &'static str,
+    data: Vec<T>,
+    #[serde(rename = "nextCursor")]
+    next_cursor: Option<String>,
+}
+
+impl<T: Serialize> Page<T> {
+    /// A page of `data`, continued by `next_cursor`.
+    pub fn new(message: &'static str, data: Vec<T>, next_cursor: Option<String>) -> Self {
+        Self { success: true, message, data, next_cursor }
+    }
+
+    /// The `200` answer.
+    pub fn into_response(self) -> Response<Body> {
+        json_response(StatusCode::OK, &self)
+    }
+}
+
+/// The `cursor` query parameter of a list that pages by id: the id to continue after, from a
+/// cursor this deployment signed for `org` and `scope` (400 otherwise); `None` on the first page.
+pub fn cursor_id(state: &AppState, req: &Request, org: &Org, scope: &str) -> Result<Option<String>, ApiError> {
+    let Some(cursor) = query_param(req, "cursor") else { return Ok(None) };
+    let key = state.cursors.decode(org, scope, cursor)?;
+    key.get("id").and_then(|v| v.as_s().ok()).cloned().map(Some).ok_or_else(crate::cursor::invalid)
+}
+
+/// The `nextCursor` of a list that pages by id: signed for `org` and `scope`; `None` without a next id.
+pub fn next_cursor_id(
+    state: &AppState,
+    org: &Org,
+    scope: &str,
+    next: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let key = next.map(|id| {
+        std::collections::HashMap::from([("id".to_string(), aws_sdk_dynamodb::types::AttributeValue::S(id))])
+    });
+    state.cursors.encode(org, scope, key.as_ref())
 }
 
 /// Runs a route: authenticates the caller, runs `f`, and renders any error in `envelope`.

@@ -5,6 +5,7 @@ mod support;
 
 use serde_json::{json, Value};
 use shared::exports::sink::{Delivery, ExportSink, Finished};
+use shared::keys::Org;
 use support::{call, create_snapshot, download, new_org, seed_contact, send, state, state_with, token, Answer};
 
 /// The seed's `TrainingExportPayload` schema (OpenAPI 3.0) as plain JSON Schema.
@@ -314,7 +315,13 @@ async fn delivery_url_answers_303_with_a_presigned_download_and_inline_limit_ans
 async fn a_failed_upload_is_aborted_and_leaves_no_parts_or_object() {
     let state = state().await;
     let org = new_org();
-    let spec = shared::exports::object_spec(&state, &org, "training", "fault.jsonl", "application/x-ndjson");
+    let spec = shared::exports::object_spec(
+        &state,
+        &Org::stored(org.as_str()),
+        "training",
+        "fault.jsonl",
+        "application/x-ndjson",
+    );
     let mut sink = ExportSink::new(&state.s3, spec.clone(), Delivery::Url, 0).with_fault_after_parts(2);
     let chunk = vec![b'x'; 1024 * 1024];
     let mut failed = None;

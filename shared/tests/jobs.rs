@@ -39,7 +39,7 @@ async fn age_job(state: &shared::AppState, org: &str, id: &str, set: &[(&str, At
         .dynamo
         .update_item()
         .table_name(&state.config.table_name)
-        .key("PK", AttributeValue::S(jobs_pk(org)))
+        .key("PK", AttributeValue::S(jobs_pk(&Org::stored(org))))
         .key("SK", AttributeValue::S(job_sk(id)))
         .update_expression(format!("SET {}", expr.join(", ")))
         .set_expression_attribute_values(Some(values))
@@ -312,7 +312,11 @@ async fn a_stale_job_is_handed_to_the_worker_again_and_fails_with_a_reason_after
 
     // A worker that crashed while holding the lease: its lease runs out, then a read resumes it.
     let store = shared::jobs::JobStore::new(&state);
-    assert!(store.claim(&org, &id, "crashed-invocation", shared::jobs::now_ms() + 60_000).await.unwrap().is_some());
+    assert!(store
+        .claim(&Org::stored(org.as_str()), &id, "crashed-invocation", shared::jobs::now_ms() + 60_000)
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(get_job(&state, &tok, &id).await["status"], "running");
     assert!(worker.pending().is_empty(), "a live lease is respected");
     age_job(&state, &org, &id, &[("leaseUntil", ms_ago(130_000)), ("dispatchedAt", ms_ago(200_000))]).await;
@@ -323,16 +327,24 @@ async fn a_stale_job_is_handed_to_the_worker_again_and_fails_with_a_reason_after
     // An invocation killed while holding the lease (time limit, memory) is counted by the next.
     let id = create_job(&state, &tok, json!({"format": "json"})).await.body["data"]["id"].as_str().unwrap().to_string();
     worker.pending();
-    assert!(store.claim(&org, &id, "killed-invocation", shared::jobs::now_ms() + 60_000).await.unwrap().is_some());
+    assert!(store
+        .claim(&Org::stored(org.as_str()), &id, "killed-invocation", shared::jobs::now_ms() + 60_000)
+        .await
+        .unwrap()
+        .is_some());
     age_job(&state, &org, &id, &[("leaseUntil", ms_ago(1))]).await;
     let event = shared::jobs::JobRef { organization_id: org.clone(), job_id: id.clone() };
     assert_eq!(shared::jobs::worker::run(&state, &event, worker_options()).await.unwrap(), Outcome::Succeeded);
-    let stored = store.get(&org, &id).await.unwrap().unwrap();
+    let stored = store.get(&Org::stored(org.as_str()), &id).await.unwrap().unwrap();
     assert_eq!(stored.failures, 1, "the killed invocation was counted");
     // ...and one that is killed every time ends failed instead of being retried forever.
     let id = create_job(&state, &tok, json!({"format": "json"})).await.body["data"]["id"].as_str().unwrap().to_string();
     worker.pending();
-    assert!(store.claim(&org, &id, "killed-invocation", shared::jobs::now_ms() + 60_000).await.unwrap().is_some());
+    assert!(store
+        .claim(&Org::stored(org.as_str()), &id, "killed-invocation", shared::jobs::now_ms() + 60_000)
+        .await
+        .unwrap()
+        .is_some());
     age_job(
         &state,
         &org,

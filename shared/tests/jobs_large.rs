@@ -6,6 +6,7 @@ mod support;
 
 use shared::jobs::worker::{Options, Outcome};
 use shared::jobs::{JobRef, JobStore, Status};
+use shared::keys::Org;
 use shared::snapshots::store::SnapshotStore;
 use support::{call, download, jobs_state, new_org, tiny_snapshot, token, uploads_in_progress};
 
@@ -49,7 +50,7 @@ async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_an_
         invocations += 1;
         if invocations == 2 {
             assert!(shared::jobs::worker::run(&state, &event, killed.clone()).await.is_err(), "the invocation dies");
-            let job = jobs.get(&org, &id).await.unwrap().unwrap();
+            let job = jobs.get(&Org::stored(org.as_str()), &id).await.unwrap().unwrap();
             assert_eq!(job.status, Status::Running);
             assert_eq!(job.failures, 1);
             assert_eq!(job.checkpoint.as_ref().map(|c| c.parts), Some(2), "its second part was checkpointed");
@@ -60,7 +61,7 @@ async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_an_
             continue;
         }
         let outcome = shared::jobs::worker::run(&state, &event, zero.clone()).await.unwrap();
-        let job = jobs.get(&org, &id).await.unwrap().unwrap();
+        let job = jobs.get(&Org::stored(org.as_str()), &id).await.unwrap().unwrap();
         progress.push(job.processed);
         if outcome == Outcome::Paused {
             assert_eq!(job.status, Status::Running);

@@ -6,6 +6,7 @@ mod support;
 use serde_json::{json, Value};
 use shared::jobs::schedule::{run, watermark, ScheduledEvent};
 use shared::jobs::worker::Outcome;
+use shared::keys::Org;
 use support::{call, create_snapshot, download, jobs_state_with, new_org, seed_contact, token, worker_options};
 
 async fn jobs(state: &shared::AppState, tok: &str) -> Vec<Value> {
@@ -81,7 +82,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     want.sort();
     assert_eq!(ids, want, "every non-archived snapshot of A, nothing archived");
     assert_eq!(exported_ids(&jobs_b[0]).await, vec![b1.clone()]);
-    let mark = watermark(&state, &org_a).await.unwrap().unwrap();
+    let mark = watermark(&state, &Org::stored(org_a.as_str())).await.unwrap().unwrap();
     assert_eq!(Some(mark.as_str()), jobs_a[0]["params"]["changed"]["upTo"].as_str());
 
     // Changes since: exactly the new and the changed snapshots.
@@ -99,7 +100,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     assert_eq!(jobs(&state, &tok_b).await.len(), 1);
 
     // A failed run leaves the watermark where it was; the next run covers the gap.
-    let mark_b = watermark(&state, &org_b).await.unwrap();
+    let mark_b = watermark(&state, &Org::stored(org_b.as_str())).await.unwrap();
     let b2 = create_snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
     let third = next_tick().await;
     run(&state, third).await.unwrap();
@@ -111,7 +112,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
         .dynamo
         .update_item()
         .table_name(&state.config.table_name)
-        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(shared::jobs::jobs_pk(&org_b)))
+        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(shared::jobs::jobs_pk(&Org::stored(org_b.as_str()))))
         .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(shared::jobs::job_sk(&failed_id)))
         .update_expression("SET failures = :f, dispatchedAt = :old")
         .expression_attribute_values(
@@ -123,7 +124,11 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
         .await
         .unwrap();
     assert_eq!(jobs(&state, &tok_b).await[0]["status"], "failed");
-    assert_eq!(watermark(&state, &org_b).await.unwrap(), mark_b, "a failed run does not move the watermark");
+    assert_eq!(
+        watermark(&state, &Org::stored(org_b.as_str())).await.unwrap(),
+        mark_b,
+        "a failed run does not move the watermark"
+    );
     let b3 = create_snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
     let fourth = next_tick().await;
     run(&state, fourth).await.unwrap();

@@ -1791,7 +1791,9 @@ async fn export_training_answers_match_the_spec() {
         None,
     )
     .expect("spec");
-    let job = shared::jobs::start(&jobs, &org, spec, shared::jobs::Trigger::Fallback).await.expect("a job");
+    let job = shared::jobs::start(&jobs, &Org::stored(org.as_str()), spec, shared::jobs::Trigger::Fallback)
+        .await
+        .expect("a job");
     let a = case.check(202, support::answer(shared::handlers::export_jobs::accepted(&job, FALLBACK_MESSAGE)));
     assert_eq!(accepted_job(&a), job.id);
     assert_eq!((&a.body["data"]["trigger"], &a.body["data"]["source"]), (&json!("fallback"), &json!("training")));
@@ -2099,7 +2101,8 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
         )
         .expect("spec")
     };
-    let job = |spec: ExportSpec, trigger: Trigger| new_job("org-1", spec, trigger, shared::ids::object_id());
+    let job =
+        |spec: ExportSpec, trigger: Trigger| new_job(&Org::stored("org-1"), spec, trigger, shared::ids::object_id());
     let link =
         || Some(("https://bucket.example/key?X-Amz-Signature=abc".to_string(), "2026-05-18T14:45:00.000Z".to_string()));
     let at = |t: &str| Some(t.to_string());
@@ -2388,7 +2391,7 @@ async fn get_export_answers_match_the_spec() {
 
     // 200 while running (a worker holds it).
     let claimed = shared::jobs::JobStore::new(&s)
-        .claim(&org, &convos, "test-worker", shared::jobs::now_ms() + 60_000)
+        .claim(&Org::stored(org.as_str()), &convos, "test-worker", shared::jobs::now_ms() + 60_000)
         .await
         .expect("claim")
         .expect("the job was free");

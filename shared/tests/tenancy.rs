@@ -7,6 +7,7 @@
 mod support;
 
 use serde_json::{json, Value};
+use shared::keys::Org;
 use shared::routes::ROUTES;
 use shared::AppState;
 use support::{call, download, jobs_state, new_org, send, token, worker_options, Answer, Worker};
@@ -576,7 +577,7 @@ async fn export_keys_and_urls_are_random_and_not_derived_from_ids() {
     let store = shared::jobs::JobStore::new(&state);
     let mut randoms = Vec::new();
     for id in &jobs {
-        let job = store.get(&org, id).await.expect("get").expect("job");
+        let job = store.get(&Org::stored(org.as_str()), id).await.expect("get").expect("job");
         let random = random_part(&job.key, &org, "training").to_string();
         assert!(!job.key.contains(id.as_str()), "the key does not contain the job id: {}", job.key);
         assert_unrelated(&random, id, "job key");

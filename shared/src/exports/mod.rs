@@ -31,14 +31,20 @@ pub fn csv_record<'a>(cells: impl IntoIterator<Item = &'a str>) -> Result<Vec<u8
 }
 
 /// A new export object key: namespaced by organization and kind, unguessable (128 random bits).
-pub fn object_key(org: &str, kind: &str, filename: &str) -> String {
+pub fn object_key(org: &crate::keys::Org, kind: &str, filename: &str) -> String {
     let random: u128 = rand::random();
-    let date = chrono::Utc::now().format("%Y-%m-%d");
-    format!("exports/{org}/{kind}/{date}/{random:032x}/{filename}")
+    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    crate::keys::export_object(org, kind, &date, random, filename)
 }
 
 /// A new export object: namespaced by organization, unguessable (128 random bits).
-pub fn object_spec(state: &AppState, org: &str, kind: &str, filename: &str, content_type: &str) -> sink::ObjectSpec {
+pub fn object_spec(
+    state: &AppState,
+    org: &crate::keys::Org,
+    kind: &str,
+    filename: &str,
+    content_type: &str,
+) -> sink::ObjectSpec {
     sink::ObjectSpec {
         bucket: state.config.bucket_name.clone(),
         key: object_key(org, kind, filename),

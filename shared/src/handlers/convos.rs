@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::convos::model::{Convo, ConvoInput, IngestInput};
 use crate::convos::store::ConvoStore;
 use crate::error::{ApiError, Envelope};
-use crate::http::{handle, json_response, limit_param, path_id, query_param, read_json, success};
+use crate::http::{handle, limit_param, path_id, query_param, read_json, success, Page};
 use crate::keys::Org;
 use crate::AppState;
 
@@ -85,16 +85,7 @@ pub async fn list_convos(state: &AppState, req: Request) -> Response<Body> {
         let store = ConvoStore::new(&state.dynamo, &state.config.table_name);
         let (convos, last) = store.list(org, &agent, limit, start).await?;
         let next = state.cursors.encode(org, &scope, last.as_ref())?;
-        let data: Vec<_> = convos.iter().map(view).collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "success": true,
-                "message": "Conversations retrieved successfully",
-                "data": data,
-                "nextCursor": next,
-            }),
-        ))
+        Ok(Page::new("Conversations retrieved successfully", convos.iter().map(view).collect(), next).into_response())
     })
     .await
 }

@@ -9,7 +9,7 @@ use crate::error::{ApiError, Envelope};
 use crate::exports::convos::{agent_spec, time_value, ConvoFormat};
 use crate::exports::producer::ExportSpec;
 use crate::exports::training::{training_spec, Format};
-use crate::http::{handle, json_response, limit_param, path_id, query_param, read_json, success};
+use crate::http::{cursor_id, handle, limit_param, next_cursor_id, path_id, read_json, success, Page};
 use crate::ids::is_valid_id;
 use crate::jobs::{revive, start, Job, JobStore, Status, Trigger};
 use crate::keys::Org;
@@ -210,7 +210,7 @@ pub async fn create_export(state: &AppState, req: Request) -> Response<Body> {
                 return Err(ApiError::not_found("Conversation not found"));
             }
         }
-        let job = start(state, Org::verified(&principal).as_str(), spec, Trigger::Request).await?;
+        let job = start(state, &Org::verified(&principal), spec, Trigger::Request).await?;
         Ok(accepted(&job, "Export job created"))
     })
     .await
@@ -224,7 +224,7 @@ pub async fn get_export(state: &AppState, req: Request) -> Response<Body> {
         if !crate::ids::is_object_id(&id) {
             return Err(not_found());
         }
-        let job = JobStore::new(state).get(Org::verified(&principal).as_str(), &id).await?.ok_or_else(not_found)?;
+        let job = JobStore::new(state).get(&Org::verified(&principal), &id).await?.ok_or_else(not_found)?;
         let job = revive(state, job).await?;
         Ok(success(StatusCode::OK, "Export job retrieved successfully", &view(state, &job).await?))
     })
@@ -237,25 +237,15 @@ pub async fn list_exports(state: &AppState, req: Request) -> Response<Body> {
         let org = &Org::verified(&principal);
         let limit = limit_param(&req, DEFAULT_LIMIT, MAX_LIMIT)?;
         const SCOPE: &str = "export-jobs";
-        let before = match query_param(&req, "cursor") {
-            None => None,
-            Some(c) => {
-                let key = state.cursors.decode(org, SCOPE, c)?;
-                Some(key.get("id").and_then(|v| v.as_s().ok()).cloned().ok_or_else(crate::cursor::invalid)?)
-            }
-        };
-        let (page, next) = JobStore::new(state).list(org.as_str(), limit, before.as_deref()).await?;
+        let before = cursor_id(state, &req, org, SCOPE)?;
+        let (page, next) = JobStore::new(state).list(org, limit, before.as_deref()).await?;
         let mut data = Vec::with_capacity(page.len());
         for job in page {
             let job = revive(state, job).await?;
             data.push(view(state, &job).await?);
         }
-        let next_key = next.map(|id| std::collections::HashMap::from([("id".to_string(), aws_sdk_dynamodb::types::AttributeValue::S(id))]));
-        let next_cursor = state.cursors.encode(org, SCOPE, next_key.as_ref())?;
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "success": true, "message": "Export jobs retrieved successfully", "data": data, "nextCursor": next_cursor }),
-        ))
+        let next_cursor = next_cursor_id(state, org, SCOPE, next)?;
+        Ok(Page::new("Export jobs retrieved successfully", data, next_cursor).into_response())
     })
     .await
 }

@@ -41,8 +41,7 @@ pub async fn run_sync(
 ) -> Result<Response<Body>, ApiError> {
     let started = std::time::Instant::now();
     let created = chrono::Utc::now();
-    let object =
-        crate::exports::object_spec(state, org.as_str(), spec.kind(), &spec.file_name(created), spec.content_type());
+    let object = crate::exports::object_spec(state, org, spec.kind(), &spec.file_name(created), spec.content_type());
     let mut sink = sink(state, object.clone(), delivery);
     let mut producer = Producer::new(state, org, spec.clone(), &crate::time::to_rfc3339(created));
     let result = async {
@@ -87,7 +86,7 @@ pub async fn run_sync(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "export over its time budget: continuing as a job"
             );
-            let job = crate::jobs::start(state, org.as_str(), spec, crate::jobs::Trigger::Fallback).await?;
+            let job = crate::jobs::start(state, org, spec, crate::jobs::Trigger::Fallback).await?;
             Ok(super::export_jobs::accepted(
                 &job,
                 "The export is larger than a request allows; it continues as an export job",

@@ -6,7 +6,9 @@ use serde_json::json;
 
 use super::query::filters;
 use crate::error::{ApiError, Envelope, ErrorKind};
-use crate::http::{handle, json_response, limit_param, query_param, read_json, success};
+use crate::http::{
+    cursor_id, handle, json_response, limit_param, next_cursor_id, query_param, read_json, success, Page,
+};
 use crate::idempotency::{validate_key, Claim, Idempotency};
 use crate::keys::Org;
 use crate::snapshots::create::create;
@@ -139,13 +141,7 @@ pub async fn list_snapshots(state: &AppState, req: Request) -> Response<Body> {
             Some(_) => return Err(ApiError::invalid("includeMessages", "must be true or false")),
         };
         let scope = f.scope();
-        let after = match query_param(&req, "cursor") {
-            None => None,
-            Some(c) => {
-                let key = state.cursors.decode(org, &scope, c)?;
-                Some(key.get("id").and_then(|v| v.as_s().ok()).cloned().ok_or_else(crate::cursor::invalid)?)
-            }
-        };
+        let after = cursor_id(state, &req, org, &scope)?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
         let (page, next, _) = store.list(org, &f, limit, after.as_deref()).await?;
         let data: Vec<_> = if include_messages {
@@ -155,12 +151,8 @@ pub async fn list_snapshots(state: &AppState, req: Request) -> Response<Body> {
         } else {
             page.iter().map(|snap| snap.document(true, None)).collect()
         };
-        let next_key = next.map(|id| std::collections::HashMap::from([("id".to_string(), aws_sdk_dynamodb::types::AttributeValue::S(id))]));
-        let next_cursor = state.cursors.encode(org, &scope, next_key.as_ref())?;
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "success": true, "message": "Training snapshots retrieved successfully", "data": data, "nextCursor": next_cursor }),
-        ))
+        let next_cursor = next_cursor_id(state, org, &scope, next)?;
+        Ok(Page::new("Training snapshots retrieved successfully", data, next_cursor).into_response())
     })
     .await
 }

@@ -95,15 +95,9 @@ impl<'a> Invocation<'a> {
         };
         *upload = Some(cp.upload_id.clone());
         let counts = Counts { items: cp.items, skipped: cp.skipped };
-        let org = job.organization_id.as_str();
-        let producer = Producer::resume(
-            state,
-            &crate::keys::Org::stored(org),
-            job.params.clone(),
-            &job.created_at,
-            Some(cp.position.clone()),
-            counts,
-        );
+        let org = job.org();
+        let producer =
+            Producer::resume(state, &org, job.params.clone(), &job.created_at, Some(cp.position.clone()), counts);
         let uploaded = UploadState { upload_id: cp.upload_id.clone(), parts, started: cp.upload_started(job) };
         let sink = ExportSink::resumable(&state.s3, object, Some((uploaded, cp.bytes)));
         if cp.position == FINISHED {
@@ -137,11 +131,11 @@ impl<'a> Invocation<'a> {
     /// holding the header.
     async fn start_export(&self, object: ObjectSpec) -> Result<(Producer<'a>, ExportSink<'a>), ApiError> {
         let (state, job) = (self.state, self.job);
-        let org = job.organization_id.as_str();
-        let producer = Producer::new(state, &crate::keys::Org::stored(org), job.params.clone(), &job.created_at);
+        let org = job.org();
+        let producer = Producer::new(state, &org, job.params.clone(), &job.created_at);
         if job.total.is_none() {
             if let Some(total) = producer.total().await? {
-                self.store.set_total(org, &job.id, self.owner, total).await?;
+                self.store.set_total(&org, &job.id, self.owner, total).await?;
             }
         }
         let mut sink = ExportSink::resumable(&state.s3, object, None);
@@ -193,7 +187,7 @@ impl<'a> Invocation<'a> {
                     bytes: sink.bytes(),
                     upload_started_at: Some(crate::time::to_rfc3339(state_now.started)),
                 };
-                if !self.store.checkpoint(&job.organization_id, &job.id, self.owner, &cp, floor).await? {
+                if !self.store.checkpoint(&job.org(), &job.id, self.owner, &cp, floor).await? {
                     tracing::warn!(job = %job.id, "lost the lease; another invocation continues");
                     return Ok(ControlFlow::Break(Outcome::Skipped));
                 }
@@ -209,7 +203,7 @@ impl<'a> Invocation<'a> {
     /// (saved just before, so the next invocation never starts ahead of it).
     async fn hand_over(&self, cp: &Checkpoint, parts: usize) -> Result<Outcome, ApiError> {
         let job = self.job;
-        self.store.hand_over(&job.organization_id, &job.id, self.owner).await?;
+        self.store.hand_over(&job.org(), &job.id, self.owner).await?;
         if let Err(e) = self.state.jobs.dispatch(&job.reference()).await {
             tracing::error!(job = %job.id, error = %e, "could not hand the job over; a later read retries");
         }
@@ -241,7 +235,7 @@ impl<'a> Invocation<'a> {
             bytes: sink.bytes(),
             upload_started_at: Some(crate::time::to_rfc3339(last.started)),
         };
-        if !self.store.checkpoint(&job.organization_id, &job.id, self.owner, &cp, job.processed).await? {
+        if !self.store.checkpoint(&job.org(), &job.id, self.owner, &cp, job.processed).await? {
             return Ok(Outcome::Skipped);
         }
         self.complete(sink, counts).await
@@ -266,7 +260,7 @@ impl<'a> Invocation<'a> {
         // The watermark first: it only moves forward, so a retry after a failure in between
         // repeats it harmlessly, while the other order could end the job and keep the watermark.
         if let (Trigger::Schedule, ExportSpec::Training { changed: Some(window), .. }) = (job.trigger, &job.params) {
-            super::schedule::advance_watermark(self.state, &job.organization_id, &window.up_to).await?;
+            super::schedule::advance_watermark(self.state, &job.org(), &window.up_to).await?;
         }
         let (items, skipped) = (counts.items, counts.skipped);
         if self.store.succeed(job, self.owner, bytes, items, skipped, file_created).await?.is_none() {

@@ -4,11 +4,12 @@
 use super::{new_job, now_ms, Job, JobStore, Trigger, MAX_FAILURES};
 use crate::error::ApiError;
 use crate::exports::producer::ExportSpec;
+use crate::keys::Org;
 use crate::AppState;
 
 /// Creates a queued job for `spec` and hands it to the worker. A failed hand-over leaves the
 /// job queued; reading it later hands it over again (see [`revive`]).
-pub async fn start(state: &AppState, org: &str, spec: ExportSpec, trigger: Trigger) -> Result<Job, ApiError> {
+pub async fn start(state: &AppState, org: &Org, spec: ExportSpec, trigger: Trigger) -> Result<Job, ApiError> {
     if !state.jobs.is_enabled() {
         return Err(ApiError::new(
             crate::error::ErrorKind::Unavailable,
@@ -32,7 +33,7 @@ pub async fn give_up(state: &AppState, job: Job) -> Result<Job, ApiError> {
         job.failures
     );
     super::upload::abort_upload(state, &job).await;
-    Ok(JobStore::new(state).fail(&job.organization_id, &job.id, &reason).await?.unwrap_or(job))
+    Ok(JobStore::new(state).fail(&job.org(), &job.id, &reason).await?.unwrap_or(job))
 }
 
 /// Deals with a stale job found by a read: hands it to the worker again, or, after
@@ -53,5 +54,5 @@ pub async fn revive(state: &AppState, job: Job) -> Result<Job, ApiError> {
             tracing::error!(job = %job.id, error = %e, "could not hand the stale job to the worker");
         }
     }
-    Ok(store.get(&job.organization_id, &job.id).await?.unwrap_or(job))
+    Ok(store.get(&job.org(), &job.id).await?.unwrap_or(job))
 }

@@ -29,14 +29,14 @@ pub use model::{lifecycle_expiry, now_ms, Checkpoint, Job, JobRef, Status, Trigg
 pub use store::{job_sk, jobs_pk, JobStore};
 
 /// A new queued job for `spec` (not yet stored).
-pub fn new_job(org: &str, spec: ExportSpec, trigger: Trigger, id: String) -> Job {
+pub fn new_job(org: &crate::keys::Org, spec: ExportSpec, trigger: Trigger, id: String) -> Job {
     // The instant the id names, when it names one, so the list order is `createdAt` order.
     let created = crate::ids::instant(&id).unwrap_or_else(chrono::Utc::now);
     let file_name = spec.file_name(created);
     Job {
         key: crate::exports::object_key(org, spec.kind(), &file_name),
         id,
-        organization_id: org.to_string(),
+        organization_id: org.as_str().to_string(),
         status: Status::Queued,
         params: spec,
         trigger,

@@ -165,6 +165,11 @@ impl Job {
             && now_ms > self.dispatched_at + STALE_AFTER_MS
     }
 
+    /// The organization it is stored under.
+    pub fn org(&self) -> crate::keys::Org {
+        crate::keys::Org::stored(&self.organization_id)
+    }
+
     /// The reference the worker is invoked with.
     pub fn reference(&self) -> JobRef {
         JobRef { organization_id: self.organization_id.clone(), job_id: self.id.clone() }

@@ -19,6 +19,7 @@ use super::{new_job, JobStore, Trigger};
 use crate::error::{ApiError, SdkResultExt};
 use crate::exports::producer::{ExportSpec, Window};
 use crate::exports::training::Format;
+use crate::keys::Org;
 use crate::snapshots::store::{Filters, SnapshotStore};
 use crate::table::{GSI1, PK, SK};
 use crate::AppState;
@@ -32,8 +33,8 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn state_key(org: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([(PK.to_string(), s(format!("ORG#{org}#SCHEDULE"))), (SK.to_string(), s("SCHEDULE"))])
+fn state_key(org: &Org) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_string(), s(crate::keys::schedule(org))), (SK.to_string(), s("SCHEDULE"))])
 }
 
 /// The event the schedule sends (its `Input` in `template.yaml`, with Scheduler's context
@@ -53,8 +54,8 @@ pub struct ScheduledEvent {
 }
 
 /// Makes sure `org` is in the scheduled export's registry (once per organization per process).
-pub async fn register(state: &AppState, org: &str) -> Result<(), ApiError> {
-    if state.registered.lock().map(|set| set.contains(org)).unwrap_or(false) {
+pub async fn register(state: &AppState, org: &Org) -> Result<(), ApiError> {
+    if state.registered.lock().map(|set| set.contains(org.as_str())).unwrap_or(false) {
         return Ok(());
     }
     state
@@ -66,18 +67,18 @@ pub async fn register(state: &AppState, org: &str) -> Result<(), ApiError> {
         .expression_attribute_names("#gpk", GSI1.pk)
         .expression_attribute_names("#gsk", GSI1.sk)
         .expression_attribute_values(":registry", s(REGISTRY))
-        .expression_attribute_values(":org", s(org))
+        .expression_attribute_values(":org", s(org.as_str()))
         .send()
         .await
         .ctx("register organization for scheduled exports")?;
     if let Ok(mut set) = state.registered.lock() {
-        set.insert(org.to_string());
+        set.insert(org.as_str().to_string());
     }
     Ok(())
 }
 
 /// Moves `org`'s watermark forward to `up_to` (never back).
-pub async fn advance_watermark(state: &AppState, org: &str, up_to: &str) -> Result<(), ApiError> {
+pub async fn advance_watermark(state: &AppState, org: &Org, up_to: &str) -> Result<(), ApiError> {
     let result = state
         .dynamo
         .update_item()
@@ -96,7 +97,7 @@ pub async fn advance_watermark(state: &AppState, org: &str, up_to: &str) -> Resu
 }
 
 /// `org`'s watermark: everything changed up to it has been exported.
-pub async fn watermark(state: &AppState, org: &str) -> Result<Option<String>, ApiError> {
+pub async fn watermark(state: &AppState, org: &Org) -> Result<Option<String>, ApiError> {
     let out = state
         .dynamo
         .get_item()
@@ -112,7 +113,7 @@ pub async fn watermark(state: &AppState, org: &str) -> Result<Option<String>, Ap
 /// The job id of `org`'s export for one scheduled time: time-ordered like every id (it names
 /// the scheduled time, which becomes the job's `createdAt`), the rest derived from the
 /// organization, so every delivery of that run names the same job.
-pub fn job_id(scheduled: chrono::DateTime<chrono::Utc>, org: &str) -> String {
+pub fn job_id(scheduled: chrono::DateTime<chrono::Utc>, org: &Org) -> String {
     let digest = Sha256::digest(format!("{org}|{}", scheduled.timestamp()).as_bytes());
     let tail: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     format!("{}{tail}", crate::ids::time_prefix(scheduled))
@@ -144,7 +145,7 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::
     let mut failed = 0;
     while let Some(item) = pages.next().await {
         let item = item.ctx("list organizations")?;
-        let Some(org) = item.get("organizationId").and_then(|v| v.as_s().ok()).cloned() else { continue };
+        let Some(org) = item.get("organizationId").and_then(|v| v.as_s().ok()).map(Org::stored) else { continue };
         organizations += 1;
         // One organization's trouble must not stop the others; the run fails at the end, so
         // the Scheduler retries it, and a retry repeats nothing that was done.
@@ -154,7 +155,7 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::
             Ok(None) => unchanged += 1,
             Err(e) => {
                 failed += 1;
-                tracing::error!(org, error = %e, "scheduled export of an organization failed");
+                tracing::error!(org = %org, error = %e, "scheduled export of an organization failed");
             }
         }
     }
@@ -184,7 +185,7 @@ async fn export_org(
     state: &AppState,
     jobs: &JobStore<'_>,
     snapshots: &SnapshotStore<'_>,
-    org: &str,
+    org: &Org,
     scheduled: chrono::DateTime<chrono::Utc>,
     up_to: &str,
 ) -> Result<Option<bool>, ApiError> {
@@ -195,9 +196,7 @@ async fn export_org(
     }
     // The index may lag the table: read the watermark from the item itself.
     let after = watermark(state, org).await?.unwrap_or_else(|| EPOCH.to_string());
-    if up_to <= after.as_str()
-        || snapshots.changed(&crate::keys::Org::stored(org), &after, up_to, None, 1).await?.0.is_empty()
-    {
+    if up_to <= after.as_str() || snapshots.changed(org, &after, up_to, None, 1).await?.0.is_empty() {
         return Ok(None);
     }
     let spec = ExportSpec::Training {
@@ -217,7 +216,7 @@ async fn export_org(
     };
     // A repeated hand-over is harmless: the worker's lease lets one invocation run it.
     if let Err(e) = state.jobs.dispatch(&job.reference()).await {
-        tracing::error!(org, job = %job.id, error = %e, "could not hand the scheduled export to the worker");
+        tracing::error!(org = %org, job = %job.id, error = %e, "could not hand the scheduled export to the worker");
     }
     Ok(Some(created))
 }

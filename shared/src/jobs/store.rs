@@ -8,12 +8,13 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::model::{lifecycle_expiry, now_ms, Checkpoint, Job};
 use crate::error::{ApiError, SdkResultExt};
+use crate::keys::{self, Org};
 use crate::table::{PK, SK};
 use crate::AppState;
 
 /// Partition of an organization's jobs.
-pub fn jobs_pk(org: &str) -> String {
-    format!("ORG#{org}#JOBS")
+pub fn jobs_pk(org: &Org) -> String {
+    keys::jobs(org)
 }
 
 /// Sort key of a job.
@@ -60,7 +61,7 @@ impl<'a> JobStore<'a> {
         &self.state.config.table_name
     }
 
-    fn key(org: &str, id: &str) -> HashMap<String, AttributeValue> {
+    fn key(org: &Org, id: &str) -> HashMap<String, AttributeValue> {
         HashMap::from([(PK.to_string(), s(jobs_pk(org))), (SK.to_string(), s(job_sk(id)))])
     }
 
@@ -68,7 +69,7 @@ impl<'a> JobStore<'a> {
     pub async fn insert(&self, job: &Job) -> Result<bool, ApiError> {
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(job).map_err(|e| ApiError::internal("encode job", e))?;
-        item.extend(Self::key(&job.organization_id, &job.id));
+        item.extend(Self::key(&job.org(), &job.id));
         // The record outlives its file by 30 days, so a job can still say it expired.
         let ttl = chrono::Utc::now().timestamp() + i64::from(self.state.config.export_retention_days + 30) * 86_400;
         item.insert("expiresAt".into(), n(ttl));
@@ -89,7 +90,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// A job of `org` (strongly consistent), `None` when it does not exist there.
-    pub async fn get(&self, org: &str, id: &str) -> Result<Option<Job>, ApiError> {
+    pub async fn get(&self, org: &Org, id: &str) -> Result<Option<Job>, ApiError> {
         let out = self
             .state
             .dynamo
@@ -106,7 +107,7 @@ impl<'a> JobStore<'a> {
     /// One page of `org`'s jobs, newest first, continuing before job id `before` (exclusive).
     pub async fn list(
         &self,
-        org: &str,
+        org: &Org,
         limit: usize,
         before: Option<&str>,
     ) -> Result<(Vec<Job>, Option<String>), ApiError> {
@@ -137,7 +138,7 @@ impl<'a> JobStore<'a> {
     /// A conditional update of a job; `Ok(None)` when the condition does not hold.
     async fn update(
         &self,
-        org: &str,
+        org: &Org,
         id: &str,
         expression: &str,
         condition: &str,
@@ -167,7 +168,7 @@ impl<'a> JobStore<'a> {
 
     /// Takes the job for one invocation until `until_ms`, unless another holds a live lease or
     /// it has ended. Answers the job as taken.
-    pub async fn claim(&self, org: &str, id: &str, owner: &str, until_ms: i64) -> Result<Option<Job>, ApiError> {
+    pub async fn claim(&self, org: &Org, id: &str, owner: &str, until_ms: i64) -> Result<Option<Job>, ApiError> {
         let now = now_ms();
         self.update(
             org,
@@ -187,7 +188,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// Records the count of items the export will have.
-    pub async fn set_total(&self, org: &str, id: &str, owner: &str, total: u64) -> Result<(), ApiError> {
+    pub async fn set_total(&self, org: &Org, id: &str, owner: &str, total: u64) -> Result<(), ApiError> {
         self.update(
             org,
             id,
@@ -204,7 +205,7 @@ impl<'a> JobStore<'a> {
     /// `Ok(false)` when the lease was lost.
     pub async fn checkpoint(
         &self,
-        org: &str,
+        org: &Org,
         id: &str,
         owner: &str,
         cp: &Checkpoint,
@@ -232,7 +233,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// Frees the lease for the next invocation, which is being dispatched now.
-    pub async fn hand_over(&self, org: &str, id: &str, owner: &str) -> Result<bool, ApiError> {
+    pub async fn hand_over(&self, org: &Org, id: &str, owner: &str) -> Result<bool, ApiError> {
         let updated = self
             .update(
                 org,
@@ -247,7 +248,7 @@ impl<'a> JobStore<'a> {
 
     /// Counts an invocation that died holding the lease (a timeout or out of memory), found by
     /// the invocation that took the lease after it. Answers the job as updated.
-    pub async fn record_stall(&self, org: &str, id: &str, owner: &str) -> Result<Option<Job>, ApiError> {
+    pub async fn record_stall(&self, org: &Org, id: &str, owner: &str) -> Result<Option<Job>, ApiError> {
         self.update(
             org,
             id,
@@ -264,7 +265,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// Records a failed invocation and frees the lease, so a retry can resume at once.
-    pub async fn record_failure(&self, org: &str, id: &str, owner: &str, error: &str) -> Result<(), ApiError> {
+    pub async fn record_failure(&self, org: &Org, id: &str, owner: &str, error: &str) -> Result<(), ApiError> {
         self.update(
             org,
             id,
@@ -289,7 +290,7 @@ impl<'a> JobStore<'a> {
         skipped: u64,
         file_created: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<Job>, ApiError> {
-        let (org, id) = (job.organization_id.as_str(), job.id.as_str());
+        let (org, id) = (&job.org(), job.id.as_str());
         let finished = chrono::Utc::now();
         let expires = lifecycle_expiry(file_created, self.state.config.export_retention_days);
         self.update(
@@ -313,7 +314,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// Marks the job failed with `reason` unless it has ended already.
-    pub async fn fail(&self, org: &str, id: &str, reason: &str) -> Result<Option<Job>, ApiError> {
+    pub async fn fail(&self, org: &Org, id: &str, reason: &str) -> Result<Option<Job>, ApiError> {
         self.update(
             org,
             id,
@@ -335,7 +336,7 @@ impl<'a> JobStore<'a> {
     pub async fn redispatch(&self, job: &Job) -> Result<bool, ApiError> {
         let updated = self
             .update(
-                &job.organization_id,
+                &job.org(),
                 &job.id,
                 "SET #dispatchedAt = :now",
                 "#dispatchedAt = :seen AND #leaseUntil = :lease",

@@ -27,6 +27,7 @@ use super::upload::abort;
 pub use super::upload::abort_upload;
 use super::{Job, JobRef, JobStore, MAX_FAILURES};
 use crate::error::{ApiError, ErrorKind};
+use crate::keys::Org;
 use crate::AppState;
 
 /// Time kept back from an invocation's deadline for the last part and the hand-over.
@@ -77,7 +78,7 @@ async fn take(
     event: &JobRef,
     options: &Options,
 ) -> Result<ControlFlow<Outcome, (Job, String)>, ApiError> {
-    let (org, id) = (event.organization_id.as_str(), event.job_id.as_str());
+    let (org, id) = (&Org::stored(event.organization_id.as_str()), event.job_id.as_str());
     let Some(found) = store.get(org, id).await? else {
         tracing::warn!(job = %id, "no such export job");
         return Ok(ControlFlow::Break(Outcome::Skipped));
@@ -118,7 +119,7 @@ async fn fail_for_good(
     e: &ApiError,
     upload: Option<&str>,
 ) -> Result<Outcome, ApiError> {
-    let (org, id) = (event.organization_id.as_str(), event.job_id.as_str());
+    let (org, id) = (&Org::stored(event.organization_id.as_str()), event.job_id.as_str());
     tracing::warn!(job = %id, error = %e, "export job failed");
     abort(invocation.state, &invocation.job.key, upload).await;
     invocation.store.fail(org, id, &e.message).await?;
@@ -128,7 +129,7 @@ async fn fail_for_good(
 /// Any other failure: aborts the upload unless a checkpoint holds it, counts the failure and
 /// frees the lease, so the retry (the caller returns the error) resumes from the checkpoint.
 async fn record_failed_invocation(invocation: &Invocation<'_>, event: &JobRef, e: &ApiError, upload: Option<String>) {
-    let (org, id) = (event.organization_id.as_str(), event.job_id.as_str());
+    let (org, id) = (&Org::stored(event.organization_id.as_str()), event.job_id.as_str());
     tracing::error!(job = %id, error = %e, "export job invocation failed; it will be retried from its checkpoint");
     // An upload this invocation started but never checkpointed would be orphaned; only
     // a successful read can tell (a failed one must not lose the checkpointed upload).

@@ -4,6 +4,7 @@
 use super::model::{ContactRef, CreateInput, Snapshot, SnapshotMessage, UserRef, MAX_MESSAGES, MAX_MESSAGE_BYTES};
 use super::store::SnapshotStore;
 use crate::auth::Principal;
+use crate::convos::model::{Convo, Message};
 use crate::convos::store::ConvoStore;
 use crate::error::ApiError;
 use crate::keys::Org;
@@ -30,6 +31,21 @@ pub async fn create(
         all.extend(convos.messages(org, &c.agent_id, &c.id).await?);
     }
     all.sort_by(|a, b| (&a.ts, &a.id).cmp(&(&b.ts, &b.id)));
+    let chosen = choose(&all, &input)?;
+    // The lead fields of the contact's most recently active conversation describe the customer.
+    let lead =
+        headers.iter().max_by(|a, b| a.ts().cmp(b.ts())).ok_or_else(|| ApiError::not_found("Contact not found"))?;
+    let mut snap = new_snapshot(id, org, principal, input, lead, &chosen, resumed);
+    // Registered before the snapshot commits, so the scheduled export never misses its organization.
+    crate::jobs::schedule::register(state, org).await?;
+    let committed =
+        SnapshotStore::new(&state.dynamo, &state.config.table_name).create(&mut snap, &chosen, resumed).await?;
+    Ok((snap, chosen, committed))
+}
+
+/// The messages `input` chooses among the contact's messages `all` (in time order), checked
+/// against what a snapshot holds.
+fn choose(all: &[Message], input: &CreateInput) -> Result<Vec<SnapshotMessage>, ApiError> {
     let chosen: Vec<SnapshotMessage> = match &input.message_ids {
         None => all.iter().map(SnapshotMessage::from).collect(),
         Some(ids) => {
@@ -65,9 +81,20 @@ pub async fn create(
             ),
         ));
     }
-    // The lead fields of the contact's most recently active conversation describe the customer.
-    let lead =
-        headers.iter().max_by(|a, b| a.ts().cmp(b.ts())).ok_or_else(|| ApiError::not_found("Contact not found"))?;
+    Ok(chosen)
+}
+
+/// The snapshot `id` of the messages `chosen`, captured by `principal`, with the customer's
+/// fields from the conversation `lead`.
+fn new_snapshot(
+    id: String,
+    org: &Org,
+    principal: &Principal,
+    input: CreateInput,
+    lead: &Convo,
+    chosen: &[SnapshotMessage],
+    resumed: bool,
+) -> Snapshot {
     let (first_name, last_name) = match lead.user_name.as_deref().map(str::trim) {
         Some(name) if !name.is_empty() => match name.split_once(' ') {
             Some((f, l)) => (Some(f.to_string()), Some(l.trim().to_string())),
@@ -80,7 +107,7 @@ pub async fn create(
     // its `updatedAt` is now, so the scheduled export's change window cannot have passed it.
     let created = crate::ids::instant(&id).map_or_else(crate::time::now_rfc3339, crate::time::to_rfc3339);
     let updated = if resumed { crate::time::now_rfc3339().max(created.clone()) } else { created.clone() };
-    let mut snap = Snapshot {
+    Snapshot {
         id,
         organization_id: org.as_str().to_string(),
         user: UserRef {
@@ -114,10 +141,5 @@ pub async fn create(
         chunks: 0,
         chunk_set: String::new(),
         version: 1,
-    };
-    // Registered before the snapshot commits, so the scheduled export never misses its organization.
-    crate::jobs::schedule::register(state, &snap.organization_id).await?;
-    let committed =
-        SnapshotStore::new(&state.dynamo, &state.config.table_name).create(&mut snap, &chosen, resumed).await?;
-    Ok((snap, chosen, committed))
+    }
 }

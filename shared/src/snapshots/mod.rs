@@ -4,5 +4,9 @@
 pub mod create;
 pub mod model;
 pub mod store;
+mod store_filters;
+mod store_list;
+mod store_read;
+mod store_write;
 
 pub use model::{CreateInput, PatchInput, Snapshot, SnapshotMessage};
