@@ -150,47 +150,7 @@ where
 impl Config {
     /// Reads every setting from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let secret = optional("JWT_SECRET");
-        let public_key_pem = optional("JWT_PUBLIC_KEY");
-        let algorithm = match optional("JWT_ALGORITHM").as_deref().map(str::to_ascii_uppercase).as_deref() {
-            None if public_key_pem.is_some() && secret.is_none() => {
-                return Err(ConfigError::Missing("JWT_ALGORITHM"));
-            }
-            None | Some("HS256") => JwtAlgorithm::Hs256,
-            Some("RS256") => JwtAlgorithm::Rs256,
-            Some("ES256") => JwtAlgorithm::Es256,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "JWT_ALGORITHM",
-                    reason: format!("{other} is not one of HS256, RS256, ES256"),
-                })
-            }
-        };
-        match algorithm {
-            JwtAlgorithm::Hs256 if secret.is_none() => return Err(ConfigError::Missing("JWT_SECRET")),
-            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 if public_key_pem.is_none() => {
-                return Err(ConfigError::Missing("JWT_PUBLIC_KEY"))
-            }
-            _ => {}
-        }
-        if let Some(s) = &secret {
-            if algorithm == JwtAlgorithm::Hs256 && s.len() < 32 {
-                return Err(ConfigError::Invalid { name: "JWT_SECRET", reason: "use at least 32 bytes".into() });
-            }
-        }
-        let allowed = dev_secret_allowed(
-            optional("AWS_LAMBDA_FUNCTION_NAME").as_deref(),
-            optional("AWS_SAM_LOCAL").as_deref(),
-            optional("AWS_ENDPOINT_URL").as_deref(),
-        );
-        if !allowed && secret.as_deref() == Some(DEV_JWT_SECRET) {
-            return Err(ConfigError::Invalid {
-                name: "JWT_SECRET",
-                reason: "the public development secret cannot be deployed (a Lambda runtime accepts it only with AWS_SAM_LOCAL \
-                         or an AWS_ENDPOINT_URL on loopback or host.docker.internal)"
-                    .into(),
-            });
-        }
+        let (algorithm, secret, public_key_pem) = jwt_from_env()?;
         let cursor_secret = optional("CURSOR_SECRET")
             .or_else(|| secret.clone())
             .ok_or(ConfigError::Missing("CURSOR_SECRET"))?
@@ -223,6 +183,54 @@ impl Config {
             schedule_settle: Duration::from_secs(parsed("SCHEDULE_SETTLE_SECONDS", 60u64)?),
         })
     }
+}
+
+/// The JWT settings of [`Config::from_env`]: the algorithm (checked against the key material it
+/// needs), the shared secret and the public key PEM as set.
+fn jwt_from_env() -> Result<(JwtAlgorithm, Option<String>, Option<String>), ConfigError> {
+    let secret = optional("JWT_SECRET");
+    let public_key_pem = optional("JWT_PUBLIC_KEY");
+    let algorithm = match optional("JWT_ALGORITHM").as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None if public_key_pem.is_some() && secret.is_none() => {
+            return Err(ConfigError::Missing("JWT_ALGORITHM"));
+        }
+        None | Some("HS256") => JwtAlgorithm::Hs256,
+        Some("RS256") => JwtAlgorithm::Rs256,
+        Some("ES256") => JwtAlgorithm::Es256,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                name: "JWT_ALGORITHM",
+                reason: format!("{other} is not one of HS256, RS256, ES256"),
+            })
+        }
+    };
+    match algorithm {
+        JwtAlgorithm::Hs256 if secret.is_none() => return Err(ConfigError::Missing("JWT_SECRET")),
+        JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 if public_key_pem.is_none() => {
+            return Err(ConfigError::Missing("JWT_PUBLIC_KEY"))
+        }
+        _ => {}
+    }
+    if let Some(s) = &secret {
+        if algorithm == JwtAlgorithm::Hs256 && s.len() < 32 {
+            return Err(ConfigError::Invalid { name: "JWT_SECRET", reason: "use at least 32 bytes".into() });
+        }
+    }
+    let allowed = dev_secret_allowed(
+        optional("AWS_LAMBDA_FUNCTION_NAME").as_deref(),
+        optional("AWS_SAM_LOCAL").as_deref(),
+        optional("AWS_ENDPOINT_URL").as_deref(),
+    );
+    if !allowed && secret.as_deref() == Some(DEV_JWT_SECRET) {
+        return Err(ConfigError::Invalid {
+            name: "JWT_SECRET",
+            reason:
+                "the public development secret cannot be deployed (a Lambda runtime accepts it only with AWS_SAM_LOCAL \
+                     or an AWS_ENDPOINT_URL on loopback or host.docker.internal)"
+                    .into(),
+        });
+    }
+    Ok((algorithm, secret, public_key_pem))
 }
 
 #[cfg(test)]

@@ -31,16 +31,8 @@ fn is_sane_host(host: &[u8]) -> bool {
     !host.is_empty() && host.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
 }
 
-/// Builds the payload 2.0 event API Gateway would send for this request.
-pub fn event(
-    method: &str,
-    route_key: &str,
-    raw_path: &str,
-    raw_query: &str,
-    headers: &http::HeaderMap,
-    path_params: &[(String, String)],
-    body: &[u8],
-) -> Value {
+/// The event's `headers`: repeated headers joined with commas, as API Gateway does.
+fn header_map(headers: &http::HeaderMap) -> Map<String, Value> {
     let mut hdrs = Map::new();
     for (name, value) in headers {
         // API Gateway only forwards a valid Host and scheme; lambda_http parses both into a URL.
@@ -63,6 +55,11 @@ pub fn event(
             }
         }
     }
+    hdrs
+}
+
+/// The event's `queryStringParameters`: decoded, repeated keys joined with commas.
+fn query_map(raw_query: &str) -> Map<String, Value> {
     let mut query = Map::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -77,6 +74,21 @@ pub fn event(
             }
         }
     }
+    query
+}
+
+/// Builds the payload 2.0 event API Gateway would send for this request.
+pub fn event(
+    method: &str,
+    route_key: &str,
+    raw_path: &str,
+    raw_query: &str,
+    headers: &http::HeaderMap,
+    path_params: &[(String, String)],
+    body: &[u8],
+) -> Value {
+    let hdrs = header_map(headers);
+    let query = query_map(raw_query);
     let params: Map<String, Value> =
         path_params.iter().map(|(k, v)| (k.clone(), Value::String(percent_decode(v)))).collect();
     let (body, base64) = match std::str::from_utf8(body) {

@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod json;
 pub mod keys;
 pub mod lambda;
+pub mod retry;
 pub mod routes;
 pub mod snapshots;
 pub mod table;

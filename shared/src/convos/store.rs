@@ -2,16 +2,17 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::{
-    operation::transact_write_items::TransactWriteItemsError,
-    types::{AttributeValue, Put, TransactWriteItem, Update},
-    Client,
-};
+use aws_sdk_dynamodb::{types::AttributeValue, Client};
 
 use super::model::{Convo, ConvoInput, Message};
 use crate::error::{ApiError, SdkResultExt};
 use crate::keys::{self, Org};
 use crate::table::{GSI1, GSI2, LSI1, PK, SK};
+
+// Building one chunk's transaction of `ConvoStore::ingest` (a child module, so it shares the
+// private key helpers; its file sits next to this one).
+#[path = "store_ingest.rs"]
+mod store_ingest;
 
 /// Sort key of a conversation header.
 pub fn convo_sk(convo: &str) -> String {
@@ -26,6 +27,102 @@ fn s(v: impl Into<String>) -> AttributeValue {
 }
 fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// The SET clauses and values every header write has: ids, timestamps, counters, index keys and
+/// the contact (kept when `contact` is absent).
+fn header_base(
+    org: &Org,
+    agent: &str,
+    convo: &str,
+    now: &str,
+    contact: Option<&str>,
+) -> (Vec<String>, HashMap<String, AttributeValue>) {
+    let mut sets = vec![
+        "agentId = :agent".to_string(),
+        "id = :convo".to_string(),
+        "organizationId = :org".to_string(),
+        "createdAt = if_not_exists(createdAt, :now)".to_string(),
+        "updatedAt = :now".to_string(),
+        "messagesNum = if_not_exists(messagesNum, :zero)".to_string(),
+        "version = if_not_exists(version, :zero) + :one".to_string(),
+        "GSI1PK = :agentKey".to_string(),
+        "GSI1SK = if_not_exists(GSI1SK, :activity)".to_string(),
+        "GSI2SK = :contactSort".to_string(),
+    ];
+    let mut values: HashMap<String, AttributeValue> = HashMap::from([
+        (":agent".into(), s(agent)),
+        (":convo".into(), s(convo)),
+        (":org".into(), s(org.as_str())),
+        (":now".into(), s(now)),
+        (":zero".into(), n(0)),
+        (":one".into(), n(1)),
+        (":agentKey".into(), s(keys::agent(org, agent))),
+        (":activity".into(), s(activity_sk(now, convo))),
+        (":contactSort".into(), s(format!("CONVO#{agent}#{convo}"))),
+    ]);
+    match contact {
+        Some(contact) => {
+            sets.push("contactId = :contact".into());
+            sets.push("GSI2PK = :contactKey".into());
+            values.insert(":contact".into(), s(contact));
+            values.insert(":contactKey".into(), s(keys::contact(org, contact)));
+        }
+        None => {
+            sets.push("contactId = if_not_exists(contactId, :convo)".into());
+            sets.push("GSI2PK = if_not_exists(GSI2PK, :contactKey)".into());
+            values.insert(":contactKey".into(), s(keys::contact(org, convo)));
+        }
+    }
+    (sets, values)
+}
+
+/// Adds the lead's optional fields to a header write: the texts given, feedback and tags
+/// (set when given, defaulted when the header has none).
+fn header_fields(input: ConvoInput, sets: &mut Vec<String>, values: &mut HashMap<String, AttributeValue>) {
+    let feedback = input.feedback.map(|f| format!("{f:?}"));
+    let texts = [
+        ("userName", input.user_name),
+        ("userEmail", input.user_email),
+        ("userPhone", input.user_phone),
+        ("userCompany", input.user_company),
+        ("userAddress", input.user_address),
+        ("userWebsite", input.user_website),
+        ("notes", input.notes),
+        ("origin", input.origin),
+    ];
+    for (i, (name, value)) in texts.into_iter().enumerate() {
+        if let Some(v) = value {
+            sets.push(format!("{name} = :t{i}"));
+            values.insert(format!(":t{i}"), s(v));
+        }
+    }
+    match feedback {
+        Some(f) => {
+            sets.push("feedback = :feedback".into());
+            values.insert(":feedback".into(), s(f));
+        }
+        None => {
+            sets.push("feedback = if_not_exists(feedback, :feedback)".into());
+            values.insert(":feedback".into(), s("Unset"));
+        }
+    }
+    let tags = input.tags.map(|t| AttributeValue::L(t.into_iter().map(s).collect()));
+    match tags {
+        Some(t) => {
+            sets.push("tags = :tags".into());
+            values.insert(":tags".into(), t);
+        }
+        None => {
+            sets.push("tags = if_not_exists(tags, :tags)".into());
+            values.insert(":tags".into(), AttributeValue::L(vec![]));
+        }
+    }
+}
+
+/// The 404 of a conversation without a header.
+fn not_found() -> ApiError {
+    ApiError::not_found("Conversation not found")
 }
 
 /// Messages per transaction: DynamoDB allows 100 actions, one is the header update.
@@ -66,80 +163,8 @@ impl<'a> ConvoStore<'a> {
         input: ConvoInput,
     ) -> Result<(Convo, bool), ApiError> {
         let now = crate::time::now_rfc3339();
-        let mut sets = vec![
-            "agentId = :agent".to_string(),
-            "id = :convo".to_string(),
-            "organizationId = :org".to_string(),
-            "createdAt = if_not_exists(createdAt, :now)".to_string(),
-            "updatedAt = :now".to_string(),
-            "messagesNum = if_not_exists(messagesNum, :zero)".to_string(),
-            "version = if_not_exists(version, :zero) + :one".to_string(),
-            "GSI1PK = :agentKey".to_string(),
-            "GSI1SK = if_not_exists(GSI1SK, :activity)".to_string(),
-            "GSI2SK = :contactSort".to_string(),
-        ];
-        let mut values: HashMap<String, AttributeValue> = HashMap::from([
-            (":agent".into(), s(agent)),
-            (":convo".into(), s(convo)),
-            (":org".into(), s(org.as_str())),
-            (":now".into(), s(&now)),
-            (":zero".into(), n(0)),
-            (":one".into(), n(1)),
-            (":agentKey".into(), s(keys::agent(org, agent))),
-            (":activity".into(), s(activity_sk(&now, convo))),
-            (":contactSort".into(), s(format!("CONVO#{agent}#{convo}"))),
-        ]);
-        match &input.contact_id {
-            Some(contact) => {
-                sets.push("contactId = :contact".into());
-                sets.push("GSI2PK = :contactKey".into());
-                values.insert(":contact".into(), s(contact));
-                values.insert(":contactKey".into(), s(keys::contact(org, contact)));
-            }
-            None => {
-                sets.push("contactId = if_not_exists(contactId, :convo)".into());
-                sets.push("GSI2PK = if_not_exists(GSI2PK, :contactKey)".into());
-                values.insert(":contactKey".into(), s(keys::contact(org, convo)));
-            }
-        }
-        let feedback = input.feedback.map(|f| format!("{f:?}"));
-        let texts = [
-            ("userName", input.user_name),
-            ("userEmail", input.user_email),
-            ("userPhone", input.user_phone),
-            ("userCompany", input.user_company),
-            ("userAddress", input.user_address),
-            ("userWebsite", input.user_website),
-            ("notes", input.notes),
-            ("origin", input.origin),
-        ];
-        for (i, (name, value)) in texts.into_iter().enumerate() {
-            if let Some(v) = value {
-                sets.push(format!("{name} = :t{i}"));
-                values.insert(format!(":t{i}"), s(v));
-            }
-        }
-        match feedback {
-            Some(f) => {
-                sets.push("feedback = :feedback".into());
-                values.insert(":feedback".into(), s(f));
-            }
-            None => {
-                sets.push("feedback = if_not_exists(feedback, :feedback)".into());
-                values.insert(":feedback".into(), s("Unset"));
-            }
-        }
-        let tags = input.tags.map(|t| AttributeValue::L(t.into_iter().map(s).collect()));
-        match tags {
-            Some(t) => {
-                sets.push("tags = :tags".into());
-                values.insert(":tags".into(), t);
-            }
-            None => {
-                sets.push("tags = if_not_exists(tags, :tags)".into());
-                values.insert(":tags".into(), AttributeValue::L(vec![]));
-            }
-        }
+        let (mut sets, mut values) = header_base(org, agent, convo, &now, input.contact_id.as_deref());
+        header_fields(input, &mut sets, &mut values);
         let out = self
             .client
             .update_item()
@@ -184,96 +209,12 @@ impl<'a> ConvoStore<'a> {
         convo: &str,
         messages: Vec<Message>,
     ) -> Result<IngestOutcome, ApiError> {
-        let not_found = || ApiError::not_found("Conversation not found");
-        let mut header = self.get_header(org, agent, convo).await?.ok_or_else(not_found)?;
-        let (mut inserted, mut duplicates) = (0, 0);
-        let pk = keys::messages(org, agent, convo);
+        let header = self.get_header(org, agent, convo).await?.ok_or_else(not_found)?;
+        let mut outcome = IngestOutcome { inserted: 0, duplicates: 0, convo: header };
         for chunk in messages.chunks(TX_MESSAGES) {
-            let mut pending: Vec<&Message> = chunk.iter().collect();
-            let mut attempts = 0;
-            while !pending.is_empty() {
-                attempts += 1;
-                if attempts > MAX_VERSION_RETRIES + chunk.len() {
-                    return Err(ApiError::new(
-                        crate::error::ErrorKind::Unavailable,
-                        "The conversation is being written concurrently; retry shortly",
-                    ));
-                }
-                let first = pending.iter().map(|m| m.ts.as_str()).chain(header.first_message_ts.as_deref()).min();
-                let last = pending.iter().map(|m| m.ts.as_str()).chain(header.last_message_ts.as_deref()).max();
-                let (Some(first), Some(last)) = (first.map(str::to_owned), last.map(str::to_owned)) else {
-                    break;
-                };
-                let mut items = Vec::with_capacity(pending.len() + 1);
-                for m in &pending {
-                    let mut item: HashMap<String, AttributeValue> =
-                        serde_dynamo::to_item(m).map_err(|e| ApiError::internal("encode message", e))?;
-                    item.insert(PK.into(), s(&pk));
-                    item.insert(SK.into(), s(format!("MSG#{}", m.id)));
-                    item.insert(LSI1.sk.into(), s(format!("{}#{}", m.ts, m.id)));
-                    item.insert("type".into(), s("text"));
-                    let put = Put::builder()
-                        .table_name(self.table)
-                        .set_item(Some(item))
-                        .condition_expression("attribute_not_exists(PK)")
-                        .build()
-                        .map_err(|e| ApiError::internal("build message put", e))?;
-                    items.push(TransactWriteItem::builder().put(put).build());
-                }
-                let now = crate::time::now_rfc3339();
-                let update = Update::builder()
-                    .table_name(self.table)
-                    .key(PK, s(keys::agent(org, agent)))
-                    .key(SK, s(convo_sk(convo)))
-                    .update_expression(
-                        "SET messagesNum = messagesNum + :n, firstMessageTS = :first, lastMessageTS = :last, \
-                         GSI1SK = :activity, updatedAt = :now, version = version + :one",
-                    )
-                    .condition_expression("version = :v")
-                    .expression_attribute_values(":n", n(pending.len() as u64))
-                    .expression_attribute_values(":first", s(&first))
-                    .expression_attribute_values(":last", s(&last))
-                    .expression_attribute_values(":activity", s(activity_sk(&last, convo)))
-                    .expression_attribute_values(":now", s(&now))
-                    .expression_attribute_values(":one", n(1))
-                    .expression_attribute_values(":v", n(header.version))
-                    .build()
-                    .map_err(|e| ApiError::internal("build header update", e))?;
-                items.push(TransactWriteItem::builder().update(update).build());
-                match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                    Ok(_) => {
-                        inserted += pending.len();
-                        header.messages_num += pending.len() as u64;
-                        header.first_message_ts = Some(first);
-                        header.last_message_ts = Some(last);
-                        header.updated_at = now;
-                        header.version += 1;
-                        pending.clear();
-                    }
-                    Err(err) => {
-                        let reasons = match err.as_service_error() {
-                            Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-                                e.cancellation_reasons().to_vec()
-                            }
-                            _ => return Err(crate::error::from_sdk("ingest messages", err)),
-                        };
-                        let failed = |i: usize| {
-                            reasons.get(i).and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed")
-                        };
-                        let before = pending.len();
-                        let kept: Vec<&Message> =
-                            pending.iter().enumerate().filter(|(i, _)| !failed(*i)).map(|(_, m)| *m).collect();
-                        duplicates += before - kept.len();
-                        pending = kept;
-                        if failed(before) || reasons.is_empty() {
-                            // Another writer moved the header on (or it vanished): read it again.
-                            header = self.get_header(org, agent, convo).await?.ok_or_else(not_found)?;
-                        }
-                    }
-                }
-            }
+            self.ingest_chunk(org, agent, convo, chunk, &mut outcome).await?;
         }
-        Ok(IngestOutcome { inserted, duplicates, convo: header })
+        Ok(outcome)
     }
 
     /// One page of an agent's conversations, newest activity first.

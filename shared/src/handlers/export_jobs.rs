@@ -63,81 +63,85 @@ fn id_field(name: &str, v: &Option<String>) -> Result<Option<String>, ApiError> 
     }
 }
 
+/// The names of the fields present among `fields`.
+fn named(fields: &[(&str, bool)]) -> Vec<String> {
+    fields.iter().filter(|(_, present)| *present).map(|(name, _)| name.to_string()).collect()
+}
+
 impl CreateExport {
     fn into_spec(self) -> Result<ExportSpec, ApiError> {
         let source =
             self.source.as_deref().unwrap_or(if self.agent_id.is_some() { "conversations" } else { "training" });
-        let named = |fields: &[(&str, bool)]| -> Vec<String> {
-            fields.iter().filter(|(_, present)| *present).map(|(name, _)| name.to_string()).collect()
-        };
         match source {
-            "training" => {
-                let stray = named(&[
-                    ("agentId", self.agent_id.is_some()),
-                    ("convoId", self.convo_id.is_some()),
-                    ("limit", self.limit.is_some()),
-                ]);
-                if !stray.is_empty() {
-                    return Err(stray_fields(&stray, "only for source `conversations`"));
-                }
-                let format = Format::parse(self.format.as_deref())?;
-                // Parsed as the synchronous route parses them (no rounding), so both read the same window.
-                let parse_time =
-                    |name: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-                        v.as_deref()
-                            .map(|t| {
-                                crate::time::parse_rfc3339(t)
-                                    .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp"))
-                            })
-                            .transpose()
-                    };
-                let filters = Filters {
-                    quality: self.quality,
-                    category: self.category,
-                    tags: self.tags.unwrap_or_default(),
-                    archived: if self.include_archived.unwrap_or(false) { Archived::All } else { Archived::No },
-                    from: parse_time("from", &self.from)?,
-                    to: parse_time("to", &self.to)?,
-                    contact_id: self.contact_id,
-                }
-                .validate("tags")?;
-                training_spec(format, filters, self.system)
-            }
-            "conversations" => {
-                let stray = named(&[
-                    ("quality", self.quality.is_some()),
-                    ("category", self.category.is_some()),
-                    ("tags", self.tags.is_some()),
-                    ("includeArchived", self.include_archived.is_some()),
-                    ("contactId", self.contact_id.is_some()),
-                    ("system", self.system.is_some()),
-                ]);
-                if !stray.is_empty() {
-                    return Err(stray_fields(&stray, "only for source `training`"));
-                }
-                let format = ConvoFormat::parse(self.format.as_deref())?;
-                let agent_id = id_field("agentId", &self.agent_id)?
-                    .ok_or_else(|| ApiError::invalid("agentId", "is required for source `conversations`"))?;
-                match id_field("convoId", &self.convo_id)? {
-                    Some(convo_id) => {
-                        let stray = named(&[
-                            ("from", self.from.is_some()),
-                            ("to", self.to.is_some()),
-                            ("limit", self.limit.is_some()),
-                        ]);
-                        if !stray.is_empty() {
-                            return Err(stray_fields(&stray, "not for one conversation"));
-                        }
-                        Ok(ExportSpec::Conversation { agent_id, convo_id, format })
-                    }
-                    None => {
-                        let from = time_value("from", self.from.as_deref())?;
-                        let to = time_value("to", self.to.as_deref())?;
-                        agent_spec(agent_id, format, from, to, self.limit)
-                    }
-                }
-            }
+            "training" => self.into_training_spec(),
+            "conversations" => self.into_conversations_spec(),
             _ => Err(ApiError::invalid("source", "must be training or conversations")),
+        }
+    }
+
+    /// The spec of `source: training`.
+    fn into_training_spec(self) -> Result<ExportSpec, ApiError> {
+        let stray = named(&[
+            ("agentId", self.agent_id.is_some()),
+            ("convoId", self.convo_id.is_some()),
+            ("limit", self.limit.is_some()),
+        ]);
+        if !stray.is_empty() {
+            return Err(stray_fields(&stray, "only for source `conversations`"));
+        }
+        let format = Format::parse(self.format.as_deref())?;
+        // Parsed as the synchronous route parses them (no rounding), so both read the same window.
+        let parse_time = |name: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+            v.as_deref()
+                .map(|t| {
+                    crate::time::parse_rfc3339(t)
+                        .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp"))
+                })
+                .transpose()
+        };
+        let filters = Filters {
+            quality: self.quality,
+            category: self.category,
+            tags: self.tags.unwrap_or_default(),
+            archived: if self.include_archived.unwrap_or(false) { Archived::All } else { Archived::No },
+            from: parse_time("from", &self.from)?,
+            to: parse_time("to", &self.to)?,
+            contact_id: self.contact_id,
+        }
+        .validate("tags")?;
+        training_spec(format, filters, self.system)
+    }
+
+    /// The spec of `source: conversations` (one agent, or one conversation with `convoId`).
+    fn into_conversations_spec(self) -> Result<ExportSpec, ApiError> {
+        let stray = named(&[
+            ("quality", self.quality.is_some()),
+            ("category", self.category.is_some()),
+            ("tags", self.tags.is_some()),
+            ("includeArchived", self.include_archived.is_some()),
+            ("contactId", self.contact_id.is_some()),
+            ("system", self.system.is_some()),
+        ]);
+        if !stray.is_empty() {
+            return Err(stray_fields(&stray, "only for source `training`"));
+        }
+        let format = ConvoFormat::parse(self.format.as_deref())?;
+        let agent_id = id_field("agentId", &self.agent_id)?
+            .ok_or_else(|| ApiError::invalid("agentId", "is required for source `conversations`"))?;
+        match id_field("convoId", &self.convo_id)? {
+            Some(convo_id) => {
+                let stray =
+                    named(&[("from", self.from.is_some()), ("to", self.to.is_some()), ("limit", self.limit.is_some())]);
+                if !stray.is_empty() {
+                    return Err(stray_fields(&stray, "not for one conversation"));
+                }
+                Ok(ExportSpec::Conversation { agent_id, convo_id, format })
+            }
+            None => {
+                let from = time_value("from", self.from.as_deref())?;
+                let to = time_value("to", self.to.as_deref())?;
+                agent_spec(agent_id, format, from, to, self.limit)
+            }
         }
     }
 }

@@ -123,13 +123,11 @@ impl SnapshotStore<'_> {
     ) -> Result<(), ApiError> {
         let mut pending: Vec<HashMap<String, AttributeValue>> =
             group.iter().map(|(pk, sk)| HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])).collect();
-        for attempt in 0..10 {
+        for attempt in 0..crate::retry::BATCH_GET.attempts {
             if pending.is_empty() {
                 break;
             }
-            if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(5))).await;
-            }
+            crate::retry::BATCH_GET.wait(attempt).await;
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut pending)))
                 .build()

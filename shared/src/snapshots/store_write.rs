@@ -12,6 +12,7 @@ use super::model::{PatchInput, Snapshot};
 use super::store::{chunk_deletes, chunk_sk, index_keys, not_found, s, SnapshotStore, MAX_CHUNKS, META};
 use crate::error::{ApiError, ErrorKind, SdkResultExt};
 use crate::keys::{self, Org};
+use crate::retry;
 use crate::table::{PK, SK, TTL};
 
 impl SnapshotStore<'_> {
@@ -26,10 +27,8 @@ impl SnapshotStore<'_> {
         patch: &PatchInput,
         if_match: Option<&[String]>,
     ) -> Result<Snapshot, ApiError> {
-        for attempt in 0..PATCH_ATTEMPTS {
-            if attempt > 0 {
-                patch_backoff(attempt).await;
-            }
+        for attempt in 0..retry::PATCH.attempts {
+            retry::PATCH.wait(attempt).await;
             let Some(mut snap) = self.get_header(org, id).await? else {
                 return Err(not_found());
             };
@@ -177,13 +176,11 @@ impl SnapshotStore<'_> {
     pub(super) async fn batch_write(&self, requests: Vec<WriteRequest>, context: &'static str) -> Result<(), ApiError> {
         for batch in requests.chunks(25) {
             let mut pending = batch.to_vec();
-            for attempt in 0..8 {
+            for attempt in 0..retry::BATCH_WRITE.attempts {
                 if pending.is_empty() {
                     break;
                 }
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-                }
+                retry::BATCH_WRITE.wait(attempt).await;
                 let out =
                     self.client.batch_write_item().request_items(self.table, pending).send().await.ctx(context)?;
                 pending = out.unprocessed_items.and_then(|mut u| u.remove(self.table)).unwrap_or_default();
@@ -194,19 +191,6 @@ impl SnapshotStore<'_> {
         }
         Ok(())
     }
-}
-
-/// Read-modify-write attempts of a PATCH before it answers 503 (each after a jittered backoff).
-const PATCH_ATTEMPTS: u32 = 10;
-
-/// Waits before a PATCH's attempt `attempt` (from 1). Full jitter: writers that collided on one
-/// snapshot spread out instead of colliding again in lockstep (about 1.6 s of waiting at most,
-/// on average).
-async fn patch_backoff(attempt: u32) {
-    use rand::Rng;
-    let cap = 10u64 << attempt.min(6);
-    let wait = rand::rng().random_range(0..=cap); // the generator is not Send: drop it before awaiting
-    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
 }
 
 /// The conditional update that writes the patched header `snap`, read at `read_version` (and
