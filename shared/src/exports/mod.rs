@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// UTF-8 byte order mark: Excel reads accents and emoji in a CSV that starts with it.
-pub const BOM: &[u8] = "\u{feff}".as_bytes();
+pub const BOM: &[u8] = crate::lambda::UTF8_BOM;
 
 /// Neutralises a CSV cell that a spreadsheet would run as a formula (`= + - @`, tab, CR)
 /// by prefixing a single quote (OWASP's CSV injection advice).

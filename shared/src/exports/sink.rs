@@ -106,11 +106,6 @@ pub struct ExportSink<'a> {
     resumable: bool,
 }
 
-/// Whether a function sends a body of this content type as text (else base64): see `crate::lambda`.
-fn is_text(content_type: &str) -> bool {
-    crate::lambda::is_text_type(content_type)
-}
-
 /// Bytes `bytes` add to a JSON string (the response body as Lambda serialises it).
 fn escaped_len(bytes: &[u8]) -> usize {
     bytes
@@ -126,7 +121,7 @@ fn escaped_len(bytes: &[u8]) -> usize {
 impl<'a> ExportSink<'a> {
     /// A sink that answers inline up to `inline_max` bytes (per `delivery`).
     pub fn new(s3: &'a Client, spec: ObjectSpec, delivery: Delivery, inline_max: usize) -> Self {
-        let text_body = is_text(&spec.content_type);
+        let text_body = crate::lambda::is_text_type(&spec.content_type);
         Self {
             s3,
             spec,
@@ -358,6 +353,7 @@ pub async fn presign(s3: &Client, bucket: &str, key: &str, ttl: std::time::Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lambda::is_text_type as is_text;
 
     #[test]
     fn the_inline_limit_counts_what_lambda_sends() {

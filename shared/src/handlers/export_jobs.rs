@@ -207,14 +207,15 @@ pub async fn create_export(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
         let body: CreateExport = read_json(&req, state.config.max_body_bytes)?;
         let spec = body.into_spec()?;
+        let org = Org::verified(&principal);
         if let ExportSpec::Conversation { agent_id, convo_id, .. } = &spec {
             // Answer now, as the synchronous route does, rather than with a failed job later.
             let store = crate::convos::store::ConvoStore::new(&state.dynamo, &state.config.table_name);
-            if store.get_header(&Org::verified(&principal), agent_id, convo_id).await?.is_none() {
+            if store.get_header(&org, agent_id, convo_id).await?.is_none() {
                 return Err(ApiError::not_found("Conversation not found"));
             }
         }
-        let job = start(state, &Org::verified(&principal), spec, Trigger::Request).await?;
+        let job = start(state, &org, spec, Trigger::Request).await?;
         Ok(accepted(&job, "Export job created"))
     })
     .await
