@@ -18,7 +18,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", 
 # first segment; anything else is domain code.
 LAYERS = [
     (0, "foundations", ["config", "error", "auth", "ids", "time", "keys", "retry", "validate", "aws", "cursor", "table",
-                        "gateway", "lambda", "json"]),
+                        "gateway", "lambda", "json", "store_error"]),
     (1, "stores", ["store", "model", "idempotency", "spec", "sink", "store_filters", "store_ingest", "store_list", "store_read",
                    "store_write"]),
     (2, "domains", []),

@@ -333,7 +333,16 @@ fn event(method: &str, uri: &str, token: &str, body: Option<&Value>) -> Res<(Val
         headers.insert("content-type", http::HeaderValue::from_static("application/json"));
     }
     let route_key = format!("{} {}", route.method, route.path);
-    Ok((gateway::event(method, &route_key, path, query, &headers, &params, &bytes), route))
+    let call = gateway::Call {
+        method,
+        route_key: &route_key,
+        raw_path: path,
+        raw_query: query,
+        headers: &headers,
+        path_params: &params,
+        body: &bytes,
+    };
+    Ok((gateway::event(call), route))
 }
 
 /// A request through the route's handler, in this process: status and body bytes.

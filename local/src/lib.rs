@@ -83,9 +83,22 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
     };
     let route_key = format!("{} {}", route.method, route.path);
     let query = parts.uri.query().unwrap_or("");
-    let request = match shared::gateway::request(method, &route_key, &path, query, &parts.headers, &params, &body) {
+    let call = shared::gateway::Call {
+        method,
+        route_key: &route_key,
+        raw_path: &path,
+        raw_query: query,
+        headers: &parts.headers,
+        path_params: &params,
+        body: &body,
+    };
+    let request = match shared::gateway::request(call) {
         Ok(r) => r,
-        Err(e) => return to_hyper(ApiError::internal("local gateway event", e).into_response(route.envelope)),
+        Err(e) => {
+            let e = ApiError::internal("local gateway event", e);
+            e.log();
+            return to_hyper(e.into_response(route.envelope));
+        }
     };
     to_hyper((route.handler)(state, request).await)
 }
@@ -94,11 +107,22 @@ pub async fn dispatch(state: &AppState, req: hyper::Request<Incoming>) -> hyper:
 /// `sam local invoke` would: `POST /_local/invoke/scheduled-export` or `.../export-worker`.
 pub const INVOKE_PREFIX: &str = "/_local/invoke/";
 
-fn json(status: u16, value: &serde_json::Value) -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(value.to_string())));
+fn json(status: u16, value: &impl serde::Serialize) -> hyper::Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
+}
+
+/// The body of a local invocation that failed: `{message}`.
+#[derive(serde::Serialize)]
+struct Failure {
+    message: String,
+}
+
+fn failure(status: u16, message: String) -> hyper::Response<Full<Bytes>> {
+    json(status, &Failure { message })
 }
 
 /// Runs a background function (`routes::BACKGROUND`) with `event`; jobs it dispatches go to the
@@ -110,34 +134,29 @@ async fn invoke_background(
     event: &[u8],
 ) -> hyper::Response<Full<Bytes>> {
     if method != "POST" {
-        return json(405, &serde_json::json!({ "message": "POST the event" }));
+        return failure(405, "POST the event".into());
     }
     let result = match function {
         "scheduled-export" => match serde_json::from_slice(event) {
-            Ok(event) => shared::jobs::schedule::run(state, event).await,
-            Err(e) => {
-                return json(400, &serde_json::json!({ "message": format!("not a scheduled-export event: {e}") }))
-            }
+            Ok(event) => shared::jobs::schedule::run(state, event).await.map(|summary| json(200, &summary)),
+            Err(e) => return failure(400, format!("not a scheduled-export event: {e}")),
         },
         "export-worker" => match serde_json::from_slice::<shared::jobs::JobRef>(event) {
             Ok(job) => {
                 let budget = state.config.export_job_budget.unwrap_or(std::time::Duration::from_secs(840));
-                shared::jobs::worker::run(
-                    state,
-                    &job,
-                    shared::jobs::worker::Options { budget, lifetime: None, fault_after_parts: None },
-                )
-                .await
-                .map(|outcome| serde_json::json!({ "jobId": job.job_id, "outcome": format!("{outcome:?}") }))
+                let options = shared::jobs::worker::Options { budget, lifetime: None, fault_after_parts: None };
+                shared::jobs::worker::run(state, &job, options)
+                    .await
+                    .map(|outcome| json(200, &shared::jobs::worker::WorkerAnswer { job_id: job.job_id, outcome }))
             }
-            Err(e) => return json(400, &serde_json::json!({ "message": format!("not an export-worker event: {e}") })),
+            Err(e) => return failure(400, format!("not an export-worker event: {e}")),
         },
-        _ => return json(404, &serde_json::json!({ "message": format!("no background function {function}") })),
+        _ => return failure(404, format!("no background function {function}")),
     };
-    match result {
-        Ok(summary) => json(200, &summary),
-        Err(e) => json(e.kind.status().as_u16(), &serde_json::json!({ "message": e.message })),
-    }
+    result.unwrap_or_else(|e| {
+        e.log();
+        failure(e.kind.status().as_u16(), e.message)
+    })
 }
 
 /// Accepts connections until `shutdown` resolves.

@@ -2,15 +2,16 @@
 //!
 //! Tether's routes answer `{success: false, message, error}`, Convocore's routes answer
 //! `{message, code, issues: [{message}]}`. Which one a route uses is its [`Envelope`].
-//! Infrastructure faults are logged here with their context and reach callers only as a
-//! generic 5xx message.
+//! Store errors are mapped to status and message here, in one `From`. A fault's cause travels in
+//! the error (never in the body) and is logged once, at the boundary that answers: [`ApiError::log`].
 
 use std::fmt::Display;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use http::StatusCode;
+
+pub use crate::store_error::StoreError;
 use lambda_http::{Body, Response};
-use serde_json::json;
+use serde::Serialize;
 
 /// The error-body family of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +84,7 @@ impl ErrorKind {
 }
 
 /// An error answer: a kind, a message safe to show, and optional per-field issues.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{kind:?}: {message}")]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     /// Decides status and code.
     pub kind: ErrorKind,
@@ -92,6 +92,77 @@ pub struct ApiError {
     pub message: String,
     /// Individual problems (Convocore's `issues`; Tether gets them as `issues` too).
     pub issues: Vec<String>,
+    /// What failed and why, for the log only (never sent): set for faults and outages.
+    pub cause: Option<String>,
+}
+
+impl Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)?;
+        match &self.cause {
+            Some(cause) => write!(f, " ({cause})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<StoreError> for ApiError {
+    /// The one mapping of storage outcomes to answers.
+    fn from(e: StoreError) -> Self {
+        let (kind, message) = match &e {
+            StoreError::Unavailable { .. } => (ErrorKind::Unavailable, UNAVAILABLE.to_string()),
+            StoreError::Contended { .. } => {
+                (ErrorKind::Unavailable, "Storage is busy with concurrent changes; retry shortly".to_string())
+            }
+            StoreError::NotFound(what) => (ErrorKind::NotFound, format!("{what} not found")),
+            StoreError::Changed { .. } => (
+                ErrorKind::PreconditionFailed,
+                "The snapshot changed since it was read (If-Match does not match updatedAt)".to_string(),
+            ),
+            StoreError::KeyReused => {
+                (ErrorKind::Conflict, "Idempotency-Key was already used with a different request body".to_string())
+            }
+            StoreError::KeyInProgress => (
+                ErrorKind::Conflict,
+                "A request with this Idempotency-Key is still in progress; retry shortly".to_string(),
+            ),
+            StoreError::InlineTooLarge { limit } => (
+                ErrorKind::PayloadTooLarge,
+                format!("The export is larger than {limit} bytes; use delivery=url (or auto) to get a download link"),
+            ),
+            StoreError::Fault { .. } => (ErrorKind::Internal, INTERNAL.to_string()),
+        };
+        let cause = matches!(kind, ErrorKind::Unavailable | ErrorKind::Internal).then(|| e.to_string());
+        Self { kind, message, issues: Vec::new(), cause }
+    }
+}
+
+/// The message of every 503 caused by an outage.
+pub const UNAVAILABLE: &str = "The service is temporarily unavailable; retry shortly";
+const INTERNAL: &str = "Internal server error";
+
+/// One of an error's `issues`.
+#[derive(Debug, Serialize)]
+struct Issue<'a> {
+    message: &'a str,
+}
+
+/// The two error envelopes.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum ErrorBody<'a> {
+    /// `{success: false, message, error, issues?}` (`issues` only when there are some).
+    Tether {
+        success: bool,
+        message: &'a str,
+        error: &'static str,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        issues: Vec<Issue<'a>>,
+    },
+    /// `{message, code, issues}`.
+    Convocore { message: &'a str, code: &'static str, issues: Vec<Issue<'a>> },
 }
 
 /// Seconds a client should wait before retrying a 503.
@@ -100,7 +171,7 @@ pub const RETRY_AFTER_SECONDS: u32 = 1;
 impl ApiError {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), issues: Vec::new() }
+        Self { kind, message: message.into(), issues: Vec::new(), cause: None }
     }
     /// 400 about one field: the message says "`field` problem", its one issue "field: problem"
     /// (every 400 lists its problems, each naming its field).
@@ -109,11 +180,12 @@ impl ApiError {
             kind: ErrorKind::Validation,
             message: format!("`{field}` {problem}"),
             issues: vec![format!("{field}: {problem}")],
+            cause: None,
         }
     }
     /// 400 listing every problem found.
     pub fn validation_issues(message: impl Into<String>, issues: Vec<String>) -> Self {
-        Self { kind: ErrorKind::Validation, message: message.into(), issues }
+        Self { kind: ErrorKind::Validation, message: message.into(), issues, cause: None }
     }
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -123,10 +195,24 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)
     }
-    /// 500 after logging the cause; the caller sees a generic message.
+    /// 500; the caller sees a generic message, the log (at the boundary) the context and cause.
     pub fn internal(context: &str, cause: impl Display) -> Self {
-        tracing::error!(context, error = %cause, "internal error");
-        Self::new(ErrorKind::Internal, "Internal server error")
+        Self { cause: Some(format!("{context}: {cause}")), ..Self::new(ErrorKind::Internal, INTERNAL) }
+    }
+    /// 503 for `message`, with the cause for the log.
+    pub fn unavailable(message: impl Into<String>, cause: impl Display) -> Self {
+        Self { cause: Some(cause.to_string()), ..Self::new(ErrorKind::Unavailable, message) }
+    }
+
+    /// Logs a fault or an outage with its cause: called once, where the error is answered.
+    /// Client errors are not logged here (the request line carries their status).
+    pub fn log(&self) {
+        let cause = self.cause.as_deref().unwrap_or("-");
+        match self.kind {
+            ErrorKind::Internal => tracing::error!(cause, message = %self.message, "internal error"),
+            ErrorKind::Unavailable => tracing::warn!(cause, message = %self.message, "unavailable"),
+            _ => {}
+        }
     }
 
     /// Renders the error in the route's envelope.
@@ -138,13 +224,11 @@ impl ApiError {
         } else {
             &self.issues[..]
         };
-        let issues: Vec<_> = listed.iter().map(|m| json!({ "message": m })).collect();
+        let issues: Vec<_> = listed.iter().map(|m| Issue { message: m }).collect();
+        let message = &self.message;
         let body = match envelope {
-            Envelope::Tether if issues.is_empty() => {
-                json!({ "success": false, "message": self.message, "error": code })
-            }
-            Envelope::Tether => json!({ "success": false, "message": self.message, "error": code, "issues": issues }),
-            Envelope::Convocore => json!({ "message": self.message, "code": code, "issues": issues }),
+            Envelope::Tether => ErrorBody::Tether { success: false, message, error: code, issues },
+            Envelope::Convocore => ErrorBody::Convocore { message, code, issues },
         };
         let mut response = crate::json::json_response(self.kind.status(), &body);
         if self.kind == ErrorKind::Unavailable {
@@ -157,88 +241,23 @@ impl ApiError {
     }
 }
 
-/// Error codes from AWS that mean "try again shortly", not "we are broken".
-const TRANSIENT_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "TransactionConflictException",
-    "TransactionInProgressException",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "SlowDown",
-    // S3's names for a failure on its side and for a request it gave up waiting on.
-    "InternalError",
-    "RequestTimeout",
-];
-
-/// Whether an AWS answer's HTTP status says the fault is on the service's side (5xx): that is
-/// an outage to retry, whatever its error code (S3's `InternalError`, an unknown code).
-fn server_side<R: 'static>(raw: &R) -> bool {
-    let raw: &dyn std::any::Any = raw;
-    raw.downcast_ref::<aws_sdk_dynamodb::config::http::HttpResponse>().is_some_and(|r| r.status().is_server_error())
-}
-
-/// Turns an AWS SDK error into an [`ApiError`], logging it with its context.
-pub fn from_sdk<E, R>(context: &'static str, err: SdkError<E, R>) -> ApiError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(e) => {
-            e.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c)) || server_side(e.raw())
-        }
-        _ => false,
-    };
-    if transient {
-        tracing::warn!(context, error = %DisplayErrorContext(&err), "storage unavailable");
-        ApiError::new(ErrorKind::Unavailable, "The service is temporarily unavailable; retry shortly")
-    } else {
-        ApiError::internal(context, DisplayErrorContext(&err))
-    }
-}
-
-/// `.ctx("what")` on AWS SDK results: log with context and convert to [`ApiError`].
-pub trait SdkResultExt<T> {
-    /// Converts the error side, naming the operation for the log.
-    fn ctx(self, context: &'static str) -> Result<T, ApiError>;
-}
-
-impl<T, E, R> SdkResultExt<T> for Result<T, SdkError<E, R>>
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    fn ctx(self, context: &'static str) -> Result<T, ApiError> {
-        self.map_err(|e| from_sdk(context, e))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_dynamodb::config::http::HttpResponse;
-    use aws_sdk_dynamodb::error::ErrorMetadata;
-    use aws_sdk_dynamodb::operation::get_item::GetItemError;
-    use aws_smithy_types::body::SdkBody;
-
-    fn service_error(status: u16, code: &str) -> SdkError<GetItemError, HttpResponse> {
-        let raw = http::Response::builder().status(status).body(SdkBody::empty()).expect("response");
-        let raw = HttpResponse::try_from(raw).expect("http 1 response");
-        SdkError::service_error(GetItemError::generic(ErrorMetadata::builder().code(code).build()), raw)
-    }
 
     #[test]
-    fn throttling_and_server_side_failures_are_503_and_client_errors_are_500() {
-        let kind = |status, code| from_sdk("test", service_error(status, code)).kind;
-        assert_eq!(kind(400, "ProvisionedThroughputExceededException"), ErrorKind::Unavailable);
-        assert_eq!(kind(500, "InternalError"), ErrorKind::Unavailable, "S3's own name");
-        assert_eq!(kind(502, "SomethingNew"), ErrorKind::Unavailable, "any 5xx");
-        assert_eq!(kind(400, "ValidationException"), ErrorKind::Internal, "a request we built wrong is our fault");
-        let response = from_sdk("test", service_error(503, "SlowDown")).into_response(Envelope::Convocore);
+    fn outages_are_503_with_retry_after_and_faults_500_without_their_cause() {
+        let outage = ApiError::from(StoreError::unavailable("read item", "SlowDown"));
+        let response = outage.clone().into_response(Envelope::Convocore);
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[http::header::RETRY_AFTER], RETRY_AFTER_SECONDS.to_string().as_str());
+        assert!(outage.to_string().contains("read item: storage unavailable: SlowDown"), "{outage}");
+        let fault = ApiError::from(StoreError::fault("decode snapshot", "missing field `id`"));
+        let response = fault.into_response(Envelope::Tether);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        assert!(!body.contains("decode snapshot") && !body.contains("missing field"), "{body}");
+        assert_eq!(ApiError::from(StoreError::Changed { context: "patch" }).kind, ErrorKind::PreconditionFailed);
+        assert_eq!(ApiError::from(StoreError::KeyReused).kind, ErrorKind::Conflict);
     }
 }

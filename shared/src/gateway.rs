@@ -77,16 +77,28 @@ fn query_map(raw_query: &str) -> Map<String, Value> {
     query
 }
 
+/// An HTTP request as the gateway matched it: what its payload 2.0 event is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// The matched route, `METHOD /path/{param}`.
+    pub route_key: &'a str,
+    /// The path as sent.
+    pub raw_path: &'a str,
+    /// The query string as sent, without `?`.
+    pub raw_query: &'a str,
+    /// The request's headers.
+    pub headers: &'a http::HeaderMap,
+    /// The route's parameters, as they appear in the path (percent-encoded).
+    pub path_params: &'a [(String, String)],
+    /// The body.
+    pub body: &'a [u8],
+}
+
 /// Builds the payload 2.0 event API Gateway would send for this request.
-pub fn event(
-    method: &str,
-    route_key: &str,
-    raw_path: &str,
-    raw_query: &str,
-    headers: &http::HeaderMap,
-    path_params: &[(String, String)],
-    body: &[u8],
-) -> Value {
+pub fn event(call: Call<'_>) -> Value {
+    let Call { method, route_key, raw_path, raw_query, headers, path_params, body } = call;
     let hdrs = header_map(headers);
     let query = query_map(raw_query);
     let params: Map<String, Value> =
@@ -134,16 +146,8 @@ pub fn event(
 }
 
 /// Builds the event and converts it into the `Request` a handler receives in Lambda.
-pub fn request(
-    method: &str,
-    route_key: &str,
-    raw_path: &str,
-    raw_query: &str,
-    headers: &http::HeaderMap,
-    path_params: &[(String, String)],
-    body: &[u8],
-) -> Result<lambda_http::Request, serde_json::Error> {
-    let event = event(method, route_key, raw_path, raw_query, headers, path_params, body);
+pub fn request(call: Call<'_>) -> Result<lambda_http::Request, serde_json::Error> {
+    let event = event(call);
     lambda_http::request::from_str(&event.to_string())
 }
 

@@ -6,7 +6,6 @@ use std::time::Instant;
 use http::{header, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::json;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, Envelope, ErrorKind};
@@ -16,8 +15,32 @@ use crate::AppState;
 pub use crate::json::json_response;
 
 /// The success envelope `{success: true, message, data}` shared by both contracts.
+#[derive(Debug, Serialize)]
+pub struct Success<'a, T: Serialize> {
+    success: bool,
+    message: &'a str,
+    data: T,
+}
+
+impl<'a, T: Serialize> Success<'a, T> {
+    /// `data` with `message`.
+    pub fn new(message: &'a str, data: T) -> Self {
+        Self { success: true, message, data }
+    }
+}
+
+/// A `status` answer of `data` in the success envelope.
 pub fn success<T: Serialize>(status: StatusCode, message: &str, data: &T) -> Response<Body> {
-    json_response(status, &json!({ "success": true, "message": message, "data": data }))
+    json_response(status, &Success::new(message, data))
+}
+
+/// `response` with the header `name: value`; our values (ids, timestamps) are always valid, and
+/// one that were not would be left out rather than fail the answer.
+pub fn with_header(mut response: Response<Body>, name: header::HeaderName, value: &str) -> Response<Body> {
+    if let Ok(value) = http::HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+    response
 }
 
 /// One page of a list route: `{success: true, message, data, nextCursor}` (`null` on the last).
@@ -79,7 +102,12 @@ where
         Err(e) => (None, e.into_response(envelope)),
         Ok(principal) => {
             let org = principal.organization_id.clone();
-            (Some(org), f(principal, req).await.unwrap_or_else(|e| e.into_response(envelope)))
+            let answer = f(principal, req).await.unwrap_or_else(|e| {
+                // The one place a route's fault is logged, with its cause.
+                e.log();
+                e.into_response(envelope)
+            });
+            (Some(org), answer)
         }
     };
     tracing::info!(
@@ -264,7 +292,16 @@ mod tests {
     fn issues(body: &str) -> Vec<String> {
         let headers =
             http::HeaderMap::from_iter([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))]);
-        let req = crate::gateway::request("POST", "POST /x", "/x", "", &headers, &[], body.as_bytes()).unwrap();
+        let req = crate::gateway::request(crate::gateway::Call {
+            method: "POST",
+            route_key: "POST /x",
+            raw_path: "/x",
+            raw_query: "",
+            headers: &headers,
+            path_params: &[],
+            body: body.as_bytes(),
+        })
+        .unwrap();
         let e = read_json::<Body>(&req, 1 << 20).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Validation);
         e.issues

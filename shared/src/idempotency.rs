@@ -12,8 +12,8 @@
 use aws_sdk_dynamodb::{types::AttributeValue, Client};
 use sha2::{Digest, Sha256};
 
-use crate::error::{ApiError, ErrorKind, SdkResultExt};
 use crate::keys::{self, Org};
+use crate::store_error::{SdkResultExt, StoreError};
 use crate::table::{PK, SK, TTL};
 
 /// How long a key is remembered.
@@ -50,14 +50,6 @@ pub struct Idempotency<'a> {
     pk: String,
 }
 
-/// Checks a client's key: printable ASCII, 1 to 255 characters.
-pub fn validate_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid("Idempotency-Key", "must be 1-255 printable ASCII characters"));
-    }
-    Ok(())
-}
-
 impl<'a> Idempotency<'a> {
     /// Records for `key` of `operation` in `org`.
     pub fn new(client: &'a Client, table: &'a str, org: &Org, operation: &str, key: &str) -> Self {
@@ -68,7 +60,7 @@ impl<'a> Idempotency<'a> {
     /// Claims the key for a request whose body is `body`, naming `id` as the resource it will
     /// create. A claim applied late (after the caller gave up) names the same id, so the retry
     /// resumes it instead of waiting for it.
-    pub async fn claim(&self, body: &[u8], id: &str) -> Result<Claim, ApiError> {
+    pub async fn claim(&self, body: &[u8], id: &str) -> Result<Claim, StoreError> {
         let hash = hex(&Sha256::digest(body));
         let now = crate::auth::now_epoch();
         let put = self
@@ -95,7 +87,7 @@ impl<'a> Idempotency<'a> {
         match put {
             Ok(_) => return Ok(Claim::New),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(crate::error::from_sdk("claim idempotency key", e)),
+            Err(e) => return Err(crate::store_error::from_sdk("claim idempotency key", e)),
         }
         let item = self
             .client
@@ -111,10 +103,7 @@ impl<'a> Idempotency<'a> {
             .unwrap_or_default();
         let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
         if field("bodyHash").as_deref() != Some(hash.as_str()) {
-            return Err(ApiError::new(
-                ErrorKind::Conflict,
-                "Idempotency-Key was already used with a different request body",
-            ));
+            return Err(StoreError::KeyReused);
         }
         let open = matches!(item.get("completed"), Some(AttributeValue::Bool(false)));
         match field("resourceId") {
@@ -122,15 +111,12 @@ impl<'a> Idempotency<'a> {
             // Completed (by this version, or by the previous one, which wrote no flag).
             Some(id) => Ok(Claim::Replay(id)),
             // The previous version's claim, not answered yet (at most ABANDONED_SECONDS).
-            None => Err(ApiError::new(
-                ErrorKind::Conflict,
-                "A request with this Idempotency-Key is still in progress; retry shortly",
-            )),
+            None => Err(StoreError::KeyInProgress),
         }
     }
 
     /// Records that the request for `resource_id` was answered, so retries replay it.
-    pub async fn complete(&self, resource_id: &str) -> Result<(), ApiError> {
+    pub async fn complete(&self, resource_id: &str) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(self.table)

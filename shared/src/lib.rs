@@ -23,6 +23,7 @@ pub mod lambda;
 pub mod retry;
 pub mod routes;
 pub mod snapshots;
+pub mod store_error;
 pub mod table;
 pub mod time;
 pub mod validate;

@@ -56,12 +56,12 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     // The same event delivered twice: one export per organization.
     let first = next_tick().await;
     let summary = run(&state, first.clone()).await.unwrap();
-    assert!(summary["jobsCreated"].as_u64().unwrap() >= 2, "{summary}");
+    assert!(summary.jobs_created >= 2, "{summary:?}");
     let again = run(&state, first.clone()).await.unwrap();
-    assert_eq!(again["jobsCreated"], 0, "{again}");
+    assert_eq!(again.jobs_created, 0, "{again:?}");
     assert!(worker.drain(&state, worker_options()).await.contains(&Outcome::Succeeded));
     let after_done = run(&state, first.clone()).await.unwrap();
-    assert_eq!(after_done["jobsCreated"], 0, "{after_done}");
+    assert_eq!(after_done.jobs_created, 0, "{after_done:?}");
     assert!(
         worker.pending().iter().all(|e| e.organization_id != org_a && e.organization_id != org_b),
         "nothing more to do for A or B"
@@ -92,7 +92,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     let a3 = create_snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
     let second = next_tick().await;
     let summary = run(&state, second).await.unwrap();
-    assert_eq!(summary["jobsCreated"], 1, "only A changed: {summary}");
+    assert_eq!(summary.jobs_created, 1, "only A changed: {summary:?}");
     worker.drain(&state, worker_options()).await;
     let jobs_a = jobs(&state, &tok_a).await;
     assert_eq!(jobs_a.len(), 2);

@@ -11,6 +11,11 @@ async fn create(state: &shared::AppState, tok: &str, body: Value) -> Answer {
     call(state, "POST", "/api/training/snapshots", tok, Some(body)).await
 }
 
+/// A JSON request's headers with `Idempotency-Key: key`.
+fn keyed<'a>(auth: &'a str, key: &'a str) -> [(&'static str, &'a str); 3] {
+    [("authorization", auth), ("content-type", "application/json"), ("idempotency-key", key)]
+}
+
 #[tokio::test]
 async fn create_freezes_messages_in_time_order_with_tether_fields_and_get_populates_refs() {
     let state = state().await;
@@ -110,8 +115,7 @@ async fn idempotency_key_replays_the_first_answer_and_conflicts_on_another_body(
     let tok = token(&org);
     seed_contact(&state, &tok, "ag", "k1", 4, |i| format!("{i}")).await;
     let auth = format!("Bearer {tok}");
-    let headers =
-        [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "key-1")];
+    let headers = keyed(&auth, "key-1");
     let body = br#"{"contactId":"k1","quality":"good"}"#;
     let first = send(&state, "POST", "/api/training/snapshots", &headers, body).await;
     assert_eq!(first.status, 201, "{}", first.body);
@@ -127,8 +131,7 @@ async fn idempotency_key_replays_the_first_answer_and_conflicts_on_another_body(
     // Another organization may use the same key independently.
     let tok_b = token(&new_org());
     let auth_b = format!("Bearer {tok_b}");
-    let headers_b =
-        [("authorization", auth_b.as_str()), ("content-type", "application/json"), ("idempotency-key", "key-1")];
+    let headers_b = keyed(&auth_b, "key-1");
     let b = send(&state, "POST", "/api/training/snapshots", &headers_b, body).await;
     assert_tether_error(&b, 404, "NOT_FOUND");
 }
@@ -140,8 +143,7 @@ async fn concurrent_requests_with_one_idempotency_key_create_one_snapshot_and_a_
     let tok = token(&org);
     seed_contact(&state, &tok, "ag", "k1", 4, |i| format!("{i}")).await;
     let auth = format!("Bearer {tok}");
-    let headers =
-        [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "together")];
+    let headers = keyed(&auth, "together");
     let body = br#"{"contactId":"k1"}"#;
     // Sent at once: each answers the one snapshot (the claim names its id, the commit is conditional).
     let answers =
@@ -156,8 +158,7 @@ async fn concurrent_requests_with_one_idempotency_key_create_one_snapshot_and_a_
     assert_eq!(got.body["data"]["messages"], answers[0].body["data"]["messages"]);
 
     // A request that fails for good (404: unknown contact) frees its key for a corrected body.
-    let headers =
-        [("authorization", auth.as_str()), ("content-type", "application/json"), ("idempotency-key", "fix-me")];
+    let headers = keyed(&auth, "fix-me");
     let wrong = send(&state, "POST", "/api/training/snapshots", &headers, br#"{"contactId":"nobody"}"#).await;
     assert_tether_error(&wrong, 404, "NOT_FOUND");
     let fixed = send(&state, "POST", "/api/training/snapshots", &headers, body).await;

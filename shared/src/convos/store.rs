@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::{types::AttributeValue, Client};
 
 use super::model::{Convo, ConvoInput, Message};
-use crate::error::{ApiError, SdkResultExt};
 use crate::keys::{self, Org};
+use crate::store_error::{SdkResultExt, StoreError};
 use crate::table::{GSI1, GSI2, LSI1, PK, SK};
 
 // Building one chunk's transaction of `ConvoStore::ingest` (a child module, so it shares the
@@ -120,10 +120,8 @@ fn header_fields(input: ConvoInput, sets: &mut Vec<String>, values: &mut HashMap
     }
 }
 
-/// The 404 of a conversation without a header.
-fn not_found() -> ApiError {
-    ApiError::not_found("Conversation not found")
-}
+/// The 404 of a conversation without a header: "Conversation not found".
+pub const NOT_FOUND: StoreError = StoreError::NotFound("Conversation");
 
 /// Messages per transaction: DynamoDB allows 100 actions, one is the header update.
 const TX_MESSAGES: usize = 99;
@@ -161,7 +159,7 @@ impl<'a> ConvoStore<'a> {
         agent: &str,
         convo: &str,
         input: ConvoInput,
-    ) -> Result<(Convo, bool), ApiError> {
+    ) -> Result<(Convo, bool), StoreError> {
         let now = crate::time::now_rfc3339();
         let (mut sets, mut values) = header_base(org, agent, convo, &now, input.contact_id.as_deref());
         header_fields(input, &mut sets, &mut values);
@@ -178,13 +176,13 @@ impl<'a> ConvoStore<'a> {
             .await
             .ctx("put conversation header")?;
         let item = out.attributes.unwrap_or_default();
-        let convo: Convo = serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode conversation", e))?;
+        let convo: Convo = serde_dynamo::from_item(item).map_err(|e| StoreError::fault("decode conversation", e))?;
         let created = convo.version == 1;
         Ok((convo, created))
     }
 
     /// Reads a header (strongly consistent).
-    pub async fn get_header(&self, org: &Org, agent: &str, convo: &str) -> Result<Option<Convo>, ApiError> {
+    pub async fn get_header(&self, org: &Org, agent: &str, convo: &str) -> Result<Option<Convo>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -195,7 +193,7 @@ impl<'a> ConvoStore<'a> {
             .send()
             .await
             .ctx("get conversation header")?;
-        out.item.map(serde_dynamo::from_item).transpose().map_err(|e| ApiError::internal("decode conversation", e))
+        out.item.map(serde_dynamo::from_item).transpose().map_err(|e| StoreError::fault("decode conversation", e))
     }
 
     /// Appends messages. Each chunk of up to 99 messages is written in one transaction
@@ -208,8 +206,8 @@ impl<'a> ConvoStore<'a> {
         agent: &str,
         convo: &str,
         messages: Vec<Message>,
-    ) -> Result<IngestOutcome, ApiError> {
-        let header = self.get_header(org, agent, convo).await?.ok_or_else(not_found)?;
+    ) -> Result<IngestOutcome, StoreError> {
+        let header = self.get_header(org, agent, convo).await?.ok_or(NOT_FOUND)?;
         let mut outcome = IngestOutcome { inserted: 0, duplicates: 0, convo: header };
         for chunk in messages.chunks(TX_MESSAGES) {
             self.ingest_chunk(org, agent, convo, chunk, &mut outcome).await?;
@@ -224,7 +222,7 @@ impl<'a> ConvoStore<'a> {
         agent: &str,
         limit: usize,
         start: Option<HashMap<String, AttributeValue>>,
-    ) -> Result<(Vec<Convo>, Option<HashMap<String, AttributeValue>>), ApiError> {
+    ) -> Result<(Vec<Convo>, Option<HashMap<String, AttributeValue>>), StoreError> {
         self.list_active(org, agent, None, None, limit, start).await
     }
 
@@ -238,10 +236,10 @@ impl<'a> ConvoStore<'a> {
         to: Option<&str>,
         limit: usize,
         start: Option<HashMap<String, AttributeValue>>,
-    ) -> Result<(Vec<Convo>, Option<HashMap<String, AttributeValue>>), ApiError> {
+    ) -> Result<(Vec<Convo>, Option<HashMap<String, AttributeValue>>), StoreError> {
         let out = self.activity_query(org, agent, from, to, limit, start).await?;
         let convos = serde_dynamo::from_items(out.items.unwrap_or_default())
-            .map_err(|e| ApiError::internal("decode conversations", e))?;
+            .map_err(|e| StoreError::fault("decode conversations", e))?;
         Ok((convos, out.last_evaluated_key))
     }
 
@@ -254,7 +252,7 @@ impl<'a> ConvoStore<'a> {
         to: Option<&str>,
         limit: usize,
         start: Option<HashMap<String, AttributeValue>>,
-    ) -> Result<aws_sdk_dynamodb::operation::query::QueryOutput, ApiError> {
+    ) -> Result<aws_sdk_dynamodb::operation::query::QueryOutput, StoreError> {
         // GSI1SK is `<ts>#<convo>`; `~` sorts after every id character, so `<to>#~` is inclusive.
         let lo = from.map_or_else(|| "0".to_string(), |f| f.to_string());
         let hi = to.map_or_else(|| "~".to_string(), |t| format!("{t}#~"));
@@ -287,7 +285,7 @@ impl<'a> ConvoStore<'a> {
         to: Option<&str>,
         start: Option<&str>,
         limit: usize,
-    ) -> Result<(Vec<(Convo, String)>, bool), ApiError> {
+    ) -> Result<(Vec<(Convo, String)>, bool), StoreError> {
         let exclusive_start = start.and_then(|key| {
             let convo = key.split_once('#')?.1;
             Some(HashMap::from([
@@ -303,15 +301,15 @@ impl<'a> ConvoStore<'a> {
         for item in out.items.unwrap_or_default() {
             let key = item.get(GSI1.sk).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
             let convo: Convo =
-                serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode conversations", e))?;
+                serde_dynamo::from_item(item).map_err(|e| StoreError::fault("decode conversations", e))?;
             page.push((convo, key));
         }
         Ok((page, more))
     }
 
     /// Every conversation header of a contact (GSI2), across agents.
-    pub async fn contact_convos(&self, org: &Org, contact: &str) -> Result<Vec<Convo>, ApiError> {
-        let mut pages = self
+    pub async fn contact_convos(&self, org: &Org, contact: &str) -> Result<Vec<Convo>, StoreError> {
+        let query = self
             .client
             .query()
             .table_name(self.table)
@@ -320,36 +318,33 @@ impl<'a> ConvoStore<'a> {
             .expression_attribute_names("#pk", GSI2.pk)
             .expression_attribute_names("#sk", GSI2.sk)
             .expression_attribute_values(":pk", s(keys::contact(org, contact)))
-            .expression_attribute_values(":convo", s("CONVO#"))
-            .into_paginator()
-            .items()
-            .send();
-        let mut out = Vec::new();
-        while let Some(item) = pages.next().await {
-            let item = item.ctx("read contact conversations")?;
-            out.push(serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode conversation", e))?);
-        }
-        Ok(out)
+            .expression_attribute_values(":convo", s("CONVO#"));
+        query_all(query, "read contact conversations").await
     }
 
     /// Every message of a conversation in time order (paged Query on LSI1).
-    pub async fn messages(&self, org: &Org, agent: &str, convo: &str) -> Result<Vec<Message>, ApiError> {
-        let mut pages = self
+    pub async fn messages(&self, org: &Org, agent: &str, convo: &str) -> Result<Vec<Message>, StoreError> {
+        let query = self
             .client
             .query()
             .table_name(self.table)
             .index_name(LSI1.name)
             .key_condition_expression("#pk = :pk")
             .expression_attribute_names("#pk", PK)
-            .expression_attribute_values(":pk", s(keys::messages(org, agent, convo)))
-            .into_paginator()
-            .items()
-            .send();
-        let mut out = Vec::new();
-        while let Some(item) = pages.next().await {
-            let item = item.ctx("read messages")?;
-            out.push(serde_dynamo::from_item(item).map_err(|e| ApiError::internal("decode message", e))?);
-        }
-        Ok(out)
+            .expression_attribute_values(":pk", s(keys::messages(org, agent, convo)));
+        query_all(query, "read messages").await
     }
+}
+
+/// Every item of a query, page after page, decoded.
+async fn query_all<T: serde::de::DeserializeOwned>(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    context: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    let mut pages = query.into_paginator().items().send();
+    let mut out = Vec::new();
+    while let Some(item) = pages.next().await {
+        out.push(serde_dynamo::from_item(item.ctx(context)?).map_err(|e| StoreError::fault(context, e))?);
+    }
+    Ok(out)
 }

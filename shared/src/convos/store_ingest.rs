@@ -10,9 +10,9 @@ use aws_sdk_dynamodb::{
 };
 
 use crate::convos::model::Message;
-use crate::convos::store::{activity_sk, convo_sk, n, not_found, s, ConvoStore, IngestOutcome, MAX_VERSION_RETRIES};
-use crate::error::ApiError;
+use crate::convos::store::{activity_sk, convo_sk, n, s, ConvoStore, IngestOutcome, MAX_VERSION_RETRIES, NOT_FOUND};
 use crate::keys::{self, Org};
+use crate::store_error::StoreError;
 use crate::table::{LSI1, PK, SK};
 
 impl ConvoStore<'_> {
@@ -25,17 +25,14 @@ impl ConvoStore<'_> {
         convo: &str,
         chunk: &[Message],
         outcome: &mut IngestOutcome,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let pk = keys::messages(org, agent, convo);
         let mut pending: Vec<&Message> = chunk.iter().collect();
         let mut attempts = 0;
         while !pending.is_empty() {
             attempts += 1;
             if attempts > MAX_VERSION_RETRIES + chunk.len() {
-                return Err(ApiError::new(
-                    crate::error::ErrorKind::Unavailable,
-                    "The conversation is being written concurrently; retry shortly",
-                ));
+                return Err(StoreError::contended("ingest messages", format!("{attempts} attempts")));
             }
             let header = &outcome.convo;
             let first = pending.iter().map(|m| m.ts.as_str()).chain(header.first_message_ts.as_deref()).min();
@@ -64,7 +61,7 @@ impl ConvoStore<'_> {
                     pending = kept;
                     if header_failed {
                         // Another writer moved the header on (or it vanished): read it again.
-                        outcome.convo = self.get_header(org, agent, convo).await?.ok_or_else(not_found)?;
+                        outcome.convo = self.get_header(org, agent, convo).await?.ok_or(NOT_FOUND)?;
                     }
                 }
             }
@@ -74,11 +71,11 @@ impl ConvoStore<'_> {
 }
 
 /// One put per message, each only if the message is not stored yet.
-fn message_puts(table: &str, pk: &str, pending: &[&Message]) -> Result<Vec<TransactWriteItem>, ApiError> {
+fn message_puts(table: &str, pk: &str, pending: &[&Message]) -> Result<Vec<TransactWriteItem>, StoreError> {
     let mut items = Vec::with_capacity(pending.len() + 1);
     for m in pending {
         let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(m).map_err(|e| ApiError::internal("encode message", e))?;
+            serde_dynamo::to_item(m).map_err(|e| StoreError::fault("encode message", e))?;
         item.insert(PK.into(), s(pk));
         item.insert(SK.into(), s(format!("MSG#{}", m.id)));
         item.insert(LSI1.sk.into(), s(format!("{}#{}", m.ts, m.id)));
@@ -88,7 +85,7 @@ fn message_puts(table: &str, pk: &str, pending: &[&Message]) -> Result<Vec<Trans
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(PK)")
             .build()
-            .map_err(|e| ApiError::internal("build message put", e))?;
+            .map_err(|e| StoreError::fault("build message put", e))?;
         items.push(TransactWriteItem::builder().put(put).build());
     }
     Ok(items)
@@ -110,7 +107,7 @@ fn header_update(
     convo: &str,
     version: u64,
     bump: &HeaderBump<'_>,
-) -> Result<TransactWriteItem, ApiError> {
+) -> Result<TransactWriteItem, StoreError> {
     let update = Update::builder()
         .table_name(table)
         .key(PK, s(keys::agent(org, agent)))
@@ -128,7 +125,7 @@ fn header_update(
         .expression_attribute_values(":one", n(1))
         .expression_attribute_values(":v", n(version))
         .build()
-        .map_err(|e| ApiError::internal("build header update", e))?;
+        .map_err(|e| StoreError::fault("build header update", e))?;
     Ok(TransactWriteItem::builder().update(update).build())
 }
 
@@ -137,13 +134,13 @@ fn header_update(
 fn drop_cancelled<'m, R>(
     err: SdkError<TransactWriteItemsError, R>,
     pending: &[&'m Message],
-) -> Result<(Vec<&'m Message>, bool), ApiError>
+) -> Result<(Vec<&'m Message>, bool), StoreError>
 where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let reasons = match err.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(e)) => e.cancellation_reasons().to_vec(),
-        _ => return Err(crate::error::from_sdk("ingest messages", err)),
+        _ => return Err(crate::store_error::from_sdk("ingest messages", err)),
     };
     let failed = |i: usize| reasons.get(i).and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed");
     let before = pending.len();

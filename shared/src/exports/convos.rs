@@ -1,12 +1,12 @@
 //! Conversation exports (Convocore contract): all of an agent's conversations, or one,
 //! as JSON (`{success, message, data}`) or CSV.
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::csv_record;
 pub use super::spec::ConvoFormat;
 use super::spec::ExportSpec;
-use crate::convos::{Convo, Message, Sender};
+use crate::convos::{Convo, Feedback, Message, Sender};
 use crate::error::ApiError;
 
 /// CSV columns of the conversation exports, in order (one row per message).
@@ -56,27 +56,104 @@ fn turns(messages: &[Message]) -> Vec<(Sender, Vec<&Message>)> {
     out
 }
 
+// The export's shape, typed and borrowing from the conversation. Fields are declared in
+// alphabetical order: earlier releases wrote them through serde_json's sorted maps, and files
+// stay byte for byte what they were.
+
 /// One conversation in Convocore's export shape.
-pub fn export_item(c: &Convo, messages: &[Message]) -> Value {
-    json!({
-        "metadata": {
-            "feedback": c.feedback,
-            "convo": {
-                "id": c.id, "userName": c.user_name, "userEmail": c.user_email, "userPhone": c.user_phone,
-                "userCompany": c.user_company, "userAddress": c.user_address, "userWebsite": c.user_website,
-                "notes": c.notes, "tags": c.tags, "origin": c.origin,
-            },
-            "sessions": [],
-        },
-        "turns": turns(messages).into_iter().map(|(from, list)| json!({
-            "from": sender(from),
-            "messages": list.into_iter().map(|m| json!({
-                "type": "text",
-                "ts": human_ts(&m.ts),
-                "payload": { "message": m.content, "feedback": m.feedback, "aiGenerated": m.ai_generated },
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
+#[derive(Debug, Serialize)]
+pub struct ExportItem<'a> {
+    metadata: Metadata<'a>,
+    turns: Vec<Turn<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Metadata<'a> {
+    convo: ConvoFields<'a>,
+    feedback: Feedback,
+    /// Always empty: we keep no sessions.
+    sessions: [(); 0],
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConvoFields<'a> {
+    id: &'a str,
+    notes: Option<&'a str>,
+    origin: Option<&'a str>,
+    tags: &'a [String],
+    user_address: Option<&'a str>,
+    user_company: Option<&'a str>,
+    user_email: Option<&'a str>,
+    user_name: Option<&'a str>,
+    user_phone: Option<&'a str>,
+    user_website: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct Turn<'a> {
+    from: &'static str,
+    messages: Vec<TurnMessage<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct TurnMessage<'a> {
+    payload: Payload<'a>,
+    ts: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload<'a> {
+    ai_generated: bool,
+    feedback: Feedback,
+    message: &'a str,
+}
+
+/// The export item of a conversation and its messages.
+pub fn export_item<'a>(c: &'a Convo, messages: &'a [Message]) -> ExportItem<'a> {
+    let convo = ConvoFields {
+        id: &c.id,
+        notes: c.notes.as_deref(),
+        origin: c.origin.as_deref(),
+        tags: &c.tags,
+        user_address: c.user_address.as_deref(),
+        user_company: c.user_company.as_deref(),
+        user_email: c.user_email.as_deref(),
+        user_name: c.user_name.as_deref(),
+        user_phone: c.user_phone.as_deref(),
+        user_website: c.user_website.as_deref(),
+    };
+    let turns = turns(messages)
+        .into_iter()
+        .map(|(from, list)| Turn {
+            from: sender(from),
+            messages: list
+                .into_iter()
+                .map(|m| TurnMessage {
+                    payload: Payload { ai_generated: m.ai_generated, feedback: m.feedback, message: &m.content },
+                    ts: human_ts(&m.ts),
+                    kind: "text",
+                })
+                .collect(),
+        })
+        .collect();
+    ExportItem { metadata: Metadata { convo, feedback: c.feedback, sessions: [] }, turns }
+}
+
+/// The JSON file of one conversation: its export item in the `{success, message, data}`
+/// envelope (in the sorted order of earlier releases, like the item).
+pub fn conversation_json(c: &Convo, messages: &[Message]) -> Result<Vec<u8>, ApiError> {
+    #[derive(Serialize)]
+    struct File<'a> {
+        data: ExportItem<'a>,
+        message: &'static str,
+        success: bool,
+    }
+    let file = File { data: export_item(c, messages), message: "Conversation exported successfully", success: true };
+    serde_json::to_vec(&file).map_err(|e| ApiError::internal("encode export", e))
 }
 
 /// One conversation's CSV rows (one per message).

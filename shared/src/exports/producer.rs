@@ -8,8 +8,6 @@
 
 use std::collections::VecDeque;
 
-use serde_json::json;
-
 use super::convos::{self as convo_export};
 use super::spec::ConvoFormat;
 use super::spec::Format;
@@ -168,18 +166,11 @@ impl<'a> Producer<'a> {
                     return Ok(Some(Vec::new()));
                 }
                 let store = ConvoStore::new(&self.state.dynamo, &self.state.config.table_name);
-                let header = store
-                    .get_header(&self.org, agent_id, convo_id)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("Conversation not found"))?;
+                let header =
+                    store.get_header(&self.org, agent_id, convo_id).await?.ok_or(crate::convos::store::NOT_FOUND)?;
                 let messages = store.messages(&self.org, agent_id, convo_id).await?;
                 let bytes = match format {
-                    ConvoFormat::Json => serde_json::to_vec(&json!({
-                        "success": true,
-                        "message": "Conversation exported successfully",
-                        "data": convo_export::export_item(&header, &messages),
-                    }))
-                    .map_err(|e| ApiError::internal("encode export", e))?,
+                    ConvoFormat::Json => convo_export::conversation_json(&header, &messages)?,
                     ConvoFormat::Csv => convo_export::csv_rows(&header, &messages)?,
                 };
                 self.counts.items += 1;

@@ -18,7 +18,7 @@ use aws_sdk_s3::{
 
 use chrono::{DateTime, Utc};
 
-use crate::error::{ApiError, ErrorKind, SdkResultExt};
+use crate::store_error::{SdkResultExt, StoreError};
 
 /// S3 part size: above S3's 5 MiB minimum; 10,000 parts of it allow exports up to 80 GiB.
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -192,7 +192,7 @@ impl<'a> ExportSink<'a> {
     }
 
     /// Appends bytes; uploads a part whenever one is full. On error the upload is aborted.
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         if self.total == 0 && bytes.starts_with(crate::lambda::UTF8_BOM) {
             // A body that starts with a BOM (CSV) is sent base64 encoded, to keep the BOM.
             self.text_body = false;
@@ -206,13 +206,7 @@ impl<'a> ExportSink<'a> {
             self.buffer.len().div_ceil(3) * 4
         };
         if self.delivery == Delivery::Inline && self.encoded > self.inline_max {
-            return Err(ApiError::new(
-                ErrorKind::PayloadTooLarge,
-                format!(
-                    "The export is larger than {} bytes; use delivery=url (or auto) to get a download link",
-                    self.inline_max
-                ),
-            ));
+            return Err(StoreError::InlineTooLarge { limit: self.inline_max });
         }
         // Whole writes only: a part always ends where an item ends (see the module docs).
         if self.spilling() && self.buffer.len() >= self.part_bytes {
@@ -227,7 +221,7 @@ impl<'a> ExportSink<'a> {
         Ok(())
     }
 
-    async fn upload_part(&mut self, part: Vec<u8>) -> Result<(), ApiError> {
+    async fn upload_part(&mut self, part: Vec<u8>) -> Result<(), StoreError> {
         if self.upload.is_none() {
             self.started = Some(before_request());
             let created = self
@@ -240,12 +234,12 @@ impl<'a> ExportSink<'a> {
                 .send()
                 .await
                 .ctx("start export upload")?;
-            let id = created.upload_id.ok_or_else(|| ApiError::internal("start export upload", "no upload id"))?;
+            let id = created.upload_id.ok_or_else(|| StoreError::fault("start export upload", "no upload id"))?;
             self.upload = Some(Upload { id, parts: Vec::new() });
         }
-        let Some(upload) = self.upload.as_mut() else { return Err(ApiError::internal("upload part", "no upload")) };
+        let Some(upload) = self.upload.as_mut() else { return Err(StoreError::fault("upload part", "no upload")) };
         if self.fail_after_parts.is_some_and(|n| upload.parts.len() >= n) {
-            return Err(ApiError::new(ErrorKind::Unavailable, "injected fault: S3 failed during the export"));
+            return Err(StoreError::unavailable("upload part", "injected fault: S3 failed during the export"));
         }
         let number = upload.parts.len() as i32 + 1;
         let out = self
@@ -264,7 +258,7 @@ impl<'a> ExportSink<'a> {
     }
 
     /// Uploads what is buffered as a part (a job's last part, before its "finished" checkpoint).
-    pub async fn flush(&mut self) -> Result<(), ApiError> {
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
         if !self.buffer.is_empty() {
             let part = std::mem::take(&mut self.buffer);
             self.upload_part(part).await?;
@@ -280,7 +274,7 @@ impl<'a> ExportSink<'a> {
     }
 
     /// Completes the export: inline bytes, or the stored object.
-    pub async fn finish(mut self) -> Result<Finished, ApiError> {
+    pub async fn finish(mut self) -> Result<Finished, StoreError> {
         if !self.spilling() {
             return Ok(Finished::Inline(std::mem::take(&mut self.buffer)));
         }
@@ -291,7 +285,7 @@ impl<'a> ExportSink<'a> {
         result
     }
 
-    async fn complete(&mut self) -> Result<Finished, ApiError> {
+    async fn complete(&mut self) -> Result<Finished, StoreError> {
         let key = self.spec.key.clone();
         if self.upload.is_none() {
             // Never reached a full part: one PutObject is cheaper than a multipart upload.
@@ -312,7 +306,7 @@ impl<'a> ExportSink<'a> {
             let last = std::mem::take(&mut self.buffer);
             self.upload_part(last).await?;
         }
-        let Some(upload) = self.upload.as_ref() else { return Err(ApiError::internal("complete export", "no upload")) };
+        let Some(upload) = self.upload.as_ref() else { return Err(StoreError::fault("complete export", "no upload")) };
         self.s3
             .complete_multipart_upload()
             .bucket(&self.spec.bucket)
@@ -337,16 +331,16 @@ pub async fn abort_upload(s3: &Client, bucket: &str, key: &str, upload_id: &str)
 }
 
 /// A presigned GET URL for an export object, valid for `ttl`.
-pub async fn presign(s3: &Client, bucket: &str, key: &str, ttl: std::time::Duration) -> Result<String, ApiError> {
+pub async fn presign(s3: &Client, bucket: &str, key: &str, ttl: std::time::Duration) -> Result<String, StoreError> {
     let config =
-        aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(|e| ApiError::internal("presign", e))?;
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(|e| StoreError::fault("presign", e))?;
     let request = s3
         .get_object()
         .bucket(bucket)
         .key(key)
         .presigned(config)
         .await
-        .map_err(|e| ApiError::internal("presign", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        .map_err(|e| StoreError::fault("presign", aws_sdk_s3::error::DisplayErrorContext(e)))?;
     Ok(request.uri().to_string())
 }
 

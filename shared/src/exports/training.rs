@@ -1,7 +1,7 @@
 //! `GET /api/training/export`: every matching snapshot, in Tether's JSON payload, JSONL,
 //! fine-tune-ready chat JSONL (`openai`) or CSV.
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::spec::ExportSpec;
 pub use super::spec::Format;
@@ -40,57 +40,121 @@ fn role(m: &SnapshotMessage) -> &'static str {
     }
 }
 
+// The answers below are typed, borrowing from the snapshot. Their fields are declared in
+// alphabetical order: earlier releases wrote them through serde_json's sorted maps, and files
+// stay byte for byte what they were.
+
 /// Tether's `TrainingExportItem`. Its schema makes `customer.email` and `metadata.category`
 /// nullable and the other optional fields plain strings, so those are left out when absent.
-pub fn export_item(s: &Snapshot, messages: &[SnapshotMessage]) -> Value {
-    let mut customer = serde_json::Map::new();
-    if let Some(name) = &s.customer_name {
-        customer.insert("name".into(), json!(name));
+#[derive(Debug, Serialize)]
+pub struct ExportItem<'a> {
+    conversation: Vec<ExportMessage<'a>>,
+    customer: Customer<'a>,
+    id: &'a str,
+    metadata: Metadata<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportMessage<'a> {
+    content: &'a str,
+    role: &'static str,
+    sender_type: &'a str,
+    timestamp: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct Customer<'a> {
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata<'a> {
+    category: Option<&'a str>,
+    date_range: DateRange<'a>,
+    message_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notes: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quality: Option<&'a str>,
+    tags: &'a [String],
+}
+
+#[derive(Debug, Serialize)]
+struct DateRange<'a> {
+    end: Option<&'a str>,
+    start: Option<&'a str>,
+}
+
+/// The export item of a snapshot and its messages.
+pub fn export_item<'a>(s: &'a Snapshot, messages: &'a [SnapshotMessage]) -> ExportItem<'a> {
+    ExportItem {
+        conversation: messages
+            .iter()
+            .map(|m| ExportMessage {
+                content: &m.content,
+                role: role(m),
+                sender_type: &m.sender_type,
+                timestamp: &m.timestamp,
+            })
+            .collect(),
+        customer: Customer {
+            email: s.customer_email.as_deref(),
+            name: s.customer_name.as_deref(),
+            phone: s.customer_phone.as_deref(),
+        },
+        id: &s.id,
+        metadata: Metadata {
+            category: s.category.as_deref(),
+            date_range: DateRange {
+                end: s.conversation_end_date.as_deref(),
+                start: s.conversation_start_date.as_deref(),
+            },
+            message_count: s.message_count,
+            notes: s.notes.as_deref(),
+            quality: s.quality.as_deref(),
+            tags: &s.tags,
+        },
     }
-    if let Some(phone) = &s.customer_phone {
-        customer.insert("phone".into(), json!(phone));
-    }
-    customer.insert("email".into(), json!(s.customer_email));
-    let mut metadata = serde_json::Map::new();
-    if let Some(quality) = &s.quality {
-        metadata.insert("quality".into(), json!(quality));
-    }
-    metadata.insert("category".into(), json!(s.category));
-    metadata.insert("tags".into(), json!(s.tags));
-    if let Some(notes) = &s.notes {
-        metadata.insert("notes".into(), json!(notes));
-    }
-    metadata.insert("messageCount".into(), json!(s.message_count));
-    metadata.insert("dateRange".into(), json!({ "start": s.conversation_start_date, "end": s.conversation_end_date }));
-    json!({
-        "id": s.id,
-        "customer": customer,
-        "conversation": messages.iter().map(|m| json!({
-            "role": role(m), "content": m.content, "timestamp": m.timestamp, "senderType": m.sender_type,
-        })).collect::<Vec<_>>(),
-        "metadata": metadata,
-    })
+}
+
+/// A chat fine-tuning example (`{"messages": [{"content", "role"}, …]}`).
+#[derive(Debug, Serialize)]
+pub struct ChatExample<'a> {
+    messages: Vec<ChatTurn<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChatTurn<'a> {
+    content: std::borrow::Cow<'a, str>,
+    role: &'static str,
 }
 
 /// A chat fine-tuning example: consecutive messages of one role merged, empty ones dropped;
 /// `None` when it has no assistant message (such examples are skipped and counted).
-pub fn openai_example(messages: &[SnapshotMessage], system: Option<&str>) -> Option<Value> {
-    let mut turns: Vec<(&str, String)> = Vec::new();
+pub fn openai_example<'a>(messages: &'a [SnapshotMessage], system: Option<&'a str>) -> Option<ChatExample<'a>> {
+    use std::borrow::Cow;
+    let mut turns: Vec<ChatTurn<'a>> =
+        system.map(|s| ChatTurn { content: Cow::Borrowed(s), role: "system" }).into_iter().collect();
     for m in messages.iter().filter(|m| !m.content.trim().is_empty()) {
         match turns.last_mut() {
-            Some((r, content)) if *r == role(m) => {
+            Some(turn) if turn.role == role(m) => {
+                let content = turn.content.to_mut();
                 content.push('\n');
                 content.push_str(&m.content);
             }
-            _ => turns.push((role(m), m.content.clone())),
+            _ => turns.push(ChatTurn { content: Cow::Borrowed(&m.content), role: role(m) }),
         }
     }
-    if !turns.iter().any(|(r, _)| *r == "assistant") {
+    if !turns.iter().any(|t| t.role == "assistant") {
         return None;
     }
-    let mut out: Vec<Value> = system.map(|s| json!({ "role": "system", "content": s })).into_iter().collect();
-    out.extend(turns.into_iter().map(|(r, c)| json!({ "role": r, "content": c })));
-    Some(json!({ "messages": out }))
+    Some(ChatExample { messages: turns })
 }
 
 /// Encodes snapshots one at a time in a format.
@@ -116,8 +180,14 @@ impl Encoder {
     pub fn start(&self, export_date: &str, org: &str) -> Result<Vec<u8>, ApiError> {
         Ok(match self.format {
             Format::Json => {
-                let mut head = serde_json::to_vec(&json!({ "exportDate": export_date, "organizationId": org }))
-                    .map_err(|e| ApiError::internal("encode export", e))?;
+                #[derive(Serialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Head<'a> {
+                    export_date: &'a str,
+                    organization_id: &'a str,
+                }
+                let head = Head { export_date, organization_id: org };
+                let mut head = serde_json::to_vec(&head).map_err(|e| ApiError::internal("encode export", e))?;
                 head.pop(); // reopen the object: `data` streams, `totalSnapshots` comes last
                 head.extend_from_slice(br#","data":["#);
                 head
@@ -133,7 +203,9 @@ impl Encoder {
 
     /// The bytes of one snapshot (empty when it is skipped).
     pub fn item(&mut self, s: &Snapshot, messages: &[SnapshotMessage]) -> Result<Vec<u8>, ApiError> {
-        let encode = |v: &Value| serde_json::to_vec(v).map_err(|e| ApiError::internal("encode export", e));
+        fn encode(v: &impl Serialize) -> Result<Vec<u8>, ApiError> {
+            serde_json::to_vec(v).map_err(|e| ApiError::internal("encode export", e))
+        }
         let out = match self.format {
             Format::Json => {
                 let mut out = if self.counts.items > 0 { b",".to_vec() } else { Vec::new() };

@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::convos::model::{Convo, ConvoInput, IngestInput};
 use crate::convos::store::ConvoStore;
@@ -12,12 +12,29 @@ use crate::keys::Org;
 use crate::AppState;
 
 /// How a conversation is answered: the stored header plus `ts` (last activity).
-fn view(c: &Convo) -> serde_json::Value {
-    let mut v = serde_json::to_value(c).unwrap_or_default();
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("ts".into(), json!(c.ts()));
-    }
-    v
+#[derive(Debug, Serialize)]
+struct ConvoView<'a> {
+    #[serde(flatten)]
+    convo: &'a Convo,
+    ts: &'a str,
+}
+
+fn view(c: &Convo) -> ConvoView<'_> {
+    ConvoView { convo: c, ts: c.ts() }
+}
+
+/// The answer of an ingest.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ingested<'a> {
+    received: usize,
+    inserted: usize,
+    duplicates: usize,
+    messages_num: u64,
+    #[serde(rename = "firstMessageTS")]
+    first_message_ts: Option<&'a str>,
+    #[serde(rename = "lastMessageTS")]
+    last_message_ts: Option<&'a str>,
 }
 
 /// `PUT /agents/{agentId}/convos/{convoId}`: create (201) or update (200) a header.
@@ -50,14 +67,14 @@ pub async fn ingest_messages(state: &AppState, req: Request) -> Response<Body> {
         Ok(success(
             status,
             "Messages ingested successfully",
-            &json!({
-                "received": received,
-                "inserted": outcome.inserted,
-                "duplicates": received - outcome.inserted,
-                "messagesNum": c.messages_num,
-                "firstMessageTS": c.first_message_ts,
-                "lastMessageTS": c.last_message_ts,
-            }),
+            &Ingested {
+                received,
+                inserted: outcome.inserted,
+                duplicates: received - outcome.inserted,
+                messages_num: c.messages_num,
+                first_message_ts: c.first_message_ts.as_deref(),
+                last_message_ts: c.last_message_ts.as_deref(),
+            },
         ))
     })
     .await

@@ -1,15 +1,15 @@
 //! `POST /api/training/exports`, `GET /api/training/exports` and `GET /api/training/exports/{id}`.
 
-use http::{header, HeaderValue, StatusCode};
+use http::{header, StatusCode};
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{ApiError, Envelope};
 use crate::exports::convos::{agent_spec, time_value, ConvoFormat};
 use crate::exports::producer::ExportSpec;
 use crate::exports::training::{training_spec, Format};
-use crate::http::{cursor_id, handle, limit_param, next_cursor_id, path_id, read_json, success, Page};
+use crate::http::{cursor_id, handle, limit_param, next_cursor_id, path_id, read_json, success, with_header, Page};
 use crate::ids::is_valid_id;
 use crate::jobs::{revive, start, Job, JobStore, Status, Trigger};
 use crate::keys::Org;
@@ -147,7 +147,31 @@ impl CreateExport {
 }
 
 /// A job as the API shows it (`url` and `expiresAt` only with a download link).
-pub fn document(job: &Job, link: Option<(String, String)>) -> Value {
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView<'a> {
+    id: &'a str,
+    status: Status,
+    source: &'static str,
+    /// The job's parameters as given, without `source` (which has its own field).
+    params: Value,
+    trigger: Trigger,
+    processed: u64,
+    skipped: u64,
+    total: Option<u64>,
+    bytes: u64,
+    created_at: &'a str,
+    started_at: Option<&'a str>,
+    finished_at: Option<&'a str>,
+    reason: Option<&'a str>,
+    file_name: &'a str,
+    file_expires_at: Option<&'a str>,
+    url: Option<String>,
+    expires_at: Option<String>,
+}
+
+/// The view of `job`, with its download `link` (URL and expiry) when there is one.
+pub fn document(job: &Job, link: Option<(String, String)>) -> JobView<'_> {
     let (url, expires_at) = link.map_or((None, None), |(u, e)| (Some(u), Some(e)));
     let mut params = serde_json::to_value(&job.params).unwrap_or(Value::Null);
     if let Some(p) = params.as_object_mut() {
@@ -157,29 +181,29 @@ pub fn document(job: &Job, link: Option<(String, String)>) -> Value {
         ExportSpec::Training { .. } => "training",
         _ => "conversations",
     };
-    json!({
-        "id": job.id,
-        "status": job.status,
-        "source": source,
-        "params": params,
-        "trigger": job.trigger,
-        "processed": job.processed,
-        "skipped": job.skipped,
-        "total": job.total,
-        "bytes": job.bytes,
-        "createdAt": job.created_at,
-        "startedAt": job.started_at,
-        "finishedAt": job.finished_at,
-        "reason": job.reason,
-        "fileName": job.file_name,
-        "fileExpiresAt": job.file_expires_at,
-        "url": url,
-        "expiresAt": expires_at,
-    })
+    JobView {
+        id: &job.id,
+        status: job.status,
+        source,
+        params,
+        trigger: job.trigger,
+        processed: job.processed,
+        skipped: job.skipped,
+        total: job.total,
+        bytes: job.bytes,
+        created_at: &job.created_at,
+        started_at: job.started_at.as_deref(),
+        finished_at: job.finished_at.as_deref(),
+        reason: job.reason.as_deref(),
+        file_name: &job.file_name,
+        file_expires_at: job.file_expires_at.as_deref(),
+        url,
+        expires_at,
+    }
 }
 
 /// A job with a fresh presigned download URL when its file is ready and not yet expired.
-pub async fn view(state: &AppState, job: &Job) -> Result<Value, ApiError> {
+pub async fn view<'a>(state: &AppState, job: &'a Job) -> Result<JobView<'a>, ApiError> {
     let now = crate::time::now_rfc3339();
     let link = match (&job.status, &job.file_expires_at) {
         (Status::Succeeded, Some(expires)) if *expires > now => {
@@ -195,11 +219,8 @@ pub async fn view(state: &AppState, job: &Job) -> Result<Value, ApiError> {
 
 /// `202 Accepted` with the job and `Location` of it.
 pub fn accepted(job: &Job, message: &str) -> Response<Body> {
-    let mut response = success(StatusCode::ACCEPTED, message, &document(job, None));
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/training/exports/{}", job.id)) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
+    let response = success(StatusCode::ACCEPTED, message, &document(job, None));
+    with_header(response, header::LOCATION, &format!("/api/training/exports/{}", job.id))
 }
 
 /// `POST /api/training/exports`: starts an export job.
@@ -244,10 +265,13 @@ pub async fn list_exports(state: &AppState, req: Request) -> Response<Body> {
         const SCOPE: &str = "export-jobs";
         let before = cursor_id(state, &req, org, SCOPE)?;
         let (page, next) = JobStore::new(state).list(org, limit, before.as_deref()).await?;
-        let mut data = Vec::with_capacity(page.len());
+        let mut jobs = Vec::with_capacity(page.len());
         for job in page {
-            let job = revive(state, job).await?;
-            data.push(view(state, &job).await?);
+            jobs.push(revive(state, job).await?);
+        }
+        let mut data = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            data.push(view(state, job).await?);
         }
         let next_cursor = next_cursor_id(state, org, SCOPE, next)?;
         Ok(Page::new("Export jobs retrieved successfully", data, next_cursor).into_response())

@@ -5,7 +5,7 @@
 
 use http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use super::query::filters;
 use crate::error::{ApiError, Envelope};
@@ -104,6 +104,18 @@ pub fn sink<'a>(state: &'a AppState, spec: ObjectSpec, delivery: Delivery) -> Ex
     ExportSink::new(&state.s3, spec, delivery, state.config.inline_export_max_bytes)
 }
 
+/// The `data` of a `303` export answer: where to download the file, and what it holds.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Download<'a> {
+    url: &'a str,
+    expires_at: String,
+    bytes: u64,
+    key: &'a str,
+    items: u64,
+    skipped: u64,
+}
+
 /// Answers a finished export: the file itself, or `303 See Other` to a presigned URL with a
 /// JSON body (in the `{success, message, data}` envelope) describing the download.
 pub async fn respond(
@@ -125,12 +137,9 @@ pub async fn respond(
             let url = crate::exports::sink::presign(&state.s3, &state.config.bucket_name, &key, ttl).await?;
             let expires_at =
                 crate::time::to_rfc3339(chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64));
-            let body = json!({
-                "success": true,
-                "message": "Export is ready for download",
-                "data": { "url": url, "expiresAt": expires_at, "bytes": bytes, "key": key, "items": counts.items, "skipped": counts.skipped },
-            });
-            let mut r = crate::http::json_response(StatusCode::SEE_OTHER, &body);
+            let data =
+                Download { url: &url, expires_at, bytes, key: &key, items: counts.items, skipped: counts.skipped };
+            let mut r = crate::http::success(StatusCode::SEE_OTHER, "Export is ready for download", &data);
             r.headers_mut().insert(header::LOCATION, header_value(&url)?);
             r
         }

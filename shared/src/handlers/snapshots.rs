@@ -1,19 +1,18 @@
 //! HTTP handlers of the Tether training snapshot routes.
 
-use http::{header, HeaderValue, StatusCode};
+use http::{header, StatusCode};
 use lambda_http::{Body, Request, Response};
-use serde_json::json;
 
 use super::query::filters;
 use crate::error::{ApiError, Envelope, ErrorKind};
 use crate::http::{
-    cursor_id, handle, json_response, limit_param, next_cursor_id, query_param, read_json, success, Page,
+    cursor_id, handle, json_response, limit_param, next_cursor_id, query_param, read_json, success, with_header, Page,
 };
-use crate::idempotency::{validate_key, Claim, Idempotency};
+use crate::idempotency::{Claim, Idempotency, MAX_KEY_LEN};
 use crate::keys::Org;
 use crate::snapshots::create::create;
 use crate::snapshots::model::{CreateInput, PatchInput, Snapshot, SnapshotMessage};
-use crate::snapshots::store::{not_found, Archived, SnapshotStore};
+use crate::snapshots::store::{Archived, SnapshotStore, NOT_FOUND};
 use crate::AppState;
 
 /// The `{id}` of a snapshot route: 24 hex digits, else 400.
@@ -27,11 +26,23 @@ fn snapshot_id(req: &Request) -> Result<String, ApiError> {
     }
 }
 
-fn with_etag(mut response: Response<Body>, snap: &Snapshot) -> Response<Body> {
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", snap.updated_at)) {
-        response.headers_mut().insert(header::ETAG, v);
+/// The `data` of a delete answer.
+#[derive(serde::Serialize)]
+struct Deleted<'a> {
+    #[serde(rename = "_id")]
+    id: &'a str,
+}
+
+/// Checks a client's `Idempotency-Key`: printable ASCII, 1 to 255 characters.
+fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid("Idempotency-Key", "must be 1-255 printable ASCII characters"));
     }
-    response
+    Ok(())
+}
+
+fn with_etag(response: Response<Body>, snap: &Snapshot) -> Response<Body> {
+    with_header(response, header::ETAG, &format!("\"{}\"", snap.updated_at))
 }
 
 /// `POST /api/training/snapshots`: freezes the chosen messages of a contact's conversations.
@@ -54,7 +65,7 @@ pub async fn create_snapshot(state: &AppState, req: Request) -> Response<Body> {
         let fresh = crate::ids::object_id();
         let (id, resumed) = match idem.claim(req.body().as_ref(), &fresh).await? {
             Claim::Replay(id) => {
-                let (snap, messages) = store.get(org, &id).await?.ok_or_else(not_found)?;
+                let (snap, messages) = store.get(org, &id).await?.ok_or(NOT_FOUND)?;
                 return Ok(created(&snap, &messages));
             }
             Claim::New => (fresh, false),
@@ -76,7 +87,7 @@ pub async fn create_snapshot(state: &AppState, req: Request) -> Response<Body> {
             }
             Ok((_, _, false)) => {
                 // Another attempt of the same request committed this id first: its answer.
-                let (snap, messages) = store.get(org, &id).await?.ok_or_else(not_found)?;
+                let (snap, messages) = store.get(org, &id).await?.ok_or(NOT_FOUND)?;
                 complete(&idem, &snap.id).await;
                 Ok(created(&snap, &messages))
             }
@@ -111,9 +122,15 @@ pub async fn get_snapshot(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
         let id = snapshot_id(&req)?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
-        let (snap, messages) = store.get(&Org::verified(&principal), &id).await?.ok_or_else(not_found)?;
+        let (snap, messages) = store.get(&Org::verified(&principal), &id).await?.ok_or(NOT_FOUND)?;
         let doc = snap.document(true, Some(&messages));
-        Ok(with_etag(json_response(StatusCode::OK, &json!({ "success": true, "data": doc })), &snap))
+        // Tether's GET answers `{success, data}`, without a message.
+        #[derive(serde::Serialize)]
+        struct Found<'a> {
+            success: bool,
+            data: crate::snapshots::model::SnapshotDocument<'a>,
+        }
+        Ok(with_etag(json_response(StatusCode::OK, &Found { success: true, data: doc }), &snap))
     })
     .await
 }
@@ -144,12 +161,12 @@ pub async fn list_snapshots(state: &AppState, req: Request) -> Response<Body> {
         let after = cursor_id(state, &req, org, &scope)?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
         let (page, next, _) = store.list(org, &f, limit, after.as_deref()).await?;
-        let data: Vec<_> = if include_messages {
-            // The headers are in hand: fetch only the chunks, by key, for the whole page.
-            let messages = store.messages_of(&page, &mut Default::default()).await?;
-            page.iter().zip(&messages).map(|(snap, m)| snap.document(true, Some(m))).collect()
-        } else {
-            page.iter().map(|snap| snap.document(true, None)).collect()
+        // The headers are in hand: fetch only the chunks, by key, for the whole page.
+        let messages =
+            if include_messages { Some(store.messages_of(&page, &mut Default::default()).await?) } else { None };
+        let data: Vec<_> = match &messages {
+            Some(messages) => page.iter().zip(messages).map(|(snap, m)| snap.document(true, Some(m))).collect(),
+            None => page.iter().map(|snap| snap.document(true, None)).collect(),
         };
         let next_cursor = next_cursor_id(state, org, &scope, next)?;
         Ok(Page::new("Training snapshots retrieved successfully", data, next_cursor).into_response())
@@ -261,9 +278,9 @@ pub async fn delete_snapshot(state: &AppState, req: Request) -> Response<Body> {
         let id = snapshot_id(&req)?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
         if !store.delete(&Org::verified(&principal), &id).await? {
-            return Err(not_found());
+            return Err(NOT_FOUND.into());
         }
-        Ok(success(StatusCode::OK, "Training snapshot deleted successfully", &json!({ "_id": id })))
+        Ok(success(StatusCode::OK, "Training snapshot deleted successfully", &Deleted { id: &id }))
     })
     .await
 }
@@ -275,7 +292,7 @@ mod tests {
     fn parsed(lines: &[&str]) -> Result<Option<Vec<String>>, u16> {
         let mut headers = http::HeaderMap::new();
         for line in lines {
-            headers.append(header::IF_MATCH, HeaderValue::from_str(line).unwrap());
+            headers.append(header::IF_MATCH, http::HeaderValue::from_str(line).unwrap());
         }
         if_match(&headers).map_err(|e| e.kind.status().as_u16())
     }

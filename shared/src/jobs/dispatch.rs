@@ -47,8 +47,8 @@ impl Dispatcher {
                     .send()
                     .await
                     .map_err(|e| {
-                        tracing::error!(error = %aws_sdk_lambda::error::DisplayErrorContext(&e), "invoke export worker");
-                        ApiError::new(ErrorKind::Unavailable, "The export worker could not be started; retry shortly")
+                        let cause = format!("invoke export worker: {}", aws_sdk_lambda::error::DisplayErrorContext(&e));
+                        ApiError::unavailable("The export worker could not be started; retry shortly", cause)
                     })?;
                 Ok(())
             }

@@ -34,7 +34,7 @@ pub struct Options {
 }
 
 /// What one invocation did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Outcome {
     /// The file is ready.
     Succeeded,

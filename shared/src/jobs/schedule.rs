@@ -12,15 +12,15 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{new_job, JobStore, Trigger};
-use crate::error::{ApiError, SdkResultExt};
+use crate::error::ApiError;
 use crate::exports::producer::{ExportSpec, Window};
 use crate::exports::training::Format;
 use crate::keys::Org;
 use crate::snapshots::store::{Filters, SnapshotStore};
+use crate::store_error::SdkResultExt;
 use crate::table::{GSI1, PK, SK};
 use crate::AppState;
 
@@ -92,7 +92,7 @@ pub async fn advance_watermark(state: &AppState, org: &Org, up_to: &str) -> Resu
     match result {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
-        Err(e) => Err(crate::error::from_sdk("advance scheduled export watermark", e)),
+        Err(e) => Err(crate::store_error::from_sdk("advance scheduled export watermark", e).into()),
     }
 }
 
@@ -119,8 +119,28 @@ pub fn job_id(scheduled: chrono::DateTime<chrono::Utc>, org: &Org) -> String {
     format!("{}{tail}", crate::ids::time_prefix(scheduled))
 }
 
+/// What a scheduled run did (its invocation's answer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// The run's scheduled time.
+    pub scheduled_time: String,
+    /// Changes up to this instant are in the run's files.
+    pub up_to: String,
+    /// Organizations in the registry.
+    pub organizations: u64,
+    /// New jobs.
+    pub jobs_created: u64,
+    /// Jobs this run had created already (a redelivered event).
+    pub jobs_resumed: u64,
+    /// Organizations without changes.
+    pub unchanged: u64,
+    /// Organizations that failed (the run then fails, and is retried).
+    pub failed: u64,
+}
+
 /// Runs the scheduled export for every registered organization. Answers a summary.
-pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::Value, ApiError> {
+pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<RunSummary, ApiError> {
     let scheduled = match &event.scheduled_time {
         Some(t) => crate::time::parse_rfc3339(t)
             .ok_or_else(|| ApiError::invalid("scheduledTime", "must be an RFC 3339 timestamp"))?,
@@ -159,16 +179,16 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<serde_json::
             }
         }
     }
-    let summary = json!({
-        "scheduledTime": crate::time::to_rfc3339(scheduled),
-        "upTo": up_to,
-        "organizations": organizations,
-        "jobsCreated": created,
-        "jobsResumed": resumed,
-        "unchanged": unchanged,
-        "failed": failed,
-    });
-    tracing::info!(%summary, "scheduled export run");
+    let summary = RunSummary {
+        scheduled_time: crate::time::to_rfc3339(scheduled),
+        up_to,
+        organizations,
+        jobs_created: created,
+        jobs_resumed: resumed,
+        unchanged,
+        failed,
+    };
+    tracing::info!(?summary, "scheduled export run");
     if failed > 0 {
         return Err(ApiError::new(
             crate::error::ErrorKind::Unavailable,

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::model::{lifecycle_expiry, now_ms, Checkpoint, Job};
-use crate::error::{ApiError, SdkResultExt};
 use crate::keys::{self, Org};
+use crate::store_error::{SdkResultExt, StoreError};
 use crate::table::{PK, SK};
 use crate::AppState;
 
@@ -66,9 +66,9 @@ impl<'a> JobStore<'a> {
     }
 
     /// Stores a new job; `Ok(false)` when one with its id exists already.
-    pub async fn insert(&self, job: &Job) -> Result<bool, ApiError> {
+    pub async fn insert(&self, job: &Job) -> Result<bool, StoreError> {
         let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(job).map_err(|e| ApiError::internal("encode job", e))?;
+            serde_dynamo::to_item(job).map_err(|e| StoreError::fault("encode job", e))?;
         item.extend(Self::key(&job.org(), &job.id));
         // The record outlives its file by 30 days, so a job can still say it expired.
         let ttl = chrono::Utc::now().timestamp() + i64::from(self.state.config.export_retention_days + 30) * 86_400;
@@ -85,12 +85,12 @@ impl<'a> JobStore<'a> {
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(crate::error::from_sdk("create export job", e)),
+            Err(e) => Err(crate::store_error::from_sdk("create export job", e)),
         }
     }
 
     /// A job of `org` (strongly consistent), `None` when it does not exist there.
-    pub async fn get(&self, org: &Org, id: &str) -> Result<Option<Job>, ApiError> {
+    pub async fn get(&self, org: &Org, id: &str) -> Result<Option<Job>, StoreError> {
         let out = self
             .state
             .dynamo
@@ -101,7 +101,7 @@ impl<'a> JobStore<'a> {
             .send()
             .await
             .ctx("get export job")?;
-        out.item.map(serde_dynamo::from_item).transpose().map_err(|e| ApiError::internal("decode job", e))
+        out.item.map(serde_dynamo::from_item).transpose().map_err(|e| StoreError::fault("decode job", e))
     }
 
     /// One page of `org`'s jobs, newest first, continuing before job id `before` (exclusive).
@@ -110,7 +110,7 @@ impl<'a> JobStore<'a> {
         org: &Org,
         limit: usize,
         before: Option<&str>,
-    ) -> Result<(Vec<Job>, Option<String>), ApiError> {
+    ) -> Result<(Vec<Job>, Option<String>), StoreError> {
         let (condition, bound) = match before {
             Some(id) => ("PK = :pk AND SK < :b", job_sk(id)),
             None => ("PK = :pk AND begins_with(SK, :b)", "JOB#".to_string()),
@@ -128,8 +128,8 @@ impl<'a> JobStore<'a> {
             .send()
             .await
             .ctx("list export jobs")?;
-        let mut jobs: Vec<Job> = serde_dynamo::from_items(out.items.unwrap_or_default())
-            .map_err(|e| ApiError::internal("decode jobs", e))?;
+        let mut jobs: Vec<Job> =
+            serde_dynamo::from_items(out.items.unwrap_or_default()).map_err(|e| StoreError::fault("decode jobs", e))?;
         let next = if jobs.len() > limit { jobs.get(limit - 1).map(|j| j.id.clone()) } else { None };
         jobs.truncate(limit);
         Ok((jobs, next))
@@ -143,7 +143,7 @@ impl<'a> JobStore<'a> {
         expression: &str,
         condition: &str,
         values: HashMap<String, AttributeValue>,
-    ) -> Result<Option<Job>, ApiError> {
+    ) -> Result<Option<Job>, StoreError> {
         let result = self
             .state
             .dynamo
@@ -159,16 +159,16 @@ impl<'a> JobStore<'a> {
             .await;
         match result {
             Ok(out) => {
-                out.attributes.map(serde_dynamo::from_item).transpose().map_err(|e| ApiError::internal("decode job", e))
+                out.attributes.map(serde_dynamo::from_item).transpose().map_err(|e| StoreError::fault("decode job", e))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
-            Err(e) => Err(crate::error::from_sdk("update export job", e)),
+            Err(e) => Err(crate::store_error::from_sdk("update export job", e)),
         }
     }
 
     /// Takes the job for one invocation until `until_ms`, unless another holds a live lease or
     /// it has ended. Answers the job as taken.
-    pub async fn claim(&self, org: &Org, id: &str, owner: &str, until_ms: i64) -> Result<Option<Job>, ApiError> {
+    pub async fn claim(&self, org: &Org, id: &str, owner: &str, until_ms: i64) -> Result<Option<Job>, StoreError> {
         let now = now_ms();
         self.update(
             org,
@@ -188,7 +188,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// Records the count of items the export will have.
-    pub async fn set_total(&self, org: &Org, id: &str, owner: &str, total: u64) -> Result<(), ApiError> {
+    pub async fn set_total(&self, org: &Org, id: &str, owner: &str, total: u64) -> Result<(), StoreError> {
         self.update(
             org,
             id,
@@ -210,8 +210,8 @@ impl<'a> JobStore<'a> {
         owner: &str,
         cp: &Checkpoint,
         floor: u64,
-    ) -> Result<bool, ApiError> {
-        let value = serde_dynamo::to_attribute_value(cp).map_err(|e| ApiError::internal("encode checkpoint", e))?;
+    ) -> Result<bool, StoreError> {
+        let value = serde_dynamo::to_attribute_value(cp).map_err(|e| StoreError::fault("encode checkpoint", e))?;
         let updated = self
             .update(
                 org,
@@ -233,7 +233,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// Frees the lease for the next invocation, which is being dispatched now.
-    pub async fn hand_over(&self, org: &Org, id: &str, owner: &str) -> Result<bool, ApiError> {
+    pub async fn hand_over(&self, org: &Org, id: &str, owner: &str) -> Result<bool, StoreError> {
         let updated = self
             .update(
                 org,
@@ -248,7 +248,7 @@ impl<'a> JobStore<'a> {
 
     /// Counts an invocation that died holding the lease (a timeout or out of memory), found by
     /// the invocation that took the lease after it. Answers the job as updated.
-    pub async fn record_stall(&self, org: &Org, id: &str, owner: &str) -> Result<Option<Job>, ApiError> {
+    pub async fn record_stall(&self, org: &Org, id: &str, owner: &str) -> Result<Option<Job>, StoreError> {
         self.update(
             org,
             id,
@@ -265,7 +265,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// Records a failed invocation and frees the lease, so a retry can resume at once.
-    pub async fn record_failure(&self, org: &Org, id: &str, owner: &str, error: &str) -> Result<(), ApiError> {
+    pub async fn record_failure(&self, org: &Org, id: &str, owner: &str, error: &str) -> Result<(), StoreError> {
         self.update(
             org,
             id,
@@ -289,7 +289,7 @@ impl<'a> JobStore<'a> {
         items: u64,
         skipped: u64,
         file_created: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<Job>, ApiError> {
+    ) -> Result<Option<Job>, StoreError> {
         let (org, id) = (&job.org(), job.id.as_str());
         let finished = chrono::Utc::now();
         let expires = lifecycle_expiry(file_created, self.state.config.export_retention_days);
@@ -314,7 +314,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// Marks the job failed with `reason` unless it has ended already.
-    pub async fn fail(&self, org: &Org, id: &str, reason: &str) -> Result<Option<Job>, ApiError> {
+    pub async fn fail(&self, org: &Org, id: &str, reason: &str) -> Result<Option<Job>, StoreError> {
         self.update(
             org,
             id,
@@ -333,7 +333,7 @@ impl<'a> JobStore<'a> {
     }
 
     /// Notes a new hand-over of a stale job, unless another reader did it first.
-    pub async fn redispatch(&self, job: &Job) -> Result<bool, ApiError> {
+    pub async fn redispatch(&self, job: &Job) -> Result<bool, StoreError> {
         let updated = self
             .update(
                 &job.org(),

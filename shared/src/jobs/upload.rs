@@ -4,7 +4,7 @@
 use aws_sdk_s3::error::ProvideErrorMetadata;
 
 use super::Job;
-use crate::error::ApiError;
+use crate::store_error::StoreError;
 use crate::AppState;
 
 /// Parts 1..=`count` of an upload, from S3; `None` when the upload or one of them is gone.
@@ -13,7 +13,7 @@ pub(super) async fn list_parts(
     key: &str,
     upload_id: &str,
     count: i32,
-) -> Result<Option<Vec<(i32, String)>>, ApiError> {
+) -> Result<Option<Vec<(i32, String)>>, StoreError> {
     let mut parts = Vec::with_capacity(count.max(0) as usize);
     let mut marker: Option<String> = None;
     loop {
@@ -29,7 +29,7 @@ pub(super) async fn list_parts(
         let out = match result {
             Ok(out) => out,
             Err(e) if e.code() == Some("NoSuchUpload") => return Ok(None),
-            Err(e) => return Err(crate::error::from_sdk("list export parts", e)),
+            Err(e) => return Err(crate::store_error::from_sdk("list export parts", e)),
         };
         for p in out.parts() {
             if let (Some(n), Some(etag)) = (p.part_number, p.e_tag.clone()) {
@@ -49,11 +49,11 @@ pub(super) async fn list_parts(
 }
 
 /// Whether the export object `key` exists (a completed upload).
-pub(super) async fn object_exists(state: &AppState, key: &str) -> Result<bool, ApiError> {
+pub(super) async fn object_exists(state: &AppState, key: &str) -> Result<bool, StoreError> {
     match state.s3.head_object().bucket(&state.config.bucket_name).key(key).send().await {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
-        Err(e) => Err(crate::error::from_sdk("check export object", e)),
+        Err(e) => Err(crate::store_error::from_sdk("check export object", e)),
     }
 }
 

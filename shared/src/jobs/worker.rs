@@ -130,7 +130,6 @@ async fn fail_for_good(
 /// frees the lease, so the retry (the caller returns the error) resumes from the checkpoint.
 async fn record_failed_invocation(invocation: &Invocation<'_>, event: &JobRef, e: &ApiError, upload: Option<String>) {
     let (org, id) = (&Org::stored(event.organization_id.as_str()), event.job_id.as_str());
-    tracing::error!(job = %id, error = %e, "export job invocation failed; it will be retried from its checkpoint");
     // An upload this invocation started but never checkpointed would be orphaned; only
     // a successful read can tell (a failed one must not lose the checkpointed upload).
     if let Ok(Some(now)) = invocation.store.get(org, id).await {
@@ -148,15 +147,27 @@ async fn record_failed_invocation(invocation: &Invocation<'_>, event: &JobRef, e
     }
 }
 
+/// The worker's answer to an invocation.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerAnswer {
+    /// The job.
+    pub job_id: String,
+    /// What this invocation did with it.
+    pub outcome: Outcome,
+}
+
 /// The worker function's handler: runs the job of the event; an error makes Lambda retry.
-pub async fn handle(
-    state: &AppState,
-    event: lambda_runtime::LambdaEvent<JobRef>,
-) -> Result<serde_json::Value, ApiError> {
+pub async fn handle(state: &AppState, event: lambda_runtime::LambdaEvent<JobRef>) -> Result<WorkerAnswer, ApiError> {
     let budget = budget_for(state, event.context.deadline);
     let lifetime = Some(time_left(event.context.deadline));
-    let outcome = run(state, &event.payload, Options { budget, lifetime, fault_after_parts: None }).await?;
-    Ok(serde_json::json!({ "jobId": event.payload.job_id, "outcome": format!("{outcome:?}") }))
+    let outcome =
+        run(state, &event.payload, Options { budget, lifetime, fault_after_parts: None }).await.map_err(|e| {
+            // The one log of a failed invocation; Lambda retries it, resuming from the checkpoint.
+            tracing::error!(job = %event.payload.job_id, error = %e, "export job invocation failed");
+            e
+        })?;
+    Ok(WorkerAnswer { job_id: event.payload.job_id, outcome })
 }
 
 /// The local server's worker: runs each dispatched event in its own task, retrying a failed
@@ -179,7 +190,7 @@ pub async fn serve_channel(state: Arc<AppState>, mut events: tokio::sync::mpsc::
                 }
                 match run(&state, &job, Options { budget, lifetime: None, fault_after_parts: None }).await {
                     Ok(_) => return,
-                    Err(e) => tracing::warn!(job = %job.job_id, attempt, error = %e, "worker invocation failed"),
+                    Err(e) => tracing::error!(job = %job.job_id, attempt, error = %e, "export job invocation failed"),
                 }
             }
         });

@@ -1,7 +1,6 @@
 //! Snapshot shapes, as stored and as answered, and the inputs that create and change them.
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{json, Value};
 
 use crate::convos::model::{Message, Sender};
 use crate::validate::{Issues, MAX_NOTES_CHARS};
@@ -158,37 +157,71 @@ impl Snapshot {
 
     /// The Tether document. `populated` answers `userId` / `contactId` as objects (read
     /// routes), else as ids (create); `messages` is included when given.
-    pub fn document(&self, populated: bool, messages: Option<&[SnapshotMessage]>) -> Value {
-        let (user, contact) = if populated {
-            (json!(self.user), json!(self.contact))
+    pub fn document<'a>(&'a self, populated: bool, messages: Option<&'a [SnapshotMessage]>) -> SnapshotDocument<'a> {
+        let (user_id, contact_id) = if populated {
+            (Ref::Populated(&self.user), Ref::Populated(&self.contact))
         } else {
-            (json!(self.user.id), json!(self.contact.id))
+            (Ref::Id(&self.user.id), Ref::Id(&self.contact.id))
         };
-        let mut doc = json!({
-            "_id": self.id,
-            "organizationId": self.organization_id,
-            "userId": user,
-            "contactId": contact,
-            "customerName": self.customer_name,
-            "customerPhone": self.customer_phone,
-            "customerEmail": self.customer_email,
-            "messageCount": self.message_count,
-            "snapshotDate": self.snapshot_date,
-            "conversationStartDate": self.conversation_start_date,
-            "conversationEndDate": self.conversation_end_date,
-            "notes": self.notes,
-            "tags": self.tags,
-            "quality": self.quality,
-            "category": self.category,
-            "isArchived": self.is_archived,
-            "createdAt": self.created_at,
-            "updatedAt": self.updated_at,
-        });
-        if let (Some(messages), Some(obj)) = (messages, doc.as_object_mut()) {
-            obj.insert("messages".into(), json!(messages));
+        SnapshotDocument {
+            id: &self.id,
+            organization_id: &self.organization_id,
+            user_id,
+            contact_id,
+            customer_name: self.customer_name.as_deref(),
+            customer_phone: self.customer_phone.as_deref(),
+            customer_email: self.customer_email.as_deref(),
+            message_count: self.message_count,
+            snapshot_date: &self.snapshot_date,
+            conversation_start_date: self.conversation_start_date.as_deref(),
+            conversation_end_date: self.conversation_end_date.as_deref(),
+            notes: self.notes.as_deref(),
+            tags: &self.tags,
+            quality: self.quality.as_deref(),
+            category: self.category.as_deref(),
+            is_archived: self.is_archived,
+            created_at: &self.created_at,
+            updated_at: &self.updated_at,
+            messages,
         }
-        doc
     }
+}
+
+/// `userId` / `contactId` of a document: the id, or the populated object.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Ref<'a, T> {
+    /// Just the id (the create answer).
+    Id(&'a str),
+    /// The whole reference (read routes).
+    Populated(&'a T),
+}
+
+/// A snapshot as Tether's routes answer it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotDocument<'a> {
+    #[serde(rename = "_id")]
+    id: &'a str,
+    organization_id: &'a str,
+    user_id: Ref<'a, UserRef>,
+    contact_id: Ref<'a, ContactRef>,
+    customer_name: Option<&'a str>,
+    customer_phone: Option<&'a str>,
+    customer_email: Option<&'a str>,
+    message_count: usize,
+    snapshot_date: &'a str,
+    conversation_start_date: Option<&'a str>,
+    conversation_end_date: Option<&'a str>,
+    notes: Option<&'a str>,
+    tags: &'a [String],
+    quality: Option<&'a str>,
+    category: Option<&'a str>,
+    is_archived: bool,
+    created_at: &'a str,
+    updated_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a [SnapshotMessage]>,
 }
 
 /// Body of `POST /api/training/snapshots`.

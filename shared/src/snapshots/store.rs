@@ -27,8 +27,8 @@ use futures::future::try_join_all;
 
 use super::model::{Snapshot, SnapshotMessage, MAX_MESSAGE_BYTES};
 pub use super::store_filters::{Archived, Filters, ReadStats};
-use crate::error::{ApiError, ErrorKind, SdkResultExt};
 use crate::keys::{self, Org, SnapshotList};
+use crate::store_error::{SdkResultExt, StoreError};
 use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK, TTL};
 
 /// Bytes of the messages' JSON per chunk item (DynamoDB's item limit is 400 KB).
@@ -131,12 +131,12 @@ impl<'a> SnapshotStore<'a> {
         snap: &mut Snapshot,
         messages: &[SnapshotMessage],
         resumed: bool,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StoreError> {
         snap.chunk_set = if resumed { new_chunk_set() } else { String::new() };
         let expires = crate::auth::now_epoch() + PENDING_CHUNK_SECONDS;
         let items = Self::chunk_items(snap, messages, Some(expires))?;
         if items.len() > MAX_CHUNKS {
-            return Err(ApiError::internal("create snapshot", format!("{} chunks, at most {MAX_CHUNKS}", items.len())));
+            return Err(StoreError::fault("create snapshot", format!("{} chunks, at most {MAX_CHUNKS}", items.len())));
         }
         let condition = format!("attribute_not_exists({PK}) OR attribute_exists({TTL})");
         let puts = items.into_iter().map(|item| {
@@ -155,7 +155,7 @@ impl<'a> SnapshotStore<'a> {
         });
         if let Err(e) = try_join_all(puts).await {
             // Outcome unknown or storage down: the chunks expire; otherwise remove them now.
-            if e.kind != ErrorKind::Unavailable {
+            if !e.is_transient() {
                 self.discard_chunks(snap).await;
             }
             return Err(e);
@@ -164,7 +164,7 @@ impl<'a> SnapshotStore<'a> {
     }
 
     /// The commit transaction: the header, only if there is none, and its chunks' expiry removed.
-    async fn commit(&self, snap: &Snapshot) -> Result<bool, ApiError> {
+    async fn commit(&self, snap: &Snapshot) -> Result<bool, StoreError> {
         let items = self.commit_items(snap)?;
         let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => return Ok(true),
@@ -173,15 +173,15 @@ impl<'a> SnapshotStore<'a> {
         let reasons = match err.as_service_error() {
             Some(TransactWriteItemsError::TransactionCanceledException(e)) => e.cancellation_reasons().to_vec(),
             // Timed out or storage down: the commit may still be applied; the chunks expire if not.
-            _ => return Err(crate::error::from_sdk("commit snapshot", err)),
+            _ => return Err(crate::store_error::from_sdk("commit snapshot", err)),
         };
         self.commit_canceled(snap, reasons).await
     }
 
     /// The items of the commit transaction of `snap`.
-    fn commit_items(&self, snap: &Snapshot) -> Result<Vec<TransactWriteItem>, ApiError> {
+    fn commit_items(&self, snap: &Snapshot) -> Result<Vec<TransactWriteItem>, StoreError> {
         let pk = keys::snapshot(&snap.org(), &snap.id);
-        let build = |e| ApiError::internal("build snapshot commit", e);
+        let build = |e| StoreError::fault("build snapshot commit", e);
         let header = Put::builder()
             .table_name(self.table)
             .set_item(Some(Self::header_item(snap)?))
@@ -205,7 +205,7 @@ impl<'a> SnapshotStore<'a> {
     }
 
     /// Answers a commit transaction that was canceled for `reasons` (one per item, the header first).
-    async fn commit_canceled(&self, snap: &Snapshot, reasons: Vec<CancellationReason>) -> Result<bool, ApiError> {
+    async fn commit_canceled(&self, snap: &Snapshot, reasons: Vec<CancellationReason>) -> Result<bool, StoreError> {
         let failed = |i: usize| reasons.get(i).and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed");
         if failed(0) {
             // A header exists: ours (an SDK retry of a commit that was applied) or another attempt's.
@@ -216,16 +216,12 @@ impl<'a> SnapshotStore<'a> {
             self.discard_chunks(snap).await;
             return match committed {
                 Some(_) => Ok(false),
-                None => Err(ApiError::new(
-                    ErrorKind::Unavailable,
-                    "The snapshot is being changed concurrently; retry shortly",
-                )),
+                None => Err(StoreError::contended("commit snapshot", "the header vanished after a conflict")),
             };
         }
         // Canceled, so nothing was applied: throttled, or a chunk vanished (a concurrent delete).
         self.discard_chunks(snap).await;
-        tracing::warn!(snapshot = %snap.id, reasons = ?reasons, "snapshot commit canceled");
-        Err(ApiError::new(ErrorKind::Unavailable, "The service is temporarily unavailable; retry shortly"))
+        Err(StoreError::unavailable("commit snapshot", format!("canceled: {reasons:?}")))
     }
 
     /// Best effort: removes the chunks of an attempt that surely did not commit (they would
@@ -238,9 +234,9 @@ impl<'a> SnapshotStore<'a> {
         }
     }
 
-    fn header_item(snap: &Snapshot) -> Result<HashMap<String, AttributeValue>, ApiError> {
+    fn header_item(snap: &Snapshot) -> Result<HashMap<String, AttributeValue>, StoreError> {
         let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(snap).map_err(|e| ApiError::internal("encode snapshot", e))?;
+            serde_dynamo::to_item(snap).map_err(|e| StoreError::fault("encode snapshot", e))?;
         item.insert(PK.into(), s(keys::snapshot(&snap.org(), &snap.id)));
         item.insert(SK.into(), s(META));
         for (k, v) in index_keys(snap).0 {
@@ -254,9 +250,9 @@ impl<'a> SnapshotStore<'a> {
         snap: &mut Snapshot,
         messages: &[SnapshotMessage],
         expires: Option<u64>,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, ApiError> {
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
         let pk = keys::snapshot(&snap.org(), &snap.id);
-        let json = serde_json::to_vec(messages).map_err(|e| ApiError::internal("encode messages", e))?;
+        let json = serde_json::to_vec(messages).map_err(|e| StoreError::fault("encode messages", e))?;
         let items: Vec<_> = json
             .chunks(CHUNK_BYTES)
             .enumerate()
@@ -279,17 +275,15 @@ impl<'a> SnapshotStore<'a> {
     /// Bulk load for seeding (benchmark, tests, migrations): the items of committed snapshots
     /// (no expiry), written 25 at a time with `BatchWriteItem`. Not atomic per snapshot and
     /// unconditional, so it is not used on request paths.
-    pub async fn import(&self, snapshots: Vec<(Snapshot, Vec<SnapshotMessage>)>) -> Result<(), ApiError> {
+    pub async fn import(&self, snapshots: Vec<(Snapshot, Vec<SnapshotMessage>)>) -> Result<(), StoreError> {
         let mut items = Vec::new();
         for (mut snap, messages) in snapshots {
             snap.chunk_set.clear();
             let chunks = Self::chunk_items(&mut snap, &messages, None)?;
             // Delete must be able to retire them in one transaction.
             if chunks.len() > MAX_CHUNKS {
-                return Err(ApiError::invalid(
-                    "messages",
-                    format!("of snapshot {} are more than {MAX_MESSAGE_BYTES} bytes", snap.id),
-                ));
+                let problem = format!("snapshot {}'s messages are over {MAX_MESSAGE_BYTES} bytes", snap.id);
+                return Err(StoreError::fault("import snapshots", problem));
             }
             items.extend(chunks);
             items.push(Self::header_item(&snap)?);
@@ -303,16 +297,14 @@ impl<'a> SnapshotStore<'a> {
     }
 }
 
-/// Tether's 404 for snapshots.
-pub fn not_found() -> ApiError {
-    ApiError::not_found("Training snapshot not found")
-}
+/// Tether's 404 for snapshots: "Training snapshot not found".
+pub const NOT_FOUND: StoreError = StoreError::NotFound("Training snapshot");
 
 /// The bytes of one chunk item.
-pub(super) fn chunk_bytes(item: &mut HashMap<String, AttributeValue>) -> Result<Vec<u8>, ApiError> {
+pub(super) fn chunk_bytes(item: &mut HashMap<String, AttributeValue>) -> Result<Vec<u8>, StoreError> {
     match item.remove(DATA) {
         Some(AttributeValue::B(blob)) => Ok(blob.into_inner()),
-        _ => Err(ApiError::internal("read snapshot messages", "chunk item without data")),
+        _ => Err(StoreError::fault("read snapshot messages", "chunk item without data")),
     }
 }
 
@@ -327,8 +319,8 @@ pub(super) fn chunk_deletes(pk: &str, set: &str, chunks: usize) -> Vec<WriteRequ
         .collect()
 }
 
-pub(super) fn decode_messages(json: &[u8]) -> Result<Vec<SnapshotMessage>, ApiError> {
-    serde_json::from_slice(json).map_err(|e| ApiError::internal("decode snapshot messages", e))
+pub(super) fn decode_messages(json: &[u8]) -> Result<Vec<SnapshotMessage>, StoreError> {
+    serde_json::from_slice(json).map_err(|e| StoreError::fault("decode snapshot messages", e))
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use super::model::Snapshot;
 use super::store::{partition, s, SnapshotStore, META};
 use super::store_filters::{Archived, Filters, ReadStats};
-use crate::error::{ApiError, SdkResultExt};
 use crate::keys::{self, Org};
+use crate::store_error::{SdkResultExt, StoreError};
 use crate::table::{IndexDef, GSI2, GSI3, GSI5, PK, SK};
 
 /// The smallest id made at or after `t` (`high == false`), or the largest made at or before it:
@@ -54,7 +54,7 @@ impl SnapshotStore<'_> {
         filters: &Filters,
         limit: usize,
         after: Option<&str>,
-    ) -> Result<(Vec<Snapshot>, Option<String>, ReadStats), ApiError> {
+    ) -> Result<(Vec<Snapshot>, Option<String>, ReadStats), StoreError> {
         let archived: &[bool] = match filters.archived {
             Archived::No => &[false],
             Archived::Yes => &[true],
@@ -109,7 +109,7 @@ impl SnapshotStore<'_> {
         archived: bool,
         want: usize,
         after: Option<&str>,
-    ) -> Result<(Vec<Snapshot>, ReadStats), ApiError> {
+    ) -> Result<(Vec<Snapshot>, ReadStats), StoreError> {
         let query = self.partition_query(org, f, archived, after);
         let mut out = Vec::new();
         let mut stats = ReadStats::default();
@@ -126,7 +126,7 @@ impl SnapshotStore<'_> {
             stats.scanned += i64::from(page.scanned_count);
             stats.capacity += page.consumed_capacity.as_ref().and_then(|c| c.capacity_units).unwrap_or(0.0);
             let items: Vec<Snapshot> = serde_dynamo::from_items(page.items.unwrap_or_default())
-                .map_err(|e| ApiError::internal("decode snapshots", e))?;
+                .map_err(|e| StoreError::fault("decode snapshots", e))?;
             out.extend(items);
             start = page.last_evaluated_key;
             if out.len() >= want || start.is_none() {
@@ -147,7 +147,7 @@ impl SnapshotStore<'_> {
         up_to: &str,
         start: Option<&str>,
         limit: usize,
-    ) -> Result<(Vec<Snapshot>, bool), ApiError> {
+    ) -> Result<(Vec<Snapshot>, bool), StoreError> {
         // `<ts>#~` sorts after every `<ts>#<id>`, so the bounds are exclusive / inclusive.
         let lo = start.map_or_else(|| format!("{after}#~"), str::to_string);
         let exclusive_start = start.and_then(|key| {
@@ -176,12 +176,12 @@ impl SnapshotStore<'_> {
             .await
             .ctx("list changed snapshots")?;
         let items: Vec<Snapshot> = serde_dynamo::from_items(out.items.unwrap_or_default())
-            .map_err(|e| ApiError::internal("decode snapshots", e))?;
+            .map_err(|e| StoreError::fault("decode snapshots", e))?;
         Ok((items, out.last_evaluated_key.is_some()))
     }
 
     /// How many snapshots `filters` match (a `COUNT` query per archive partition).
-    pub async fn count(&self, org: &Org, filters: &Filters) -> Result<u64, ApiError> {
+    pub async fn count(&self, org: &Org, filters: &Filters) -> Result<u64, StoreError> {
         let archived: &[bool] = match filters.archived {
             Archived::No => &[false],
             Archived::Yes => &[true],

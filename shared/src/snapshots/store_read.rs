@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedC
 use super::model::{Snapshot, SnapshotMessage};
 use super::store::{chunk_bytes, chunk_sk, decode_messages, s, SnapshotStore, META};
 use super::store_filters::ReadStats;
-use crate::error::{ApiError, ErrorKind, SdkResultExt};
 use crate::keys::{self, Org};
+use crate::store_error::{SdkResultExt, StoreError};
 use crate::table::{PK, SK};
 
 /// The key of a chunk item: its partition and sort keys.
@@ -16,7 +16,7 @@ type ChunkKey = (String, String);
 
 impl SnapshotStore<'_> {
     /// The header of a snapshot (strongly consistent), without messages.
-    pub async fn get_header(&self, org: &Org, id: &str) -> Result<Option<Snapshot>, ApiError> {
+    pub async fn get_header(&self, org: &Org, id: &str) -> Result<Option<Snapshot>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -27,11 +27,11 @@ impl SnapshotStore<'_> {
             .send()
             .await
             .ctx("get snapshot")?;
-        out.item.map(serde_dynamo::from_item).transpose().map_err(|e| ApiError::internal("decode snapshot", e))
+        out.item.map(serde_dynamo::from_item).transpose().map_err(|e| StoreError::fault("decode snapshot", e))
     }
 
     /// A snapshot with its messages, in one paged Query of its partition.
-    pub async fn get(&self, org: &Org, id: &str) -> Result<Option<(Snapshot, Vec<SnapshotMessage>)>, ApiError> {
+    pub async fn get(&self, org: &Org, id: &str) -> Result<Option<(Snapshot, Vec<SnapshotMessage>)>, StoreError> {
         let mut pages = self
             .client
             .query()
@@ -49,7 +49,7 @@ impl SnapshotStore<'_> {
                 Some(sk) if sk == META => {
                     header = Some(
                         serde_dynamo::from_item::<_, Snapshot>(item)
-                            .map_err(|e| ApiError::internal("decode snapshot", e))?,
+                            .map_err(|e| StoreError::fault("decode snapshot", e))?,
                     )
                 }
                 Some(sk) => {
@@ -63,13 +63,13 @@ impl SnapshotStore<'_> {
         let mut json = Vec::new();
         for i in 0..header.chunks {
             let part = chunks.remove(&chunk_sk(&header.chunk_set, i)).ok_or_else(|| {
-                ApiError::internal("get snapshot", format!("snapshot {id} misses chunk {i} of {}", header.chunks))
+                StoreError::fault("get snapshot", format!("snapshot {id} misses chunk {i} of {}", header.chunks))
             })?;
             json.extend(part);
         }
         let messages = decode_messages(&json)?;
         if messages.len() != header.message_count {
-            return Err(ApiError::internal(
+            return Err(StoreError::fault(
                 "get snapshot",
                 format!("snapshot {id} has {} of {} messages", messages.len(), header.message_count),
             ));
@@ -85,7 +85,7 @@ impl SnapshotStore<'_> {
         &self,
         snaps: &[Snapshot],
         stats: &mut ReadStats,
-    ) -> Result<Vec<Vec<SnapshotMessage>>, ApiError> {
+    ) -> Result<Vec<Vec<SnapshotMessage>>, StoreError> {
         let keys: Vec<ChunkKey> = snaps
             .iter()
             .flat_map(|snap| {
@@ -104,7 +104,7 @@ impl SnapshotStore<'_> {
                 let mut json = Vec::new();
                 for i in 0..snap.chunks {
                     let part = chunks.remove(&(pk.clone(), chunk_sk(&snap.chunk_set, i))).ok_or_else(|| {
-                        ApiError::internal("read snapshot messages", format!("snapshot {} misses chunk {i}", snap.id))
+                        StoreError::fault("read snapshot messages", format!("snapshot {} misses chunk {i}", snap.id))
                     })?;
                     json.extend(part);
                 }
@@ -120,7 +120,7 @@ impl SnapshotStore<'_> {
         group: &[ChunkKey],
         chunks: &mut HashMap<ChunkKey, Vec<u8>>,
         stats: &mut ReadStats,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let mut pending: Vec<HashMap<String, AttributeValue>> =
             group.iter().map(|(pk, sk)| HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])).collect();
         for attempt in 0..crate::retry::BATCH_GET.attempts {
@@ -131,7 +131,7 @@ impl SnapshotStore<'_> {
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut pending)))
                 .build()
-                .map_err(|e| ApiError::internal("batch get chunks", e))?;
+                .map_err(|e| StoreError::fault("batch get chunks", e))?;
             let out = self
                 .client
                 .batch_get_item()
@@ -154,7 +154,7 @@ impl SnapshotStore<'_> {
             pending = out.unprocessed_keys.and_then(|mut u| u.remove(self.table)).map(|k| k.keys).unwrap_or_default();
         }
         if !pending.is_empty() {
-            return Err(ApiError::new(ErrorKind::Unavailable, "Storage is busy; retry the export shortly"));
+            return Err(StoreError::contended("batch get chunks", format!("{} keys unprocessed", pending.len())));
         }
         Ok(())
     }

@@ -9,10 +9,10 @@ use aws_sdk_dynamodb::{
 use futures::future::try_join_all;
 
 use super::model::{PatchInput, Snapshot};
-use super::store::{chunk_deletes, chunk_sk, index_keys, not_found, s, SnapshotStore, MAX_CHUNKS, META};
-use crate::error::{ApiError, ErrorKind, SdkResultExt};
+use super::store::{chunk_deletes, chunk_sk, index_keys, s, SnapshotStore, MAX_CHUNKS, META, NOT_FOUND};
 use crate::keys::{self, Org};
 use crate::retry;
+use crate::store_error::{SdkResultExt, StoreError};
 use crate::table::{PK, SK, TTL};
 
 impl SnapshotStore<'_> {
@@ -26,11 +26,11 @@ impl SnapshotStore<'_> {
         id: &str,
         patch: &PatchInput,
         if_match: Option<&[String]>,
-    ) -> Result<Snapshot, ApiError> {
+    ) -> Result<Snapshot, StoreError> {
         for attempt in 0..retry::PATCH.attempts {
             retry::PATCH.wait(attempt).await;
             let Some(mut snap) = self.get_header(org, id).await? else {
-                return Err(not_found());
+                return Err(NOT_FOUND);
             };
             if if_match.is_some_and(|tags| !tags.contains(&snap.updated_at)) {
                 return Err(precondition_failed());
@@ -56,10 +56,10 @@ impl SnapshotStore<'_> {
             match result {
                 Ok(_) => return Ok(snap),
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => continue,
-                Err(e) => return Err(crate::error::from_sdk("patch snapshot", e)),
+                Err(e) => return Err(crate::store_error::from_sdk("patch snapshot", e)),
             }
         }
-        Err(ApiError::new(ErrorKind::Unavailable, "The snapshot is being changed concurrently; retry shortly"))
+        Err(StoreError::contended("patch snapshot", format!("{} attempts", retry::PATCH.attempts)))
     }
 
     /// Deletes a snapshot and its message chunks. `Ok(false)` when there was none.
@@ -68,14 +68,14 @@ impl SnapshotStore<'_> {
     /// once the header is gone), so whatever fails afterwards, nothing stays forever. The chunks
     /// are then removed right away, best effort; a delete of a snapshot that is gone removes
     /// any expiring chunks left in its partition.
-    pub async fn delete(&self, org: &Org, id: &str) -> Result<bool, ApiError> {
+    pub async fn delete(&self, org: &Org, id: &str) -> Result<bool, StoreError> {
         let pk = keys::snapshot(org, id);
         let Some(header) = self.get_header(org, id).await? else {
             self.delete_expiring(&pk).await?;
             return Ok(false);
         };
         if header.chunks > MAX_CHUNKS {
-            return Err(ApiError::internal(
+            return Err(StoreError::fault(
                 "delete snapshot",
                 format!("snapshot {id} has {} chunks, at most {MAX_CHUNKS}", header.chunks),
             ));
@@ -96,7 +96,7 @@ impl SnapshotStore<'_> {
                     // A concurrent delete won.
                     return Ok(false);
                 }
-                return Err(crate::error::from_sdk("delete snapshot", err));
+                return Err(crate::store_error::from_sdk("delete snapshot", err));
             }
         }
         let requests = chunk_deletes(&pk, &header.chunk_set, header.chunks);
@@ -107,8 +107,8 @@ impl SnapshotStore<'_> {
     }
 
     /// The delete transaction: the header (while it exists) goes and its chunks get an expiry.
-    fn delete_items(&self, pk: &str, header: &Snapshot) -> Result<Vec<TransactWriteItem>, ApiError> {
-        let build = |e| ApiError::internal("build snapshot delete", e);
+    fn delete_items(&self, pk: &str, header: &Snapshot) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let build = |e| StoreError::fault("build snapshot delete", e);
         let delete = Delete::builder()
             .table_name(self.table)
             .key(PK, s(pk))
@@ -136,7 +136,7 @@ impl SnapshotStore<'_> {
     /// Removes the expiring items of a snapshot partition without a header (chunks of a failed
     /// create or a delete): each only while it still carries an expiry, so a chunk that a
     /// concurrent create commits in between is never removed.
-    async fn delete_expiring(&self, pk: &str) -> Result<(), ApiError> {
+    async fn delete_expiring(&self, pk: &str) -> Result<(), StoreError> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -164,7 +164,7 @@ impl SnapshotStore<'_> {
                 .await;
             match deleted {
                 Err(e) if !e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                    Err(crate::error::from_sdk("delete snapshot chunk", e))
+                    Err(crate::store_error::from_sdk("delete snapshot chunk", e))
                 }
                 _ => Ok(()),
             }
@@ -173,7 +173,11 @@ impl SnapshotStore<'_> {
     }
 
     /// `BatchWriteItem`, 25 requests at a time, retrying unprocessed ones with backoff.
-    pub(super) async fn batch_write(&self, requests: Vec<WriteRequest>, context: &'static str) -> Result<(), ApiError> {
+    pub(super) async fn batch_write(
+        &self,
+        requests: Vec<WriteRequest>,
+        context: &'static str,
+    ) -> Result<(), StoreError> {
         for batch in requests.chunks(25) {
             let mut pending = batch.to_vec();
             for attempt in 0..retry::BATCH_WRITE.attempts {
@@ -186,7 +190,7 @@ impl SnapshotStore<'_> {
                 pending = out.unprocessed_items.and_then(|mut u| u.remove(self.table)).unwrap_or_default();
             }
             if !pending.is_empty() {
-                return Err(ApiError::new(ErrorKind::Unavailable, "Storage is busy; retry shortly"));
+                return Err(StoreError::contended(context, format!("{} items unprocessed", pending.len())));
             }
         }
         Ok(())
@@ -251,9 +255,6 @@ fn bump(ts: &str) -> String {
         .unwrap_or_else(crate::time::now_rfc3339)
 }
 
-fn precondition_failed() -> ApiError {
-    ApiError::new(
-        ErrorKind::PreconditionFailed,
-        "The snapshot changed since it was read (If-Match does not match updatedAt)",
-    )
+fn precondition_failed() -> StoreError {
+    StoreError::Changed { context: "patch snapshot" }
 }

@@ -94,7 +94,16 @@ pub async fn send(state: &AppState, method: &str, uri: &str, headers: &[(&str, &
         map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
     }
     let route_key = format!("{} {}", route.method, route.path);
-    let req = gateway::request(method, &route_key, path, query, &map, &params, body).expect("event");
+    let call = gateway::Call {
+        method,
+        route_key: &route_key,
+        raw_path: path,
+        raw_query: query,
+        headers: &map,
+        path_params: &params,
+        body,
+    };
+    let req = gateway::request(call).expect("event");
     answer((route.handler)(state, req).await)
 }
 
