@@ -22,6 +22,7 @@ pub mod keys;
 pub mod lambda;
 pub mod retry;
 pub mod routes;
+pub mod sha256;
 pub mod snapshots;
 pub mod store_error;
 pub mod table;

@@ -538,7 +538,7 @@ async fn every_bad_token_answers_401_on_every_route_and_writes_nothing() {
     let items_before = org_items(&hs_state, &org).await;
     let objects_before = export_objects(&hs_state, &org).await;
     assert!(items_before.len() >= 5, "the organization has data to protect: {}", items_before.len());
-    assert_eq!(objects_before.len(), 1, "the job's file");
+    assert_eq!(objects_before.len(), 2, "the job's file and its manifest");
 
     // Each configuration with its own cases; the valid token of each is checked at the end.
     let (rs_state, mut rs_worker) = configured(rs256_config).await;

@@ -84,5 +84,22 @@ async fn a_100k_export_job_resumes_across_invocations_and_after_a_crash_with_an_
     let (_, _, file) = download(done["url"].as_str().unwrap()).await;
     assert_eq!(done["bytes"], file.len());
     assert!(file == expected, "the resumed job's file is byte-identical to the single pass");
+    // Its digest, computed across the invocations (the crash included), is the file's.
+    let sha256: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&expected).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let listed = &done["files"][0];
+    assert_eq!(done["files"].as_array().map(Vec::len), Some(1), "{done}");
+    assert_eq!(listed["sha256"], sha256.as_str());
+    assert_eq!(listed["bytes"], expected.len());
+    assert_eq!(listed["rows"], SNAPSHOTS);
+    let (status, _, manifest) = download(done["manifest"]["url"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(manifest["files"][0]["sha256"], sha256.as_str(), "{manifest}");
+    assert_eq!(manifest["files"][0]["s3Uri"], listed["s3Uri"]);
+    assert_eq!(manifest["counts"]["written"], SNAPSHOTS);
+    assert_eq!(manifest["counts"]["read"], SNAPSHOTS);
     assert_eq!(uploads_in_progress(&state, &org).await, 0, "no orphaned multipart upload");
 }

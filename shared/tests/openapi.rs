@@ -504,6 +504,10 @@ fn spec_is_openapi_3_1_with_global_bearer_auth_and_valid_schemas() {
         "TrainingExportItem",
         "TrainingExportConversationTurn",
         "FineTuneExample",
+        "BedrockExample",
+        "VertexExample",
+        "ShareGptExample",
+        "SkippedReasons",
         "ConvoExportItem",
         "ExportDownloadResponse",
         "CreateExportInput",
@@ -1698,6 +1702,21 @@ async fn export_training_answers_match_the_spec() {
     assert_eq!(export_counts(&chat), (3, 1));
     assert!(ndjson(&chat.bytes).iter().all(|e| e["messages"][0]["role"] == "user"), "no system message unless asked");
 
+    // 200, the other chat formats: every line valid against its format's schema, the snapshot
+    // without an assistant message skipped and counted by reason.
+    for (format, schema) in
+        [("bedrock", "BedrockExample"), ("vertex", "VertexExample"), ("sharegpt", "ShareGptExample")]
+    {
+        let uri = format!("{TRAINING_EXPORT}?format={format}&system=You%20are%20a%20helpful%20sales%20assistant.");
+        case.request_valid(&uri, None);
+        let chat = case.check(200, get(uri).await);
+        assert_eq!(header(&chat, "content-type"), "application/x-ndjson", "{format}");
+        assert!(header(&chat, "content-disposition").ends_with(".jsonl\""), "{format}");
+        assert_eq!(export_counts(&chat), (2, 1), "{format}");
+        assert_eq!(header(&chat, "x-export-skipped-reasons"), "no_assistant_turn=1", "{format}");
+        ndjson(&chat.bytes).iter().for_each(|e| assert_valid(schema, e));
+    }
+
     // 200, format=csv: one row per message, formula cells neutralised.
     let uri = format!("{TRAINING_EXPORT}?format=csv");
     case.request_valid(&uri, None);
@@ -1739,6 +1758,7 @@ async fn export_training_answers_match_the_spec() {
     let uri = format!("{TRAINING_EXPORT}?format=openai&delivery=url");
     let moved = case.check(303, get(uri).await);
     assert_eq!((&moved.body["data"]["items"], &moved.body["data"]["skipped"]), (&json!(2), &json!(1)));
+    assert_eq!(moved.body["data"]["skippedReasons"], json!({ "no_assistant_turn": 1 }));
     let stored = stored_export(&s, &moved, &org, "training", "application/x-ndjson").await;
     ndjson(&stored).iter().for_each(|e| assert_valid("FineTuneExample", e));
 
@@ -2090,7 +2110,7 @@ async fn seed_many_convos(state: &AppState, tok: &str, agent: &str, n: usize) {
 #[test]
 fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
     use shared::exports::producer::{ExportSpec, Window};
-    use shared::handlers::export_jobs::document;
+    use shared::handlers::job_view::document;
     use shared::jobs::{new_job, Status, Trigger};
     let schema = component("ExportJob");
     let training = || {
@@ -2159,7 +2179,7 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
     }
 
     // And the schema refuses what no job can be.
-    let with = |doc: shared::handlers::export_jobs::JobView<'_>, field: &str, value: Value| {
+    let with = |doc: shared::handlers::job_view::JobView<'_>, field: &str, value: Value| {
         let mut doc = serde_json::to_value(&doc).unwrap();
         doc[field] = value;
         doc

@@ -583,6 +583,11 @@ fn training_writers_give_back_exactly_the_text_that_went_in() {
                 .collect::<Result<_, _>>()
                 .map_err(|e| TestCaseError::fail(format!("a JSONL line does not parse: {e}")))?;
             prop_assert_eq!(lines.len(), snaps.len());
+            // Each line is byte for byte what earlier releases wrote: the item through a sorted map.
+            for (line, item) in jsonl[..jsonl.len() - 1].split(|b| *b == b'\n').zip(&lines) {
+                let sorted = serde_json::to_vec(item).unwrap_or_default();
+                prop_assert_eq!(line, sorted.as_slice());
+            }
             // JSON: Tether's payload, the same items.
             let payload: Value = serde_json::from_slice(&encode_all(Format::Json, &snaps))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -636,6 +641,8 @@ fn training_writers_give_back_exactly_the_text_that_went_in() {
             let openai = encode_all(Format::OpenAi, &snaps);
             for line in openai.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let example: Value = serde_json::from_slice(line).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let sorted = serde_json::to_vec(&example).unwrap_or_default();
+                prop_assert_eq!(line, sorted.as_slice(), "sorted keys");
                 let roles: Vec<&str> = example["messages"]
                     .as_array()
                     .map(|m| m.iter().filter_map(|x| x["role"].as_str()).collect())
@@ -677,6 +684,8 @@ fn conversation_writers_give_back_exactly_the_text_that_went_in() {
             // JSON: the item survives encoding, and its turns hold the messages in order.
             let bytes = serde_json::to_vec(&shared::exports::convos::export_item(&c, &messages)).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let item: Value = serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // Byte for byte what earlier releases wrote: the item through a sorted map.
+            prop_assert_eq!(&bytes, &serde_json::to_vec(&item).unwrap_or_default());
             prop_assert_eq!(&item["metadata"]["convo"]["userName"], &json!(c.user_name));
             prop_assert_eq!(&item["metadata"]["convo"]["notes"], &json!(c.notes));
             let sent: Vec<Value> = item["turns"]

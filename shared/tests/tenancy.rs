@@ -211,6 +211,9 @@ const VOLATILE: &[&str] = &[
     "fileExpiresAt",
     "url",
     "key",
+    // An object's address holds its random key; a file's digest covers its organization's ids.
+    "s3Uri",
+    "sha256",
 ];
 
 fn mask_digits(s: &str) -> String {
@@ -227,13 +230,18 @@ fn mask_digits(s: &str) -> String {
     out
 }
 
+/// A file's name (`training-data-<ms>.jsonl`), stamped with the time.
+fn is_file_name(name: &str) -> bool {
+    [".json", ".jsonl", ".csv"].iter().any(|ext| name.ends_with(ext))
+}
+
 fn mask(v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 if VOLATILE.contains(&k.as_str()) && !v.is_null() {
                     *v = json!("<volatile>");
-                } else if k == "fileName" {
+                } else if k == "fileName" || (k == "name" && v.as_str().is_some_and(is_file_name)) {
                     *v = json!(mask_digits(v.as_str().unwrap_or_default()));
                 } else {
                     mask(v);

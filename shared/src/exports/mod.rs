@@ -3,13 +3,17 @@
 //! small files inline and streams large ones to S3 behind a presigned download URL.
 
 pub mod convos;
+pub mod counts;
+pub mod examples;
 pub mod producer;
 pub mod sink;
 pub mod spec;
+
 pub mod training;
 
 use crate::error::ApiError;
 use crate::AppState;
+pub use counts::Counts;
 
 /// UTF-8 byte order mark: Excel reads accents and emoji in a CSV that starts with it.
 pub const BOM: &[u8] = crate::lambda::UTF8_BOM;
@@ -57,15 +61,6 @@ pub fn object_spec(
 pub fn attachment(filename: &str) -> String {
     let safe: String = filename.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
     format!("attachment; filename=\"{safe}\"")
-}
-
-/// What an export counted, for headers and the download body.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Counts {
-    /// Items written (snapshots or conversations).
-    pub items: u64,
-    /// Items left out (fine-tune examples without an assistant message).
-    pub skipped: u64,
 }
 
 /// A CSV header row for `columns` (with the UTF-8 BOM).

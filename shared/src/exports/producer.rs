@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 
 use super::convos::{self as convo_export};
 use super::spec::ConvoFormat;
-use super::spec::Format;
 pub use super::spec::{ExportSpec, Window};
 use super::training::Encoder;
 use super::Counts;
@@ -140,7 +139,7 @@ impl<'a> Producer<'a> {
     /// How many items the export will have, when a count is cheap to get (`None` otherwise).
     pub async fn total(&self) -> Result<Option<u64>, ApiError> {
         match &self.spec {
-            ExportSpec::Training { filters, changed: None, format, .. } if *format != Format::OpenAi => Ok(Some(
+            ExportSpec::Training { filters, changed: None, format, .. } if !format.is_chat() => Ok(Some(
                 SnapshotStore::new(&self.state.dynamo, &self.state.config.table_name).count(&self.org, filters).await?,
             )),
             ExportSpec::Conversation { .. } => Ok(Some(1)),

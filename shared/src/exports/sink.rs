@@ -18,6 +18,7 @@ use aws_sdk_s3::{
 
 use chrono::{DateTime, Utc};
 
+use crate::sha256::Sha256State;
 use crate::store_error::{SdkResultExt, StoreError};
 
 /// S3 part size: above S3's 5 MiB minimum; 10,000 parts of it allow exports up to 80 GiB.
@@ -33,6 +34,9 @@ pub enum Delivery {
     Url,
     /// Only inline: past the limit answers 413.
     Inline,
+    /// Nowhere: only counted and hashed (a dry run). Its "parts" are uploaded nowhere, so a
+    /// job's checkpoints work as for a real upload.
+    Discard,
 }
 
 /// Where an S3 object goes and how it is described.
@@ -68,6 +72,8 @@ pub struct UploadState {
     pub parts: Vec<(i32, String)>,
     /// When the upload was initiated, at the latest: S3 dates the finished object from it.
     pub started: DateTime<Utc>,
+    /// SHA-256 of the bytes in the parts.
+    pub sha256: Sha256State,
 }
 
 /// The finished export.
@@ -84,6 +90,15 @@ pub enum Finished {
         /// No later than the object's creation date as S3 counts it (for a multipart upload,
         /// its initiation), from which the bucket's lifecycle rule counts its expiry.
         created: DateTime<Utc>,
+        /// SHA-256 of the object's bytes, lowercase hex.
+        sha256: String,
+    },
+    /// Counted and hashed only ([`Delivery::Discard`]).
+    Discarded {
+        /// The file's size.
+        bytes: u64,
+        /// SHA-256 of its bytes, lowercase hex.
+        sha256: String,
     },
 }
 
@@ -98,6 +113,8 @@ pub struct ExportSink<'a> {
     /// See [`UploadState::started`].
     started: Option<DateTime<Utc>>,
     total: u64,
+    /// SHA-256 of every byte written.
+    hash: Sha256State,
     /// Size of the buffer once encoded in Lambda's JSON response (escaped text or base64).
     encoded: usize,
     text_body: bool,
@@ -131,6 +148,7 @@ impl<'a> ExportSink<'a> {
             upload: None,
             started: None,
             total: 0,
+            hash: Sha256State::default(),
             encoded: 0,
             text_body,
             fail_after_parts: None,
@@ -139,10 +157,10 @@ impl<'a> ExportSink<'a> {
         }
     }
 
-    /// A job's sink: always S3, never aborts on its own, and continues `resume` (the upload
-    /// and its parts so far, `bytes` long) when given.
-    pub fn resumable(s3: &'a Client, spec: ObjectSpec, resume: Option<(UploadState, u64)>) -> Self {
-        let mut sink = Self::new(s3, spec, Delivery::Url, 0);
+    /// A job's sink: always S3 (or, for a dry run, `Discard`), never aborts on its own, and
+    /// continues `resume` (the upload and its parts so far, `bytes` long) when given.
+    pub fn resumable(s3: &'a Client, spec: ObjectSpec, dry_run: bool, resume: Option<(UploadState, u64)>) -> Self {
+        let mut sink = Self::new(s3, spec, if dry_run { Delivery::Discard } else { Delivery::Url }, 0);
         sink.resumable = true;
         if let Some((state, bytes)) = resume {
             let parts = state
@@ -152,6 +170,7 @@ impl<'a> ExportSink<'a> {
                 .collect();
             sink.upload = Some(Upload { id: state.upload_id, parts });
             sink.started = Some(state.started);
+            sink.hash = state.sha256;
             sink.total = bytes;
         }
         sink
@@ -163,6 +182,7 @@ impl<'a> ExportSink<'a> {
             upload_id: u.id.clone(),
             parts: u.parts.iter().map(|p| (p.part_number.unwrap_or(0), p.e_tag.clone().unwrap_or_default())).collect(),
             started: self.started.unwrap_or_else(before_request),
+            sha256: self.hash.clone(),
         })
     }
 
@@ -188,7 +208,9 @@ impl<'a> ExportSink<'a> {
     }
 
     fn spilling(&self) -> bool {
-        self.delivery == Delivery::Url || self.encoded > self.inline_max || self.upload.is_some()
+        matches!(self.delivery, Delivery::Url | Delivery::Discard)
+            || self.encoded > self.inline_max
+            || self.upload.is_some()
     }
 
     /// Appends bytes; uploads a part whenever one is full. On error the upload is aborted.
@@ -198,6 +220,7 @@ impl<'a> ExportSink<'a> {
             self.text_body = false;
         }
         self.total += bytes.len() as u64;
+        self.hash.update(bytes);
         self.buffer.extend_from_slice(bytes);
         // The limit is on the answer Lambda returns: text is JSON-escaped, anything else base64.
         self.encoded = if self.text_body {
@@ -222,6 +245,13 @@ impl<'a> ExportSink<'a> {
     }
 
     async fn upload_part(&mut self, part: Vec<u8>) -> Result<(), StoreError> {
+        if self.delivery == Delivery::Discard {
+            let upload = self.upload.get_or_insert_with(|| Upload { id: String::new(), parts: Vec::new() });
+            let number = upload.parts.len() as i32 + 1;
+            upload.parts.push(CompletedPart::builder().part_number(number).e_tag("").build());
+            self.started.get_or_insert_with(before_request);
+            return Ok(());
+        }
         if self.upload.is_none() {
             self.started = Some(before_request());
             let created = self
@@ -268,7 +298,7 @@ impl<'a> ExportSink<'a> {
 
     /// Aborts the multipart upload, if one was started (best effort, logged).
     pub async fn abort(&mut self) {
-        if let Some(upload) = self.upload.take() {
+        if let Some(upload) = self.upload.take().filter(|u| !u.id.is_empty()) {
             abort_upload(self.s3, &self.spec.bucket, &self.spec.key, &upload.id).await;
         }
     }
@@ -287,6 +317,11 @@ impl<'a> ExportSink<'a> {
 
     async fn complete(&mut self) -> Result<Finished, StoreError> {
         let key = self.spec.key.clone();
+        let sha256 = self.hash.hex();
+        if self.delivery == Delivery::Discard {
+            self.buffer.clear();
+            return Ok(Finished::Discarded { bytes: self.total, sha256 });
+        }
         if self.upload.is_none() {
             // Never reached a full part: one PutObject is cheaper than a multipart upload.
             let created = before_request();
@@ -300,7 +335,7 @@ impl<'a> ExportSink<'a> {
                 .send()
                 .await
                 .ctx("store export")?;
-            return Ok(Finished::Stored { key, bytes: self.total, created });
+            return Ok(Finished::Stored { key, bytes: self.total, created, sha256 });
         }
         if !self.buffer.is_empty() {
             let last = std::mem::take(&mut self.buffer);
@@ -317,7 +352,8 @@ impl<'a> ExportSink<'a> {
             .await
             .ctx("complete export upload")?;
         self.upload = None;
-        Ok(Finished::Stored { key, bytes: self.total, created: self.started.unwrap_or_else(before_request) })
+        let created = self.started.unwrap_or_else(before_request);
+        Ok(Finished::Stored { key, bytes: self.total, created, sha256 })
     }
 }
 

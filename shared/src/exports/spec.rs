@@ -14,10 +14,17 @@ pub enum Format {
     Json,
     /// One export item per line.
     Jsonl,
-    /// One `{"messages": [...]}` chat example per line.
+    /// One `{"messages": [...]}` chat example per line (OpenAI's and TRL's conversational format).
     OpenAi,
     /// One row per message.
     Csv,
+    /// Amazon Bedrock's conversation schema (Nova model customization), one example per line.
+    Bedrock,
+    /// Google Vertex AI's Gemini supervised tuning, one example per line.
+    Vertex,
+    /// ShareGPT (`{"conversations": [{"from", "value"}]}`), one example per line.
+    #[serde(rename = "sharegpt")]
+    ShareGpt,
 }
 
 impl Format {
@@ -28,14 +35,23 @@ impl Format {
             Some("jsonl") => Ok(Self::Jsonl),
             Some("openai") => Ok(Self::OpenAi),
             Some("csv") => Ok(Self::Csv),
-            Some(_) => Err(ApiError::invalid("format", "must be json, jsonl, openai or csv")),
+            Some("bedrock") => Ok(Self::Bedrock),
+            Some("vertex") => Ok(Self::Vertex),
+            Some("sharegpt") => Ok(Self::ShareGpt),
+            Some(_) => {
+                Err(ApiError::invalid("format", "must be json, jsonl, openai, bedrock, vertex, sharegpt or csv"))
+            }
         }
+    }
+    /// Whether the format writes fine-tune examples (checked per target) rather than snapshots.
+    pub fn is_chat(self) -> bool {
+        matches!(self, Self::OpenAi | Self::Bedrock | Self::Vertex | Self::ShareGpt)
     }
     /// File extension.
     pub fn extension(self) -> &'static str {
         match self {
             Self::Json => "json",
-            Self::Jsonl | Self::OpenAi => "jsonl",
+            Self::Jsonl | Self::OpenAi | Self::Bedrock | Self::Vertex | Self::ShareGpt => "jsonl",
             Self::Csv => "csv",
         }
     }
@@ -43,7 +59,7 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Json => "application/json",
-            Self::Jsonl | Self::OpenAi => "application/x-ndjson",
+            Self::Jsonl | Self::OpenAi | Self::Bedrock | Self::Vertex | Self::ShareGpt => "application/x-ndjson",
             Self::Csv => "text/csv; charset=utf-8",
         }
     }

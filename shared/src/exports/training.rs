@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::spec::ExportSpec;
 pub use super::spec::Format;
-use super::{csv_record, Counts, BOM};
+use super::{csv_record, examples, Counts, BOM};
 use crate::error::ApiError;
 use crate::snapshots::store::Filters;
 use crate::snapshots::{Snapshot, SnapshotMessage};
@@ -33,10 +33,9 @@ pub const CSV_COLUMNS: &[&str] = &[
 
 fn role(m: &SnapshotMessage) -> &'static str {
     // Tether: the business side is `assistant`, the customer is `user`.
-    if m.sender == "contact" {
-        "user"
-    } else {
-        "assistant"
+    match examples::Role::of(m) {
+        examples::Role::User => "user",
+        examples::Role::Assistant => "assistant",
     }
 }
 
@@ -123,40 +122,6 @@ pub fn export_item<'a>(s: &'a Snapshot, messages: &'a [SnapshotMessage]) -> Expo
     }
 }
 
-/// A chat fine-tuning example (`{"messages": [{"content", "role"}, …]}`).
-#[derive(Debug, Serialize)]
-pub struct ChatExample<'a> {
-    messages: Vec<ChatTurn<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-struct ChatTurn<'a> {
-    content: std::borrow::Cow<'a, str>,
-    role: &'static str,
-}
-
-/// A chat fine-tuning example: consecutive messages of one role merged, empty ones dropped;
-/// `None` when it has no assistant message (such examples are skipped and counted).
-pub fn openai_example<'a>(messages: &'a [SnapshotMessage], system: Option<&'a str>) -> Option<ChatExample<'a>> {
-    use std::borrow::Cow;
-    let mut turns: Vec<ChatTurn<'a>> =
-        system.map(|s| ChatTurn { content: Cow::Borrowed(s), role: "system" }).into_iter().collect();
-    for m in messages.iter().filter(|m| !m.content.trim().is_empty()) {
-        match turns.last_mut() {
-            Some(turn) if turn.role == role(m) => {
-                let content = turn.content.to_mut();
-                content.push('\n');
-                content.push_str(&m.content);
-            }
-            _ => turns.push(ChatTurn { content: Cow::Borrowed(&m.content), role: role(m) }),
-        }
-    }
-    if !turns.iter().any(|t| t.role == "assistant") {
-        return None;
-    }
-    Some(ChatExample { messages: turns })
-}
-
 /// Encodes snapshots one at a time in a format.
 pub struct Encoder {
     format: Format,
@@ -166,7 +131,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// An encoder for `format` (`system` only applies to `openai`).
+    /// An encoder for `format` (`system` only applies to the chat formats).
     pub fn new(format: Format, system: Option<String>) -> Self {
         Self::resume(format, system, Counts::default())
     }
@@ -197,7 +162,7 @@ impl Encoder {
                 head.extend(csv_record(CSV_COLUMNS.iter().copied())?);
                 head
             }
-            Format::Jsonl | Format::OpenAi => Vec::new(),
+            Format::Jsonl | Format::OpenAi | Format::Bedrock | Format::Vertex | Format::ShareGpt => Vec::new(),
         })
     }
 
@@ -217,17 +182,22 @@ impl Encoder {
                 out.push(b'\n');
                 out
             }
-            Format::OpenAi => match openai_example(messages, self.system.as_deref()) {
-                None => {
-                    self.counts.skipped += 1;
-                    return Ok(Vec::new());
+            Format::OpenAi | Format::Bedrock | Format::Vertex | Format::ShareGpt => {
+                let Some(rules) = examples::rules(self.format) else { return Ok(Vec::new()) };
+                let system = self.system.as_deref();
+                match examples::shape(messages, system, &rules) {
+                    Err(reason) => {
+                        self.counts.skip(reason);
+                        return Ok(Vec::new());
+                    }
+                    Ok(turns) => {
+                        let mut out = examples::encode(self.format, &turns, system)
+                            .map_err(|e| ApiError::internal("encode export", e))?;
+                        out.push(b'\n');
+                        out
+                    }
                 }
-                Some(example) => {
-                    let mut out = encode(&example)?;
-                    out.push(b'\n');
-                    out
-                }
-            },
+            }
             Format::Csv => {
                 let mut out = Vec::new();
                 let tags = s.tags.join("|");

@@ -2,16 +2,16 @@
 
 use http::{header, StatusCode};
 use lambda_http::{Body, Request, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
 
+use super::job_view::{document, view};
 use crate::error::{ApiError, Envelope};
 use crate::exports::convos::{agent_spec, time_value, ConvoFormat};
 use crate::exports::producer::ExportSpec;
 use crate::exports::training::{training_spec, Format};
 use crate::http::{cursor_id, handle, limit_param, next_cursor_id, path_id, read_json, success, with_header, Page};
 use crate::ids::is_valid_id;
-use crate::jobs::{revive, start, Job, JobStore, Status, Trigger};
+use crate::jobs::{launch, new_job, revive, Job, JobStore, Trigger};
 use crate::keys::Org;
 use crate::snapshots::store::{Archived, Filters};
 use crate::AppState;
@@ -41,6 +41,8 @@ struct CreateExport {
     // JSON Schema's integer includes `50.0`; the spec promises an integer.
     #[serde(default, deserialize_with = "crate::validate::optional_count")]
     limit: Option<usize>,
+    /// Run every stage, write only the manifest (absent or `null`: no).
+    dry_run: Option<bool>,
 }
 
 /// A 400 naming every field that does not belong with the others.
@@ -146,77 +148,6 @@ impl CreateExport {
     }
 }
 
-/// A job as the API shows it (`url` and `expiresAt` only with a download link).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobView<'a> {
-    id: &'a str,
-    status: Status,
-    source: &'static str,
-    /// The job's parameters as given, without `source` (which has its own field).
-    params: Value,
-    trigger: Trigger,
-    processed: u64,
-    skipped: u64,
-    total: Option<u64>,
-    bytes: u64,
-    created_at: &'a str,
-    started_at: Option<&'a str>,
-    finished_at: Option<&'a str>,
-    reason: Option<&'a str>,
-    file_name: &'a str,
-    file_expires_at: Option<&'a str>,
-    url: Option<String>,
-    expires_at: Option<String>,
-}
-
-/// The view of `job`, with its download `link` (URL and expiry) when there is one.
-pub fn document(job: &Job, link: Option<(String, String)>) -> JobView<'_> {
-    let (url, expires_at) = link.map_or((None, None), |(u, e)| (Some(u), Some(e)));
-    let mut params = serde_json::to_value(&job.params).unwrap_or(Value::Null);
-    if let Some(p) = params.as_object_mut() {
-        p.remove("source");
-    }
-    let source = match &job.params {
-        ExportSpec::Training { .. } => "training",
-        _ => "conversations",
-    };
-    JobView {
-        id: &job.id,
-        status: job.status,
-        source,
-        params,
-        trigger: job.trigger,
-        processed: job.processed,
-        skipped: job.skipped,
-        total: job.total,
-        bytes: job.bytes,
-        created_at: &job.created_at,
-        started_at: job.started_at.as_deref(),
-        finished_at: job.finished_at.as_deref(),
-        reason: job.reason.as_deref(),
-        file_name: &job.file_name,
-        file_expires_at: job.file_expires_at.as_deref(),
-        url,
-        expires_at,
-    }
-}
-
-/// A job with a fresh presigned download URL when its file is ready and not yet expired.
-pub async fn view<'a>(state: &AppState, job: &'a Job) -> Result<JobView<'a>, ApiError> {
-    let now = crate::time::now_rfc3339();
-    let link = match (&job.status, &job.file_expires_at) {
-        (Status::Succeeded, Some(expires)) if *expires > now => {
-            let ttl = std::time::Duration::from_secs(state.config.export_url_ttl_seconds);
-            let url = crate::exports::sink::presign(&state.s3, &state.config.bucket_name, &job.key, ttl).await?;
-            let at = crate::time::to_rfc3339(chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64));
-            Some((url, at))
-        }
-        _ => None,
-    };
-    Ok(document(job, link))
-}
-
 /// `202 Accepted` with the job and `Location` of it.
 pub fn accepted(job: &Job, message: &str) -> Response<Body> {
     let response = success(StatusCode::ACCEPTED, message, &document(job, None));
@@ -227,6 +158,7 @@ pub fn accepted(job: &Job, message: &str) -> Response<Body> {
 pub async fn create_export(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
         let body: CreateExport = read_json(&req, state.config.max_body_bytes)?;
+        let dry_run = body.dry_run.unwrap_or(false);
         let spec = body.into_spec()?;
         let org = Org::verified(&principal);
         if let ExportSpec::Conversation { agent_id, convo_id, .. } = &spec {
@@ -236,7 +168,9 @@ pub async fn create_export(state: &AppState, req: Request) -> Response<Body> {
                 return Err(ApiError::not_found("Conversation not found"));
             }
         }
-        let job = start(state, &org, spec, Trigger::Request).await?;
+        let mut job = new_job(&org, spec, Trigger::Request, crate::ids::object_id());
+        job.dry_run = dry_run;
+        let job = launch(state, job).await?;
         Ok(accepted(&job, "Export job created"))
     })
     .await

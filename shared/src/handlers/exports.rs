@@ -66,7 +66,7 @@ pub async fn run_sync(
             let reads = producer.reads();
             let bytes = match &finished {
                 Finished::Inline(b) => b.len() as u64,
-                Finished::Stored { bytes, .. } => *bytes,
+                Finished::Stored { bytes, .. } | Finished::Discarded { bytes, .. } => *bytes,
             };
             // Cost and size of every export, for operators (and the benchmark, which reads it).
             tracing::info!(
@@ -114,6 +114,7 @@ struct Download<'a> {
     key: &'a str,
     items: u64,
     skipped: u64,
+    skipped_reasons: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Answers a finished export: the file itself, or `303 See Other` to a presigned URL with a
@@ -125,6 +126,8 @@ pub async fn respond(
     counts: Counts,
 ) -> Result<Response<Body>, ApiError> {
     let mut response = match finished {
+        // The synchronous route never discards (only a job's dry run does).
+        Finished::Discarded { .. } => return Err(ApiError::internal("export", "a synchronous export was discarded")),
         Finished::Inline(bytes) => {
             let mut r = Response::new(Body::Binary(bytes));
             *r.status_mut() = StatusCode::OK;
@@ -137,8 +140,15 @@ pub async fn respond(
             let url = crate::exports::sink::presign(&state.s3, &state.config.bucket_name, &key, ttl).await?;
             let expires_at =
                 crate::time::to_rfc3339(chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64));
-            let data =
-                Download { url: &url, expires_at, bytes, key: &key, items: counts.items, skipped: counts.skipped };
+            let data = Download {
+                url: &url,
+                expires_at,
+                bytes,
+                key: &key,
+                items: counts.items,
+                skipped: counts.skipped,
+                skipped_reasons: counts.reasons.by_code(),
+            };
             let mut r = crate::http::success(StatusCode::SEE_OTHER, "Export is ready for download", &data);
             r.headers_mut().insert(header::LOCATION, header_value(&url)?);
             r
@@ -146,6 +156,9 @@ pub async fn respond(
     };
     response.headers_mut().insert("x-export-items", HeaderValue::from(counts.items));
     response.headers_mut().insert("x-export-skipped", HeaderValue::from(counts.skipped));
+    if counts.skipped > 0 {
+        response.headers_mut().insert("x-export-skipped-reasons", header_value(&counts.reasons.header())?);
+    }
     Ok(response)
 }
 

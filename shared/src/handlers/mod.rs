@@ -5,5 +5,6 @@
 pub mod convos;
 pub mod export_jobs;
 pub mod exports;
+pub mod job_view;
 pub mod query;
 pub mod snapshots;

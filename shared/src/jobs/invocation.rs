@@ -5,8 +5,10 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
+use super::manifest;
+use super::store::Done;
 use super::upload::{abort, list_parts, object_exists};
-use super::{Checkpoint, Job, JobStore, Trigger};
+use super::{Checkpoint, Job, JobFile, JobStore, Trigger};
 use crate::error::ApiError;
 use crate::exports::producer::{ExportSpec, Producer};
 use crate::exports::sink::{ExportSink, Finished, ObjectSpec, UploadState};
@@ -93,13 +95,18 @@ impl<'a> Invocation<'a> {
         let Some((cp, parts)) = resumed else {
             return self.start_export(object).await.map(ControlFlow::Continue);
         };
-        *upload = Some(cp.upload_id.clone());
-        let counts = Counts { items: cp.items, skipped: cp.skipped };
+        *upload = Some(cp.upload_id.clone()).filter(|id| !id.is_empty());
+        let counts = Counts { items: cp.items, skipped: cp.skipped, reasons: cp.reasons };
         let org = job.org();
         let producer =
             Producer::resume(state, &org, job.params.clone(), &job.created_at, Some(cp.position.clone()), counts);
-        let uploaded = UploadState { upload_id: cp.upload_id.clone(), parts, started: cp.upload_started(job) };
-        let sink = ExportSink::resumable(&state.s3, object, Some((uploaded, cp.bytes)));
+        let uploaded = UploadState {
+            upload_id: cp.upload_id.clone(),
+            parts,
+            started: cp.upload_started(job),
+            sha256: cp.sha256.clone().unwrap_or_default(),
+        };
+        let sink = ExportSink::resumable(&state.s3, object, job.dry_run, Some((uploaded, cp.bytes)));
         if cp.position == FINISHED {
             return self.complete(sink, counts).await.map(ControlFlow::Break);
         }
@@ -112,12 +119,24 @@ impl<'a> Invocation<'a> {
         let (state, job) = (self.state, self.job);
         // Resume the checkpoint when its upload is still there with all its parts.
         let Some(cp) = &job.checkpoint else { return Ok(ControlFlow::Continue(None)) };
+        if cp.sha256.is_none() {
+            // Written before files were hashed: start again, so the manifest's digest is right.
+            abort(state, &job.key, Some(&cp.upload_id)).await;
+            return Ok(ControlFlow::Continue(None));
+        }
+        if job.dry_run {
+            // Nothing was uploaded: the parts were counted only.
+            let parts = (1..=cp.parts).map(|n| (n, String::new())).collect();
+            return Ok(ControlFlow::Continue(Some((cp.clone(), parts))));
+        }
         match list_parts(state, &job.key, &cp.upload_id, cp.parts).await? {
             Some(parts) => Ok(ControlFlow::Continue(Some((cp.clone(), parts)))),
             None if cp.position == FINISHED && object_exists(state, &job.key).await? => {
                 // An earlier invocation completed the upload but could not record it.
-                let counts = Counts { items: cp.items, skipped: cp.skipped };
-                self.succeed(cp.bytes, counts, cp.upload_started(job)).await.map(ControlFlow::Break)
+                let counts = Counts { items: cp.items, skipped: cp.skipped, reasons: cp.reasons };
+                let sha256 = cp.sha256.as_ref().map(|h| h.hex()).unwrap_or_default();
+                let file = Written { bytes: cp.bytes, sha256, created: Some(cp.upload_started(job)) };
+                self.succeed(file, counts).await.map(ControlFlow::Break)
             }
             None => {
                 tracing::warn!(job = %job.id, "the checkpoint's upload is gone; starting the export again");
@@ -134,11 +153,15 @@ impl<'a> Invocation<'a> {
         let org = job.org();
         let producer = Producer::new(state, &org, job.params.clone(), &job.created_at);
         if job.total.is_none() {
-            if let Some(total) = producer.total().await? {
-                self.store.set_total(&org, &job.id, self.owner, total).await?;
+            // The total is a progress hint: a count that fails (a slow or throttled table)
+            // leaves it unknown rather than failing the export.
+            match producer.total().await {
+                Ok(Some(total)) => self.store.set_total(&org, &job.id, self.owner, total).await?,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(job = %job.id, error = %e, "could not count the export's items"),
             }
         }
-        let mut sink = ExportSink::resumable(&state.s3, object, None);
+        let mut sink = ExportSink::resumable(&state.s3, object, job.dry_run, None);
         sink.write(&producer.header()?).await?;
         Ok((producer, sink))
     }
@@ -184,8 +207,10 @@ impl<'a> Invocation<'a> {
                     position: item.position,
                     items: item.counts.items,
                     skipped: item.counts.skipped,
+                    reasons: item.counts.reasons,
                     bytes: sink.bytes(),
                     upload_started_at: Some(crate::time::to_rfc3339(state_now.started)),
+                    sha256: Some(state_now.sha256),
                 };
                 if !self.store.checkpoint(&job.org(), &job.id, self.owner, &cp, floor).await? {
                     tracing::warn!(job = %job.id, "lost the lease; another invocation continues");
@@ -219,10 +244,7 @@ impl<'a> Invocation<'a> {
         let counts = producer.counts();
         if sink.parts() == 0 {
             // Small enough for one PutObject: nothing to checkpoint, a retry simply redoes it.
-            let Finished::Stored { bytes, created, .. } = sink.finish().await? else {
-                return Err(ApiError::internal("export job", "a job's sink answered inline"));
-            };
-            return self.succeed(bytes, counts, created).await;
+            return self.complete(sink, counts).await;
         }
         sink.flush().await?;
         let Some(last) = sink.upload_state() else { return Err(ApiError::internal("export job", "no upload")) };
@@ -232,8 +254,10 @@ impl<'a> Invocation<'a> {
             position: FINISHED.into(),
             items: counts.items,
             skipped: counts.skipped,
+            reasons: counts.reasons,
             bytes: sink.bytes(),
             upload_started_at: Some(crate::time::to_rfc3339(last.started)),
+            sha256: Some(last.sha256),
         };
         if !self.store.checkpoint(&job.org(), &job.id, self.owner, &cp, job.processed).await? {
             return Ok(Outcome::Skipped);
@@ -241,32 +265,53 @@ impl<'a> Invocation<'a> {
         self.complete(sink, counts).await
     }
 
-    /// Completes the upload and marks the job succeeded.
+    /// Completes the upload (or, for a dry run, the count) and marks the job succeeded.
     async fn complete(&self, sink: ExportSink<'_>, counts: Counts) -> Result<Outcome, ApiError> {
-        let Finished::Stored { bytes, created, .. } = sink.finish().await? else {
-            return Err(ApiError::internal("export job", "a job's sink answered inline"));
+        let file = match sink.finish().await? {
+            Finished::Stored { bytes, created, sha256, .. } => Written { bytes, sha256, created: Some(created) },
+            Finished::Discarded { bytes, sha256 } => Written { bytes, sha256, created: None },
+            Finished::Inline(_) => return Err(ApiError::internal("export job", "a job's sink answered inline")),
         };
-        self.succeed(bytes, counts, created).await
+        self.succeed(file, counts).await
     }
 
-    /// Marks the job succeeded (a scheduled job first advances its organization's watermark).
-    async fn succeed(
-        &self,
-        bytes: u64,
-        counts: Counts,
-        file_created: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Outcome, ApiError> {
+    /// Writes the manifest and marks the job succeeded (a scheduled job first advances its
+    /// organization's watermark).
+    async fn succeed(&self, file: Written, counts: Counts) -> Result<Outcome, ApiError> {
         let job = self.job;
         // The watermark first: it only moves forward, so a retry after a failure in between
         // repeats it harmlessly, while the other order could end the job and keep the watermark.
         if let (Trigger::Schedule, ExportSpec::Training { changed: Some(window), .. }) = (job.trigger, &job.params) {
             super::schedule::advance_watermark(self.state, &job.org(), &window.up_to).await?;
         }
-        let (items, skipped) = (counts.items, counts.skipped);
-        if self.store.succeed(job, self.owner, bytes, items, skipped, file_created).await?.is_none() {
+        let files = [JobFile {
+            name: job.file_name.clone(),
+            split: None,
+            rows: counts.items,
+            bytes: file.bytes,
+            sha256: file.sha256,
+            key: (!job.dry_run).then(|| job.key.clone()),
+        }];
+        let format = match &job.params {
+            ExportSpec::Training { format, .. } => Some(*format),
+            _ => None,
+        };
+        let warnings = manifest::warnings(format, counts.items);
+        let manifest_written = chrono::Utc::now();
+        let manifest_key = manifest::write(self.state, job, &files, counts, &warnings).await?;
+        let file_created = file.created.unwrap_or(manifest_written);
+        let done = Done { files: &files, counts, manifest_key, warnings, file_created };
+        if self.store.succeed(job, self.owner, done).await?.is_none() {
             return Ok(Outcome::Skipped);
         }
-        tracing::info!(job = %job.id, items = counts.items, bytes, "export job succeeded");
+        tracing::info!(job = %job.id, items = counts.items, bytes = file.bytes, "export job succeeded");
         Ok(Outcome::Succeeded)
     }
+}
+
+/// A finished file: its size and digest, and no later than when S3 dated it (`None`: a dry run).
+struct Written {
+    bytes: u64,
+    sha256: String,
+    created: Option<chrono::DateTime<chrono::Utc>>,
 }

@@ -10,13 +10,17 @@ use crate::AppState;
 /// Creates a queued job for `spec` and hands it to the worker. A failed hand-over leaves the
 /// job queued; reading it later hands it over again (see [`revive`]).
 pub async fn start(state: &AppState, org: &Org, spec: ExportSpec, trigger: Trigger) -> Result<Job, ApiError> {
+    launch(state, new_job(org, spec, trigger, crate::ids::object_id())).await
+}
+
+/// Stores `job` (a new one, from [`new_job`]) and hands it to the worker, as [`start`] does.
+pub async fn launch(state: &AppState, job: Job) -> Result<Job, ApiError> {
     if !state.jobs.is_enabled() {
         return Err(ApiError::new(
             crate::error::ErrorKind::Unavailable,
             "Export jobs are not configured in this deployment",
         ));
     }
-    let job = new_job(org, spec, trigger, crate::ids::object_id());
     JobStore::new(state).insert(&job).await?;
     if let Err(e) = state.jobs.dispatch(&job.reference()).await {
         tracing::error!(job = %job.id, error = %e, "could not hand the job to the worker; a later read retries");

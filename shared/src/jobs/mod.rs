@@ -16,6 +16,7 @@
 pub mod dispatch;
 mod invocation;
 pub mod lifecycle;
+pub mod manifest;
 pub mod model;
 pub mod schedule;
 pub mod store;
@@ -24,8 +25,10 @@ pub mod worker;
 
 use crate::exports::producer::ExportSpec;
 pub use dispatch::Dispatcher;
-pub use lifecycle::{give_up, revive, start};
-pub use model::{lifecycle_expiry, now_ms, Checkpoint, Job, JobRef, Status, Trigger, MAX_FAILURES, STALE_AFTER_MS};
+pub use lifecycle::{give_up, launch, revive, start};
+pub use model::{
+    lifecycle_expiry, now_ms, Checkpoint, Job, JobFile, JobRef, Status, Trigger, MAX_FAILURES, STALE_AFTER_MS,
+};
 pub use store::{job_sk, jobs_pk, JobStore};
 
 /// A new queued job for `spec` (not yet stored).
@@ -45,9 +48,14 @@ pub fn new_job(org: &crate::keys::Org, spec: ExportSpec, trigger: Trigger, id: S
         finished_at: None,
         processed: 0,
         skipped: 0,
+        skipped_reasons: Default::default(),
         total: None,
         bytes: 0,
         reason: None,
+        dry_run: false,
+        files: Vec::new(),
+        manifest_key: None,
+        warnings: Vec::new(),
         file_name,
         file_expires_at: None,
         checkpoint: None,

@@ -59,8 +59,15 @@ pub struct Checkpoint {
     pub items: u64,
     /// Items skipped so far.
     pub skipped: u64,
+    /// `skipped` by reason (absent in checkpoints written before reasons were counted).
+    #[serde(default)]
+    pub reasons: crate::exports::counts::Reasons,
     /// Bytes in the uploaded parts.
     pub bytes: u64,
+    /// SHA-256 state of those bytes; absent in checkpoints written before files were hashed
+    /// (such a checkpoint is not resumed: the export starts again, so the digest is right).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<crate::sha256::Sha256State>,
     /// When the upload was initiated, at the latest (RFC 3339): the file's retention counts
     /// from it. Absent in checkpoints written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +100,26 @@ pub fn lifecycle_expiry(created: chrono::DateTime<chrono::Utc>, days: u32) -> ch
     }
 }
 
+/// One file of a job, as recorded on the job and in its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFile {
+    /// The download's file name.
+    pub name: String,
+    /// `train`, `validation` or `test` when the job splits; `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    /// Items in the file (snapshots, examples or conversations).
+    pub rows: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// SHA-256 of its bytes (lowercase hex), computed while it was written.
+    pub sha256: String,
+    /// The object key; `None` for a dry run, which stores no file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
 /// An export job as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -121,6 +148,9 @@ pub struct Job {
     /// Items skipped (fine-tune examples without an assistant turn).
     #[serde(default)]
     pub skipped: u64,
+    /// `skipped` by reason.
+    #[serde(default)]
+    pub skipped_reasons: crate::exports::counts::Reasons,
     /// Items the export will have, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
@@ -130,6 +160,18 @@ pub struct Job {
     /// Why it failed, in words a user can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A dry run: every stage runs, only the manifest is written.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The files written, once succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<JobFile>,
+    /// The manifest's object key, once succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    /// Warnings about the files as a whole (a target's bounds on a file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The download's file name.
     pub file_name: String,
     /// The object key (never shown).

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::model::{lifecycle_expiry, now_ms, Checkpoint, Job};
+use super::model::{lifecycle_expiry, now_ms, Checkpoint, Job, JobFile};
 use crate::keys::{self, Org};
 use crate::store_error::{SdkResultExt, StoreError};
 use crate::table::{PK, SK};
@@ -44,6 +44,21 @@ fn names(expressions: &[&str]) -> HashMap<String, String> {
         }
     }
     out
+}
+
+/// What a finished job wrote, for [`JobStore::succeed`].
+#[derive(Debug)]
+pub struct Done<'a> {
+    /// The files.
+    pub files: &'a [JobFile],
+    /// What was written and left out.
+    pub counts: crate::exports::counts::Counts,
+    /// Where the manifest is.
+    pub manifest_key: String,
+    /// Warnings about the files as a whole.
+    pub warnings: Vec<String>,
+    /// No later than S3's date of the files (a dry run's only file is its manifest).
+    pub file_created: chrono::DateTime<chrono::Utc>,
 }
 
 /// Job storage over the table.
@@ -277,40 +292,38 @@ impl<'a> JobStore<'a> {
         Ok(())
     }
 
-    /// Marks the job succeeded with its final size and counts (`items` written, `skipped`).
-    /// `fileExpiresAt` is when the bucket's lifecycle rule may delete the file, counted as S3
-    /// counts it from `file_created` (no later than the object's creation date: for a multipart
-    /// upload, its initiation).
-    pub async fn succeed(
-        &self,
-        job: &Job,
-        owner: &str,
-        bytes: u64,
-        items: u64,
-        skipped: u64,
-        file_created: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<Job>, StoreError> {
+    /// Marks the job succeeded with its files, counts, manifest and warnings. `fileExpiresAt`
+    /// is when the bucket's lifecycle rule may delete the files, counted as S3 counts it from
+    /// `file_created` (no later than the object's creation date: for a multipart upload, its
+    /// initiation; for a dry run, its manifest's).
+    pub async fn succeed(&self, job: &Job, owner: &str, done: Done<'_>) -> Result<Option<Job>, StoreError> {
         let (org, id) = (&job.org(), job.id.as_str());
         let finished = chrono::Utc::now();
-        let expires = lifecycle_expiry(file_created, self.state.config.export_retention_days);
-        self.update(
-            org,
-            id,
-            "SET #status = :succeeded, #finishedAt = :finished, #fileExpiresAt = :expires, #bytes = :bytes, #processed = :items, \
-             #skipped = :skipped, #leaseUntil = :zero REMOVE #leaseOwner, #checkpoint, #lastError",
-            "#leaseOwner = :owner",
-            HashMap::from([
-                (":succeeded".into(), s("succeeded")),
-                (":finished".into(), s(crate::time::to_rfc3339(finished))),
-                (":expires".into(), s(crate::time::to_rfc3339(expires))),
-                (":bytes".into(), n(bytes)),
-                (":items".into(), n(items)),
-                (":skipped".into(), n(skipped)),
-                (":zero".into(), n(0)),
-                (":owner".into(), s(owner)),
-            ]),
-        )
-        .await
+        let encode = |e| StoreError::fault("encode finished job", e);
+        let reasons = serde_dynamo::to_attribute_value(done.counts.reasons).map_err(encode)?;
+        let files = serde_dynamo::to_attribute_value(done.files).map_err(encode)?;
+        let warnings = serde_dynamo::to_attribute_value(&done.warnings).map_err(encode)?;
+        let bytes: u64 = done.files.iter().map(|f| f.bytes).sum();
+        let mut values = HashMap::from([
+            (":succeeded".into(), s("succeeded")),
+            (":finished".into(), s(crate::time::to_rfc3339(finished))),
+            (":bytes".into(), n(bytes)),
+            (":items".into(), n(done.counts.items)),
+            (":skipped".into(), n(done.counts.skipped)),
+            (":reasons".into(), reasons),
+            (":files".into(), files),
+            (":manifest".into(), s(done.manifest_key)),
+            (":warnings".into(), warnings),
+            (":zero".into(), n(0)),
+            (":owner".into(), s(owner)),
+        ]);
+        let set = "#status = :succeeded, #finishedAt = :finished, #bytes = :bytes, #processed = :items, \
+             #skipped = :skipped, #skippedReasons = :reasons, #files = :files, #manifestKey = :manifest, \
+             #warnings = :warnings, #fileExpiresAt = :expires, #leaseUntil = :zero";
+        let expires = lifecycle_expiry(done.file_created, self.state.config.export_retention_days);
+        values.insert(":expires".into(), s(crate::time::to_rfc3339(expires)));
+        let expression = format!("SET {set} REMOVE #leaseOwner, #checkpoint, #lastError");
+        self.update(org, id, &expression, "#leaseOwner = :owner", values).await
     }
 
     /// Marks the job failed with `reason` unless it has ended already.

@@ -1,0 +1,93 @@
+//! What an export counted: items written, and items left out by reason. `Copy` and small, so
+//! every produced item carries the counts so far and a job's checkpoint stores them.
+
+use serde::{Deserialize, Serialize};
+
+/// What an export counted, for headers and the download body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Items written (snapshots or conversations).
+    pub items: u64,
+    /// Items left out (fine-tune examples that break a rule of their target).
+    pub skipped: u64,
+    /// `skipped` by reason.
+    #[serde(default)]
+    pub reasons: Reasons,
+}
+
+impl Counts {
+    /// Counts an item left out for `reason`.
+    pub fn skip(&mut self, reason: SkipReason) {
+        self.skipped += 1;
+        self.reasons.add(reason);
+    }
+}
+
+/// Why an example was left out of a fine-tune file (its code in counts and the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No message with text.
+    Empty,
+    /// No business-side turn to learn from.
+    NoAssistantTurn,
+    /// No customer turn before the last business turn (a target that wants user first).
+    NoUserTurn,
+    /// Text holds a string the target reserves (Bedrock: `User:`, `[EOS]`, ...).
+    ReservedText,
+    /// Longer than the target's bound (estimated tokens).
+    TooLong,
+}
+
+/// Skipped examples by reason; `Copy`, so counts stay cheap to checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reasons {
+    /// [`SkipReason::Empty`].
+    pub empty: u64,
+    /// [`SkipReason::NoAssistantTurn`].
+    pub no_assistant_turn: u64,
+    /// [`SkipReason::NoUserTurn`].
+    pub no_user_turn: u64,
+    /// [`SkipReason::ReservedText`].
+    pub reserved_text: u64,
+    /// [`SkipReason::TooLong`].
+    pub too_long: u64,
+}
+
+impl Reasons {
+    /// Counts one example left out for `reason`.
+    pub fn add(&mut self, reason: SkipReason) {
+        let counter = match reason {
+            SkipReason::Empty => &mut self.empty,
+            SkipReason::NoAssistantTurn => &mut self.no_assistant_turn,
+            SkipReason::NoUserTurn => &mut self.no_user_turn,
+            SkipReason::ReservedText => &mut self.reserved_text,
+            SkipReason::TooLong => &mut self.too_long,
+        };
+        *counter += 1;
+    }
+
+    /// The non-zero counts by code, as answers show them (`{"too_long": 2}`).
+    pub fn by_code(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.nonzero().into_iter().collect()
+    }
+
+    /// The non-zero counts as a header value: `reserved_text=2, too_long=1` (empty when none).
+    pub fn header(&self) -> String {
+        self.nonzero().iter().map(|(code, n)| format!("{code}={n}")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The non-zero counts, as `(code, count)`.
+    pub fn nonzero(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("empty", self.empty),
+            ("no_assistant_turn", self.no_assistant_turn),
+            ("no_user_turn", self.no_user_turn),
+            ("reserved_text", self.reserved_text),
+            ("too_long", self.too_long),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}

@@ -1,0 +1,158 @@
+//! `manifest.json`: what an export job wrote, beside its files. It is written before the job is
+//! marked succeeded (a retry writes it again, identical but for `finishedAt`), so a succeeded
+//! job always has one; it holds no customer data and no presigned URL.
+
+use aws_sdk_s3::primitives::ByteStream;
+use serde::Serialize;
+
+use super::{Job, JobFile, Trigger};
+use crate::error::ApiError;
+use crate::exports::counts::{Counts, Reasons};
+use crate::exports::spec::{ExportSpec, Format, Window};
+use crate::store_error::SdkResultExt;
+use crate::AppState;
+
+/// The manifest's key: `manifest.json` in the folder of the job's file.
+pub fn manifest_key(file_key: &str) -> String {
+    match file_key.rsplit_once('/') {
+        Some((folder, _)) => format!("{folder}/manifest.json"),
+        None => "manifest.json".to_string(),
+    }
+}
+
+/// `s3://bucket/key`: what Bedrock's `CreateModelCustomizationJob` and the AWS CLI take.
+pub fn s3_uri(bucket: &str, key: &str) -> String {
+    format!("s3://{bucket}/{key}")
+}
+
+/// Warnings about a file as a whole, from its target's documented bounds.
+pub fn warnings(format: Option<Format>, rows: u64) -> Vec<String> {
+    match format {
+        Some(Format::Bedrock) if !(8..=20_000).contains(&rows) => {
+            vec![format!("bedrock: {rows} examples; Nova model customization takes 8 to 20,000 per file")]
+        }
+        Some(Format::OpenAi) if rows < 10 => {
+            vec![format!("openai: {rows} examples; OpenAI fine-tuning takes at least 10")]
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest<'a> {
+    job_id: &'a str,
+    organization_id: &'a str,
+    trigger: Trigger,
+    dry_run: bool,
+    params: &'a ExportSpec,
+    /// A scheduled job's change window.
+    window: Option<&'a Window>,
+    counts: ManifestCounts,
+    files: Vec<ManifestFile<'a>>,
+    warnings: &'a [String],
+    created_at: &'a str,
+    started_at: Option<&'a str>,
+    finished_at: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestCounts {
+    /// Items read: written plus left out.
+    read: u64,
+    written: u64,
+    skipped: u64,
+    skipped_reasons: std::collections::BTreeMap<&'static str, u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestFile<'a> {
+    name: &'a str,
+    split: Option<&'a str>,
+    rows: u64,
+    bytes: u64,
+    sha256: &'a str,
+    s3_uri: Option<String>,
+}
+
+/// Writes the manifest of `job`'s `files` and answers its key.
+pub async fn write(
+    state: &AppState,
+    job: &Job,
+    files: &[JobFile],
+    counts: Counts,
+    warnings: &[String],
+) -> Result<String, ApiError> {
+    let bucket = &state.config.bucket_name;
+    let window = match &job.params {
+        ExportSpec::Training { changed, .. } => changed.as_ref(),
+        _ => None,
+    };
+    let manifest = Manifest {
+        job_id: &job.id,
+        organization_id: &job.organization_id,
+        trigger: job.trigger,
+        dry_run: job.dry_run,
+        params: &job.params,
+        window,
+        counts: counts_of(counts),
+        files: files
+            .iter()
+            .map(|f| ManifestFile {
+                name: &f.name,
+                split: f.split.as_deref(),
+                rows: f.rows,
+                bytes: f.bytes,
+                sha256: &f.sha256,
+                s3_uri: f.key.as_deref().map(|k| s3_uri(bucket, k)),
+            })
+            .collect(),
+        warnings,
+        created_at: &job.created_at,
+        started_at: job.started_at.as_deref(),
+        finished_at: crate::time::now_rfc3339(),
+    };
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| ApiError::internal("encode manifest", e))?;
+    let key = manifest_key(&job.key);
+    state
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .content_type("application/json")
+        .content_disposition(crate::exports::attachment("manifest.json"))
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .ctx("store export manifest")?;
+    Ok(key)
+}
+
+fn counts_of(counts: Counts) -> ManifestCounts {
+    let reasons: Reasons = counts.reasons;
+    ManifestCounts {
+        read: counts.items + counts.skipped,
+        written: counts.items,
+        skipped: counts.skipped,
+        skipped_reasons: reasons.by_code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_sits_beside_the_file_and_bounds_warn() {
+        assert_eq!(
+            manifest_key("exports/o1/training/2026-12-06/ab/training-data-1.jsonl"),
+            "exports/o1/training/2026-12-06/ab/manifest.json"
+        );
+        assert_eq!(warnings(Some(Format::Bedrock), 7).len(), 1);
+        assert!(warnings(Some(Format::Bedrock), 8).is_empty());
+        assert_eq!(warnings(Some(Format::Bedrock), 20_001).len(), 1);
+        assert!(warnings(Some(Format::Jsonl), 0).is_empty());
+    }
+}
