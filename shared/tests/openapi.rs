@@ -511,6 +511,7 @@ fn spec_is_openapi_3_1_with_global_bearer_auth_and_valid_schemas() {
         "ConvoExportItem",
         "ExportDownloadResponse",
         "CreateExportInput",
+        "ExportSplit",
         "ExportJob",
         "ExportJobResponse",
         "ExportJobListResponse",
@@ -1809,6 +1810,7 @@ async fn export_training_answers_match_the_spec() {
         shared::exports::training::Format::Json,
         shared::snapshots::store::Filters::default(),
         None,
+        None,
     )
     .expect("spec");
     let job = shared::jobs::start(&jobs, &Org::stored(org.as_str()), spec, shared::jobs::Trigger::Fallback)
@@ -2118,6 +2120,7 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
             shared::exports::training::Format::Jsonl,
             shared::snapshots::store::Filters::default(),
             None,
+            None,
         )
         .expect("spec")
     };
@@ -2164,9 +2167,42 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
             filters: Default::default(),
             system: None,
             changed: Some(window),
+            split: None,
         },
         Trigger::Schedule,
     );
+    // A succeeded split job: one file per split, no single link, no total.
+    let split = shared::exports::split::SplitSpec {
+        validation: 0.1,
+        test: 0.1,
+        seed: "s".into(),
+        group_by: shared::exports::split::GroupBy::ContactId,
+        stratify_by: Some(shared::exports::split::StratifyBy::Quality),
+    };
+    let split_spec = shared::exports::training::training_spec(
+        shared::exports::training::Format::Jsonl,
+        shared::snapshots::store::Filters::default(),
+        None,
+        Some(split),
+    )
+    .expect("spec");
+    let mut split_job = job(split_spec, Trigger::Request);
+    split_job.status = Status::Succeeded;
+    split_job.started_at = at("2026-05-18T14:30:01.000Z");
+    split_job.finished_at = at("2026-05-18T14:30:02.000Z");
+    split_job.file_expires_at = at("2026-05-25T14:30:02.000Z");
+    split_job.files = ["train", "validation", "test"]
+        .iter()
+        .map(|s| shared::jobs::JobFile {
+            name: format!("training-data-1-{s}.jsonl"),
+            split: Some(s.to_string()),
+            rows: 3,
+            bytes: 30,
+            sha256: "0".repeat(64),
+            key: Some(format!("exports/o/training/2026-05-18/r/training-data-1-{s}.jsonl")),
+            created_at: at("2026-05-18T14:30:01.500Z"),
+        })
+        .collect();
     for doc in [
         document(&queued, None),
         document(&running, None),
@@ -2174,6 +2210,7 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
         document(&succeeded, None),
         document(&failed, None),
         document(&scheduled, None),
+        document(&split_job, None),
     ] {
         assert_valid("ExportJob", &serde_json::to_value(&doc).unwrap());
     }
@@ -2203,6 +2240,16 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
         ("a requested job with a change window", with(document(&scheduled, None), "trigger", json!("request"))),
         ("a scheduled job without a change window", with(document(&queued, None), "trigger", json!("schedule"))),
         ("an unknown field", with(document(&queued, None), "key", json!("exports/x"))),
+        ("a split job with a single link", serde_json::to_value(document(&split_job, link())).unwrap()),
+        ("a split job with a total", with(document(&split_job, None), "total", json!(9))),
+        (
+            "a file that names a split in a job that does not split",
+            with(
+                document(&succeeded, None),
+                "files",
+                json!([serde_json::to_value(document(&split_job, None)).unwrap()["files"][0]]),
+            ),
+        ),
     ];
     for (what, doc) in impossible {
         assert!(!schema_errors(schema, &doc).is_empty(), "ExportJob allows {what}: {doc}");
@@ -2478,6 +2525,42 @@ async fn get_export_answers_match_the_spec() {
     case.check(503, call(&down, "GET", &uri, &tok, None).await);
 
     case.assert_exercised_all_but(&[500]);
+}
+
+/// A split job as it runs: the request is valid per the spec, its answer (a file per split, no
+/// single link, no total) and its manifest validate, and the synchronous route refuses `split`.
+#[tokio::test]
+async fn split_job_answers_and_manifest_match_the_spec() {
+    let (s, mut worker) = jobs_state().await;
+    let tok = token(&new_org());
+    for c in 0..8 {
+        let contact = format!("k{c}");
+        seed_contact(&s, &tok, &contact, full_lead(), FOUR_MESSAGES).await;
+        create_snapshot(&s, &tok, json!({ "contactId": contact, "quality": (["good", "bad"][c % 2]) })).await;
+    }
+    let split = json!({ "validation": 0.25, "test": 0.25, "seed": "spec", "stratifyBy": null });
+    let body = json!({ "format": "jsonl", "split": split });
+    SpecCase::new("POST", EXPORT_JOBS).request_valid(EXPORT_JOBS, Some(&body));
+    let created = call(&s, "POST", EXPORT_JOBS, &tok, Some(body)).await;
+    assert_eq!(created.status.as_u16(), 202, "{}", created.body);
+    assert_matches_spec("POST", EXPORT_JOBS, &created);
+    let id = accepted_job(&created);
+    worker.drain(&s, worker_options()).await;
+    let a =
+        SpecCase::new("GET", EXPORT_JOB).check(200, call(&s, "GET", &format!("{EXPORT_JOBS}/{id}"), &tok, None).await);
+    let job = &a.body["data"];
+    let splits: Vec<&Value> = job["files"].as_array().expect("files").iter().map(|f| &f["split"]).collect();
+    assert_eq!(splits, [&json!("train"), &json!("validation"), &json!("test")], "{job}");
+    assert_eq!((&job["url"], &job["total"], &job["processed"]), (&Value::Null, &Value::Null, &json!(8)), "{job}");
+    let (status, _, manifest) = download(job["manifest"]["url"].as_str().expect("a manifest link")).await;
+    assert_eq!(status, 200);
+    let manifest: Value = serde_json::from_slice(&manifest).expect("JSON");
+    assert_valid("ExportManifest", &manifest);
+    assert_eq!(manifest["params"]["split"]["groupBy"], "contactId");
+
+    let a = call(&s, "GET", "/api/training/export?format=jsonl&split=0.1", &tok, None).await;
+    assert_eq!(a.status.as_u16(), 400, "{}", a.body);
+    assert_matches_spec("GET", "/api/training/export", &a);
 }
 
 #[tokio::test]

@@ -16,6 +16,18 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds the counts of another file.
+    pub fn add(&mut self, other: Counts) {
+        self.items += other.items;
+        self.skipped += other.skipped;
+        let (a, b) = (&mut self.reasons, other.reasons);
+        a.empty += b.empty;
+        a.no_assistant_turn += b.no_assistant_turn;
+        a.no_user_turn += b.no_user_turn;
+        a.reserved_text += b.reserved_text;
+        a.too_long += b.too_long;
+    }
+
     /// Counts an item left out for `reason`.
     pub fn skip(&mut self, reason: SkipReason) {
         self.skipped += 1;

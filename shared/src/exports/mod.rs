@@ -5,10 +5,11 @@
 pub mod convos;
 pub mod counts;
 pub mod examples;
+pub mod objects;
 pub mod producer;
 pub mod sink;
 pub mod spec;
-
+pub mod split;
 pub mod training;
 
 use crate::error::ApiError;

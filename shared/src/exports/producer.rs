@@ -6,11 +6,13 @@
 //! export writes everything in one go; a job checkpoints the position of the item that ended an
 //! uploaded part and, in a later invocation, continues with [`Producer::resume`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use super::convos::{self as convo_export};
 use super::spec::ConvoFormat;
 pub use super::spec::{ExportSpec, Window};
+use super::split::{Split, SplitSpec};
 use super::training::Encoder;
 use super::Counts;
 use crate::convos::store::ConvoStore;
@@ -58,6 +60,27 @@ pub struct Producer<'a> {
     source_done: bool,
     /// What this producer read from DynamoDB (capacity as reported by `ReturnConsumedCapacity`).
     reads: ReadStats,
+    /// Only the snapshots of one split (a split job's pass); `None`: every snapshot.
+    keep: Option<Keep>,
+}
+
+/// The snapshots of one split: those whose group the assignment puts there (a group that
+/// appeared after the assignment was made goes to train).
+#[derive(Debug, Clone)]
+pub struct Keep {
+    /// How groups are formed.
+    pub spec: SplitSpec,
+    /// The split kept.
+    pub split: Split,
+    /// Each group's split.
+    pub assignment: Arc<HashMap<String, Split>>,
+}
+
+impl Keep {
+    /// Whether `s` belongs to the kept split.
+    pub fn keeps(&self, s: &Snapshot) -> bool {
+        self.assignment.get(self.spec.group_of(s)).copied().unwrap_or(Split::Train) == self.split
+    }
 }
 
 impl<'a> Producer<'a> {
@@ -92,7 +115,14 @@ impl<'a> Producer<'a> {
             convos: VecDeque::new(),
             source_done: false,
             reads: ReadStats::default(),
+            keep: None,
         }
+    }
+
+    /// Produces only the snapshots `keep` keeps (the others advance the position, unwritten and uncounted).
+    pub fn keeping(mut self, keep: Option<Keep>) -> Self {
+        self.keep = keep;
+        self
     }
 
     /// Counts so far.
@@ -211,9 +241,20 @@ impl<'a> Producer<'a> {
         let group: Vec<Snapshot> = self.snapshots.drain(..take).collect();
         self.done = self.snapshots.is_empty() && self.source_done;
         let Some(encoder) = self.encoder.as_mut() else { return Err(ApiError::internal("export", "no encoder")) };
+        let kept: Vec<bool> = group.iter().map(|s| self.keep.as_ref().is_none_or(|k| k.keeps(s))).collect();
+        // Only the kept snapshots' messages are read.
+        let wanted: Vec<Snapshot> = match &self.keep {
+            None => Vec::new(),
+            Some(_) => group.iter().zip(&kept).filter(|(_, k)| **k).map(|(s, _)| s.clone()).collect(),
+        };
+        let fetch = if self.keep.is_some() { &wanted } else { &group };
+        let mut messages = store.messages_of(fetch, &mut self.reads).await?.into_iter();
         let mut items = Vec::with_capacity(group.len());
-        for (s, messages) in group.iter().zip(store.messages_of(&group, &mut self.reads).await?) {
-            let bytes = encoder.item(s, &messages)?;
+        for (s, kept) in group.iter().zip(kept) {
+            let bytes = match kept {
+                true => encoder.item(s, &messages.next().unwrap_or_default())?,
+                false => Vec::new(),
+            };
             let position = match changed {
                 None => s.id.clone(),
                 Some(_) => crate::snapshots::store::changed_key(&s.updated_at, &s.id),

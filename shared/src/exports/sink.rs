@@ -299,7 +299,7 @@ impl<'a> ExportSink<'a> {
     /// Aborts the multipart upload, if one was started (best effort, logged).
     pub async fn abort(&mut self) {
         if let Some(upload) = self.upload.take().filter(|u| !u.id.is_empty()) {
-            abort_upload(self.s3, &self.spec.bucket, &self.spec.key, &upload.id).await;
+            super::objects::abort_upload(self.s3, &self.spec.bucket, &self.spec.key, &upload.id).await;
         }
     }
 
@@ -355,29 +355,6 @@ impl<'a> ExportSink<'a> {
         let created = self.started.unwrap_or_else(before_request);
         Ok(Finished::Stored { key, bytes: self.total, created, sha256 })
     }
-}
-
-/// Aborts a multipart upload, so none of its parts stay stored (best effort: a failure is
-/// logged, and the bucket's lifecycle rule removes incomplete uploads later).
-pub async fn abort_upload(s3: &Client, bucket: &str, key: &str, upload_id: &str) {
-    let result = s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await;
-    if let Err(e) = result {
-        tracing::error!(key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not abort an export upload");
-    }
-}
-
-/// A presigned GET URL for an export object, valid for `ttl`.
-pub async fn presign(s3: &Client, bucket: &str, key: &str, ttl: std::time::Duration) -> Result<String, StoreError> {
-    let config =
-        aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(|e| StoreError::fault("presign", e))?;
-    let request = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .presigned(config)
-        .await
-        .map_err(|e| StoreError::fault("presign", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-    Ok(request.uri().to_string())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::split::{Split, SplitSpec};
 use crate::error::ApiError;
 use crate::snapshots::store::Filters;
 
@@ -127,6 +128,9 @@ pub enum ExportSpec {
         /// Scheduled exports: only non-archived snapshots changed in this window, oldest change first.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         changed: Option<Window>,
+        /// Export jobs: one file per split, each group of examples whole in one of them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        split: Option<SplitSpec>,
     },
     /// An agent's conversations (`GET /agents/{agentId}/convos/export`).
     #[serde(rename_all = "camelCase")]
@@ -181,6 +185,22 @@ impl ExportSpec {
             Self::Conversation { convo_id, format, .. } => {
                 format!("conversation-{convo_id}-{millis}.{}", format.extension())
             }
+        }
+    }
+
+    /// The split of a training job, if it splits.
+    pub fn split(&self) -> Option<&SplitSpec> {
+        match self {
+            Self::Training { split, .. } => split.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The file of `split`: the job's file name with `-<split>` before its extension.
+    pub fn split_file_name(file_name: &str, split: Split) -> String {
+        match file_name.rsplit_once('.') {
+            Some((stem, ext)) => format!("{stem}-{}.{ext}", split.name()),
+            None => format!("{file_name}-{}", split.name()),
         }
     }
 

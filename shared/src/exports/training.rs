@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::spec::ExportSpec;
 pub use super::spec::Format;
+use super::split::SplitSpec;
 use super::{csv_record, examples, Counts, BOM};
 use crate::error::ApiError;
 use crate::snapshots::store::Filters;
@@ -247,10 +248,16 @@ pub const MAX_SYSTEM_CHARS: usize = 10_000;
 /// Both the synchronous route and export jobs come through here, so equal parameters give
 /// byte-identical files: a blank `system` is left out (an empty system message is an invalid
 /// fine-tuning example), whichever route it came by.
-pub fn training_spec(format: Format, filters: Filters, system: Option<String>) -> Result<ExportSpec, ApiError> {
+pub fn training_spec(
+    format: Format,
+    filters: Filters,
+    system: Option<String>,
+    split: Option<SplitSpec>,
+) -> Result<ExportSpec, ApiError> {
     let system = system.filter(|s| !s.trim().is_empty());
     if system.as_ref().is_some_and(|s| s.chars().count() > MAX_SYSTEM_CHARS) {
         return Err(ApiError::invalid("system", format!("must be at most {MAX_SYSTEM_CHARS} characters")));
     }
-    Ok(ExportSpec::Training { format, filters, system, changed: None })
+    let split = split.map(SplitSpec::validate).transpose()?;
+    Ok(ExportSpec::Training { format, filters, system, changed: None, split })
 }

@@ -8,6 +8,7 @@ use super::job_view::{document, view};
 use crate::error::{ApiError, Envelope};
 use crate::exports::convos::{agent_spec, time_value, ConvoFormat};
 use crate::exports::producer::ExportSpec;
+use crate::exports::split::SplitSpec;
 use crate::exports::training::{training_spec, Format};
 use crate::http::{cursor_id, handle, limit_param, next_cursor_id, path_id, read_json, success, with_header, Page};
 use crate::ids::is_valid_id;
@@ -41,6 +42,8 @@ struct CreateExport {
     // JSON Schema's integer includes `50.0`; the spec promises an integer.
     #[serde(default, deserialize_with = "crate::validate::optional_count")]
     limit: Option<usize>,
+    /// Train / validation / test files (source `training`).
+    split: Option<SplitSpec>,
     /// Run every stage, write only the manifest (absent or `null`: no).
     dry_run: Option<bool>,
 }
@@ -111,7 +114,7 @@ impl CreateExport {
             contact_id: self.contact_id,
         }
         .validate("tags")?;
-        training_spec(format, filters, self.system)
+        training_spec(format, filters, self.system, self.split)
     }
 
     /// The spec of `source: conversations` (one agent, or one conversation with `convoId`).
@@ -123,6 +126,7 @@ impl CreateExport {
             ("includeArchived", self.include_archived.is_some()),
             ("contactId", self.contact_id.is_some()),
             ("system", self.system.is_some()),
+            ("split", self.split.is_some()),
         ]);
         if !stray.is_empty() {
             return Err(stray_fields(&stray, "only for source `training`"));

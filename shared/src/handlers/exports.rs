@@ -4,7 +4,7 @@
 //! download, or, past its time budget, `202` with an export job for the same parameters.
 
 use http::{header, HeaderValue, StatusCode};
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 
 use super::query::filters;
@@ -137,7 +137,7 @@ pub async fn respond(
         }
         Finished::Stored { key, bytes, .. } => {
             let ttl = std::time::Duration::from_secs(state.config.export_url_ttl_seconds);
-            let url = crate::exports::sink::presign(&state.s3, &state.config.bucket_name, &key, ttl).await?;
+            let url = crate::exports::objects::presign(&state.s3, &state.config.bucket_name, &key, ttl).await?;
             let expires_at =
                 crate::time::to_rfc3339(chrono::Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64));
             let data = Download {
@@ -177,7 +177,15 @@ pub async fn export_training(state: &AppState, req: Request) -> Response<Body> {
         let f = filters(&req, archived)?;
         let format = Format::parse(query_param(&req, "format"))?;
         let system = query_param(&req, "system").map(str::to_string);
-        let spec = training_spec(format, f, system)?;
+        let is_split = |k: &str| k == "split" || k.starts_with("split[") || k.starts_with("split.");
+        if req.query_string_parameters_ref().is_some_and(|q| q.iter().any(|(k, _)| is_split(k))) {
+            // Splits write several files, which only a job can hand out.
+            return Err(ApiError::invalid(
+                "split",
+                "is only for export jobs: POST /api/training/exports with {\"split\": {...}}",
+            ));
+        }
+        let spec = training_spec(format, f, system, None)?;
         let delivery = delivery_param(&req)?;
         run_sync(state, &Org::verified(&principal), spec, delivery).await
     })

@@ -75,7 +75,7 @@ struct Links<'a> {
 impl Links<'_> {
     async fn get(&self, key: &str) -> Result<(String, String), ApiError> {
         let ttl = std::time::Duration::from_secs(self.state.config.export_url_ttl_seconds);
-        let url = crate::exports::sink::presign(&self.state.s3, &self.state.config.bucket_name, key, ttl).await?;
+        let url = crate::exports::objects::presign(&self.state.s3, &self.state.config.bucket_name, key, ttl).await?;
         Ok((url, self.expires_at.clone()))
     }
 }
@@ -163,9 +163,18 @@ pub async fn view<'a>(state: &AppState, job: &'a Job) -> Result<JobView<'a>, Api
         by_key.insert(key.clone(), links.get(&key).await?);
     }
     // One-file jobs keep their single `url` (and jobs written before `files` have only it).
-    let link = match (kept, job.files.len()) {
-        (true, 0 | 1) if !job.dry_run => Some(links.get(&job.key).await?),
+    let single = match job.files.as_slice() {
+        // A job written before `files` has only its key (a split job never writes there).
+        [] if job.params.split().is_none() => Some(job.key.as_str()),
+        [only] => only.key.as_deref(),
         _ => None,
+    };
+    let link = match single.filter(|_| kept && !job.dry_run) {
+        Some(key) => match by_key.get(key) {
+            Some(link) => Some(link.clone()),
+            None => Some(links.get(key).await?),
+        },
+        None => None,
     };
     Ok(with_links(job, Some(&state.config.bucket_name), link, &by_key))
 }

@@ -26,16 +26,28 @@ pub fn s3_uri(bucket: &str, key: &str) -> String {
 }
 
 /// Warnings about a file as a whole, from its target's documented bounds.
-pub fn warnings(format: Option<Format>, rows: u64) -> Vec<String> {
+pub fn warnings(format: Option<Format>, file: &JobFile) -> Vec<String> {
+    let (rows, name) = (file.rows, &file.name);
+    let validation = file.split.as_deref() == Some("validation");
+    let mut out = Vec::new();
     match format {
-        Some(Format::Bedrock) if !(8..=20_000).contains(&rows) => {
-            vec![format!("bedrock: {rows} examples; Nova model customization takes 8 to 20,000 per file")]
+        Some(Format::Bedrock) => {
+            if !(8..=20_000).contains(&rows) {
+                out.push(format!("{name}: {rows} examples; Nova model customization takes 8 to 20,000 per file"));
+            }
+            if validation {
+                out.push(format!("{name}: Nova 2 models take no validation set during fine-tuning (Nova 1 models do)"));
+            }
+        }
+        Some(Format::Vertex) if validation && rows > 5_000 => {
+            out.push(format!("{name}: {rows} examples; Gemini tuning takes at most 5,000 for validation"));
         }
         Some(Format::OpenAi) if rows < 10 => {
-            vec![format!("openai: {rows} examples; OpenAI fine-tuning takes at least 10")]
+            out.push(format!("{name}: {rows} examples; OpenAI fine-tuning takes at least 10"));
         }
-        _ => Vec::new(),
+        _ => {}
     }
+    out
 }
 
 #[derive(Serialize)]
@@ -150,9 +162,21 @@ mod tests {
             manifest_key("exports/o1/training/2026-12-06/ab/training-data-1.jsonl"),
             "exports/o1/training/2026-12-06/ab/manifest.json"
         );
-        assert_eq!(warnings(Some(Format::Bedrock), 7).len(), 1);
-        assert!(warnings(Some(Format::Bedrock), 8).is_empty());
-        assert_eq!(warnings(Some(Format::Bedrock), 20_001).len(), 1);
-        assert!(warnings(Some(Format::Jsonl), 0).is_empty());
+        let file = |rows| JobFile {
+            name: "f.jsonl".into(),
+            split: None,
+            rows,
+            bytes: 0,
+            sha256: String::new(),
+            key: None,
+            created_at: None,
+        };
+        assert_eq!(warnings(Some(Format::Bedrock), &file(7)).len(), 1);
+        assert!(warnings(Some(Format::Bedrock), &file(8)).is_empty());
+        assert_eq!(warnings(Some(Format::Bedrock), &file(20_001)).len(), 1);
+        assert!(warnings(Some(Format::Jsonl), &file(0)).is_empty());
+        let validation = JobFile { split: Some("validation".into()), ..file(5_001) };
+        assert_eq!(warnings(Some(Format::Vertex), &validation).len(), 1);
+        assert!(warnings(Some(Format::Bedrock), &validation).iter().any(|w| w.contains("Nova 2")));
     }
 }

@@ -18,6 +18,7 @@ mod invocation;
 pub mod lifecycle;
 pub mod manifest;
 pub mod model;
+pub mod passes;
 pub mod schedule;
 pub mod store;
 mod upload;

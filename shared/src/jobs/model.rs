@@ -2,6 +2,8 @@
 //! [`Checkpoint`]), the worker's event ([`JobRef`]) and the few rules read off them (staleness,
 //! when the file expires). Plain data, shared by the store and the domain code.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::exports::spec::ExportSpec;
@@ -46,7 +48,7 @@ pub enum Trigger {
 }
 
 /// A job's resume point.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Checkpoint {
     /// The multipart upload.
@@ -68,6 +70,15 @@ pub struct Checkpoint {
     /// (such a checkpoint is not resumed: the export starts again, so the digest is right).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<crate::sha256::Sha256State>,
+    /// The file being written: its index among the job's passes (a split job has several).
+    #[serde(default)]
+    pub file: usize,
+    /// The files earlier passes finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<JobFile>,
+    /// What earlier passes counted (`items`, `skipped` and `bytes` here are the current file's).
+    #[serde(default)]
+    pub done: crate::exports::counts::Counts,
     /// When the upload was initiated, at the latest (RFC 3339): the file's retention counts
     /// from it. Absent in checkpoints written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +129,9 @@ pub struct JobFile {
     /// The object key; `None` for a dry run, which stores no file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// No later than S3's date of the object (RFC 3339), from which its retention counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
 }
 
 /// An export job as stored.
@@ -231,6 +245,41 @@ pub struct JobRef {
 /// Epoch milliseconds now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// How one invocation runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Work time before checkpointing and handing over (checked after each item).
+    pub budget: Duration,
+    /// How long the invocation may live at most (Lambda: until its deadline); the lease lasts
+    /// that long, so no other invocation can take the job while this one may still write.
+    /// `None`: the budget plus [`DEADLINE_MARGIN`](super::worker::DEADLINE_MARGIN).
+    pub lifetime: Option<Duration>,
+    /// Fault injection for tests: the upload of part `n + 1` fails as S3 failing would.
+    pub fault_after_parts: Option<usize>,
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Outcome {
+    /// The file is ready.
+    Succeeded,
+    /// Budget spent; the job was handed to a new invocation.
+    Paused,
+    /// The job failed for good.
+    Failed,
+    /// Nothing to do: no such job, it has ended, or another invocation holds it.
+    Skipped,
+}
+
+/// A multipart upload this invocation writes to, for the caller to abort on a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRef {
+    /// The object key.
+    pub key: String,
+    /// The upload.
+    pub id: String,
 }
 
 #[cfg(test)]

@@ -224,6 +224,7 @@ async fn export_org(
         filters: Filters::default(),
         system: None,
         changed: Some(Window { after, up_to: up_to.to_string() }),
+        split: None,
     };
     let job = new_job(org, spec, Trigger::Schedule, job_id(scheduled, org));
     let (job, created) = if jobs.insert(&job).await? {

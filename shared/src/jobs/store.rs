@@ -236,9 +236,9 @@ impl<'a> JobStore<'a> {
                 HashMap::from([
                     (":cp".into(), value),
                     (":zero".into(), n(0)),
-                    (":items".into(), n(cp.items.max(floor))),
-                    (":skipped".into(), n(cp.skipped)),
-                    (":bytes".into(), n(cp.bytes)),
+                    (":items".into(), n((cp.done.items + cp.items).max(floor))),
+                    (":skipped".into(), n(cp.done.skipped + cp.skipped)),
+                    (":bytes".into(), n(cp.files.iter().map(|f| f.bytes).sum::<u64>() + cp.bytes)),
                     (":owner".into(), s(owner)),
                     (":running".into(), s("running")),
                 ]),

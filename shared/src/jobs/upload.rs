@@ -60,11 +60,21 @@ pub(super) async fn object_exists(state: &AppState, key: &str) -> Result<bool, S
 /// Aborts `upload_id` of `key`, if any (best effort, logged).
 pub(super) async fn abort(state: &AppState, key: &str, upload_id: Option<&str>) {
     if let Some(upload_id) = upload_id {
-        crate::exports::sink::abort_upload(&state.s3, &state.config.bucket_name, key, upload_id).await;
+        crate::exports::objects::abort_upload(&state.s3, &state.config.bucket_name, key, upload_id).await;
     }
 }
 
 /// Aborts a job's checkpointed upload, if any (for a job failing for good).
 pub async fn abort_upload(state: &AppState, job: &Job) {
-    abort(state, &job.key, job.checkpoint.as_ref().map(|c| c.upload_id.as_str())).await;
+    if let Some(cp) = &job.checkpoint {
+        let key = super::passes::pass_of(job, cp.file).key;
+        abort(state, &key, Some(cp.upload_id.as_str()).filter(|id| !id.is_empty())).await;
+    }
+}
+
+/// Deletes an export object (best effort, logged: the bucket's lifecycle rule removes it later).
+pub(super) async fn delete_object(state: &AppState, key: &str) {
+    if let Err(e) = state.s3.delete_object().bucket(&state.config.bucket_name).key(key).send().await {
+        tracing::warn!(key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not delete an empty export file");
+    }
 }

@@ -21,7 +21,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::invocation::Invocation;
+use super::invocation::{Invocation, UploadRef};
 pub use super::invocation::{Options, Outcome};
 use super::upload::abort;
 pub use super::upload::abort_upload;
@@ -59,10 +59,10 @@ pub async fn run(state: &AppState, event: &JobRef, options: Options) -> Result<O
         ControlFlow::Break(outcome) => return Ok(outcome),
     };
     let invocation = Invocation { state, store: &store, job: &job, owner: &owner };
-    let mut upload: Option<String> = None;
+    let mut upload: Option<UploadRef> = None;
     match invocation.execute(&options, &mut upload).await {
         Ok(outcome) => Ok(outcome),
-        Err(e) if permanent(&e) => fail_for_good(&invocation, event, &e, upload.as_deref()).await,
+        Err(e) if permanent(&e) => fail_for_good(&invocation, event, &e, upload.as_ref()).await,
         Err(e) => {
             record_failed_invocation(&invocation, event, &e, upload).await;
             Err(e)
@@ -117,25 +117,35 @@ async fn fail_for_good(
     invocation: &Invocation<'_>,
     event: &JobRef,
     e: &ApiError,
-    upload: Option<&str>,
+    upload: Option<&UploadRef>,
 ) -> Result<Outcome, ApiError> {
     let (org, id) = (&Org::stored(event.organization_id.as_str()), event.job_id.as_str());
     tracing::warn!(job = %id, error = %e, "export job failed");
-    abort(invocation.state, &invocation.job.key, upload).await;
+    if let Some(u) = upload {
+        abort(invocation.state, &u.key, Some(&u.id)).await;
+    }
     invocation.store.fail(org, id, &e.message).await?;
     Ok(Outcome::Failed)
 }
 
 /// Any other failure: aborts the upload unless a checkpoint holds it, counts the failure and
 /// frees the lease, so the retry (the caller returns the error) resumes from the checkpoint.
-async fn record_failed_invocation(invocation: &Invocation<'_>, event: &JobRef, e: &ApiError, upload: Option<String>) {
+async fn record_failed_invocation(
+    invocation: &Invocation<'_>,
+    event: &JobRef,
+    e: &ApiError,
+    upload: Option<UploadRef>,
+) {
     let (org, id) = (&Org::stored(event.organization_id.as_str()), event.job_id.as_str());
     // An upload this invocation started but never checkpointed would be orphaned; only
     // a successful read can tell (a failed one must not lose the checkpointed upload).
-    if let Ok(Some(now)) = invocation.store.get(org, id).await {
-        let checkpointed = now.checkpoint.map(|c| c.upload_id);
-        if upload.is_some() && upload != checkpointed {
-            abort(invocation.state, &invocation.job.key, upload.as_deref()).await;
+    if let (Some(u), Ok(Some(now))) = (&upload, invocation.store.get(org, id).await) {
+        let checkpointed = now
+            .checkpoint
+            .as_ref()
+            .map(|c| UploadRef { key: super::passes::pass_of(&now, c.file).key, id: c.upload_id.clone() });
+        if checkpointed.as_ref() != Some(u) {
+            abort(invocation.state, &u.key, Some(&u.id)).await;
         }
     }
     let message = match e.kind {

@@ -1,0 +1,29 @@
+//! Export objects in S3 outside a running upload: abort an upload that will not be completed,
+//! and hand out a download link.
+
+use aws_sdk_s3::Client;
+
+use crate::store_error::StoreError;
+
+/// Aborts a multipart upload, so none of its parts stay stored (best effort: a failure is
+/// logged, and the bucket's lifecycle rule removes incomplete uploads later).
+pub async fn abort_upload(s3: &Client, bucket: &str, key: &str, upload_id: &str) {
+    let result = s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await;
+    if let Err(e) = result {
+        tracing::error!(key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not abort an export upload");
+    }
+}
+
+/// A presigned GET URL for an export object, valid for `ttl`.
+pub async fn presign(s3: &Client, bucket: &str, key: &str, ttl: std::time::Duration) -> Result<String, StoreError> {
+    let config =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(|e| StoreError::fault("presign", e))?;
+    let request = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .presigned(config)
+        .await
+        .map_err(|e| StoreError::fault("presign", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    Ok(request.uri().to_string())
+}

@@ -1,0 +1,123 @@
+//! A job's files, one pass over the source each. A job without a split has one file; a split
+//! job writes `train`, then `validation` and `test` (those with a share), each pass keeping the
+//! snapshots of its split, so every pass is a plain resumable export of one file. The reads are
+//! repeated per file (the price of exact, resumable files without holding any in memory).
+//!
+//! Which split a group belongs to is decided once, when the job starts, from every matching
+//! snapshot (`exports::split`), and stored beside the files as `split-assignment.json`; every
+//! pass and every invocation reads that same assignment, so the files are disjoint and cover
+//! every example exactly once even if snapshots change while the job runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use super::Job;
+use crate::error::ApiError;
+use crate::exports::producer::{ExportSpec, Keep};
+use crate::exports::split::{Groups, Split, SplitSpec};
+use crate::snapshots::store::SnapshotStore;
+use crate::store_error::SdkResultExt;
+use crate::AppState;
+
+/// One file of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// Its place among the job's passes.
+    pub index: usize,
+    /// The split it holds (`None`: the job does not split).
+    pub split: Option<Split>,
+    /// Its object key.
+    pub key: String,
+    /// Its download name.
+    pub name: String,
+}
+
+/// The passes of `job`, in order.
+pub fn passes(job: &Job) -> Vec<Pass> {
+    let Some(spec) = job.params.split() else {
+        return vec![Pass { index: 0, split: None, key: job.key.clone(), name: job.file_name.clone() }];
+    };
+    spec.splits()
+        .into_iter()
+        .enumerate()
+        .map(|(index, split)| {
+            let name = ExportSpec::split_file_name(&job.file_name, split);
+            Pass { index, split: Some(split), key: beside(&job.key, &name), name }
+        })
+        .collect()
+}
+
+/// The key of `name` in the folder of `key`.
+fn beside(key: &str, name: &str) -> String {
+    match key.rsplit_once('/') {
+        Some((folder, _)) => format!("{folder}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The pass a checkpoint is in (the first when the index is out of range).
+pub fn pass_of(job: &Job, index: usize) -> Pass {
+    let mut all = passes(job);
+    if index < all.len() {
+        all.swap_remove(index)
+    } else {
+        all.swap_remove(0)
+    }
+}
+
+/// What the producer of `pass` keeps: the snapshots of its split, per the job's assignment
+/// (computed and stored when `start` is set and none is stored yet).
+pub async fn keep(state: &AppState, job: &Job, pass: &Pass) -> Result<Option<Keep>, ApiError> {
+    let (Some(spec), Some(split)) = (job.params.split(), pass.split) else { return Ok(None) };
+    let assignment = Arc::new(assignment(state, job, spec).await?);
+    Ok(Some(Keep { spec: spec.clone(), split, assignment }))
+}
+
+/// The job's stored assignment, or a new one stored now.
+async fn assignment(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<HashMap<String, Split>, ApiError> {
+    let key = beside(&job.key, "split-assignment.json");
+    let bucket = &state.config.bucket_name;
+    match state.s3.get_object().bucket(bucket).key(&key).send().await {
+        Ok(out) => {
+            let bytes = out.body.collect().await.map_err(|e| ApiError::internal("read split assignment", e))?;
+            return serde_json::from_slice(&bytes.into_bytes())
+                .map_err(|e| ApiError::internal("decode split assignment", e));
+        }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {}
+        Err(e) => return Err(crate::store_error::from_sdk("read split assignment", e).into()),
+    }
+    let assigned = compute(state, job, spec).await?;
+    let body = serde_json::to_vec(&assigned).map_err(|e| ApiError::internal("encode split assignment", e))?;
+    state
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .content_type("application/json")
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .ctx("store split assignment")?;
+    Ok(assigned)
+}
+
+/// Reads every matching snapshot's header (not its messages) and assigns the groups.
+async fn compute(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<HashMap<String, Split>, ApiError> {
+    let ExportSpec::Training { filters, .. } = &job.params else { return Ok(HashMap::new()) };
+    let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
+    let (org, mut groups, mut after) = (job.org(), Groups::default(), None::<String>);
+    loop {
+        let (page, next, _) = store.list(&org, filters, 1000, after.as_deref()).await?;
+        for s in &page {
+            groups.add(spec, s);
+        }
+        match (next, page.last()) {
+            (Some(_), Some(last)) => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    tracing::info!(job = %job.id, groups = groups.len(), "split assignment computed");
+    Ok(groups.assign(spec))
+}
