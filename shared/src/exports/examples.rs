@@ -290,6 +290,17 @@ mod tests {
     }
 
     #[test]
+    fn every_reserved_string_in_any_case_is_refused_by_bedrock_only() {
+        for r in ["System:", "User:", "Bot:", "Assistant:", "Thought:", "[EOS]", "<image>", "<video>", "<unk>"] {
+            for written in [r.to_string(), r.to_uppercase(), r.to_lowercase()] {
+                let messages = [msg("contact", "q"), msg("user", &format!("a {written} b"))];
+                assert_eq!(reason(Format::Bedrock, &messages), Some(SkipReason::ReservedText), "{written}");
+                assert_eq!(reason(Format::Vertex, &messages), None, "{written}");
+            }
+        }
+    }
+
+    #[test]
     fn each_rule_names_its_reason() {
         assert_eq!(reason(Format::Bedrock, &[msg("contact", "  ")]), Some(SkipReason::Empty));
         assert_eq!(reason(Format::ShareGpt, &[msg("contact", "hello?")]), Some(SkipReason::NoAssistantTurn));

@@ -74,12 +74,16 @@ pub struct Keep {
     pub split: Split,
     /// Each group's split.
     pub assignment: Arc<HashMap<String, Split>>,
+    /// The newest snapshot when the assignment was made: every file holds the snapshots up to
+    /// it and none after, so files written at different times hold the same data set.
+    pub up_to: Option<String>,
 }
 
 impl Keep {
     /// Whether `s` belongs to the kept split.
     pub fn keeps(&self, s: &Snapshot) -> bool {
-        self.assignment.get(self.spec.group_of(s)).copied().unwrap_or(Split::Train) == self.split
+        let in_set = self.up_to.as_deref().is_some_and(|up_to| s.id.as_str() <= up_to);
+        in_set && self.assignment.get(self.spec.group_of(s)).copied().unwrap_or(Split::Train) == self.split
     }
 }
 

@@ -258,6 +258,13 @@ pub fn training_spec(
     if system.as_ref().is_some_and(|s| s.chars().count() > MAX_SYSTEM_CHARS) {
         return Err(ApiError::invalid("system", format!("must be at most {MAX_SYSTEM_CHARS} characters")));
     }
+    if let (Format::Bedrock, Some(prompt)) = (format, &system) {
+        // Every example would be left out: say so now rather than write an empty file.
+        let lower = prompt.to_lowercase();
+        if let Some(r) = examples::BEDROCK_RESERVED.iter().find(|r| lower.contains(*r)) {
+            return Err(ApiError::invalid("system", format!("holds `{r}`, which Bedrock reserves (in any case)")));
+        }
+    }
     let split = split.map(SplitSpec::validate).transpose()?;
     Ok(ExportSpec::Training { format, filters, system, changed: None, split })
 }

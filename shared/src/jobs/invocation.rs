@@ -82,7 +82,7 @@ impl<'a> Invocation<'a> {
                     if started.elapsed() >= options.budget {
                         return self.hand_over(earlier.counts.items).await;
                     }
-                    self.start(pass_of(self.job, index), earlier).await?
+                    self.start(self.pass(index)?, earlier).await?
                 }
             };
             if let Some(n) = options.fault_after_parts {
@@ -92,6 +92,8 @@ impl<'a> Invocation<'a> {
                 return Ok(outcome);
             }
             next = ControlFlow::Break(self.finish(current).await?);
+            // That file's upload is complete: a later failure must not abort it.
+            *upload = None;
         }
     }
 
@@ -99,20 +101,18 @@ impl<'a> Invocation<'a> {
     async fn resume(&self, upload: &mut Option<UploadRef>) -> Result<ControlFlow<Next, Current<'a>>, ApiError> {
         let (state, job) = (self.state, self.job);
         let (cp, parts) = match self.resumable_checkpoint().await? {
-            Resumable::Fresh => {
-                return self.start(pass_of(job, 0), Earlier::default()).await.map(ControlFlow::Continue)
-            }
+            Resumable::Fresh => return self.start(self.pass(0)?, Earlier::default()).await.map(ControlFlow::Continue),
             Resumable::Completed(cp) => {
                 // An earlier invocation completed the upload but could not record it.
                 let counts = Counts { items: cp.items, skipped: cp.skipped, reasons: cp.reasons };
                 let earlier = Earlier { files: cp.files.clone(), counts: cp.done };
                 let sha256 = cp.sha256.as_ref().map(|h| h.hex()).unwrap_or_default();
                 let file = (cp.bytes, sha256, Some(cp.upload_started(job)));
-                return self.file_done(pass_of(job, cp.file), counts, earlier, file).await.map(ControlFlow::Break);
+                return self.file_done(self.pass(cp.file)?, counts, earlier, file).await.map(ControlFlow::Break);
             }
             Resumable::At(cp, parts) => (cp, parts),
         };
-        let pass = pass_of(job, cp.file);
+        let pass = self.pass(cp.file)?;
         let earlier = Earlier { files: cp.files.clone(), counts: cp.done };
         if cp.position.is_empty() {
             // The previous file is done; this one has not started.
@@ -136,6 +136,11 @@ impl<'a> Invocation<'a> {
         Ok(ControlFlow::Continue(Current { pass, producer, sink, earlier }))
     }
 
+    /// The job's file `index`; a checkpoint naming a file the job does not have is a fault.
+    fn pass(&self, index: usize) -> Result<Pass, ApiError> {
+        pass_of(self.job, index).ok_or_else(|| ApiError::internal("export job", format!("the job has no file {index}")))
+    }
+
     fn object(&self, pass: &Pass) -> ObjectSpec {
         ObjectSpec {
             bucket: self.state.config.bucket_name.clone(),
@@ -151,7 +156,7 @@ impl<'a> Invocation<'a> {
     async fn resumable_checkpoint(&self) -> Result<Resumable, ApiError> {
         let (state, job) = (self.state, self.job);
         let Some(cp) = &job.checkpoint else { return Ok(Resumable::Fresh) };
-        let key = pass_of(job, cp.file).key;
+        let key = self.pass(cp.file)?.key;
         if cp.sha256.is_none() {
             // Written before files were hashed: start again, so the manifest's digest is right.
             abort(state, &key, Some(&cp.upload_id)).await;
@@ -167,9 +172,17 @@ impl<'a> Invocation<'a> {
                 Ok(Resumable::Completed(cp.clone()))
             }
             None => {
-                tracing::warn!(job = %job.id, "the checkpoint's upload is gone; starting the export again");
+                tracing::warn!(job = %job.id, file = cp.file, "the checkpoint's upload is gone; starting its file again");
                 abort(state, &key, Some(&cp.upload_id)).await;
-                Ok(Resumable::Fresh)
+                // The files finished before stay; only this one starts over.
+                let restart = Checkpoint {
+                    file: cp.file,
+                    files: cp.files.clone(),
+                    done: cp.done,
+                    sha256: Some(Default::default()),
+                    ..Checkpoint::default()
+                };
+                Ok(Resumable::At(restart, Vec::new()))
             }
         }
     }

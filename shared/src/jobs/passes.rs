@@ -4,9 +4,10 @@
 //! repeated per file (the price of exact, resumable files without holding any in memory).
 //!
 //! Which split a group belongs to is decided once, when the job starts, from every matching
-//! snapshot (`exports::split`), and stored beside the files as `split-assignment.json`; every
-//! pass and every invocation reads that same assignment, so the files are disjoint and cover
-//! every example exactly once even if snapshots change while the job runs.
+//! snapshot (`exports::split`), and stored beside the files as `split-assignment.json` with the
+//! newest snapshot then (`upTo`); every pass and every invocation reads that same assignment and
+//! keeps no snapshot newer than `upTo`, so the files are disjoint and cover every example of
+//! that data set exactly once, whatever is created while the job runs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,26 +58,30 @@ fn beside(key: &str, name: &str) -> String {
     }
 }
 
-/// The pass a checkpoint is in (the first when the index is out of range).
-pub fn pass_of(job: &Job, index: usize) -> Pass {
+/// The pass `index` of a job (`None` for an index the job does not have).
+pub fn pass_of(job: &Job, index: usize) -> Option<Pass> {
     let mut all = passes(job);
-    if index < all.len() {
-        all.swap_remove(index)
-    } else {
-        all.swap_remove(0)
-    }
+    (index < all.len()).then(|| all.swap_remove(index))
 }
 
 /// What the producer of `pass` keeps: the snapshots of its split, per the job's assignment
 /// (computed and stored when `start` is set and none is stored yet).
 pub async fn keep(state: &AppState, job: &Job, pass: &Pass) -> Result<Option<Keep>, ApiError> {
     let (Some(spec), Some(split)) = (job.params.split(), pass.split) else { return Ok(None) };
-    let assignment = Arc::new(assignment(state, job, spec).await?);
-    Ok(Some(Keep { spec: spec.clone(), split, assignment }))
+    let stored = assignment(state, job, spec).await?;
+    Ok(Some(Keep { spec: spec.clone(), split, assignment: Arc::new(stored.groups), up_to: stored.up_to }))
+}
+
+/// `split-assignment.json`: each group's split, and the newest snapshot of the data set.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Assignment {
+    up_to: Option<String>,
+    groups: HashMap<String, Split>,
 }
 
 /// The job's stored assignment, or a new one stored now.
-async fn assignment(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<HashMap<String, Split>, ApiError> {
+async fn assignment(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<Assignment, ApiError> {
     let key = beside(&job.key, "split-assignment.json");
     let bucket = &state.config.bucket_name;
     match state.s3.get_object().bucket(bucket).key(&key).send().await {
@@ -104,12 +109,15 @@ async fn assignment(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<Has
 }
 
 /// Reads every matching snapshot's header (not its messages) and assigns the groups.
-async fn compute(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<HashMap<String, Split>, ApiError> {
-    let ExportSpec::Training { filters, .. } = &job.params else { return Ok(HashMap::new()) };
+async fn compute(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<Assignment, ApiError> {
+    let ExportSpec::Training { filters, .. } = &job.params else { return Ok(Assignment::default()) };
     let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
     let (org, mut groups, mut after) = (job.org(), Groups::default(), None::<String>);
+    let mut up_to: Option<String> = None;
     loop {
-        let (page, next, _) = store.list(&org, filters, 1000, after.as_deref()).await?;
+        let (page, next, _) = store.list(&org, filters, 500, after.as_deref()).await?;
+        // Newest first: the first snapshot of the first page is the newest.
+        up_to = up_to.or_else(|| page.first().map(|s| s.id.clone()));
         for s in &page {
             groups.add(spec, s);
         }
@@ -119,5 +127,5 @@ async fn compute(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<HashMa
         }
     }
     tracing::info!(job = %job.id, groups = groups.len(), "split assignment computed");
-    Ok(groups.assign(spec))
+    Ok(Assignment { up_to, groups: groups.assign(spec) })
 }

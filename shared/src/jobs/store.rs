@@ -226,18 +226,24 @@ impl<'a> JobStore<'a> {
         cp: &Checkpoint,
         floor: u64,
     ) -> Result<bool, StoreError> {
-        let value = serde_dynamo::to_attribute_value(cp).map_err(|e| StoreError::fault("encode checkpoint", e))?;
+        let encode = |e| StoreError::fault("encode checkpoint", e);
+        let value = serde_dynamo::to_attribute_value(cp).map_err(encode)?;
+        let mut so_far = cp.done;
+        so_far.add(crate::exports::counts::Counts { items: cp.items, skipped: cp.skipped, reasons: cp.reasons });
+        let reasons = serde_dynamo::to_attribute_value(so_far.reasons).map_err(encode)?;
         let updated = self
             .update(
                 org,
                 id,
-                "SET #checkpoint = :cp, #processed = :items, #skipped = :skipped, #bytes = :bytes, #failures = :zero",
+                "SET #checkpoint = :cp, #processed = :items, #skipped = :skipped, #skippedReasons = :reasons, \
+                 #bytes = :bytes, #failures = :zero",
                 "#leaseOwner = :owner AND #status = :running",
                 HashMap::from([
                     (":cp".into(), value),
                     (":zero".into(), n(0)),
-                    (":items".into(), n((cp.done.items + cp.items).max(floor))),
-                    (":skipped".into(), n(cp.done.skipped + cp.skipped)),
+                    (":items".into(), n(so_far.items.max(floor))),
+                    (":skipped".into(), n(so_far.skipped)),
+                    (":reasons".into(), reasons),
                     (":bytes".into(), n(cp.files.iter().map(|f| f.bytes).sum::<u64>() + cp.bytes)),
                     (":owner".into(), s(owner)),
                     (":running".into(), s("running")),

@@ -59,7 +59,8 @@ pub(super) async fn object_exists(state: &AppState, key: &str) -> Result<bool, S
 
 /// Aborts `upload_id` of `key`, if any (best effort, logged).
 pub(super) async fn abort(state: &AppState, key: &str, upload_id: Option<&str>) {
-    if let Some(upload_id) = upload_id {
+    // An empty id is no upload (a dry run's, or a file not started).
+    if let Some(upload_id) = upload_id.filter(|id| !id.is_empty()) {
         crate::exports::objects::abort_upload(&state.s3, &state.config.bucket_name, key, upload_id).await;
     }
 }
@@ -67,8 +68,9 @@ pub(super) async fn abort(state: &AppState, key: &str, upload_id: Option<&str>) 
 /// Aborts a job's checkpointed upload, if any (for a job failing for good).
 pub async fn abort_upload(state: &AppState, job: &Job) {
     if let Some(cp) = &job.checkpoint {
-        let key = super::passes::pass_of(job, cp.file).key;
-        abort(state, &key, Some(cp.upload_id.as_str()).filter(|id| !id.is_empty())).await;
+        if let Some(pass) = super::passes::pass_of(job, cp.file) {
+            abort(state, &pass.key, Some(cp.upload_id.as_str())).await;
+        }
     }
 }
 

@@ -140,10 +140,9 @@ async fn record_failed_invocation(
     // An upload this invocation started but never checkpointed would be orphaned; only
     // a successful read can tell (a failed one must not lose the checkpointed upload).
     if let (Some(u), Ok(Some(now))) = (&upload, invocation.store.get(org, id).await) {
-        let checkpointed = now
-            .checkpoint
-            .as_ref()
-            .map(|c| UploadRef { key: super::passes::pass_of(&now, c.file).key, id: c.upload_id.clone() });
+        let checkpointed = now.checkpoint.as_ref().and_then(|c| {
+            super::passes::pass_of(&now, c.file).map(|p| UploadRef { key: p.key, id: c.upload_id.clone() })
+        });
         if checkpointed.as_ref() != Some(u) {
             abort(invocation.state, &u.key, Some(&u.id)).await;
         }
