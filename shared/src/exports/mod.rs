@@ -7,6 +7,7 @@ pub mod counts;
 pub mod examples;
 pub mod objects;
 pub mod producer;
+pub mod redact;
 pub mod sink;
 pub mod spec;
 pub mod split;

@@ -1,0 +1,343 @@
+//! PII redaction with consistent pseudonyms: a stage of the export pipeline that replaces what
+//! it finds in an example's texts (and metadata) with placeholders, `<EMAIL_1>`, `<PHONE_2>`,
+//! `<NAME_1>`…, the same normalised value always the same placeholder within one example, so a
+//! conversation stays coherent for training. Nothing that was found is logged; only counts per
+//! type leave this module.
+//!
+//! What is found: e-mail addresses; phone numbers parsed and validated by `phonenumber` (a
+//! libphonenumber port), written internationally or nationally for the default region; card
+//! numbers (13 to 19 digits, spaces or dashes between, Luhn-valid); IBANs (mod-97); US SSNs
+//! written `AAA-GG-SSSS` with a valid area, group and serial; IPv4 and IPv6 addresses; and the
+//! conversation's known identity (the customer's name, e-mail and phone from the stored
+//! conversation, in any case and any phone writing), which no pattern could know.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+/// What a placeholder stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PiiType {
+    /// An e-mail address.
+    Email,
+    /// A phone number.
+    Phone,
+    /// A payment card number.
+    Card,
+    /// An IBAN.
+    Iban,
+    /// A US social security number.
+    Ssn,
+    /// An IPv4 or IPv6 address.
+    Ip,
+    /// The customer's name.
+    Name,
+}
+
+impl PiiType {
+    /// Every type, in the order of `redactTypes`.
+    pub const ALL: [PiiType; 7] = [Self::Email, Self::Phone, Self::Card, Self::Iban, Self::Ssn, Self::Ip, Self::Name];
+
+    /// Its code in `redactTypes` and counts.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Phone => "phone",
+            Self::Card => "card",
+            Self::Iban => "iban",
+            Self::Ssn => "ssn",
+            Self::Ip => "ip",
+            Self::Name => "name",
+        }
+    }
+
+    /// Parses a code of `redactTypes`.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.code() == code)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Email => "EMAIL",
+            Self::Phone => "PHONE",
+            Self::Card => "CARD",
+            Self::Iban => "IBAN",
+            Self::Ssn => "SSN",
+            Self::Ip => "IP",
+            Self::Name => "NAME",
+        }
+    }
+}
+
+/// Who the customer is, from the stored conversation and snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// Names (a full name also matches its parts of two letters or more).
+    pub names: Vec<String>,
+    /// E-mail addresses.
+    pub emails: Vec<String>,
+    /// Phone numbers, in any writing.
+    pub phones: Vec<String>,
+}
+
+/// A found span: where, what, and its normalised value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Found {
+    start: usize,
+    end: usize,
+    kind: PiiType,
+    value: String,
+}
+
+fn regex(cell: &'static OnceLock<Option<Regex>>, pattern: &str) -> Option<&'static Regex> {
+    // The patterns are constants (`patterns_compile` tests them); one that did not would find nothing.
+    cell.get_or_init(|| Regex::new(pattern).ok()).as_ref()
+}
+
+/// Every pattern compiles (for the tests).
+pub fn patterns_compile() -> bool {
+    [email_re(), digits_re(), iban_re(), ssn_re(), ip_re()].iter().all(Option::is_some)
+}
+
+fn email_re() -> Option<&'static Regex> {
+    static R: OnceLock<Option<Regex>> = OnceLock::new();
+    regex(&R, r"(?i)\b[a-z0-9._%+-]+@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,24}\b")
+}
+
+fn digits_re() -> Option<&'static Regex> {
+    // Runs of digits with the separators people type inside card and phone numbers.
+    static R: OnceLock<Option<Regex>> = OnceLock::new();
+    regex(&R, r"\+?\(?\d(?:[\d\s().\-/]{4,28})\d")
+}
+
+fn iban_re() -> Option<&'static Regex> {
+    static R: OnceLock<Option<Regex>> = OnceLock::new();
+    regex(&R, r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b")
+}
+
+fn ssn_re() -> Option<&'static Regex> {
+    static R: OnceLock<Option<Regex>> = OnceLock::new();
+    regex(&R, r"\b(\d{3})-(\d{2})-(\d{4})\b")
+}
+
+fn ip_re() -> Option<&'static Regex> {
+    static R: OnceLock<Option<Regex>> = OnceLock::new();
+    regex(&R, r"(?i)\b(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7})\b")
+}
+
+/// Luhn's checksum over the digits of `s`.
+pub fn luhn(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut v = u32::from(*d);
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    !digits.is_empty() && sum.is_multiple_of(10)
+}
+
+/// ISO 13616's mod-97 check of an IBAN (spaces removed, upper case).
+pub fn iban_valid(iban: &str) -> bool {
+    if !(15..=34).contains(&iban.len()) || !iban.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return false;
+    }
+    let (head, tail) = iban.split_at(4);
+    let mut rem = 0u32;
+    for c in tail.chars().chain(head.chars()) {
+        let v = match c.to_digit(36) {
+            Some(v) => v,
+            None => return false,
+        };
+        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+    }
+    rem == 1
+}
+
+/// A valid SSN's area, group and serial (never 000, 666 or 9xx; 00; 0000).
+fn ssn_valid(area: &str, group: &str, serial: &str) -> bool {
+    area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000"
+}
+
+/// A phone number in E.164, when `text` is a valid one (internationally, or for `region`).
+pub fn phone_e164(text: &str, region: phonenumber::country::Id) -> Option<String> {
+    let number = phonenumber::parse(Some(region), text).ok()?;
+    phonenumber::is_valid(&number).then(|| number.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// Every span of `types` in `text`, non-overlapping (the first found of two overlapping wins,
+/// in the order: e-mail, the customer's names, IBAN, card, SSN, phone, IP).
+fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identity: &Identity) -> Vec<Found> {
+    let on = |t| types.contains(&t);
+    let mut found: Vec<Found> = Vec::new();
+    let add = |f: Found, found: &mut Vec<Found>| {
+        if !found.iter().any(|g| f.start < g.end && g.start < f.end) {
+            found.push(f);
+        }
+    };
+    if on(PiiType::Email) {
+        for m in email_re().into_iter().flat_map(|r| r.find_iter(text)) {
+            add(
+                Found { start: m.start(), end: m.end(), kind: PiiType::Email, value: m.as_str().to_lowercase() },
+                &mut found,
+            );
+        }
+    }
+    if on(PiiType::Name) {
+        for (start, end, value) in known_names(text, identity) {
+            add(Found { start, end, kind: PiiType::Name, value }, &mut found);
+        }
+    }
+    if on(PiiType::Iban) {
+        for m in iban_re().into_iter().flat_map(|r| r.find_iter(text)) {
+            let compact: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
+            if iban_valid(&compact) {
+                add(Found { start: m.start(), end: m.end(), kind: PiiType::Iban, value: compact }, &mut found);
+            }
+        }
+    }
+    for m in digits_re().into_iter().flat_map(|r| r.find_iter(text)) {
+        let digits: Vec<u8> = m.as_str().bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
+        let card_shape = m.as_str().bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-');
+        if on(PiiType::Card) && card_shape && (13..=19).contains(&digits.len()) && luhn(&digits) {
+            let value = digits.iter().map(|d| char::from(b'0' + d)).collect();
+            add(Found { start: m.start(), end: m.end(), kind: PiiType::Card, value }, &mut found);
+            continue;
+        }
+        if on(PiiType::Ssn) {
+            for c in ssn_re().into_iter().flat_map(|r| r.captures_iter(m.as_str())) {
+                if let (Some(all), Some(a), Some(g), Some(s)) = (c.get(0), c.get(1), c.get(2), c.get(3)) {
+                    if ssn_valid(a.as_str(), g.as_str(), s.as_str()) {
+                        let value = format!("{}{}{}", a.as_str(), g.as_str(), s.as_str());
+                        let (start, end) = (m.start() + all.start(), m.start() + all.end());
+                        add(Found { start, end, kind: PiiType::Ssn, value }, &mut found);
+                    }
+                }
+            }
+        }
+        if on(PiiType::Phone) && (7..=15).contains(&digits.len()) {
+            let candidate = m.as_str().trim_end_matches([')', '.', '-', '/']);
+            if let Some(e164) = phone_e164(candidate, region) {
+                add(
+                    Found { start: m.start(), end: m.start() + candidate.len(), kind: PiiType::Phone, value: e164 },
+                    &mut found,
+                );
+            }
+        }
+    }
+    if on(PiiType::Ip) {
+        for m in ip_re().into_iter().flat_map(|r| r.find_iter(text)) {
+            if let Ok(ip) = m.as_str().parse::<std::net::IpAddr>() {
+                add(Found { start: m.start(), end: m.end(), kind: PiiType::Ip, value: ip.to_string() }, &mut found);
+            }
+        }
+    }
+    found.sort_by_key(|f| f.start);
+    found
+}
+
+/// The customer's names and their parts, as whole words in any case: `(start, end, name)`,
+/// every part of one full name normalised to that full name (one placeholder per person).
+fn known_names(text: &str, identity: &Identity) -> Vec<(usize, usize, String)> {
+    let lower = text.to_lowercase();
+    if lower.len() != text.len() {
+        // Lower-casing changed byte offsets (rare scripts): match the text as written.
+        return known_names_exact(text, identity);
+    }
+    let mut out = Vec::new();
+    for full in &identity.names {
+        let person = full.trim().to_lowercase();
+        let mut parts: Vec<&str> = vec![person.as_str()];
+        parts.extend(person.split_whitespace().filter(|p| p.chars().count() >= 2));
+        for part in parts {
+            let mut from = 0;
+            while let Some(i) = lower[from..].find(part) {
+                let (start, end) = (from + i, from + i + part.len());
+                let word_edge = |b: Option<char>| b.is_none_or(|c| !c.is_alphanumeric());
+                if word_edge(lower[..start].chars().next_back()) && word_edge(lower[end..].chars().next()) {
+                    out.push((start, end, person.clone()));
+                }
+                from = end;
+            }
+        }
+    }
+    out.sort_by_key(|(s, e, _)| (*s, usize::MAX - e));
+    out
+}
+
+fn known_names_exact(text: &str, identity: &Identity) -> Vec<(usize, usize, String)> {
+    identity
+        .names
+        .iter()
+        .flat_map(|n| text.match_indices(n.trim()).map(move |(i, m)| (i, i + m.len(), n.trim().to_lowercase())))
+        .filter(|(s, e, _)| s < e)
+        .collect()
+}
+
+/// Redacts the texts of one example, keeping one placeholder per distinct value.
+#[derive(Debug)]
+pub struct Redactor<'a> {
+    types: Vec<PiiType>,
+    region: phonenumber::country::Id,
+    identity: &'a Identity,
+    placeholders: HashMap<(PiiType, String), String>,
+    counts: HashMap<PiiType, u64>,
+}
+
+impl<'a> Redactor<'a> {
+    /// A redactor of `types` for an example of the customer `identity`; phones written
+    /// nationally are read for `region`.
+    pub fn new(types: &[PiiType], region: phonenumber::country::Id, identity: &'a Identity) -> Self {
+        Self { types: types.to_vec(), region, identity, placeholders: HashMap::new(), counts: HashMap::new() }
+    }
+
+    fn placeholder(&mut self, kind: PiiType, value: String) -> String {
+        let next = self.placeholders.keys().filter(|(k, _)| *k == kind).count() + 1;
+        self.placeholders.entry((kind, value)).or_insert_with(|| format!("<{}_{next}>", kind.label())).clone()
+    }
+
+    /// `text` with every finding replaced by its placeholder.
+    pub fn redact<'t>(&mut self, text: &'t str) -> Cow<'t, str> {
+        let found = find(text, &self.types, self.region, self.identity);
+        if found.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for f in found {
+            out.push_str(&text[at..f.start]);
+            *self.counts.entry(f.kind).or_default() += 1;
+            let placeholder = self.placeholder(f.kind, f.value);
+            out.push_str(&placeholder);
+            at = f.end;
+        }
+        out.push_str(&text[at..]);
+        Cow::Owned(out)
+    }
+
+    /// A metadata field (the customer's name, phone or e-mail) redacted with the same
+    /// placeholders as the texts: a known value becomes its placeholder whole.
+    pub fn field<'t>(&mut self, kind: PiiType, value: &'t str) -> Cow<'t, str> {
+        if !self.types.contains(&kind) || value.trim().is_empty() {
+            return Cow::Borrowed(value);
+        }
+        let normalised = match kind {
+            PiiType::Phone => phone_e164(value, self.region).unwrap_or_else(|| value.trim().to_string()),
+            PiiType::Name => value.trim().to_lowercase(),
+            _ => value.trim().to_lowercase(),
+        };
+        *self.counts.entry(kind).or_default() += 1;
+        Cow::Owned(self.placeholder(kind, normalised))
+    }
+
+    /// Findings so far by type.
+    pub fn counts(&self) -> &HashMap<PiiType, u64> {
+        &self.counts
+    }
+}
