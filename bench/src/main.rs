@@ -13,6 +13,8 @@
 //! It expects the environment of `scripts/bench.sh`: an emulator (`AWS_ENDPOINT_URL`),
 //! `TABLE_NAME`, `BUCKET_NAME`, `JWT_SECRET` and the release binaries in `BENCH_BIN_DIR`.
 
+mod corpus;
+mod redaction;
 mod runtime_api;
 
 use shared::keys::Org;
@@ -90,6 +92,8 @@ enum Target {
     Below(f64),
     /// ours / baseline at most the first, and ours below the second.
     AtMostAndBelow(f64, f64),
+    /// ours at least this absolute value.
+    Above(f64),
 }
 
 impl Row {
@@ -103,6 +107,7 @@ impl Row {
             Target::AtLeast(x) => self.ratio().map(|r| r >= x),
             Target::Below(x) => Some(self.ours < x),
             Target::AtMostAndBelow(x, y) => self.ratio().map(|r| r <= x && self.ours < y),
+            Target::Above(x) => Some(self.ours >= x),
         }
     }
 
@@ -112,6 +117,7 @@ impl Row {
             Some(Target::AtLeast(x)) => format!("≥ {x} x"),
             Some(Target::Below(x)) => format!("< {x} {}", self.unit),
             Some(Target::AtMostAndBelow(x, y)) => format!("≤ {x} x and < {y} {}", self.unit),
+            Some(Target::Above(x)) => format!("≥ {x}"),
             None => String::new(),
         }
     }
@@ -147,6 +153,12 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main]
 async fn main() -> Res<()> {
     let settings = Settings::from_env();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("redaction") {
+        // The redaction figures alone: no emulator, no data.
+        let started = Instant::now();
+        println!("{}", render(&redaction::redaction(), &machine(), &settings, started.elapsed()));
+        return Ok(());
+    }
     let mut config = Config::from_env()?;
     // Exports here measure a single pass, not the fallback to a job.
     config.export_sync_budget = Duration::from_secs(3600);
@@ -192,6 +204,8 @@ async fn main() -> Res<()> {
     rows.extend(export_memory(&settings, &state, &secret, &small_org, &large_org).await?);
     eprintln!("== 5. size");
     rows.extend(sizes(&settings)?);
+    eprintln!("== 7. redaction");
+    rows.extend(redaction::redaction());
 
     let machine = machine();
     let table = render(&rows, &machine, &settings, started.elapsed());

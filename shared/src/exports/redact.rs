@@ -202,7 +202,23 @@ fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identit
             }
         }
     }
+    // Addresses before digit runs: a dotted quad also parses as some region's phone number.
+    if on(PiiType::Ip) {
+        for m in ip_re().into_iter().flat_map(|r| r.find_iter(text)) {
+            if let Ok(ip) = m.as_str().parse::<std::net::IpAddr>() {
+                add(Found { start: m.start(), end: m.end(), kind: PiiType::Ip, value: ip.to_string() }, &mut found);
+            }
+        }
+    }
     for m in digits_re().into_iter().flat_map(|r| r.find_iter(text)) {
+        // A run glued to a word or a `#` is an identifier (`1ZA9…`, `#12345678`), not a number.
+        let before = text[..m.start()].chars().next_back();
+        let after = text[m.end()..].chars().next();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '#' || c == '_')
+            || after.is_some_and(char::is_alphanumeric)
+        {
+            continue;
+        }
         let digits: Vec<u8> = m.as_str().bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
         let card_shape = m.as_str().bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-');
         if on(PiiType::Card) && card_shape && (13..=19).contains(&digits.len()) && luhn(&digits) {
@@ -221,7 +237,10 @@ fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identit
                 }
             }
         }
-        if on(PiiType::Phone) && (7..=15).contains(&digits.len()) {
+        // Written nationally, a phone number has 10 digits or more (US, UK, Germany): shorter
+        // runs are order numbers, dates and postcodes far more often than phones.
+        let international = m.as_str().starts_with('+');
+        if on(PiiType::Phone) && (7..=15).contains(&digits.len()) && (international || digits.len() >= 10) {
             let candidate = m.as_str().trim_end_matches([')', '.', '-', '/']);
             if let Some(e164) = phone_e164(candidate, region) {
                 add(
@@ -231,15 +250,18 @@ fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identit
             }
         }
     }
-    if on(PiiType::Ip) {
-        for m in ip_re().into_iter().flat_map(|r| r.find_iter(text)) {
-            if let Ok(ip) = m.as_str().parse::<std::net::IpAddr>() {
-                add(Found { start: m.start(), end: m.end(), kind: PiiType::Ip, value: ip.to_string() }, &mut found);
-            }
-        }
-    }
     found.sort_by_key(|f| f.start);
     found
+}
+
+/// Every finding in `text` as `(start, end, type)`, in order (what [`Redactor::redact`] replaces).
+pub fn spans(
+    text: &str,
+    types: &[PiiType],
+    region: phonenumber::country::Id,
+    identity: &Identity,
+) -> Vec<(usize, usize, PiiType)> {
+    find(text, types, region, identity).into_iter().map(|f| (f.start, f.end, f.kind)).collect()
 }
 
 /// The customer's names and their parts, as whole words in any case: `(start, end, name)`,
