@@ -171,34 +171,34 @@ pub fn phone_e164(text: &str, region: phonenumber::country::Id) -> Option<String
     phonenumber::is_valid(&number).then(|| number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
+/// Keeps `f` unless it overlaps a finding kept before it.
+fn add(found: &mut Vec<Found>, f: Found) {
+    if !found.iter().any(|g| f.start < g.end && g.start < f.end) {
+        found.push(f);
+    }
+}
+
 /// Every span of `types` in `text`, non-overlapping (the first found of two overlapping wins,
-/// in the order: e-mail, the customer's names, IBAN, card, SSN, phone, IP).
+/// in the order: e-mail, the customer's names, IBAN, IP, then card, SSN and phone in digit runs).
 fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identity: &Identity) -> Vec<Found> {
     let on = |t| types.contains(&t);
     let mut found: Vec<Found> = Vec::new();
-    let add = |f: Found, found: &mut Vec<Found>| {
-        if !found.iter().any(|g| f.start < g.end && g.start < f.end) {
-            found.push(f);
-        }
-    };
     if on(PiiType::Email) {
         for m in email_re().into_iter().flat_map(|r| r.find_iter(text)) {
-            add(
-                Found { start: m.start(), end: m.end(), kind: PiiType::Email, value: m.as_str().to_lowercase() },
-                &mut found,
-            );
+            let value = m.as_str().to_lowercase();
+            add(&mut found, Found { start: m.start(), end: m.end(), kind: PiiType::Email, value });
         }
     }
     if on(PiiType::Name) {
         for (start, end, value) in known_names(text, identity) {
-            add(Found { start, end, kind: PiiType::Name, value }, &mut found);
+            add(&mut found, Found { start, end, kind: PiiType::Name, value });
         }
     }
     if on(PiiType::Iban) {
         for m in iban_re().into_iter().flat_map(|r| r.find_iter(text)) {
             let compact: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
             if iban_valid(&compact) {
-                add(Found { start: m.start(), end: m.end(), kind: PiiType::Iban, value: compact }, &mut found);
+                add(&mut found, Found { start: m.start(), end: m.end(), kind: PiiType::Iban, value: compact });
             }
         }
     }
@@ -206,52 +206,60 @@ fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identit
     if on(PiiType::Ip) {
         for m in ip_re().into_iter().flat_map(|r| r.find_iter(text)) {
             if let Ok(ip) = m.as_str().parse::<std::net::IpAddr>() {
-                add(Found { start: m.start(), end: m.end(), kind: PiiType::Ip, value: ip.to_string() }, &mut found);
+                add(&mut found, Found { start: m.start(), end: m.end(), kind: PiiType::Ip, value: ip.to_string() });
             }
         }
     }
     for m in digits_re().into_iter().flat_map(|r| r.find_iter(text)) {
-        // A run glued to a word or a `#` is an identifier (`1ZA9…`, `#12345678`), not a number.
-        let before = text[..m.start()].chars().next_back();
-        let after = text[m.end()..].chars().next();
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '#' || c == '_')
-            || after.is_some_and(char::is_alphanumeric)
-        {
-            continue;
-        }
-        let digits: Vec<u8> = m.as_str().bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
-        let card_shape = m.as_str().bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-');
-        if on(PiiType::Card) && card_shape && (13..=19).contains(&digits.len()) && luhn(&digits) {
-            let value = digits.iter().map(|d| char::from(b'0' + d)).collect();
-            add(Found { start: m.start(), end: m.end(), kind: PiiType::Card, value }, &mut found);
-            continue;
-        }
-        if on(PiiType::Ssn) {
-            for c in ssn_re().into_iter().flat_map(|r| r.captures_iter(m.as_str())) {
-                if let (Some(all), Some(a), Some(g), Some(s)) = (c.get(0), c.get(1), c.get(2), c.get(3)) {
-                    if ssn_valid(a.as_str(), g.as_str(), s.as_str()) {
-                        let value = format!("{}{}{}", a.as_str(), g.as_str(), s.as_str());
-                        let (start, end) = (m.start() + all.start(), m.start() + all.end());
-                        add(Found { start, end, kind: PiiType::Ssn, value }, &mut found);
-                    }
-                }
-            }
-        }
-        // Written nationally, a phone number has 10 digits or more (US, UK, Germany): shorter
-        // runs are order numbers, dates and postcodes far more often than phones.
-        let international = m.as_str().starts_with('+');
-        if on(PiiType::Phone) && (7..=15).contains(&digits.len()) && (international || digits.len() >= 10) {
-            let candidate = m.as_str().trim_end_matches([')', '.', '-', '/']);
-            if let Some(e164) = phone_e164(candidate, region) {
-                add(
-                    Found { start: m.start(), end: m.start() + candidate.len(), kind: PiiType::Phone, value: e164 },
-                    &mut found,
-                );
-            }
-        }
+        digit_run(text, m, types, region, &mut found);
     }
     found.sort_by_key(|f| f.start);
     found
+}
+
+/// A card, SSN or phone number in the digit run `m` of `text`.
+fn digit_run(
+    text: &str,
+    m: regex::Match<'_>,
+    types: &[PiiType],
+    region: phonenumber::country::Id,
+    found: &mut Vec<Found>,
+) {
+    let on = |t| types.contains(&t);
+    // A run glued to a word or a `#` is an identifier (`1ZA9…`, `#12345678`), not a number.
+    let before = text[..m.start()].chars().next_back();
+    let after = text[m.end()..].chars().next();
+    if before.is_some_and(|c| c.is_alphanumeric() || c == '#' || c == '_') || after.is_some_and(char::is_alphanumeric) {
+        return;
+    }
+    let digits: Vec<u8> = m.as_str().bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
+    let card_shape = m.as_str().bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-');
+    if on(PiiType::Card) && card_shape && (13..=19).contains(&digits.len()) && luhn(&digits) {
+        let value = digits.iter().map(|d| char::from(b'0' + d)).collect();
+        add(found, Found { start: m.start(), end: m.end(), kind: PiiType::Card, value });
+        return;
+    }
+    if on(PiiType::Ssn) {
+        for c in ssn_re().into_iter().flat_map(|r| r.captures_iter(m.as_str())) {
+            if let (Some(all), Some(a), Some(g), Some(s)) = (c.get(0), c.get(1), c.get(2), c.get(3)) {
+                if ssn_valid(a.as_str(), g.as_str(), s.as_str()) {
+                    let value = format!("{}{}{}", a.as_str(), g.as_str(), s.as_str());
+                    let (start, end) = (m.start() + all.start(), m.start() + all.end());
+                    add(found, Found { start, end, kind: PiiType::Ssn, value });
+                }
+            }
+        }
+    }
+    // Written nationally, a phone number has 10 digits or more (US, UK, Germany): shorter
+    // runs are order numbers, dates and postcodes far more often than phones.
+    let international = m.as_str().starts_with('+');
+    if on(PiiType::Phone) && (7..=15).contains(&digits.len()) && (international || digits.len() >= 10) {
+        let candidate = m.as_str().trim_end_matches([')', '.', '-', '/']);
+        if let Some(e164) = phone_e164(candidate, region) {
+            let end = m.start() + candidate.len();
+            add(found, Found { start: m.start(), end, kind: PiiType::Phone, value: e164 });
+        }
+    }
 }
 
 /// Every finding in `text` as `(start, end, type)`, in order (what [`Redactor::redact`] replaces).

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 pub use super::model::{Options, Outcome, UploadRef};
-use super::passes::{pass_of, passes, Pass};
+use super::passes::{pass_of, passes, Earlier, Next, Pass};
 use super::upload::{abort, list_parts, object_exists};
 use super::{manifest, Checkpoint, Job, JobFile, JobStore, Trigger};
 use crate::error::ApiError;
@@ -39,13 +39,6 @@ struct Current<'a> {
     earlier: Earlier,
 }
 
-/// The files earlier passes finished, and their counts.
-#[derive(Debug, Clone, Default)]
-struct Earlier {
-    files: Vec<JobFile>,
-    counts: Counts,
-}
-
 /// What a checkpoint allows.
 enum Resumable {
     /// Nothing to resume: start from the first file.
@@ -54,14 +47,6 @@ enum Resumable {
     At(Checkpoint, Parts),
     /// The checkpoint's file was completed (but not recorded).
     Completed(Checkpoint),
-}
-
-/// What a finished file leads to.
-enum Next {
-    /// The job ended (succeeded, or skipped when the lease was lost).
-    Ended(Outcome),
-    /// The next file starts from scratch.
-    Pass(usize, Earlier),
 }
 
 impl<'a> Invocation<'a> {

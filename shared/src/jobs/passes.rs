@@ -14,8 +14,10 @@ use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::Job;
+use super::model::Outcome;
+use super::{Job, JobFile};
 use crate::error::ApiError;
+use crate::exports::counts::Counts;
 use crate::exports::producer::{ExportSpec, Keep};
 use crate::exports::split::{Groups, Split, SplitSpec};
 use crate::snapshots::store::SnapshotStore;
@@ -33,6 +35,23 @@ pub struct Pass {
     pub key: String,
     /// Its download name.
     pub name: String,
+}
+
+/// The files earlier passes finished, and their counts.
+#[derive(Debug, Clone, Default)]
+pub struct Earlier {
+    /// The files.
+    pub files: Vec<JobFile>,
+    /// What they hold.
+    pub counts: Counts,
+}
+
+/// What a finished file leads to.
+pub enum Next {
+    /// The job ended (succeeded, or skipped when the lease was lost).
+    Ended(Outcome),
+    /// The next file starts from scratch.
+    Pass(usize, Earlier),
 }
 
 /// The passes of `job`, in order.
