@@ -3,7 +3,7 @@
 
 use aws_sdk_s3::Client;
 
-use crate::store_error::StoreError;
+use crate::store_error::{SdkResultExt, StoreError};
 
 /// Aborts a multipart upload, so none of its parts stay stored (best effort: a failure is
 /// logged, and the bucket's lifecycle rule removes incomplete uploads later).
@@ -26,4 +26,25 @@ pub async fn presign(s3: &Client, bucket: &str, key: &str, ttl: std::time::Durat
         .await
         .map_err(|e| StoreError::fault("presign", aws_sdk_s3::error::DisplayErrorContext(e)))?;
     Ok(request.uri().to_string())
+}
+
+/// Stores a small JSON object (a job's manifest or split assignment) at `key`.
+pub async fn put_json(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    disposition: Option<&str>,
+    context: &'static str,
+) -> Result<(), StoreError> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .set_content_disposition(disposition.map(str::to_string))
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .ctx(context)?;
+    Ok(())
 }

@@ -2,22 +2,18 @@
 //! marked succeeded (a retry writes it again, identical but for `finishedAt`), so a succeeded
 //! job always has one; it holds no customer data and no presigned URL.
 
-use aws_sdk_s3::primitives::ByteStream;
 use serde::Serialize;
 
 use super::{Job, JobFile, Trigger};
 use crate::error::ApiError;
 use crate::exports::counts::{Counts, Reasons};
+use crate::exports::objects::put_json;
 use crate::exports::spec::{ExportSpec, Format, Window};
-use crate::store_error::SdkResultExt;
 use crate::AppState;
 
 /// The manifest's key: `manifest.json` in the folder of the job's file.
 pub fn manifest_key(file_key: &str) -> String {
-    match file_key.rsplit_once('/') {
-        Some((folder, _)) => format!("{folder}/manifest.json"),
-        None => "manifest.json".to_string(),
-    }
+    super::passes::beside(file_key, "manifest.json")
 }
 
 /// `s3://bucket/key`: what Bedrock's `CreateModelCustomizationJob` and the AWS CLI take.
@@ -128,17 +124,8 @@ pub async fn write(
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| ApiError::internal("encode manifest", e))?;
     let key = manifest_key(&job.key);
-    state
-        .s3
-        .put_object()
-        .bucket(bucket)
-        .key(&key)
-        .content_type("application/json")
-        .content_disposition(crate::exports::attachment("manifest.json"))
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .ctx("store export manifest")?;
+    let disposition = crate::exports::attachment("manifest.json");
+    put_json(&state.s3, bucket, &key, body, Some(&disposition), "store export manifest").await?;
     Ok(key)
 }
 

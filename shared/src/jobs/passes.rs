@@ -12,16 +12,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_sdk_s3::primitives::ByteStream;
-
 use super::model::Outcome;
 use super::{Job, JobFile};
 use crate::error::ApiError;
 use crate::exports::counts::Counts;
+use crate::exports::objects::put_json;
 use crate::exports::producer::{ExportSpec, Keep};
 use crate::exports::split::{Groups, Split, SplitSpec};
 use crate::snapshots::store::SnapshotStore;
-use crate::store_error::SdkResultExt;
 use crate::AppState;
 
 /// One file of a job.
@@ -70,7 +68,7 @@ pub fn passes(job: &Job) -> Vec<Pass> {
 }
 
 /// The key of `name` in the folder of `key`.
-fn beside(key: &str, name: &str) -> String {
+pub fn beside(key: &str, name: &str) -> String {
     match key.rsplit_once('/') {
         Some((folder, _)) => format!("{folder}/{name}"),
         None => name.to_string(),
@@ -114,16 +112,7 @@ async fn assignment(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<Ass
     }
     let assigned = compute(state, job, spec).await?;
     let body = serde_json::to_vec(&assigned).map_err(|e| ApiError::internal("encode split assignment", e))?;
-    state
-        .s3
-        .put_object()
-        .bucket(bucket)
-        .key(&key)
-        .content_type("application/json")
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .ctx("store split assignment")?;
+    put_json(&state.s3, bucket, &key, body, None, "store split assignment").await?;
     Ok(assigned)
 }
 
