@@ -110,7 +110,7 @@ pub fn redaction() -> Vec<Row> {
         ours: mb_per_s,
         baseline: None,
         target: None,
-        note: "one core; the export-speed target (≥ 0.9 x without redaction) is measured once redaction is an export stage".into(),
+        note: "one core; the export-speed target (≥ 0.9 x without redaction) is in section 3".into(),
     });
     rows
 }

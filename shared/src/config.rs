@@ -73,6 +73,12 @@ pub struct Config {
     /// How far behind its scheduled time a scheduled export's window ends, so writes still in
     /// flight at that time are in the next window rather than missed (`SCHEDULE_SETTLE_SECONDS`, default 60).
     pub schedule_settle: Duration,
+    /// Every export and job is redacted, whatever the caller asks (`EXPORT_REDACTION=required`;
+    /// `optional`, the default, redacts when asked).
+    pub export_redaction_required: bool,
+    /// Region that nationally written phone numbers are read for when the customer's own
+    /// number does not say (`REDACTION_REGION`, an ISO 3166 code, default `US`).
+    pub redaction_region: phonenumber::country::Id,
 }
 
 /// The development secret of docs/configuration.md, `scripts/run.sh` and the tokens in `events/`.
@@ -181,7 +187,27 @@ impl Config {
                 optional("AWS_LAMBDA_FUNCTION_NAME"),
             )?,
             schedule_settle: Duration::from_secs(parsed("SCHEDULE_SETTLE_SECONDS", 60u64)?),
+            export_redaction_required: redaction_required(optional("EXPORT_REDACTION").as_deref())?,
+            redaction_region: match optional("REDACTION_REGION") {
+                None => phonenumber::country::Id::US,
+                Some(v) => v.trim().to_ascii_uppercase().parse().map_err(|_| ConfigError::Invalid {
+                    name: "REDACTION_REGION",
+                    reason: format!("`{v}` is not an ISO 3166 region code"),
+                })?,
+            },
         })
+    }
+}
+
+/// `EXPORT_REDACTION`: `optional` (or unset) or `required`.
+pub fn redaction_required(v: Option<&str>) -> Result<bool, ConfigError> {
+    match v.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("optional") => Ok(false),
+        Some("required") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name: "EXPORT_REDACTION",
+            reason: format!("`{other}` is neither optional nor required"),
+        }),
     }
 }
 

@@ -2139,6 +2139,9 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
             from: None,
             to: None,
             limit: Some(5),
+            redact: Some(shared::exports::redact::Redaction {
+                types: vec![shared::exports::redact::PiiType::Email, shared::exports::redact::PiiType::Phone],
+            }),
         },
         Trigger::Fallback,
     );
@@ -2149,6 +2152,7 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
             agent_id: "ag".into(),
             convo_id: "c1".into(),
             format: shared::exports::convos::ConvoFormat::Json,
+            redact: None,
         },
         Trigger::Request,
     );
@@ -2156,6 +2160,7 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
     succeeded.started_at = at("2026-05-18T14:30:01.000Z");
     succeeded.finished_at = at("2026-05-18T14:30:02.000Z");
     succeeded.file_expires_at = at("2026-05-25T14:30:02.000Z");
+    succeeded.redacted.email = 2;
     let mut failed = job(training(), Trigger::Request);
     failed.status = Status::Failed;
     failed.finished_at = at("2026-05-18T14:30:02.000Z");
@@ -2168,6 +2173,8 @@ fn export_job_schema_ties_the_fields_to_the_status_source_and_trigger() {
             system: None,
             changed: Some(window),
             split: None,
+            redact: None,
+            dedup: Default::default(),
         },
         Trigger::Schedule,
     );

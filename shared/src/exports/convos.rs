@@ -220,7 +220,7 @@ pub fn agent_spec(
     if limit.is_some_and(|n| !(1..=MAX_EXPORT_LIMIT).contains(&n)) {
         return Err(ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_EXPORT_LIMIT}")));
     }
-    Ok(ExportSpec::Conversations { agent_id: agent, format, from, to, limit })
+    Ok(ExportSpec::Conversations { agent_id: agent, format, from, to, limit, redact: None })
 }
 
 /// The CSV header row of conversation exports.

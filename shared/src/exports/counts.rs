@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::redact::PiiType;
+
 /// What an export counted, for headers and the download body.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -13,6 +15,9 @@ pub struct Counts {
     /// `skipped` by reason.
     #[serde(default)]
     pub reasons: Reasons,
+    /// What redaction replaced, by type.
+    #[serde(default)]
+    pub redacted: Redacted,
 }
 
 impl Counts {
@@ -26,6 +31,9 @@ impl Counts {
         a.no_user_turn += b.no_user_turn;
         a.reserved_text += b.reserved_text;
         a.too_long += b.too_long;
+        a.duplicate += b.duplicate;
+        a.near_duplicate += b.near_duplicate;
+        self.redacted.add(other.redacted);
     }
 
     /// Counts an item left out for `reason`.
@@ -48,6 +56,10 @@ pub enum SkipReason {
     ReservedText,
     /// Longer than the target's bound (estimated tokens).
     TooLong,
+    /// The same normalised text as an example kept before it (`dedup=exact` or `near`).
+    Duplicate,
+    /// Estimated similar to an example kept before it (`dedup=near`).
+    NearDuplicate,
 }
 
 /// Skipped examples by reason; `Copy`, so counts stay cheap to checkpoint.
@@ -64,6 +76,10 @@ pub struct Reasons {
     pub reserved_text: u64,
     /// [`SkipReason::TooLong`].
     pub too_long: u64,
+    /// [`SkipReason::Duplicate`].
+    pub duplicate: u64,
+    /// [`SkipReason::NearDuplicate`].
+    pub near_duplicate: u64,
 }
 
 impl Reasons {
@@ -75,6 +91,8 @@ impl Reasons {
             SkipReason::NoUserTurn => &mut self.no_user_turn,
             SkipReason::ReservedText => &mut self.reserved_text,
             SkipReason::TooLong => &mut self.too_long,
+            SkipReason::Duplicate => &mut self.duplicate,
+            SkipReason::NearDuplicate => &mut self.near_duplicate,
         };
         *counter += 1;
     }
@@ -97,9 +115,83 @@ impl Reasons {
             ("no_user_turn", self.no_user_turn),
             ("reserved_text", self.reserved_text),
             ("too_long", self.too_long),
+            ("duplicate", self.duplicate),
+            ("near_duplicate", self.near_duplicate),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .collect()
+    }
+}
+
+/// What redaction replaced, by type; `Copy` like the rest of the counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Redacted {
+    /// E-mail addresses.
+    pub email: u64,
+    /// Phone numbers.
+    pub phone: u64,
+    /// Card numbers.
+    pub card: u64,
+    /// IBANs.
+    pub iban: u64,
+    /// US social security numbers.
+    pub ssn: u64,
+    /// IP addresses.
+    pub ip: u64,
+    /// The customer's names.
+    pub name: u64,
+}
+
+impl Redacted {
+    /// Adds another count.
+    pub fn add(&mut self, o: Redacted) {
+        self.email += o.email;
+        self.phone += o.phone;
+        self.card += o.card;
+        self.iban += o.iban;
+        self.ssn += o.ssn;
+        self.ip += o.ip;
+        self.name += o.name;
+    }
+
+    /// The counts of one redactor (by [`PiiType`]).
+    pub fn of(found: &std::collections::HashMap<PiiType, u64>) -> Self {
+        let n = |t| found.get(&t).copied().unwrap_or(0);
+        Self {
+            email: n(PiiType::Email),
+            phone: n(PiiType::Phone),
+            card: n(PiiType::Card),
+            iban: n(PiiType::Iban),
+            ssn: n(PiiType::Ssn),
+            ip: n(PiiType::Ip),
+            name: n(PiiType::Name),
+        }
+    }
+
+    /// The non-zero counts by type code (`{"email": 3}`).
+    pub fn by_code(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        [
+            ("email", self.email),
+            ("phone", self.phone),
+            ("card", self.card),
+            ("iban", self.iban),
+            ("ssn", self.ssn),
+            ("ip", self.ip),
+            ("name", self.name),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+
+    /// The header value: `email=3, phone=1`, or `none` when nothing was found.
+    pub fn header(&self) -> String {
+        let found = self.by_code();
+        if found.is_empty() {
+            return "none".to_string();
+        }
+        found.iter().map(|(code, n)| format!("{code}={n}")).collect::<Vec<_>>().join(", ")
     }
 }

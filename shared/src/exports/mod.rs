@@ -4,13 +4,16 @@
 
 pub mod convos;
 pub mod counts;
+pub mod dedup;
 pub mod examples;
 pub mod objects;
 pub mod producer;
 pub mod redact;
+pub mod scrub;
 pub mod sink;
 pub mod spec;
 pub mod split;
+pub mod stages;
 pub mod training;
 
 use crate::error::ApiError;

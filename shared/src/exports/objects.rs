@@ -37,10 +37,34 @@ pub async fn put_json(
     disposition: Option<&str>,
     context: &'static str,
 ) -> Result<(), StoreError> {
+    put(s3, bucket, key, body, ("application/json", disposition), context).await
+}
+
+/// Reads a small object whole (`None` when there is none).
+pub async fn get(s3: &Client, bucket: &str, key: &str, context: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+    match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => {
+            let bytes = out.body.collect().await.map_err(|e| StoreError::unavailable(context, e))?;
+            Ok(Some(bytes.into_bytes().to_vec()))
+        }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+        Err(e) => Err(crate::store_error::from_sdk(context, e)),
+    }
+}
+
+/// Stores a small object with its content type and disposition.
+pub async fn put(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    (content_type, disposition): (&str, Option<&str>),
+    context: &'static str,
+) -> Result<(), StoreError> {
     s3.put_object()
         .bucket(bucket)
         .key(key)
-        .content_type("application/json")
+        .content_type(content_type)
         .set_content_disposition(disposition.map(str::to_string))
         .body(aws_sdk_s3::primitives::ByteStream::from(body))
         .send()

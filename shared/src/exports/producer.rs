@@ -10,9 +10,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::convos::{self as convo_export};
+use super::dedup::Deduper;
+use super::scrub;
 use super::spec::ConvoFormat;
 pub use super::spec::{ExportSpec, Window};
 use super::split::{Split, SplitSpec};
+use super::stages::Stages;
 use super::training::Encoder;
 use super::Counts;
 use crate::convos::store::ConvoStore;
@@ -40,6 +43,8 @@ pub struct Item {
     pub position: String,
     /// Counts so far, this item included.
     pub counts: Counts,
+    /// The dedup state's mark after this item (a job journals up to it when it checkpoints here).
+    pub mark: u64,
 }
 
 /// Produces an export's bytes.
@@ -62,6 +67,8 @@ pub struct Producer<'a> {
     reads: ReadStats,
     /// Only the snapshots of one split (a split job's pass); `None`: every snapshot.
     keep: Option<Keep>,
+    /// Redaction and dedup.
+    stages: Stages,
 }
 
 /// The snapshots of one split: those whose group the assignment puts there (a group that
@@ -106,7 +113,13 @@ impl<'a> Producer<'a> {
             ExportSpec::Training { format, system, .. } => Some(Encoder::resume(*format, system.clone(), counts)),
             _ => None,
         };
+        let stages = Stages {
+            redaction: scrub::effective(spec.redaction(), state.config.export_redaction_required),
+            region: Some(state.config.redaction_region),
+            dedup: (!spec.dedup().is_none()).then(|| Deduper::new(spec.dedup())),
+        };
         Self {
+            stages,
             state,
             org: org.clone(),
             spec,
@@ -127,6 +140,24 @@ impl<'a> Producer<'a> {
     pub fn keeping(mut self, keep: Option<Keep>) -> Self {
         self.keep = keep;
         self
+    }
+
+    /// Continues with `dedup` (a job's state replayed from its journal, or its earlier file's).
+    pub fn with_dedup(mut self, dedup: Option<Deduper>) -> Self {
+        if dedup.is_some() {
+            self.stages.dedup = dedup;
+        }
+        self
+    }
+
+    /// The dedup state, for the job's next file.
+    pub fn into_dedup(self) -> Option<Deduper> {
+        self.stages.dedup
+    }
+
+    /// The dedup state (to journal what it kept up to an item's mark).
+    pub fn dedup_mut(&mut self) -> Option<&mut Deduper> {
+        self.stages.dedup.as_mut()
     }
 
     /// Counts so far.
@@ -189,10 +220,10 @@ impl<'a> Producer<'a> {
         let spec = self.spec.clone();
         let items = match &spec {
             ExportSpec::Training { filters, changed, .. } => self.snapshot_page(filters, changed.as_ref()).await?,
-            ExportSpec::Conversations { agent_id, format, from, to, limit } => {
+            ExportSpec::Conversations { agent_id, format, from, to, limit, .. } => {
                 self.convo_page(agent_id, *format, from.as_deref(), to.as_deref(), *limit).await?
             }
-            ExportSpec::Conversation { agent_id, convo_id, format } => {
+            ExportSpec::Conversation { agent_id, convo_id, format, .. } => {
                 self.done = true;
                 if self.position.is_some() {
                     // Resumed after its only item: nothing is left to produce.
@@ -202,12 +233,13 @@ impl<'a> Producer<'a> {
                 let header =
                     store.get_header(&self.org, agent_id, convo_id).await?.ok_or(crate::convos::store::NOT_FOUND)?;
                 let messages = store.messages(&self.org, agent_id, convo_id).await?;
+                let (header, messages) = self.stages.convo(&mut self.counts, &header, &messages);
                 let bytes = match format {
                     ConvoFormat::Json => convo_export::conversation_json(&header, &messages)?,
                     ConvoFormat::Csv => convo_export::csv_rows(&header, &messages)?,
                 };
                 self.counts.items += 1;
-                vec![Item { bytes, position: convo_id.clone(), counts: self.counts }]
+                vec![Item { bytes, position: convo_id.clone(), counts: self.counts, mark: 0 }]
             }
         };
         if let Some(last) = items.last() {
@@ -256,14 +288,14 @@ impl<'a> Producer<'a> {
         let mut items = Vec::with_capacity(group.len());
         for (s, kept) in group.iter().zip(kept) {
             let bytes = match kept {
-                true => encoder.item(s, &messages.next().unwrap_or_default())?,
+                true => self.stages.snapshot(encoder, s, &messages.next().unwrap_or_default())?,
                 false => Vec::new(),
             };
             let position = match changed {
                 None => s.id.clone(),
                 Some(_) => crate::snapshots::store::changed_key(&s.updated_at, &s.id),
             };
-            items.push(Item { bytes, position, counts: encoder.counts });
+            items.push(Item { bytes, position, counts: encoder.counts, mark: self.stages.mark() });
         }
         self.counts = encoder.counts;
         Ok(items)
@@ -306,6 +338,7 @@ impl<'a> Producer<'a> {
         .buffered(CONCURRENT_READS);
         let mut items = Vec::new();
         while let Some((c, key, messages)) = with_messages.try_next().await? {
+            let (c, messages) = self.stages.convo(&mut self.counts, &c, &messages);
             let bytes = match format {
                 ConvoFormat::Json => {
                     let mut bytes = if self.counts.items == 0 { Vec::new() } else { b",".to_vec() };
@@ -318,7 +351,7 @@ impl<'a> Producer<'a> {
                 ConvoFormat::Csv => convo_export::csv_rows(&c, &messages)?,
             };
             self.counts.items += 1;
-            items.push(Item { bytes, position: key, counts: self.counts });
+            items.push(Item { bytes, position: key, counts: self.counts, mark: 0 });
         }
         Ok(items)
     }

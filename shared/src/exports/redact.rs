@@ -17,8 +17,9 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-/// What a placeholder stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What a placeholder stands for (its code in `redactTypes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PiiType {
     /// An e-mail address.
     Email,
@@ -68,6 +69,21 @@ impl PiiType {
             Self::Ip => "IP",
             Self::Name => "NAME",
         }
+    }
+}
+
+/// What an export redacts (stored in a job's parameters).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Redaction {
+    /// The types replaced, in the order of [`PiiType::ALL`].
+    pub types: Vec<PiiType>,
+}
+
+impl Redaction {
+    /// Every type.
+    pub fn all() -> Self {
+        Self { types: PiiType::ALL.to_vec() }
     }
 }
 
@@ -169,6 +185,12 @@ fn ssn_valid(area: &str, group: &str, serial: &str) -> bool {
 pub fn phone_e164(text: &str, region: phonenumber::country::Id) -> Option<String> {
     let number = phonenumber::parse(Some(region), text).ok()?;
     phonenumber::is_valid(&number).then(|| number.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// The region of a phone number written internationally (`+44 …` is GB), if it is valid.
+pub fn region_of(phone: &str) -> Option<phonenumber::country::Id> {
+    let number = phonenumber::parse(None, phone).ok()?;
+    phonenumber::is_valid(&number).then(|| number.country().id()).flatten()
 }
 
 /// Keeps `f` unless it overlaps a finding kept before it.

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::dedup::Dedup;
+use super::redact::Redaction;
 use super::split::{Split, SplitSpec};
 use crate::error::ApiError;
 use crate::snapshots::store::Filters;
@@ -131,6 +133,12 @@ pub enum ExportSpec {
         /// Export jobs: one file per split, each group of examples whole in one of them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         split: Option<SplitSpec>,
+        /// PII redaction (`redact=pii`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        redact: Option<Redaction>,
+        /// Duplicate removal.
+        #[serde(default, skip_serializing_if = "Dedup::is_none")]
+        dedup: Dedup,
     },
     /// An agent's conversations (`GET /agents/{agentId}/convos/export`).
     #[serde(rename_all = "camelCase")]
@@ -148,6 +156,9 @@ pub enum ExportSpec {
         /// At most this many conversations.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
+        /// PII redaction (`redact=pii`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        redact: Option<Redaction>,
     },
     /// One conversation (`GET /agents/{agentId}/convos/{convoId}/export`).
     #[serde(rename_all = "camelCase")]
@@ -158,6 +169,9 @@ pub enum ExportSpec {
         convo_id: String,
         /// File format.
         format: ConvoFormat,
+        /// PII redaction (`redact=pii`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        redact: Option<Redaction>,
     },
 }
 
@@ -185,6 +199,41 @@ impl ExportSpec {
             Self::Conversation { convo_id, format, .. } => {
                 format!("conversation-{convo_id}-{millis}.{}", format.extension())
             }
+        }
+    }
+
+    /// The redaction the caller asked for (see [`super::scrub::effective`] for what runs).
+    pub fn redaction(&self) -> Option<&Redaction> {
+        match self {
+            Self::Training { redact, .. } | Self::Conversations { redact, .. } | Self::Conversation { redact, .. } => {
+                redact.as_ref()
+            }
+        }
+    }
+
+    /// The same export with `redaction`.
+    pub fn with_redaction(mut self, redaction: Option<Redaction>) -> Self {
+        match &mut self {
+            Self::Training { redact, .. } | Self::Conversations { redact, .. } | Self::Conversation { redact, .. } => {
+                *redact = redaction
+            }
+        }
+        self
+    }
+
+    /// The same export with `mode` of dedup (training exports; the others have none).
+    pub fn with_dedup(mut self, mode: Dedup) -> Self {
+        if let Self::Training { dedup, .. } = &mut self {
+            *dedup = mode;
+        }
+        self
+    }
+
+    /// Duplicate removal (training exports; the others have none).
+    pub fn dedup(&self) -> Dedup {
+        match self {
+            Self::Training { dedup, .. } => *dedup,
+            _ => Dedup::None,
         }
     }
 

@@ -266,5 +266,5 @@ pub fn training_spec(
         }
     }
     let split = split.map(SplitSpec::validate).transpose()?;
-    Ok(ExportSpec::Training { format, filters, system, changed: None, split })
+    Ok(ExportSpec::Training { format, filters, system, changed: None, split, redact: None, dedup: Default::default() })
 }

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use super::job_view::{document, view};
 use crate::error::{ApiError, Envelope};
 use crate::exports::convos::{agent_spec, time_value, ConvoFormat};
+use crate::exports::dedup::Dedup;
 use crate::exports::producer::ExportSpec;
+use crate::exports::scrub;
 use crate::exports::split::SplitSpec;
 use crate::exports::training::{training_spec, Format};
 use crate::http::{cursor_id, handle, limit_param, next_cursor_id, path_id, read_json, success, with_header, Page};
@@ -46,6 +48,12 @@ struct CreateExport {
     split: Option<SplitSpec>,
     /// Run every stage, write only the manifest (absent or `null`: no).
     dry_run: Option<bool>,
+    /// `none` or `pii`.
+    redact: Option<String>,
+    /// The types `redact=pii` replaces (default: every type).
+    redact_types: Option<Vec<String>>,
+    /// `none`, `exact` or `near` (source `training`).
+    dedup: Option<String>,
 }
 
 /// A 400 naming every field that does not belong with the others.
@@ -74,14 +82,19 @@ fn named(fields: &[(&str, bool)]) -> Vec<String> {
 }
 
 impl CreateExport {
-    fn into_spec(self) -> Result<ExportSpec, ApiError> {
+    fn into_spec(mut self, redaction_required: bool) -> Result<ExportSpec, ApiError> {
         let source =
             self.source.as_deref().unwrap_or(if self.agent_id.is_some() { "conversations" } else { "training" });
-        match source {
-            "training" => self.into_training_spec(),
-            "conversations" => self.into_conversations_spec(),
-            _ => Err(ApiError::invalid("source", "must be training or conversations")),
-        }
+        let redaction = scrub::redaction(self.redact.as_deref(), self.redact_types.take(), redaction_required)?;
+        let spec = match source {
+            "training" => {
+                let dedup = Dedup::parse(self.dedup.as_deref())?;
+                self.into_training_spec()?.with_dedup(dedup)
+            }
+            "conversations" => self.into_conversations_spec()?,
+            _ => return Err(ApiError::invalid("source", "must be training or conversations")),
+        };
+        Ok(spec.with_redaction(redaction))
     }
 
     /// The spec of `source: training`.
@@ -127,6 +140,7 @@ impl CreateExport {
             ("contactId", self.contact_id.is_some()),
             ("system", self.system.is_some()),
             ("split", self.split.is_some()),
+            ("dedup", self.dedup.is_some()),
         ]);
         if !stray.is_empty() {
             return Err(stray_fields(&stray, "only for source `training`"));
@@ -141,7 +155,7 @@ impl CreateExport {
                 if !stray.is_empty() {
                     return Err(stray_fields(&stray, "not for one conversation"));
                 }
-                Ok(ExportSpec::Conversation { agent_id, convo_id, format })
+                Ok(ExportSpec::Conversation { agent_id, convo_id, format, redact: None })
             }
             None => {
                 let from = time_value("from", self.from.as_deref())?;
@@ -163,7 +177,7 @@ pub async fn create_export(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
         let body: CreateExport = read_json(&req, state.config.max_body_bytes)?;
         let dry_run = body.dry_run.unwrap_or(false);
-        let spec = body.into_spec()?;
+        let spec = body.into_spec(state.config.export_redaction_required)?;
         let org = Org::verified(&principal);
         if let ExportSpec::Conversation { agent_id, convo_id, .. } = &spec {
             // Answer now, as the synchronous route does, rather than with a failed job later.

@@ -7,10 +7,12 @@ use http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 
-use super::query::filters;
+use super::query::{filters, redaction};
 use crate::error::{ApiError, Envelope};
 use crate::exports::convos::{agent_spec, time_value, ConvoFormat, MAX_EXPORT_LIMIT};
+use crate::exports::dedup::Dedup;
 use crate::exports::producer::{ExportSpec, Producer};
+use crate::exports::scrub::effective;
 use crate::exports::sink::{Delivery, ExportSink, Finished, ObjectSpec};
 use crate::exports::training::{training_spec, Format};
 use crate::exports::Counts;
@@ -78,7 +80,8 @@ pub async fn run_sync(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "export finished"
             );
-            respond(state, &object, finished, producer.counts()).await
+            let redacting = effective(spec.redaction(), state.config.export_redaction_required).is_some();
+            respond(state, &object, finished, (producer.counts(), redacting)).await
         }
         Ok(false) => {
             sink.abort().await;
@@ -115,15 +118,17 @@ struct Download<'a> {
     items: u64,
     skipped: u64,
     skipped_reasons: std::collections::BTreeMap<&'static str, u64>,
+    redacted: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Answers a finished export: the file itself, or `303 See Other` to a presigned URL with a
-/// JSON body (in the `{success, message, data}` envelope) describing the download.
+/// JSON body (in the `{success, message, data}` envelope) describing the download. Its counts
+/// go to `X-Export-*` headers, what redaction replaced (when `redacting`) to `X-Export-Redacted`.
 pub async fn respond(
     state: &AppState,
     spec: &ObjectSpec,
     finished: Finished,
-    counts: Counts,
+    (counts, redacting): (Counts, bool),
 ) -> Result<Response<Body>, ApiError> {
     let mut response = match finished {
         // The synchronous route never discards (only a job's dry run does).
@@ -148,6 +153,7 @@ pub async fn respond(
                 items: counts.items,
                 skipped: counts.skipped,
                 skipped_reasons: counts.reasons.by_code(),
+                redacted: counts.redacted.by_code(),
             };
             let mut r = crate::http::success(StatusCode::SEE_OTHER, "Export is ready for download", &data);
             r.headers_mut().insert(header::LOCATION, header_value(&url)?);
@@ -158,6 +164,9 @@ pub async fn respond(
     response.headers_mut().insert("x-export-skipped", HeaderValue::from(counts.skipped));
     if counts.skipped > 0 {
         response.headers_mut().insert("x-export-skipped-reasons", header_value(&counts.reasons.header())?);
+    }
+    if redacting {
+        response.headers_mut().insert("x-export-redacted", header_value(&counts.redacted.header())?);
     }
     Ok(response)
 }
@@ -185,7 +194,9 @@ pub async fn export_training(state: &AppState, req: Request) -> Response<Body> {
                 "is only for export jobs: POST /api/training/exports with {\"split\": {...}}",
             ));
         }
-        let spec = training_spec(format, f, system, None)?;
+        let redaction = redaction(&req, state.config.export_redaction_required)?;
+        let dedup = Dedup::parse(query_param(&req, "dedup"))?;
+        let spec = training_spec(format, f, system, None)?.with_redaction(redaction).with_dedup(dedup);
         let delivery = delivery_param(&req)?;
         run_sync(state, &Org::verified(&principal), spec, delivery).await
     })
@@ -205,7 +216,8 @@ pub async fn export_agent_convos(state: &AppState, req: Request) -> Response<Bod
                     .map_err(|_| ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_EXPORT_LIMIT}")))
             })
             .transpose()?;
-        let spec = agent_spec(agent, format, from, to, limit)?;
+        let redaction = redaction(&req, state.config.export_redaction_required)?;
+        let spec = agent_spec(agent, format, from, to, limit)?.with_redaction(redaction);
         let delivery = delivery_param(&req)?;
         run_sync(state, &Org::verified(&principal), spec, delivery).await
     })
@@ -219,7 +231,8 @@ pub async fn export_convo(state: &AppState, req: Request) -> Response<Body> {
         let convo_id = path_id(&req, "convoId")?;
         let format = ConvoFormat::parse(query_param(&req, "format"))?;
         let delivery = delivery_param(&req)?;
-        let spec = ExportSpec::Conversation { agent_id, convo_id, format };
+        let redact = redaction(&req, state.config.export_redaction_required)?;
+        let spec = ExportSpec::Conversation { agent_id, convo_id, format, redact };
         run_sync(state, &Org::verified(&principal), spec, delivery).await
     })
     .await

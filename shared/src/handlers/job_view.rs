@@ -28,6 +28,8 @@ pub struct JobView<'a> {
     skipped: u64,
     /// `skipped` by reason code (only the reasons that occurred).
     skipped_reasons: BTreeMap<&'static str, u64>,
+    /// What redaction replaced, by type (only the types found).
+    redacted: BTreeMap<&'static str, u64>,
     total: Option<u64>,
     bytes: u64,
     created_at: &'a str,
@@ -133,6 +135,7 @@ fn with_links<'a>(
         processed: job.processed,
         skipped: job.skipped,
         skipped_reasons: job.skipped_reasons.by_code(),
+        redacted: job.redacted.by_code(),
         total: job.total,
         bytes: job.bytes,
         created_at: &job.created_at,

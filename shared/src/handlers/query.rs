@@ -3,6 +3,7 @@
 use lambda_http::Request;
 
 use crate::error::ApiError;
+use crate::exports::scrub::{self, Redaction};
 use crate::http::{query_param, query_params};
 use crate::snapshots::store::{Archived, Filters};
 
@@ -29,4 +30,14 @@ pub fn filters(req: &Request, archived: Archived) -> Result<Filters, ApiError> {
         contact_id: text("contactId"),
     }
     .validate("tag")
+}
+
+/// Reads `redact` and `redactTypes` (comma-separated, or repeated) into the redaction an export
+/// asks for; `required` is the deployment's `EXPORT_REDACTION=required`.
+pub fn redaction(req: &Request, required: bool) -> Result<Option<Redaction>, ApiError> {
+    let listed = query_params(req, "redactTypes");
+    let types = (!listed.is_empty()).then(|| {
+        listed.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect()
+    });
+    scrub::redaction(query_param(req, "redact"), types, required)
 }

@@ -6,12 +6,13 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
+use super::journal;
 pub use super::model::{Options, Outcome, UploadRef};
-use super::passes::{pass_of, passes, Earlier, Next, Pass};
+use super::passes::{pass_of, Earlier, Next, Pass};
 use super::upload::{abort, list_parts, object_exists};
-use super::{manifest, Checkpoint, Job, JobFile, JobStore, Trigger};
+use super::{Checkpoint, Job, JobStore};
 use crate::error::ApiError;
-use crate::exports::producer::{ExportSpec, Producer};
+use crate::exports::producer::Producer;
 use crate::exports::sink::{ExportSink, Finished, ObjectSpec, UploadState};
 use crate::exports::{attachment, Counts};
 use crate::AppState;
@@ -37,6 +38,8 @@ struct Current<'a> {
     producer: Producer<'a>,
     sink: ExportSink<'a>,
     earlier: Earlier,
+    /// Dedup journal segments written before this file started.
+    dedup_start: u32,
 }
 
 /// What a checkpoint allows.
@@ -67,7 +70,7 @@ impl<'a> Invocation<'a> {
                     if started.elapsed() >= options.budget {
                         return self.hand_over(earlier.counts.items).await;
                     }
-                    self.start(self.pass(index)?, earlier).await?
+                    self.start(self.pass(index)?, *earlier).await?
                 }
             };
             if let Some(n) = options.fault_after_parts {
@@ -89,8 +92,9 @@ impl<'a> Invocation<'a> {
             Resumable::Fresh => return self.start(self.pass(0)?, Earlier::default()).await.map(ControlFlow::Continue),
             Resumable::Completed(cp) => {
                 // An earlier invocation completed the upload but could not record it.
-                let counts = Counts { items: cp.items, skipped: cp.skipped, reasons: cp.reasons };
-                let earlier = Earlier { files: cp.files.clone(), counts: cp.done };
+                let counts = cp.counts();
+                let dedup = journal::replay(state, job, cp.dedup_segments).await?;
+                let earlier = Earlier { files: cp.files.clone(), counts: cp.done, dedup };
                 let sha256 = cp.sha256.as_ref().map(|h| h.hex()).unwrap_or_default();
                 let file = (cp.bytes, sha256, Some(cp.upload_started(job)));
                 return self.file_done(self.pass(cp.file)?, counts, earlier, file).await.map(ControlFlow::Break);
@@ -98,13 +102,14 @@ impl<'a> Invocation<'a> {
             Resumable::At(cp, parts) => (cp, parts),
         };
         let pass = self.pass(cp.file)?;
-        let earlier = Earlier { files: cp.files.clone(), counts: cp.done };
+        let dedup = journal::replay(state, job, cp.dedup_segments).await?;
+        let mut earlier = Earlier { files: cp.files.clone(), counts: cp.done, dedup };
         if cp.position.is_empty() {
             // The previous file is done; this one has not started.
             return self.start(pass, earlier).await.map(ControlFlow::Continue);
         }
         *upload = Some(UploadRef { key: pass.key.clone(), id: cp.upload_id.clone() }).filter(|u| !u.id.is_empty());
-        let counts = Counts { items: cp.items, skipped: cp.skipped, reasons: cp.reasons };
+        let counts = cp.counts();
         let uploaded = UploadState {
             upload_id: cp.upload_id.clone(),
             parts,
@@ -117,8 +122,9 @@ impl<'a> Invocation<'a> {
         }
         let producer =
             Producer::resume(state, &job.org(), job.params.clone(), &job.created_at, Some(cp.position.clone()), counts)
-                .keeping(super::passes::keep(state, job, &pass).await?);
-        Ok(ControlFlow::Continue(Current { pass, producer, sink, earlier }))
+                .keeping(super::passes::keep(state, job, &pass).await?)
+                .with_dedup(earlier.dedup.take());
+        Ok(ControlFlow::Continue(Current { pass, producer, sink, earlier, dedup_start: cp.dedup_file_start }))
     }
 
     /// The job's file `index`; a checkpoint naming a file the job does not have is a fault.
@@ -164,6 +170,8 @@ impl<'a> Invocation<'a> {
                     file: cp.file,
                     files: cp.files.clone(),
                     done: cp.done,
+                    dedup_segments: cp.dedup_file_start,
+                    dedup_file_start: cp.dedup_file_start,
                     sha256: Some(Default::default()),
                     ..Checkpoint::default()
                 };
@@ -174,11 +182,14 @@ impl<'a> Invocation<'a> {
 
     /// A producer from the start of `pass` (the export's total recorded when it is known) and a
     /// new sink holding the header.
-    async fn start(&self, pass: Pass, earlier: Earlier) -> Result<Current<'a>, ApiError> {
+    async fn start(&self, pass: Pass, mut earlier: Earlier) -> Result<Current<'a>, ApiError> {
         let (state, job) = (self.state, self.job);
         let org = job.org();
         let keep = super::passes::keep(state, job, &pass).await?;
-        let producer = Producer::new(state, &org, job.params.clone(), &job.created_at).keeping(keep);
+        let dedup_start = earlier.dedup_segments();
+        let producer = Producer::new(state, &org, job.params.clone(), &job.created_at)
+            .keeping(keep)
+            .with_dedup(earlier.dedup.take());
         if job.total.is_none() && pass.split.is_none() {
             // The total is a progress hint: a count that fails (a slow or throttled table)
             // leaves it unknown rather than failing the export.
@@ -190,7 +201,7 @@ impl<'a> Invocation<'a> {
         }
         let mut sink = ExportSink::resumable(&state.s3, self.object(&pass), job.dry_run, None);
         sink.write(&producer.header()?).await?;
-        Ok(Current { pass, producer, sink, earlier })
+        Ok(Current { pass, producer, sink, earlier, dedup_start })
     }
 
     /// Writes the producer's items, checkpointing at every part boundary; once the budget is
@@ -202,7 +213,7 @@ impl<'a> Invocation<'a> {
         current: &mut Current<'a>,
         upload: &mut Option<UploadRef>,
     ) -> Result<ControlFlow<Outcome>, ApiError> {
-        let Current { pass, producer, sink, earlier } = current;
+        let Current { pass, producer, sink, earlier, dedup_start } = current;
         let track = |sink: &ExportSink<'_>, upload: &mut Option<UploadRef>| {
             *upload = sink.upload_state().map(|u| UploadRef { key: pass.key.clone(), id: u.upload_id });
         };
@@ -228,7 +239,11 @@ impl<'a> Invocation<'a> {
                     continue;
                 }
                 parts = sink.parts();
-                let Some(cp) = self.checkpoint_of(pass, sink, &item.position, item.counts, earlier) else { continue };
+                journal::write(self.state, self.job, producer.dedup_mut(), item.mark).await?;
+                let dedup = [producer.dedup_mut().map_or(0, |d| d.segments), *dedup_start];
+                let Some(cp) = self.checkpoint_of(pass, sink, &item.position, (item.counts, dedup), earlier) else {
+                    continue;
+                };
                 if !self.store.checkpoint(&self.job.org(), &self.job.id, self.owner, &cp, self.job.processed).await? {
                     tracing::warn!(job = %self.job.id, "lost the lease; another invocation continues");
                     return Ok(ControlFlow::Break(Outcome::Skipped));
@@ -241,13 +256,14 @@ impl<'a> Invocation<'a> {
         Ok(ControlFlow::Continue(()))
     }
 
-    /// The checkpoint of `pass` after `position`, once its upload has a part.
+    /// The checkpoint of `pass` after `position` with its counts and dedup segments (so far,
+    /// and when the file started), once its upload has a part.
     fn checkpoint_of(
         &self,
         pass: &Pass,
         sink: &ExportSink<'_>,
         position: &str,
-        counts: Counts,
+        (counts, [dedup_segments, dedup_file_start]): (Counts, [u32; 2]),
         earlier: &Earlier,
     ) -> Option<Checkpoint> {
         let state = sink.upload_state()?;
@@ -258,12 +274,15 @@ impl<'a> Invocation<'a> {
             items: counts.items,
             skipped: counts.skipped,
             reasons: counts.reasons,
+            redacted: counts.redacted,
             bytes: sink.bytes(),
             upload_started_at: Some(crate::time::to_rfc3339(state.started)),
             sha256: Some(state.sha256),
             file: pass.index,
             files: earlier.files.clone(),
             done: earlier.counts,
+            dedup_segments,
+            dedup_file_start,
         })
     }
 
@@ -274,6 +293,8 @@ impl<'a> Invocation<'a> {
             files: earlier.files.clone(),
             done: earlier.counts,
             sha256: Some(Default::default()),
+            dedup_segments: earlier.dedup_segments(),
+            dedup_file_start: earlier.dedup_segments(),
             ..Checkpoint::default()
         };
         let job = self.job;
@@ -295,12 +316,16 @@ impl<'a> Invocation<'a> {
     /// After the file's last item: writes the footer, then stores it in one PutObject, or
     /// uploads the last part, checkpoints "finished" and completes the upload.
     async fn finish(&self, current: Current<'a>) -> Result<Next, ApiError> {
-        let Current { pass, producer, mut sink, earlier } = current;
+        let Current { pass, mut producer, mut sink, mut earlier, dedup_start } = current;
         sink.write(&producer.footer()).await?;
         let counts = producer.counts();
+        // Everything the file kept is journaled before the next checkpoint counts it.
+        journal::write(self.state, self.job, producer.dedup_mut(), u64::MAX).await?;
+        earlier.dedup = producer.into_dedup();
         if sink.parts() > 0 {
             sink.flush().await?;
-            let Some(cp) = self.checkpoint_of(&pass, &sink, FINISHED, counts, &earlier) else {
+            let dedup = [earlier.dedup_segments(), dedup_start];
+            let Some(cp) = self.checkpoint_of(&pass, &sink, FINISHED, (counts, dedup), &earlier) else {
                 return Err(ApiError::internal("export job", "no upload"));
             };
             if !self.store.checkpoint(&self.job.org(), &self.job.id, self.owner, &cp, self.job.processed).await? {
@@ -325,68 +350,5 @@ impl<'a> Invocation<'a> {
             Finished::Inline(_) => return Err(ApiError::internal("export job", "a job's sink answered inline")),
         };
         self.file_done(pass, counts, earlier, file).await
-    }
-
-    /// Records the finished file of `pass` (its size, digest and S3 date): the job's next
-    /// file, or its end.
-    async fn file_done(
-        &self,
-        pass: Pass,
-        counts: Counts,
-        earlier: Earlier,
-        (bytes, sha256, created): (u64, String, Option<chrono::DateTime<chrono::Utc>>),
-    ) -> Result<Next, ApiError> {
-        let job = self.job;
-        let file = JobFile {
-            name: pass.name.clone(),
-            split: pass.split.map(|s| s.name().to_string()),
-            rows: counts.items,
-            bytes,
-            sha256,
-            key: (!job.dry_run).then(|| pass.key.clone()),
-            created_at: created.map(crate::time::to_rfc3339),
-        };
-        let mut earlier = earlier;
-        earlier.counts.add(counts);
-        if counts.items > 0 || pass.split.is_none() {
-            earlier.files.push(file);
-        } else if !job.dry_run {
-            // One file per non-empty split: an empty one is removed.
-            super::upload::delete_object(self.state, &pass.key).await;
-        }
-        if pass.index + 1 < passes(job).len() {
-            return Ok(Next::Pass(pass.index + 1, earlier));
-        }
-        self.succeed(earlier).await.map(Next::Ended)
-    }
-
-    /// Writes the manifest and marks the job succeeded (a scheduled job first advances its
-    /// organization's watermark).
-    async fn succeed(&self, done: Earlier) -> Result<Outcome, ApiError> {
-        let job = self.job;
-        // The watermark first: it only moves forward, so a retry after a failure in between
-        // repeats it harmlessly, while the other order could end the job and keep the watermark.
-        if let (Trigger::Schedule, ExportSpec::Training { changed: Some(window), .. }) = (job.trigger, &job.params) {
-            super::schedule::advance_watermark(self.state, &job.org(), &window.up_to).await?;
-        }
-        let format = match &job.params {
-            ExportSpec::Training { format, .. } => Some(*format),
-            _ => None,
-        };
-        let warnings: Vec<String> = done.files.iter().flat_map(|f| manifest::warnings(format, f)).collect();
-        let manifest_written = chrono::Utc::now();
-        let manifest_key = manifest::write(self.state, job, &done.files, done.counts, &warnings).await?;
-        // Retention counts from the oldest file (a dry run's only file is its manifest).
-        let oldest =
-            done.files.iter().filter_map(|f| f.created_at.as_deref()).filter_map(crate::time::parse_rfc3339).min();
-        let file_created = oldest.unwrap_or(manifest_written);
-        let record =
-            super::store::Done { files: &done.files, counts: done.counts, manifest_key, warnings, file_created };
-        if self.store.succeed(job, self.owner, record).await?.is_none() {
-            return Ok(Outcome::Skipped);
-        }
-        let bytes: u64 = done.files.iter().map(|f| f.bytes).sum();
-        tracing::info!(job = %job.id, items = done.counts.items, bytes, files = done.files.len(), "export job succeeded");
-        Ok(Outcome::Succeeded)
     }
 }

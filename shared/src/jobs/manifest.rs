@@ -2,6 +2,9 @@
 //! marked succeeded (a retry writes it again, identical but for `finishedAt`), so a succeeded
 //! job always has one; it holds no customer data and no presigned URL.
 
+use crate::exports::dedup::{Dedup, Deduper, Pair};
+use crate::exports::redact::PiiType;
+use crate::exports::scrub::effective;
 use serde::Serialize;
 
 use super::{Job, JobFile, Trigger};
@@ -57,6 +60,12 @@ struct Manifest<'a> {
     /// A scheduled job's change window.
     window: Option<&'a Window>,
     counts: ManifestCounts,
+    /// What was redacted (absent when nothing was to be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redaction: Option<ManifestRedaction>,
+    /// What dedup removed (absent without dedup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dedup: Option<ManifestDedup<'a>>,
     files: Vec<ManifestFile<'a>>,
     warnings: &'a [String],
     created_at: &'a str,
@@ -76,6 +85,24 @@ struct ManifestCounts {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
+struct ManifestRedaction {
+    types: Vec<PiiType>,
+    found: std::collections::BTreeMap<&'static str, u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestDedup<'a> {
+    mode: Dedup,
+    removed: u64,
+    duplicate: u64,
+    near_duplicate: u64,
+    /// The first removals: which example was kept for which removed one.
+    sample: &'a [Pair],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ManifestFile<'a> {
     name: &'a str,
     split: Option<&'a str>,
@@ -90,7 +117,7 @@ pub async fn write(
     state: &AppState,
     job: &Job,
     files: &[JobFile],
-    counts: Counts,
+    (counts, dedup): (Counts, Option<&Deduper>),
     warnings: &[String],
 ) -> Result<String, ApiError> {
     let bucket = &state.config.bucket_name;
@@ -106,6 +133,15 @@ pub async fn write(
         params: &job.params,
         window,
         counts: counts_of(counts),
+        redaction: effective(job.params.redaction(), state.config.export_redaction_required)
+            .map(|r| ManifestRedaction { types: r.types, found: counts.redacted.by_code() }),
+        dedup: dedup.map(|d| ManifestDedup {
+            mode: d.mode(),
+            removed: counts.reasons.duplicate + counts.reasons.near_duplicate,
+            duplicate: counts.reasons.duplicate,
+            near_duplicate: counts.reasons.near_duplicate,
+            sample: d.sample(),
+        }),
         files: files
             .iter()
             .map(|f| ManifestFile {

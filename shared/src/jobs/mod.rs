@@ -14,7 +14,9 @@
 //! [`schedule`] (the scheduled export) and [`dispatch`].
 
 pub mod dispatch;
+mod ending;
 mod invocation;
+mod journal;
 pub mod lifecycle;
 pub mod manifest;
 pub mod model;
@@ -50,6 +52,7 @@ pub fn new_job(org: &crate::keys::Org, spec: ExportSpec, trigger: Trigger, id: S
         processed: 0,
         skipped: 0,
         skipped_reasons: Default::default(),
+        redacted: Default::default(),
         total: None,
         bytes: 0,
         reason: None,

@@ -64,6 +64,16 @@ pub struct Checkpoint {
     /// `skipped` by reason (absent in checkpoints written before reasons were counted).
     #[serde(default)]
     pub reasons: crate::exports::counts::Reasons,
+    /// What redaction replaced so far, by type.
+    #[serde(default)]
+    pub redacted: crate::exports::counts::Redacted,
+    /// Dedup journal segments written so far (all files).
+    #[serde(default)]
+    pub dedup_segments: u32,
+    /// Dedup journal segments written before the current file started (a file started again
+    /// replays only these).
+    #[serde(default)]
+    pub dedup_file_start: u32,
     /// Bytes in the uploaded parts.
     pub bytes: u64,
     /// SHA-256 state of those bytes; absent in checkpoints written before files were hashed
@@ -86,6 +96,16 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// What the current file counted up to the checkpoint.
+    pub fn counts(&self) -> crate::exports::counts::Counts {
+        crate::exports::counts::Counts {
+            items: self.items,
+            skipped: self.skipped,
+            reasons: self.reasons,
+            redacted: self.redacted,
+        }
+    }
+
     /// When the checkpoint's upload was initiated, at the latest: as recorded, else the job's
     /// creation (earlier, so a retention counted from it still ends no later than S3's).
     pub fn upload_started(&self, job: &Job) -> chrono::DateTime<chrono::Utc> {
@@ -165,6 +185,9 @@ pub struct Job {
     /// `skipped` by reason.
     #[serde(default)]
     pub skipped_reasons: crate::exports::counts::Reasons,
+    /// What redaction replaced, by type.
+    #[serde(default)]
+    pub redacted: crate::exports::counts::Redacted,
     /// Items the export will have, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,

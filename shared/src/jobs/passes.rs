@@ -16,6 +16,7 @@ use super::model::Outcome;
 use super::{Job, JobFile};
 use crate::error::ApiError;
 use crate::exports::counts::Counts;
+use crate::exports::dedup::Deduper;
 use crate::exports::objects::put_json;
 use crate::exports::producer::{ExportSpec, Keep};
 use crate::exports::split::{Groups, Split, SplitSpec};
@@ -35,13 +36,22 @@ pub struct Pass {
     pub name: String,
 }
 
-/// The files earlier passes finished, and their counts.
+/// The files earlier passes finished, their counts, and the dedup state they leave.
 #[derive(Debug, Clone, Default)]
 pub struct Earlier {
     /// The files.
     pub files: Vec<JobFile>,
     /// What they hold.
     pub counts: Counts,
+    /// What dedup kept in them (`None`: the job does not dedup, or it starts fresh).
+    pub dedup: Option<Deduper>,
+}
+
+impl Earlier {
+    /// Dedup journal segments written by the earlier files.
+    pub fn dedup_segments(&self) -> u32 {
+        self.dedup.as_ref().map_or(0, |d| d.segments)
+    }
 }
 
 /// What a finished file leads to.
@@ -49,7 +59,7 @@ pub enum Next {
     /// The job ended (succeeded, or skipped when the lease was lost).
     Ended(Outcome),
     /// The next file starts from scratch.
-    Pass(usize, Earlier),
+    Pass(usize, Box<Earlier>),
 }
 
 /// The passes of `job`, in order.

@@ -225,6 +225,8 @@ async fn export_org(
         system: None,
         changed: Some(Window { after, up_to: up_to.to_string() }),
         split: None,
+        redact: None,
+        dedup: Default::default(),
     };
     let job = new_job(org, spec, Trigger::Schedule, job_id(scheduled, org));
     let (job, created) = if jobs.insert(&job).await? {

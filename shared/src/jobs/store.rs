@@ -229,14 +229,15 @@ impl<'a> JobStore<'a> {
         let encode = |e| StoreError::fault("encode checkpoint", e);
         let value = serde_dynamo::to_attribute_value(cp).map_err(encode)?;
         let mut so_far = cp.done;
-        so_far.add(crate::exports::counts::Counts { items: cp.items, skipped: cp.skipped, reasons: cp.reasons });
+        so_far.add(cp.counts());
         let reasons = serde_dynamo::to_attribute_value(so_far.reasons).map_err(encode)?;
+        let redacted = serde_dynamo::to_attribute_value(so_far.redacted).map_err(encode)?;
         let updated = self
             .update(
                 org,
                 id,
                 "SET #checkpoint = :cp, #processed = :items, #skipped = :skipped, #skippedReasons = :reasons, \
-                 #bytes = :bytes, #failures = :zero",
+                 #redacted = :redacted, #bytes = :bytes, #failures = :zero",
                 "#leaseOwner = :owner AND #status = :running",
                 HashMap::from([
                     (":cp".into(), value),
@@ -244,6 +245,7 @@ impl<'a> JobStore<'a> {
                     (":items".into(), n(so_far.items.max(floor))),
                     (":skipped".into(), n(so_far.skipped)),
                     (":reasons".into(), reasons),
+                    (":redacted".into(), redacted),
                     (":bytes".into(), n(cp.files.iter().map(|f| f.bytes).sum::<u64>() + cp.bytes)),
                     (":owner".into(), s(owner)),
                     (":running".into(), s("running")),
@@ -307,6 +309,7 @@ impl<'a> JobStore<'a> {
         let finished = chrono::Utc::now();
         let encode = |e| StoreError::fault("encode finished job", e);
         let reasons = serde_dynamo::to_attribute_value(done.counts.reasons).map_err(encode)?;
+        let redacted = serde_dynamo::to_attribute_value(done.counts.redacted).map_err(encode)?;
         let files = serde_dynamo::to_attribute_value(done.files).map_err(encode)?;
         let warnings = serde_dynamo::to_attribute_value(&done.warnings).map_err(encode)?;
         let bytes: u64 = done.files.iter().map(|f| f.bytes).sum();
@@ -317,6 +320,7 @@ impl<'a> JobStore<'a> {
             (":items".into(), n(done.counts.items)),
             (":skipped".into(), n(done.counts.skipped)),
             (":reasons".into(), reasons),
+            (":redacted".into(), redacted),
             (":files".into(), files),
             (":manifest".into(), s(done.manifest_key)),
             (":warnings".into(), warnings),
@@ -324,7 +328,7 @@ impl<'a> JobStore<'a> {
             (":owner".into(), s(owner)),
         ]);
         let set = "#status = :succeeded, #finishedAt = :finished, #bytes = :bytes, #processed = :items, \
-             #skipped = :skipped, #skippedReasons = :reasons, #files = :files, #manifestKey = :manifest, \
+             #skipped = :skipped, #skippedReasons = :reasons, #redacted = :redacted, #files = :files, #manifestKey = :manifest, \
              #warnings = :warnings, #fileExpiresAt = :expires, #leaseUntil = :zero";
         let expires = lifecycle_expiry(done.file_created, self.state.config.export_retention_days);
         values.insert(":expires".into(), s(crate::time::to_rfc3339(expires)));
