@@ -3,8 +3,8 @@
 # (also target/bench/latest.md and JSON under target/bench/). Not part of the test command:
 # speed is measured here, never asserted in tests. Knobs: BENCH_RUNS (3), BENCH_COLD_RUNS (15),
 # BENCH_REQUESTS (320), BENCH_EXPORT_SNAPSHOTS (20000), BENCH_MEMORY_SMALL (5000),
-# BENCH_MEMORY_LARGE (50000), BENCH_MESSAGES (20); BENCH_ONLY=redaction runs section 7 alone
-# (only the bench is built, and no emulator is needed).
+# BENCH_MEMORY_LARGE (50000), BENCH_MESSAGES (20); BENCH_ONLY=redaction runs sections 7 and 8
+# alone (redaction and near duplicates: only the bench is built, and no emulator is needed).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"

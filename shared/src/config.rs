@@ -79,6 +79,9 @@ pub struct Config {
     /// Region that nationally written phone numbers are read for when the customer's own
     /// number does not say (`REDACTION_REGION`, an ISO 3166 code, default `US`).
     pub redaction_region: phonenumber::country::Id,
+    /// Largest number of distinct examples one export's dedup holds: about 1 KB each in half
+    /// the function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, 512 MB when unset: 262,144).
+    pub dedup_max_kept: usize,
 }
 
 /// The development secret of docs/configuration.md, `scripts/run.sh` and the tokens in `events/`.
@@ -187,6 +190,7 @@ impl Config {
                 optional("AWS_LAMBDA_FUNCTION_NAME"),
             )?,
             schedule_settle: Duration::from_secs(parsed("SCHEDULE_SETTLE_SECONDS", 60u64)?),
+            dedup_max_kept: parsed("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 512usize)?.saturating_mul(512),
             export_redaction_required: redaction_required(optional("EXPORT_REDACTION").as_deref())?,
             redaction_region: match optional("REDACTION_REGION") {
                 None => phonenumber::country::Id::US,

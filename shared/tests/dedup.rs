@@ -66,7 +66,7 @@ fn verdicts_keep_the_first_and_name_it_for_each_duplicate() {
     for (id, t) in &examples {
         match d.check(&normalise([("user", t.as_str())])) {
             Verdict::Unique(fp) => {
-                d.keep(id, fp);
+                d.keep(id, fp).unwrap();
                 kept.push(*id);
             }
             Verdict::Duplicate { kept, similarity, .. } => d.removed(kept, id, similarity),
@@ -85,7 +85,7 @@ fn verdicts_keep_the_first_and_name_it_for_each_duplicate() {
         .iter()
         .map(|(id, t)| match d.check(&normalise([("user", t.as_str())])) {
             Verdict::Unique(fp) => {
-                d.keep(id, fp);
+                d.keep(id, fp).unwrap();
                 true
             }
             Verdict::Duplicate { .. } => false,
@@ -97,7 +97,7 @@ fn verdicts_keep_the_first_and_name_it_for_each_duplicate() {
 fn step(d: &mut Deduper, i: usize, t: &str, kept: &mut Vec<usize>) {
     match d.check(t) {
         Verdict::Unique(fp) => {
-            d.keep(&i.to_string(), fp);
+            d.keep(&i.to_string(), fp).unwrap();
             kept.push(i);
         }
         Verdict::Duplicate { kept, similarity, .. } => d.removed(kept, &i.to_string(), similarity),
@@ -115,8 +115,7 @@ fn run(texts: &[String], cuts: &[usize], die_at: Option<usize>) -> Outcome {
     for (i, t) in texts.iter().enumerate() {
         if Some(i) == die_at {
             let (from, n) = checkpoint.map_or((0, 0), |(c, n)| (c + 1, n));
-            let mut d = Deduper::replay(Dedup::Near, &segments[..n]).unwrap();
-            assert_eq!(d.segments as usize, n);
+            let mut d = Deduper::replay(Dedup::Near, usize::MAX, &segments[..n]).unwrap();
             kept.retain(|k| *k < from);
             for (j, t) in texts.iter().enumerate().skip(from) {
                 step(&mut d, j, t, &mut kept);
@@ -154,7 +153,7 @@ fn a_journal_replayed_at_any_checkpoint_dedups_as_one_pass() {
             assert_eq!(run(&texts, &cuts, Some(die_at)), one_pass, "cuts {cuts:?}, died at {die_at}");
         }
     }
-    assert!(Deduper::replay(Dedup::Near, &[b"nope".to_vec()]).is_err(), "a damaged segment is an error");
+    assert!(Deduper::replay(Dedup::Near, usize::MAX, &[b"nope".to_vec()]).is_err(), "a damaged segment is an error");
 }
 
 #[test]
@@ -163,7 +162,7 @@ fn memory_grows_with_kept_examples_only_within_the_documented_bound() {
     let long: Vec<String> = (0..2_000).map(|i| text(&words(i, 300))).collect();
     for (i, t) in long.iter().enumerate() {
         if let Verdict::Unique(fp) = d.check(t) {
-            d.keep(&format!("{:024x}", i), fp);
+            d.keep(&format!("{:024x}", i), fp).unwrap();
         }
         let _ = d.segment(d.mark()); // a checkpoint empties the journal
     }
@@ -180,4 +179,11 @@ fn memory_grows_with_kept_examples_only_within_the_documented_bound() {
     }
     assert_eq!(d.kept(), 2_000);
     assert!(d.footprint() - before < 2_000, "{} bytes added by duplicates", d.footprint() - before);
+    // Past its limit, dedup refuses to keep more (a 400 naming `dedup`) instead of growing.
+    let mut small = Deduper::new(Dedup::Exact).with_limit(1);
+    for (i, t) in long.iter().take(2).enumerate() {
+        let Verdict::Unique(fp) = small.check(t) else { panic!("unique") };
+        let kept = small.keep(&i.to_string(), fp);
+        assert_eq!(kept.is_ok(), i == 0);
+    }
 }

@@ -235,3 +235,58 @@ async fn a_dedup_job_resumed_in_new_invocations_dedups_as_one_pass_and_samples_i
     }
     assert_eq!(resumed["skippedReasons"], json!({"duplicate": 2, "near_duplicate": 1}));
 }
+
+#[tokio::test]
+async fn a_chat_format_dedups_the_turns_it_writes() {
+    let (state, _) = jobs_state().await;
+    let tok = token(&new_org());
+    // Two snapshots of one conversation, the later with a customer's "thanks" after the answer:
+    // Vertex ends on the model's turn, so both write the same example.
+    let texts = ["Where is my parcel?", "It arrives on Friday.", "thanks!"];
+    seed_contact(&state, &tok, "ag", "k1", 2, |i| texts[i].to_string()).await;
+    let first = snapshot_of(&state, &tok, "k1").await;
+    seed_contact(&state, &tok, "ag", "k1", 3, |i| texts[i].to_string()).await;
+    let second = snapshot_of(&state, &tok, "k1").await;
+    assert_ne!(first, second);
+    let jsonl = call(&state, "GET", "/api/training/export?format=jsonl&dedup=exact", &tok, None).await;
+    assert_eq!(lines(&jsonl.bytes).len(), 2, "as snapshots they differ");
+    let vertex = call(&state, "GET", "/api/training/export?format=vertex&dedup=exact", &tok, None).await;
+    assert_eq!(vertex.status, 200, "{}", vertex.body);
+    assert_eq!(lines(&vertex.bytes).len(), 1, "as Vertex examples they are one");
+    assert_eq!(vertex.headers["x-export-skipped-reasons"], "duplicate=1");
+}
+
+#[tokio::test]
+async fn a_job_resumed_after_redaction_became_required_starts_again_redacted() {
+    let (optional, mut worker) = jobs_state().await;
+    let (required, _) = jobs_state_with(|c| c.export_redaction_required = true).await;
+    let tok = token(&new_org());
+    seed_pii(&optional, &tok).await;
+    seed_duplicates(&optional, &tok).await;
+    let split = json!({"validation": 0.34, "test": 0.34, "seed": "s", "groupBy": "snapshotId"});
+    let created =
+        call(&optional, "POST", "/api/training/exports", &tok, Some(json!({"format": "jsonl", "split": split}))).await;
+    assert_eq!(created.status, 202, "{}", created.body);
+    // One invocation under the old setting writes the first file and hands over...
+    let mut options = worker_options();
+    options.budget = std::time::Duration::ZERO;
+    let first = worker.pending();
+    for event in &first {
+        shared::jobs::worker::run(&optional, event, options.clone()).await.unwrap();
+    }
+    // ...and the rest run once the deployment requires redaction.
+    worker.drain(&required, worker_options()).await;
+    let id = created.body["data"]["id"].as_str().unwrap();
+    let job = call(&optional, "GET", &format!("/api/training/exports/{id}"), &tok, None).await.body["data"].clone();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let mut rows = 0;
+    for f in job["files"].as_array().unwrap() {
+        let (_, _, bytes) = download(f["url"].as_str().unwrap()).await;
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        assert!(!text.contains("Jane") && !text.contains("4111 1111"), "{text}");
+        rows += lines(&bytes).len();
+    }
+    assert_eq!(rows, 7, "every example once, all redacted");
+    // Both seeds wrote contact k1's conversation: its snapshot of the second holds the first's card too.
+    assert_eq!(job["redacted"]["card"], 2, "{job}");
+}

@@ -76,3 +76,26 @@ fn metadata_takes_the_placeholders_of_the_texts() {
     assert_eq!(r.field(PiiType::Phone, "(415) 555-2671"), "<PHONE_1>");
     assert_eq!(r.field(PiiType::Email, "jane@example.com"), "<EMAIL_1>");
 }
+
+#[test]
+fn the_customers_own_number_is_found_in_any_writing_and_names_only_as_names() {
+    let who = Identity {
+        names: vec!["Will Smith".into(), "Li An".into(), "Ayşe Yılmaz".into()],
+        phones: vec!["+1 415 555 0123".into()],
+        ..Identity::default()
+    };
+    let cases = [
+        // Local (too short to parse as a phone) and national writings of the known number.
+        ("my cell is 555-0123, or 415 555 0123", "my cell is <PHONE_1>, or <PHONE_1>"),
+        // A name that is also a word counts only with its capital; two-letter parts not alone.
+        ("I will ask Will. Smith said so", "I will ask <NAME_1>. <NAME_1> said so"),
+        ("Li An here, an apple for li, Li", "<NAME_2> here, an apple for li, <NAME_2>"),
+        // A text whose lower case changes byte lengths (İ) is matched in any case all the same.
+        ("İstanbul: AYŞE here, ayşe yılmaz", "İstanbul: <NAME_3> here, <NAME_3>"),
+    ];
+    let mut r = Redactor::new(&PiiType::ALL, US, &who);
+    for (text, want) in cases {
+        assert_eq!(r.redact(text), want, "{text}");
+    }
+    assert_eq!(r.field(PiiType::Phone, "+14155550123"), "<PHONE_1>");
+}

@@ -6,6 +6,7 @@ pub mod convos;
 pub mod counts;
 pub mod dedup;
 pub mod examples;
+pub mod identity;
 pub mod objects;
 pub mod producer;
 pub mod redact;

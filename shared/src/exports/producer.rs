@@ -116,7 +116,8 @@ impl<'a> Producer<'a> {
         let stages = Stages {
             redaction: scrub::effective(spec.redaction(), state.config.export_redaction_required),
             region: Some(state.config.redaction_region),
-            dedup: (!spec.dedup().is_none()).then(|| Deduper::new(spec.dedup())),
+            dedup: (!spec.dedup().is_none())
+                .then(|| Deduper::new(spec.dedup()).with_limit(state.config.dedup_max_kept)),
         };
         Self {
             stages,

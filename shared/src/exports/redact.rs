@@ -17,6 +17,9 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
+pub use super::identity::Identity;
+use super::identity::Known;
+
 /// What a placeholder stands for (its code in `redactTypes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,17 +88,6 @@ impl Redaction {
     pub fn all() -> Self {
         Self { types: PiiType::ALL.to_vec() }
     }
-}
-
-/// Who the customer is, from the stored conversation and snapshot.
-#[derive(Debug, Clone, Default)]
-pub struct Identity {
-    /// Names (a full name also matches its parts of two letters or more).
-    pub names: Vec<String>,
-    /// E-mail addresses.
-    pub emails: Vec<String>,
-    /// Phone numbers, in any writing.
-    pub phones: Vec<String>,
 }
 
 /// A found span: where, what, and its normalised value.
@@ -202,7 +194,7 @@ fn add(found: &mut Vec<Found>, f: Found) {
 
 /// Every span of `types` in `text`, non-overlapping (the first found of two overlapping wins,
 /// in the order: e-mail, the customer's names, IBAN, IP, then card, SSN and phone in digit runs).
-fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identity: &Identity) -> Vec<Found> {
+fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, known: &Known) -> Vec<Found> {
     let on = |t| types.contains(&t);
     let mut found: Vec<Found> = Vec::new();
     if on(PiiType::Email) {
@@ -212,7 +204,7 @@ fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identit
         }
     }
     if on(PiiType::Name) {
-        for (start, end, value) in known_names(text, identity) {
+        for (start, end, value) in known.names(text) {
             add(&mut found, Found { start, end, kind: PiiType::Name, value });
         }
     }
@@ -233,7 +225,7 @@ fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identit
         }
     }
     for m in digits_re().into_iter().flat_map(|r| r.find_iter(text)) {
-        digit_run(text, m, types, region, &mut found);
+        digit_run(text, m, (types, region, known), &mut found);
     }
     found.sort_by_key(|f| f.start);
     found
@@ -243,8 +235,7 @@ fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, identit
 fn digit_run(
     text: &str,
     m: regex::Match<'_>,
-    types: &[PiiType],
-    region: phonenumber::country::Id,
+    (types, region, known): (&[PiiType], phonenumber::country::Id, &Known),
     found: &mut Vec<Found>,
 ) {
     let on = |t| types.contains(&t);
@@ -275,6 +266,13 @@ fn digit_run(
     // Written nationally, a phone number has 10 digits or more (US, UK, Germany): shorter
     // runs are order numbers, dates and postcodes far more often than phones.
     let international = m.as_str().starts_with('+');
+    let run: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
+    if let Some(e164) = known.phone(&run).filter(|_| on(PiiType::Phone)) {
+        // The customer's own number, in whatever writing (even a local one too short to parse).
+        let value = e164.to_string();
+        add(found, Found { start: m.start(), end: m.end(), kind: PiiType::Phone, value });
+        return;
+    }
     if on(PiiType::Phone) && (7..=15).contains(&digits.len()) && (international || digits.len() >= 10) {
         let candidate = m.as_str().trim_end_matches([')', '.', '-', '/']);
         if let Some(e164) = phone_e164(candidate, region) {
@@ -291,62 +289,25 @@ pub fn spans(
     region: phonenumber::country::Id,
     identity: &Identity,
 ) -> Vec<(usize, usize, PiiType)> {
-    find(text, types, region, identity).into_iter().map(|f| (f.start, f.end, f.kind)).collect()
-}
-
-/// The customer's names and their parts, as whole words in any case: `(start, end, name)`,
-/// every part of one full name normalised to that full name (one placeholder per person).
-fn known_names(text: &str, identity: &Identity) -> Vec<(usize, usize, String)> {
-    let lower = text.to_lowercase();
-    if lower.len() != text.len() {
-        // Lower-casing changed byte offsets (rare scripts): match the text as written.
-        return known_names_exact(text, identity);
-    }
-    let mut out = Vec::new();
-    for full in &identity.names {
-        let person = full.trim().to_lowercase();
-        let mut parts: Vec<&str> = vec![person.as_str()];
-        parts.extend(person.split_whitespace().filter(|p| p.chars().count() >= 2));
-        for part in parts {
-            let mut from = 0;
-            while let Some(i) = lower[from..].find(part) {
-                let (start, end) = (from + i, from + i + part.len());
-                let word_edge = |b: Option<char>| b.is_none_or(|c| !c.is_alphanumeric());
-                if word_edge(lower[..start].chars().next_back()) && word_edge(lower[end..].chars().next()) {
-                    out.push((start, end, person.clone()));
-                }
-                from = end;
-            }
-        }
-    }
-    out.sort_by_key(|(s, e, _)| (*s, usize::MAX - e));
-    out
-}
-
-fn known_names_exact(text: &str, identity: &Identity) -> Vec<(usize, usize, String)> {
-    identity
-        .names
-        .iter()
-        .flat_map(|n| text.match_indices(n.trim()).map(move |(i, m)| (i, i + m.len(), n.trim().to_lowercase())))
-        .filter(|(s, e, _)| s < e)
-        .collect()
+    find(text, types, region, &Known::of(identity, region)).into_iter().map(|f| (f.start, f.end, f.kind)).collect()
 }
 
 /// Redacts the texts of one example, keeping one placeholder per distinct value.
 #[derive(Debug)]
-pub struct Redactor<'a> {
+pub struct Redactor {
     types: Vec<PiiType>,
     region: phonenumber::country::Id,
-    identity: &'a Identity,
+    known: Known,
     placeholders: HashMap<(PiiType, String), String>,
     counts: HashMap<PiiType, u64>,
 }
 
-impl<'a> Redactor<'a> {
+impl Redactor {
     /// A redactor of `types` for an example of the customer `identity`; phones written
     /// nationally are read for `region`.
-    pub fn new(types: &[PiiType], region: phonenumber::country::Id, identity: &'a Identity) -> Self {
-        Self { types: types.to_vec(), region, identity, placeholders: HashMap::new(), counts: HashMap::new() }
+    pub fn new(types: &[PiiType], region: phonenumber::country::Id, identity: &Identity) -> Self {
+        let known = Known::of(identity, region);
+        Self { types: types.to_vec(), region, known, placeholders: HashMap::new(), counts: HashMap::new() }
     }
 
     fn placeholder(&mut self, kind: PiiType, value: String) -> String {
@@ -356,7 +317,7 @@ impl<'a> Redactor<'a> {
 
     /// `text` with every finding replaced by its placeholder.
     pub fn redact<'t>(&mut self, text: &'t str) -> Cow<'t, str> {
-        let found = find(text, &self.types, self.region, self.identity);
+        let found = find(text, &self.types, self.region, &self.known);
         if found.is_empty() {
             return Cow::Borrowed(text);
         }

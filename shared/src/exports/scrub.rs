@@ -85,18 +85,18 @@ fn region(identity: &Identity, default: Id) -> Id {
     identity.phones.iter().find_map(|p| region_of(p)).unwrap_or(default)
 }
 
-fn text(r: &mut Redactor<'_>, v: &str) -> String {
+fn text(r: &mut Redactor, v: &str) -> String {
     r.redact(v).into_owned()
 }
 
-fn field(r: &mut Redactor<'_>, kind: PiiType, v: &Option<String>) -> Option<String> {
+fn field(r: &mut Redactor, kind: PiiType, v: &Option<String>) -> Option<String> {
     v.as_deref().map(|v| r.field(kind, v).into_owned())
 }
 
 /// A snapshot and its messages with the customer's fields and every text redacted, and what
 /// was replaced. Labels (quality, category, tags), the business user and the contact reference
-/// (which no format writes; its name, phone and e-mail serve as the known identity) stay as
-/// they are.
+/// (no format writes its name, phone or e-mail, only its id; they serve as the known identity)
+/// stay as they are.
 pub fn snapshot(
     redaction: &Redaction,
     default_region: Id,
@@ -144,8 +144,11 @@ pub fn convo(
     out.user_name = field(&mut r, PiiType::Name, &c.user_name);
     out.user_email = field(&mut r, PiiType::Email, &c.user_email);
     out.user_phone = field(&mut r, PiiType::Phone, &c.user_phone);
-    // Free text that may hold any type (an address with a phone number, notes).
+    // Free text that may hold any type (an address with a phone number, a website or company
+    // with the customer's name, notes).
     out.user_address = c.user_address.as_deref().map(|v| text(&mut r, v));
+    out.user_company = c.user_company.as_deref().map(|v| text(&mut r, v));
+    out.user_website = c.user_website.as_deref().map(|v| text(&mut r, v));
     out.notes = c.notes.as_deref().map(|v| text(&mut r, v));
     (out, messages, Redacted::of(r.counts()))
 }

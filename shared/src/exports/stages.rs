@@ -16,6 +16,13 @@ use crate::convos::{Convo, Message};
 use crate::error::ApiError;
 use crate::snapshots::{Snapshot, SnapshotMessage};
 
+fn role(r: Role) -> &'static str {
+    match r {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
 /// The stages of one export.
 #[derive(Debug, Default)]
 pub struct Stages {
@@ -48,9 +55,15 @@ impl Stages {
             }
             None => (Cow::Borrowed(s), Cow::Borrowed(messages), Default::default()),
         };
-        let verdict = self.dedup.as_ref().map(|d| {
-            let role = |m: &SnapshotMessage| if Role::of(m) == Role::User { "user" } else { "assistant" };
-            d.check(&normalise(messages.iter().map(|m| (role(m), m.content.as_str()))))
+        let verdict = self.dedup.as_ref().and_then(|d| {
+            // What the file holds is compared: a chat format's turns (merged, trimmed), else the
+            // messages. An example the format leaves out is not compared: its reason counts.
+            let text = match encoder.turns(&messages) {
+                Some(Err(_)) => return None,
+                Some(Ok(turns)) => normalise(turns.iter().map(|t| (role(t.role), t.text.as_ref()))),
+                None => normalise(messages.iter().map(|m| (role(Role::of(m)), m.content.as_str()))),
+            };
+            Some(d.check(&text))
         });
         if let (Some(d), Some(Verdict::Duplicate { kept, similarity, exact })) = (self.dedup.as_mut(), &verdict) {
             encoder.counts.skip(if *exact { SkipReason::Duplicate } else { SkipReason::NearDuplicate });
@@ -62,7 +75,7 @@ impl Stages {
         if encoder.counts.skipped == skipped {
             encoder.counts.redacted.add(redacted);
             if let (Some(d), Some(Verdict::Unique(fingerprint))) = (self.dedup.as_mut(), verdict) {
-                d.keep(&s.id, fingerprint);
+                d.keep(&s.id, fingerprint)?;
             }
         }
         Ok(bytes)

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::counts::SkipReason;
 use super::spec::ExportSpec;
 pub use super::spec::Format;
 use super::split::SplitSpec;
@@ -165,6 +166,13 @@ impl Encoder {
             }
             Format::Jsonl | Format::OpenAi | Format::Bedrock | Format::Vertex | Format::ShareGpt => Vec::new(),
         })
+    }
+
+    /// The turns a chat format writes of `messages`, or why it leaves them out (`None`: the
+    /// format writes snapshots, not turns).
+    pub fn turns<'m>(&self, messages: &'m [SnapshotMessage]) -> Option<Result<Vec<examples::Turn<'m>>, SkipReason>> {
+        let rules = examples::rules(self.format).filter(|_| self.format.is_chat())?;
+        Some(examples::shape(messages, self.system.as_deref(), &rules))
     }
 
     /// The bytes of one snapshot (empty when it is skipped).

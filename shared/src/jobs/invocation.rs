@@ -39,7 +39,7 @@ struct Current<'a> {
     sink: ExportSink<'a>,
     earlier: Earlier,
     /// Dedup journal segments written before this file started.
-    dedup_start: u32,
+    dedup_start: usize,
 }
 
 /// What a checkpoint allows.
@@ -93,7 +93,7 @@ impl<'a> Invocation<'a> {
             Resumable::Completed(cp) => {
                 // An earlier invocation completed the upload but could not record it.
                 let counts = cp.counts();
-                let dedup = journal::replay(state, job, cp.dedup_segments).await?;
+                let dedup = journal::replay(state, job, &cp.dedup_journal).await?;
                 let earlier = Earlier { files: cp.files.clone(), counts: cp.done, dedup };
                 let sha256 = cp.sha256.as_ref().map(|h| h.hex()).unwrap_or_default();
                 let file = (cp.bytes, sha256, Some(cp.upload_started(job)));
@@ -102,7 +102,7 @@ impl<'a> Invocation<'a> {
             Resumable::At(cp, parts) => (cp, parts),
         };
         let pass = self.pass(cp.file)?;
-        let dedup = journal::replay(state, job, cp.dedup_segments).await?;
+        let dedup = journal::replay(state, job, &cp.dedup_journal).await?;
         let mut earlier = Earlier { files: cp.files.clone(), counts: cp.done, dedup };
         if cp.position.is_empty() {
             // The previous file is done; this one has not started.
@@ -127,6 +127,11 @@ impl<'a> Invocation<'a> {
         Ok(ControlFlow::Continue(Current { pass, producer, sink, earlier, dedup_start: cp.dedup_file_start }))
     }
 
+    /// The redaction this invocation writes with (the job's, or every type when required).
+    fn redaction(&self) -> Option<crate::exports::redact::Redaction> {
+        crate::exports::scrub::effective(self.job.params.redaction(), self.state.config.export_redaction_required)
+    }
+
     /// The job's file `index`; a checkpoint naming a file the job does not have is a fault.
     fn pass(&self, index: usize) -> Result<Pass, ApiError> {
         pass_of(self.job, index).ok_or_else(|| ApiError::internal("export job", format!("the job has no file {index}")))
@@ -148,6 +153,11 @@ impl<'a> Invocation<'a> {
         let (state, job) = (self.state, self.job);
         let Some(cp) = &job.checkpoint else { return Ok(Resumable::Fresh) };
         let key = self.pass(cp.file)?.key;
+        if cp.redaction != self.redaction() && (cp.parts > 0 || cp.file > 0) {
+            tracing::warn!(job = %job.id, "the redaction setting changed since the job started; starting it again");
+            abort(state, &key, Some(&cp.upload_id)).await;
+            return Ok(Resumable::Fresh);
+        }
         if cp.sha256.is_none() {
             // Written before files were hashed: start again, so the manifest's digest is right.
             abort(state, &key, Some(&cp.upload_id)).await;
@@ -170,8 +180,9 @@ impl<'a> Invocation<'a> {
                     file: cp.file,
                     files: cp.files.clone(),
                     done: cp.done,
-                    dedup_segments: cp.dedup_file_start,
+                    dedup_journal: cp.dedup_journal.iter().take(cp.dedup_file_start).cloned().collect(),
                     dedup_file_start: cp.dedup_file_start,
+                    redaction: cp.redaction.clone(),
                     sha256: Some(Default::default()),
                     ..Checkpoint::default()
                 };
@@ -186,7 +197,7 @@ impl<'a> Invocation<'a> {
         let (state, job) = (self.state, self.job);
         let org = job.org();
         let keep = super::passes::keep(state, job, &pass).await?;
-        let dedup_start = earlier.dedup_segments();
+        let dedup_start = earlier.journal().len();
         let producer = Producer::new(state, &org, job.params.clone(), &job.created_at)
             .keeping(keep)
             .with_dedup(earlier.dedup.take());
@@ -239,8 +250,8 @@ impl<'a> Invocation<'a> {
                     continue;
                 }
                 parts = sink.parts();
-                journal::write(self.state, self.job, producer.dedup_mut(), item.mark).await?;
-                let dedup = [producer.dedup_mut().map_or(0, |d| d.segments), *dedup_start];
+                journal::write(self.state, self.job, self.owner, producer.dedup_mut(), item.mark).await?;
+                let dedup = (producer.dedup_mut().map(|d| d.segments.clone()).unwrap_or_default(), *dedup_start);
                 let Some(cp) = self.checkpoint_of(pass, sink, &item.position, (item.counts, dedup), earlier) else {
                     continue;
                 };
@@ -263,7 +274,7 @@ impl<'a> Invocation<'a> {
         pass: &Pass,
         sink: &ExportSink<'_>,
         position: &str,
-        (counts, [dedup_segments, dedup_file_start]): (Counts, [u32; 2]),
+        (counts, (dedup_journal, dedup_file_start)): (Counts, (Vec<String>, usize)),
         earlier: &Earlier,
     ) -> Option<Checkpoint> {
         let state = sink.upload_state()?;
@@ -281,8 +292,9 @@ impl<'a> Invocation<'a> {
             file: pass.index,
             files: earlier.files.clone(),
             done: earlier.counts,
-            dedup_segments,
+            dedup_journal,
             dedup_file_start,
+            redaction: self.redaction(),
         })
     }
 
@@ -293,8 +305,9 @@ impl<'a> Invocation<'a> {
             files: earlier.files.clone(),
             done: earlier.counts,
             sha256: Some(Default::default()),
-            dedup_segments: earlier.dedup_segments(),
-            dedup_file_start: earlier.dedup_segments(),
+            dedup_journal: earlier.journal(),
+            dedup_file_start: earlier.journal().len(),
+            redaction: self.redaction(),
             ..Checkpoint::default()
         };
         let job = self.job;
@@ -320,11 +333,11 @@ impl<'a> Invocation<'a> {
         sink.write(&producer.footer()).await?;
         let counts = producer.counts();
         // Everything the file kept is journaled before the next checkpoint counts it.
-        journal::write(self.state, self.job, producer.dedup_mut(), u64::MAX).await?;
+        journal::write(self.state, self.job, self.owner, producer.dedup_mut(), u64::MAX).await?;
         earlier.dedup = producer.into_dedup();
         if sink.parts() > 0 {
             sink.flush().await?;
-            let dedup = [earlier.dedup_segments(), dedup_start];
+            let dedup = (earlier.journal(), dedup_start);
             let Some(cp) = self.checkpoint_of(&pass, &sink, FINISHED, (counts, dedup), &earlier) else {
                 return Err(ApiError::internal("export job", "no upload"));
             };

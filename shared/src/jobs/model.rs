@@ -67,13 +67,17 @@ pub struct Checkpoint {
     /// What redaction replaced so far, by type.
     #[serde(default)]
     pub redacted: crate::exports::counts::Redacted,
-    /// Dedup journal segments written so far (all files).
-    #[serde(default)]
-    pub dedup_segments: u32,
-    /// Dedup journal segments written before the current file started (a file started again
+    /// The dedup journal's segments that hold the state at `position` (all files so far).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedup_journal: Vec<String>,
+    /// The redaction the files so far were written with (a job resumed under another one, as
+    /// when `EXPORT_REDACTION` changed, starts again: a job's files have one redaction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<crate::exports::redact::Redaction>,
+    /// How many of them were written before the current file started (a file started again
     /// replays only these).
     #[serde(default)]
-    pub dedup_file_start: u32,
+    pub dedup_file_start: usize,
     /// Bytes in the uploaded parts.
     pub bytes: u64,
     /// SHA-256 state of those bytes; absent in checkpoints written before files were hashed

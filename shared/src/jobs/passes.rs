@@ -48,9 +48,9 @@ pub struct Earlier {
 }
 
 impl Earlier {
-    /// Dedup journal segments written by the earlier files.
-    pub fn dedup_segments(&self) -> u32 {
-        self.dedup.as_ref().map_or(0, |d| d.segments)
+    /// The dedup journal's segments that hold what the earlier files kept.
+    pub fn journal(&self) -> Vec<String> {
+        self.dedup.as_ref().map(|d| d.segments.clone()).unwrap_or_default()
     }
 }
 

@@ -38,13 +38,12 @@ impl Deduper {
                 }
             }
         }
-        self.segments += 1;
         Some(out)
     }
 
-    /// The state a job had after writing `segments` (in order).
-    pub fn replay(mode: Dedup, segments: &[Vec<u8>]) -> Result<Self, ApiError> {
-        let mut d = Self::new(mode);
+    /// The state a job had after writing `segments` (in order), holding at most `limit`.
+    pub fn replay(mode: Dedup, limit: usize, segments: &[Vec<u8>]) -> Result<Self, ApiError> {
+        let mut d = Self::new(mode).with_limit(limit);
         for segment in segments {
             let mut r = Reader { bytes: segment, at: 0 };
             if r.take(4)? != MAGIC {
@@ -74,7 +73,6 @@ impl Deduper {
                 }
                 d.events += 1;
             }
-            d.segments += 1;
         }
         Ok(d)
     }

@@ -18,6 +18,7 @@
 //! kept examples hold about 60 MB. Removed examples hold nothing. A job journals what it kept ([`Deduper::segment`]) at every checkpoint, and a
 //! resumed invocation replays the journal ([`Deduper::replay`]) into the same state.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -200,14 +201,19 @@ pub struct Deduper {
     ids: Vec<String>,
     exact: HashMap<u128, u32>,
     bands: HashMap<u64, u32>,
+    /// Further examples under a band key already taken (rare: their band is equal, yet they
+    /// were not similar enough to be one group).
+    more_bands: HashMap<u64, Vec<u32>>,
     signatures: Vec<Signature>,
     sample: Vec<Pair>,
     /// Events (kept examples and sample pairs) since the journal's last segment.
     journal: Vec<Event>,
     /// Events recorded in all, journaled or not (an item's mark).
     events: u64,
-    /// Segments this job has written.
-    pub segments: u32,
+    /// The names of the journal segments that hold this state (a job's checkpoint lists them).
+    pub segments: Vec<String>,
+    /// Largest number of kept examples (memory bound; see [`max_kept`]).
+    limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -219,7 +225,13 @@ enum Event {
 impl Deduper {
     /// An empty state for `mode`.
     pub fn new(mode: Dedup) -> Self {
-        Self { mode, ..Self::default() }
+        Self { mode, limit: usize::MAX, ..Self::default() }
+    }
+
+    /// The same, holding at most `limit` kept examples: [`Deduper::keep`] refuses the next.
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// The mode.
@@ -251,6 +263,7 @@ impl Deduper {
         let table = |entries: usize, entry: usize| entries * 8 / 7 * (entry + 1);
         ids + table(self.exact.capacity(), size_of::<(u128, u32)>())
             + table(self.bands.capacity(), size_of::<(u64, u32)>())
+            + self.more_bands.values().map(|v| v.capacity() * 4 + 40).sum::<usize>()
             + self.signatures.capacity() * size_of::<Signature>()
             + self.sample.iter().map(|p| p.kept.len() + p.removed.len() + size_of::<Pair>()).sum::<usize>()
     }
@@ -267,7 +280,9 @@ impl Deduper {
         let sig = Box::new(signature(normalised));
         let mut best: Option<(u32, f64)> = None;
         for band in 0..BANDS {
-            if let Some(&i) = self.bands.get(&band_key(band, &sig)) {
+            let key = band_key(band, &sig);
+            let first = self.bands.get(&key).copied();
+            for i in first.into_iter().chain(self.more_bands.get(&key).into_iter().flatten().copied()) {
                 let s = similarity(&sig, &self.signatures[i as usize]);
                 if s >= THRESHOLD && best.is_none_or(|(_, b)| s > b) {
                     best = Some((i, s));
@@ -283,10 +298,21 @@ impl Deduper {
     }
 
     /// Remembers a kept example.
-    pub fn keep(&mut self, id: &str, fingerprint: Fingerprint) {
+    pub fn keep(&mut self, id: &str, fingerprint: Fingerprint) -> Result<(), ApiError> {
+        if self.ids.len() >= self.limit {
+            return Err(ApiError::invalid(
+                "dedup",
+                format!(
+                    "holds at most {} distinct examples in this function's memory (about 1 KB each); \
+                     narrow the export with filters, or raise the export functions' memory",
+                    self.limit
+                ),
+            ));
+        }
         self.journal.push(Event::Kept(id.to_string(), fingerprint.clone()));
         self.events += 1;
         self.apply_kept(id.to_string(), fingerprint);
+        Ok(())
     }
 
     /// Records a removal (only the first [`SAMPLE`] are remembered, for the manifest).
@@ -305,7 +331,13 @@ impl Deduper {
         self.exact.entry(fp.exact).or_insert(index);
         if let Some(sig) = fp.signature {
             for band in 0..BANDS {
-                self.bands.entry(band_key(band, &sig)).or_insert(index);
+                let key = band_key(band, &sig);
+                match self.bands.entry(key) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(index);
+                    }
+                    Entry::Occupied(_) => self.more_bands.entry(key).or_default().push(index),
+                }
             }
             self.signatures.push(*sig);
         } else {
