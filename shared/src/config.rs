@@ -82,6 +82,8 @@ pub struct Config {
     /// Largest number of distinct examples one export's dedup holds: about 1 KB each in half
     /// the function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, 512 MB when unset: 262,144).
     pub dedup_max_kept: usize,
+    /// The EventBridge bus export events go to (`EVENT_BUS_NAME`, default `default`).
+    pub event_bus_name: String,
 }
 
 /// The development secret of docs/configuration.md, `scripts/run.sh` and the tokens in `events/`.
@@ -190,6 +192,7 @@ impl Config {
                 optional("AWS_LAMBDA_FUNCTION_NAME"),
             )?,
             schedule_settle: Duration::from_secs(parsed("SCHEDULE_SETTLE_SECONDS", 60u64)?),
+            event_bus_name: optional("EVENT_BUS_NAME").unwrap_or_else(|| "default".to_string()),
             dedup_max_kept: parsed("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 512usize)?.saturating_mul(512),
             export_redaction_required: redaction_required(optional("EXPORT_REDACTION").as_deref())?,
             redaction_region: match optional("REDACTION_REGION") {

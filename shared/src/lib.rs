@@ -43,6 +43,8 @@ pub struct AppState {
     pub dynamo: aws_sdk_dynamodb::Client,
     /// S3 client (path-style addressing when an endpoint override is set).
     pub s3: aws_sdk_s3::Client,
+    /// EventBridge client (export events on `EVENT_BUS_NAME`).
+    pub events: aws_sdk_eventbridge::Client,
     /// Verifies bearer tokens with the algorithm pinned by configuration.
     pub auth: Authenticator,
     /// Signs and checks pagination cursors.
@@ -65,11 +67,11 @@ impl AppState {
     pub async fn new(config: Config) -> Result<Self, config::ConfigError> {
         let auth = Authenticator::new(&config.jwt)?;
         let cursors = cursor::CursorCodec::new(&config.cursor_secret)?;
-        let (dynamo, s3, lambda) = aws::clients().await;
+        let aws::Clients { dynamo, s3, lambda, events } = aws::clients().await;
         let jobs = match &config.export_worker_function {
             Some(function) => jobs::Dispatcher::Lambda { client: lambda, function: function.clone() },
             None => jobs::Dispatcher::Disabled,
         };
-        Ok(Self { config, dynamo, s3, auth, cursors, jobs, registered: Default::default() })
+        Ok(Self { config, dynamo, s3, events, auth, cursors, jobs, registered: Default::default() })
     }
 }

@@ -203,6 +203,7 @@ pub async fn get_export(state: &AppState, req: Request) -> Response<Body> {
             return Err(not_found());
         }
         let job = JobStore::new(state).get(&Org::verified(&principal), &id).await?.ok_or_else(not_found)?;
+        crate::jobs::settle_event(state, &job).await;
         let job = revive(state, job).await?;
         Ok(success(StatusCode::OK, "Export job retrieved successfully", &view(state, &job).await?))
     })

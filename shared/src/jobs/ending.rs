@@ -66,11 +66,12 @@ impl Invocation<'_> {
         let file_created = oldest.unwrap_or(manifest_written);
         let record =
             super::store::Done { files: &done.files, counts: done.counts, manifest_key, warnings, file_created };
-        if self.store.succeed(job, self.owner, record).await?.is_none() {
+        let Some(succeeded) = self.store.succeed(job, self.owner, record).await? else {
             return Ok(Outcome::Skipped);
-        }
+        };
         let bytes: u64 = done.files.iter().map(|f| f.bytes).sum();
         tracing::info!(job = %job.id, items = done.counts.items, bytes, files = done.files.len(), "export job succeeded");
+        super::events::publish_job(self.state, &succeeded).await;
         Ok(Outcome::Succeeded)
     }
 }

@@ -37,7 +37,21 @@ pub async fn give_up(state: &AppState, job: Job) -> Result<Job, ApiError> {
         job.failures
     );
     super::upload::abort_upload(state, &job).await;
-    Ok(JobStore::new(state).fail(&job.org(), &job.id, &reason).await?.unwrap_or(job))
+    match JobStore::new(state).fail(&job.org(), &job.id, &reason).await? {
+        Some(failed) => {
+            super::events::publish_job(state, &failed).await;
+            Ok(failed)
+        }
+        None => Ok(job),
+    }
+}
+
+/// Sends the event of a finished job that was not delivered when it ended (one attempt: the
+/// job's `GET` and the scheduled run's sweep call this, so a debt is paid by a later read).
+pub async fn settle_event(state: &AppState, job: &Job) {
+    if job.status.is_terminal() && job.event_pending.is_some() {
+        super::events::resend(state, job).await;
+    }
 }
 
 /// Deals with a stale job found by a read: hands it to the worker again, or, after

@@ -15,6 +15,7 @@
 
 pub mod dispatch;
 mod ending;
+pub mod events;
 mod invocation;
 mod journal;
 pub mod lifecycle;
@@ -28,7 +29,7 @@ pub mod worker;
 
 use crate::exports::producer::ExportSpec;
 pub use dispatch::Dispatcher;
-pub use lifecycle::{give_up, launch, revive, start};
+pub use lifecycle::{give_up, launch, revive, settle_event, start};
 pub use model::{
     lifecycle_expiry, now_ms, Checkpoint, Job, JobFile, JobRef, Status, Trigger, MAX_FAILURES, STALE_AFTER_MS,
 };
@@ -53,6 +54,7 @@ pub fn new_job(org: &crate::keys::Org, spec: ExportSpec, trigger: Trigger, id: S
         skipped: 0,
         skipped_reasons: Default::default(),
         redacted: Default::default(),
+        event_pending: None,
         total: None,
         bytes: 0,
         reason: None,

@@ -192,6 +192,9 @@ pub struct Job {
     /// What redaction replaced, by type.
     #[serde(default)]
     pub redacted: crate::exports::counts::Redacted,
+    /// The event this final job still owes (its `detail-type`), until EventBridge took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_pending: Option<String>,
     /// Items the export will have, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
@@ -307,6 +310,20 @@ pub struct UploadRef {
     pub key: String,
     /// The upload.
     pub id: String,
+}
+
+/// `detail-type` of a job that succeeded.
+pub const SUCCEEDED: &str = "Export Job Succeeded";
+/// `detail-type` of a job that failed.
+pub const FAILED: &str = "Export Job Failed";
+
+/// The `detail-type` a job in its final state owes (`None` while it runs).
+pub fn detail_type(status: Status) -> Option<&'static str> {
+    match status {
+        Status::Succeeded => Some(SUCCEEDED),
+        Status::Failed => Some(FAILED),
+        Status::Queued | Status::Running => None,
+    }
 }
 
 #[cfg(test)]

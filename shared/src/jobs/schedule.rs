@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{new_job, JobStore, Trigger};
@@ -189,6 +189,7 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<RunSummary, 
         failed,
     };
     tracing::info!(?summary, "scheduled export run");
+    publish_run(state, &summary).await;
     if failed > 0 {
         return Err(ApiError::new(
             crate::error::ErrorKind::Unavailable,
@@ -209,10 +210,10 @@ async fn export_org(
     scheduled: chrono::DateTime<chrono::Utc>,
     up_to: &str,
 ) -> Result<Option<bool>, ApiError> {
+    // Nobody may poll a scheduled job: revive the stale ones, and send events still owed.
     for job in jobs.list(org, 20, None).await?.0 {
-        if job.is_stale(super::now_ms()) {
-            super::revive(state, job).await?;
-        }
+        super::settle_event(state, &job).await;
+        super::revive(state, job).await?;
     }
     // The index may lag the table: read the watermark from the item itself.
     let after = watermark(state, org).await?.unwrap_or_else(|| EPOCH.to_string());
@@ -242,4 +243,22 @@ async fn export_org(
         tracing::error!(org = %org, job = %job.id, error = %e, "could not hand the scheduled export to the worker");
     }
     Ok(Some(created))
+}
+
+/// A scheduled run's `detail`: its summary and a stable id (the scheduled time).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RunDetail<'a> {
+    event_id: String,
+    #[serde(flatten)]
+    summary: &'a RunSummary,
+}
+
+/// Sends a scheduled run's event (best effort: a run is not repeated for its event).
+pub async fn publish_run(state: &AppState, summary: &RunSummary) {
+    // A run that failed for some organizations is retried by the Scheduler: its retry's event,
+    // with other counts, has another id than the failed attempt's.
+    let outcome = if summary.failed == 0 { "complete" } else { "incomplete" };
+    let detail = RunDetail { event_id: format!("run:{}:{outcome}", summary.scheduled_time), summary };
+    super::events::put(state, super::events::RUN_FINISHED, &detail, "scheduled run").await;
 }

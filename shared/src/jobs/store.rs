@@ -326,8 +326,9 @@ impl<'a> JobStore<'a> {
             (":warnings".into(), warnings),
             (":zero".into(), n(0)),
             (":owner".into(), s(owner)),
+            (":event".into(), s(super::model::SUCCEEDED)),
         ]);
-        let set = "#status = :succeeded, #finishedAt = :finished, #bytes = :bytes, #processed = :items, \
+        let set = "#eventPending = :event, #status = :succeeded, #finishedAt = :finished, #bytes = :bytes, #processed = :items, \
              #skipped = :skipped, #skippedReasons = :reasons, #redacted = :redacted, #files = :files, #manifestKey = :manifest, \
              #warnings = :warnings, #fileExpiresAt = :expires, #leaseUntil = :zero";
         let expires = lifecycle_expiry(done.file_created, self.state.config.export_retention_days);
@@ -341,7 +342,8 @@ impl<'a> JobStore<'a> {
         self.update(
             org,
             id,
-            "SET #status = :failed, #finishedAt = :finished, #reason = :reason, #leaseUntil = :zero REMOVE #leaseOwner, #checkpoint",
+            "SET #status = :failed, #finishedAt = :finished, #reason = :reason, #leaseUntil = :zero, \
+             #eventPending = :event REMOVE #leaseOwner, #checkpoint",
             "attribute_exists(PK) AND #status IN (:queued, :running)",
             HashMap::from([
                 (":failed".into(), s("failed")),
@@ -350,9 +352,16 @@ impl<'a> JobStore<'a> {
                 (":finished".into(), s(crate::time::now_rfc3339())),
                 (":reason".into(), s(reason)),
                 (":zero".into(), n(0)),
+                (":event".into(), s(super::model::FAILED)),
             ]),
         )
         .await
+    }
+
+    /// Records that the event `detail_type` of the job was delivered.
+    pub async fn clear_event(&self, org: &Org, id: &str, detail_type: &str) -> Result<Option<Job>, StoreError> {
+        let values = HashMap::from([(":event".into(), s(detail_type))]);
+        self.update(org, id, "REMOVE #eventPending", "#eventPending = :event", values).await
     }
 
     /// Notes a new hand-over of a stale job, unless another reader did it first.

@@ -124,7 +124,9 @@ async fn fail_for_good(
     if let Some(u) = upload {
         abort(invocation.state, &u.key, Some(&u.id)).await;
     }
-    invocation.store.fail(org, id, &e.message).await?;
+    if let Some(failed) = invocation.store.fail(org, id, &e.message).await? {
+        super::events::publish_job(invocation.state, &failed).await;
+    }
     Ok(Outcome::Failed)
 }
 

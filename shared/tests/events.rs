@@ -1,0 +1,282 @@
+//! Export events on EventBridge, read back through a rule with an SQS target on the emulator:
+//! a job that succeeds, one that fails, a scheduled run, and an event that EventBridge would
+//! not take at first (the job's outcome unchanged, the event sent again by a later read).
+
+mod support;
+
+use serde_json::json;
+use serde_json::Value;
+use shared::jobs::schedule::{run, ScheduledEvent};
+use shared::AppState;
+use support::{call, jobs_state, jobs_state_with, new_org, seed_contact, token, worker_options};
+
+async fn seed(state: &shared::AppState, tok: &str) {
+    seed_contact(state, tok, "ag", "k1", 2, |i| ["Where is my order?", "It ships today."][i].to_string()).await;
+    support::create_snapshot(state, tok, json!({"contactId": "k1"})).await;
+}
+
+#[tokio::test]
+async fn a_succeeded_job_puts_one_event_with_its_files_and_no_url_or_customer_data() {
+    let (state, mut worker) = jobs_state().await;
+    let org = new_org();
+    let tok = token(&org);
+    seed(&state, &tok).await;
+    let events = subscribe(&state, json!({"organizationId": [org.as_str()]})).await;
+    let created = call(&state, "POST", "/api/training/exports", &tok, Some(json!({"format": "jsonl"}))).await;
+    assert_eq!(created.status, 202, "{}", created.body);
+    worker.drain(&state, worker_options()).await;
+    let id = created.body["data"]["id"].as_str().unwrap();
+    let job = call(&state, "GET", &format!("/api/training/exports/{id}"), &tok, None).await.body["data"].clone();
+    assert_eq!(job["status"], "succeeded");
+
+    let got = events.receive(2).await;
+    assert_eq!(got.len(), 1, "exactly one event: {got:?}");
+    let event = &got[0];
+    assert_eq!(event["source"], "training-data.exports");
+    assert_eq!(event["detail-type"], "Export Job Succeeded");
+    let d = &event["detail"];
+    assert_eq!(d["eventId"], format!("{id}:succeeded"));
+    assert_eq!((d["jobId"].as_str(), d["organizationId"].as_str()), (Some(id), Some(org.as_str())));
+    assert_eq!(
+        (d["trigger"].as_str(), d["format"].as_str(), d["source"].as_str()),
+        (Some("request"), Some("jsonl"), Some("training"))
+    );
+    assert_eq!(d["counts"]["written"], 1);
+    let file = &d["files"][0];
+    assert_eq!(file["name"], job["files"][0]["name"]);
+    assert_eq!(file["sha256"], job["files"][0]["sha256"]);
+    assert_eq!(file["s3Uri"], job["files"][0]["s3Uri"]);
+    assert_eq!(d["manifestS3Uri"], job["manifest"]["s3Uri"]);
+    assert!(d["manifestKey"].as_str().is_some_and(|k| k.ends_with("/manifest.json")));
+    assert!(d["reason"].is_null());
+    let text = event.to_string();
+    assert!(!text.contains("X-Amz-Signature") && !text.contains("Where is my order"), "{text}");
+    // Delivered: the job owes nothing, and reads send nothing more.
+    call(&state, "GET", &format!("/api/training/exports/{id}"), &tok, None).await;
+    assert!(events.receive(1).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_job_puts_its_reason() {
+    let (state, mut worker) = jobs_state().await;
+    let org = new_org();
+    let tok = token(&org);
+    seed(&state, &tok).await;
+    let events = subscribe(&state, json!({"organizationId": [org.as_str()]})).await;
+    let body = json!({"agentId": "ag", "convoId": "convo-k1"});
+    let created = call(&state, "POST", "/api/training/exports", &tok, Some(body)).await;
+    assert_eq!(created.status, 202, "{}", created.body);
+    let key = |k: &str| aws_sdk_dynamodb::types::AttributeValue::S(k.to_string());
+    let owner = shared::keys::Org::stored(org.as_str());
+    state
+        .dynamo
+        .delete_item()
+        .table_name(&state.config.table_name)
+        .key("PK", key(&shared::keys::agent(&owner, "ag")))
+        .key("SK", key(&shared::convos::store::convo_sk("convo-k1")))
+        .send()
+        .await
+        .unwrap();
+    worker.drain(&state, worker_options()).await;
+    let got = events.receive(1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["detail-type"], "Export Job Failed");
+    assert_eq!(got[0]["detail"]["reason"], "Conversation not found");
+    assert_eq!(got[0]["detail"]["source"], "conversations");
+    assert_eq!(got[0]["detail"]["files"], json!([]));
+}
+
+#[tokio::test]
+async fn a_scheduled_run_puts_its_summary() {
+    let (state, mut worker) = jobs_state_with(|c| c.schedule_settle = std::time::Duration::ZERO).await;
+    let tok = token(&new_org());
+    seed(&state, &tok).await;
+    // A scheduled time no other test uses names this run's event.
+    let scheduled = "2031-01-02T03:04:05.000Z";
+    let events = subscribe(&state, json!({"eventId": [format!("run:{scheduled}:complete")]})).await;
+    let summary =
+        run(&state, ScheduledEvent { scheduled_time: Some(scheduled.into()), ..Default::default() }).await.unwrap();
+    worker.drain(&state, worker_options()).await;
+    let got = events.receive(1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["detail-type"], "Scheduled Export Run Finished");
+    let d = &got[0]["detail"];
+    assert_eq!(d["scheduledTime"], scheduled);
+    assert_eq!(d["jobsCreated"], json!(summary.jobs_created));
+    assert_eq!(d["organizations"], json!(summary.organizations));
+    assert!(summary.jobs_created >= 1);
+}
+
+/// EventBridge's answer when it takes none of the entries.
+fn refused() -> String {
+    json!({"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]})
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_event_eventbridge_refuses_is_sent_again_later_and_the_job_stays_succeeded() {
+    let (state, mut worker) = jobs_state().await;
+    let org = new_org();
+    let tok = token(&org);
+    seed(&state, &tok).await;
+    let events = subscribe(&state, json!({"organizationId": [org.as_str()]})).await;
+    // EventBridge refuses the entry every time while the job ends (a partial failure).
+    let refusing = Refusing::start(&refused()).await;
+    let mut down = state.clone();
+    down.events = shared::aws::repointed_events(&state.events, &refusing.url);
+    let created = call(&state, "POST", "/api/training/exports", &tok, Some(json!({"format": "jsonl"}))).await;
+    assert_eq!(created.status, 202);
+    for event in worker.pending() {
+        let outcome = shared::jobs::worker::run(&down, &event, worker_options()).await.unwrap();
+        assert_eq!(outcome, shared::jobs::worker::Outcome::Succeeded, "the job's outcome does not depend on its event");
+    }
+    assert!(refusing.calls() >= 4, "retried: {} calls", refusing.calls());
+    assert!(events.receive(1).await.is_empty());
+    let id = created.body["data"]["id"].as_str().unwrap();
+    let store = shared::jobs::JobStore::new(&state);
+    let stored = store.get(&shared::keys::Org::stored(org.as_str()), id).await.unwrap().unwrap();
+    assert_eq!(stored.event_pending.as_deref(), Some("Export Job Succeeded"));
+    // The next read sends it, once.
+    let job = call(&state, "GET", &format!("/api/training/exports/{id}"), &tok, None).await;
+    assert_eq!(job.body["data"]["status"], "succeeded");
+    let got = events.receive(2).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["detail"]["eventId"], format!("{id}:succeeded"));
+    let stored = store.get(&shared::keys::Org::stored(org.as_str()), id).await.unwrap().unwrap();
+    assert_eq!(stored.event_pending, None);
+    call(&state, "GET", &format!("/api/training/exports/{id}"), &tok, None).await;
+    assert!(events.receive(1).await.is_empty(), "sent once");
+}
+
+/// A stand-in EventBridge endpoint that answers every call with `body` (status 200).
+struct Refusing {
+    url: String,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Refusing {
+    async fn start(body: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counter, body) = (calls.clone(), body.to_string());
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (counter, body) = (counter.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut read = Vec::new();
+                    // Read the request (headers and its Content-Length body), then answer.
+                    loop {
+                        let Ok(n) = stream.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        read.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&read).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                                })
+                                .and_then(|v| v.parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if read.len() >= end + 4 + length {
+                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                let answer = format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                let _ = stream.write_all(answer.as_bytes()).await;
+                                read.clear();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, calls, task }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A subscriber: a rule with an SQS target.
+
+/// An SQS queue on the emulator subscribed, by an EventBridge rule on the deployment's bus, to
+/// the export events whose `detail` matches `detail_pattern`.
+struct Subscription {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+/// Subscribes a new queue to export events matching `detail_pattern` (for example
+/// `{"organizationId": [org]}`), as a user's rule with an SQS target would.
+async fn subscribe(state: &AppState, detail_pattern: Value) -> Subscription {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let name = format!("events-{}", shared::ids::object_id());
+    let queue_url = sqs.create_queue().queue_name(&name).send().await.expect("CreateQueue").queue_url.expect("url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+    let pattern = serde_json::json!({"source": [shared::jobs::events::SOURCE], "detail": detail_pattern});
+    let bus = &state.config.event_bus_name;
+    state
+        .events
+        .put_rule()
+        .name(&name)
+        .event_bus_name(bus)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .expect("PutRule");
+    let target = aws_sdk_eventbridge::types::Target::builder().id("queue").arn(arn).build().expect("target");
+    state.events.put_targets().rule(&name).event_bus_name(bus).targets(target).send().await.expect("PutTargets");
+    Subscription { sqs, queue_url }
+}
+
+impl Subscription {
+    /// The events received within a few seconds, until `n` have arrived.
+    async fn receive(&self, n: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while out.len() < n && std::time::Instant::now() < deadline {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            for m in got.messages() {
+                out.push(serde_json::from_str(m.body().unwrap_or("null")).expect("event JSON"));
+                if let Some(handle) = m.receipt_handle() {
+                    let _ = self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await;
+                }
+            }
+        }
+        out
+    }
+}
