@@ -9,6 +9,10 @@ use shared::jobs::worker::Outcome;
 use shared::keys::Org;
 use support::{call, create_snapshot, download, jobs_state_with, new_org, seed_contact, token, worker_options};
 
+/// A scheduled run walks every organization: this file's runs take turns, so that one test's
+/// run does not start (or defer) another's jobs.
+static RUNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn jobs(state: &shared::AppState, tok: &str) -> Vec<Value> {
     let a = call(state, "GET", "/api/training/exports", tok, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -34,6 +38,7 @@ async fn next_tick() -> ScheduledEvent {
 
 #[tokio::test]
 async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_run() {
+    let _turn = RUNS.lock().await;
     let (state, mut worker) = jobs_state_with(|c| c.schedule_settle = std::time::Duration::ZERO).await;
     let (org_a, org_b, quiet) = (new_org(), new_org(), new_org());
     let (tok_a, tok_b, tok_quiet) = (token(&org_a), token(&org_b), token(&quiet));
@@ -136,4 +141,32 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     let latest = &jobs(&state, &tok_b).await[0];
     assert_eq!(latest["status"], "succeeded");
     assert_eq!(exported_ids(latest).await, vec![b2, b3], "the gap of the failed run is covered");
+}
+
+#[tokio::test]
+async fn a_run_while_the_last_scheduled_job_still_runs_starts_no_overlapping_window() {
+    let _turn = RUNS.lock().await;
+    let (state, mut worker) = jobs_state_with(|c| c.schedule_settle = std::time::Duration::ZERO).await;
+    let tok = token(&new_org());
+    seed_contact(&state, &tok, "ag", "k", 2, |i| format!("line {i}")).await;
+    let first_snapshot = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
+    run(&state, next_tick().await).await.unwrap();
+    // The first run's job is slow: it has not run when the next run comes.
+    let slow = worker.pending();
+    let later = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
+    let summary = run(&state, next_tick().await).await.unwrap();
+    assert!(summary.deferred >= 1, "{summary:?}");
+    assert_eq!(jobs(&state, &tok).await.len(), 1, "no second window over the same changes");
+    worker.pending(); // the first job handed to the worker again by the sweep: the same job
+    for event in &slow {
+        assert_eq!(shared::jobs::worker::run(&state, event, worker_options()).await.unwrap(), Outcome::Succeeded);
+    }
+    // The next run starts where the slow job's window ended.
+    run(&state, next_tick().await).await.unwrap();
+    worker.drain(&state, worker_options()).await;
+    let all = jobs(&state, &tok).await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(exported_ids(&all[1]).await, vec![first_snapshot.clone()]);
+    assert_eq!(exported_ids(&all[0]).await, vec![later], "each change in one window");
+    assert_eq!(all[0]["params"]["changed"]["after"], all[1]["params"]["changed"]["upTo"]);
 }

@@ -135,6 +135,10 @@ pub struct RunSummary {
     pub jobs_resumed: u64,
     /// Organizations without changes.
     pub unchanged: u64,
+    /// Organizations whose earlier scheduled job still runs: their changes wait for the next
+    /// run after it, so windows never overlap.
+    #[serde(default)]
+    pub deferred: u64,
     /// Organizations that failed (the run then fails, and is retried).
     pub failed: u64,
 }
@@ -150,7 +154,7 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<RunSummary, 
     let up_to = crate::time::to_rfc3339(scheduled - settle);
     let jobs = JobStore::new(state);
     let snapshots = SnapshotStore::new(&state.dynamo, &state.config.table_name);
-    let (mut organizations, mut created, mut resumed, mut unchanged) = (0, 0, 0, 0);
+    let (mut organizations, mut created, mut resumed, mut unchanged, mut deferred) = (0, 0, 0, 0, 0);
     let mut pages = state
         .dynamo
         .query()
@@ -170,9 +174,10 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<RunSummary, 
         // One organization's trouble must not stop the others; the run fails at the end, so
         // the Scheduler retries it, and a retry repeats nothing that was done.
         match export_org(state, &jobs, &snapshots, &org, scheduled, &up_to).await {
-            Ok(Some(true)) => created += 1,
-            Ok(Some(false)) => resumed += 1,
-            Ok(None) => unchanged += 1,
+            Ok(OrgRun::Created) => created += 1,
+            Ok(OrgRun::Resumed) => resumed += 1,
+            Ok(OrgRun::Unchanged) => unchanged += 1,
+            Ok(OrgRun::Deferred) => deferred += 1,
             Err(e) => {
                 failed += 1;
                 tracing::error!(org = %org, error = %e, "scheduled export of an organization failed");
@@ -186,6 +191,7 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<RunSummary, 
         jobs_created: created,
         jobs_resumed: resumed,
         unchanged,
+        deferred,
         failed,
     };
     tracing::info!(?summary, "scheduled export run");
@@ -199,9 +205,20 @@ pub async fn run(state: &AppState, event: ScheduledEvent) -> Result<RunSummary, 
     Ok(summary)
 }
 
-/// One organization's part of a run: `Some(true)` a new job, `Some(false)` this run's job
-/// existed already, `None` nothing changed. Also revives the organization's stale jobs, since
-/// nobody may poll a scheduled job.
+/// What one organization's part of a run did.
+enum OrgRun {
+    /// A new job.
+    Created,
+    /// This run's job existed already (a redelivered event).
+    Resumed,
+    /// Nothing changed, or this run's job has ended.
+    Unchanged,
+    /// An earlier run's job still runs: its window ends where this one would start.
+    Deferred,
+}
+
+/// One organization's part of a run. Also revives the organization's stale jobs and sends
+/// the events they owe, since nobody may poll a scheduled job.
 async fn export_org(
     state: &AppState,
     jobs: &JobStore<'_>,
@@ -209,16 +226,23 @@ async fn export_org(
     org: &Org,
     scheduled: chrono::DateTime<chrono::Utc>,
     up_to: &str,
-) -> Result<Option<bool>, ApiError> {
-    // Nobody may poll a scheduled job: revive the stale ones, and send events still owed.
+) -> Result<OrgRun, ApiError> {
+    let this_run = job_id(scheduled, org);
+    let mut earlier_running = false;
     for job in jobs.list(org, 20, None).await?.0 {
         super::settle_event(state, &job).await;
-        super::revive(state, job).await?;
+        let job = super::revive(state, job).await?;
+        // Its window starts at the watermark this run would start from, and moves it only
+        // when it succeeds: a second window now would export the same changes twice.
+        earlier_running |= job.trigger == Trigger::Schedule && !job.status.is_terminal() && job.id != this_run;
+    }
+    if earlier_running {
+        return Ok(OrgRun::Deferred);
     }
     // The index may lag the table: read the watermark from the item itself.
     let after = watermark(state, org).await?.unwrap_or_else(|| EPOCH.to_string());
     if up_to <= after.as_str() || snapshots.changed(org, &after, up_to, None, 1).await?.0.is_empty() {
-        return Ok(None);
+        return Ok(OrgRun::Unchanged);
     }
     let spec = ExportSpec::Training {
         format: Format::Jsonl,
@@ -229,20 +253,20 @@ async fn export_org(
         redact: None,
         dedup: Default::default(),
     };
-    let job = new_job(org, spec, Trigger::Schedule, job_id(scheduled, org));
+    let job = new_job(org, spec, Trigger::Schedule, this_run);
     let (job, created) = if jobs.insert(&job).await? {
-        (job, true)
+        (job, OrgRun::Created)
     } else {
         match jobs.get(org, &job.id).await? {
-            Some(existing) if !existing.status.is_terminal() => (existing, false),
-            _ => return Ok(None),
+            Some(existing) if !existing.status.is_terminal() => (existing, OrgRun::Resumed),
+            _ => return Ok(OrgRun::Unchanged),
         }
     };
     // A repeated hand-over is harmless: the worker's lease lets one invocation run it.
     if let Err(e) = state.jobs.dispatch(&job.reference()).await {
         tracing::error!(org = %org, job = %job.id, error = %e, "could not hand the scheduled export to the worker");
     }
-    Ok(Some(created))
+    Ok(created)
 }
 
 /// A scheduled run's `detail`: its summary and a stable id (the scheduled time).
