@@ -4,7 +4,8 @@
 # speed is measured here, never asserted in tests. Knobs: BENCH_RUNS (3), BENCH_COLD_RUNS (15),
 # BENCH_REQUESTS (320), BENCH_EXPORT_SNAPSHOTS (20000), BENCH_MEMORY_SMALL (5000),
 # BENCH_MEMORY_LARGE (50000), BENCH_MESSAGES (20); BENCH_ONLY=redaction runs sections 7 and 8
-# alone (redaction and near duplicates: only the bench is built, and no emulator is needed).
+# alone (redaction and near duplicates: only the bench is built, and no emulator is needed);
+# BENCH_ONLY=throughput runs section 3 alone (only the bench is built).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -16,8 +17,13 @@ if [ "${BENCH_ONLY:-}" = "redaction" ]; then
 fi
 
 install_tools
-echo "== cargo build --release (every function, the bench and its baseline)" >&2
-cargo build --release --quiet --workspace --bins --exclude local-server
+if [ "${BENCH_ONLY:-}" = "throughput" ]; then
+  # Section 3 alone (export throughput, redaction's cost included): only the bench is built.
+  cargo build --release --quiet -p bench
+else
+  echo "== cargo build --release (every function, the bench and its baseline)" >&2
+  cargo build --release --quiet --workspace --bins --exclude local-server
+fi
 
 EMULATOR_PORT="$(free_port)"
 trap stop_emulator EXIT

@@ -180,6 +180,14 @@ async fn main() -> Res<()> {
     let secret = std::env::var("JWT_SECRET")?;
     let started = Instant::now();
     let mut rows = Vec::new();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
+        // Section 3 alone: its data and its exports, nothing else running.
+        let export_org = shared::ids::object_id();
+        seed(&state, &export_org, settings.export_snapshots, settings.messages).await?;
+        rows.extend(export_throughput(&settings, &state, &secret, &export_org).await?);
+        println!("{}", render(&rows, &machine(), &settings, started.elapsed()));
+        return Ok(());
+    }
 
     eprintln!("== seeding");
     let latency_org = shared::ids::object_id();

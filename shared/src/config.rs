@@ -82,6 +82,9 @@ pub struct Config {
     /// Largest number of distinct examples one export's dedup holds: about 1 KB each in half
     /// the function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, 512 MB when unset: 262,144).
     pub dedup_max_kept: usize,
+    /// How long a deleted snapshot's deletion record is kept for the scheduled export
+    /// (`DELETION_RECORD_DAYS`, default 35: past a monthly schedule's window and its retries).
+    pub deletion_record_for: Duration,
     /// The EventBridge bus export events go to (`EVENT_BUS_NAME`, default `default`).
     pub event_bus_name: String,
 }
@@ -192,6 +195,7 @@ impl Config {
                 optional("AWS_LAMBDA_FUNCTION_NAME"),
             )?,
             schedule_settle: Duration::from_secs(parsed("SCHEDULE_SETTLE_SECONDS", 60u64)?),
+            deletion_record_for: Duration::from_secs(parsed("DELETION_RECORD_DAYS", 35u64)?.saturating_mul(86_400)),
             event_bus_name: optional("EVENT_BUS_NAME").unwrap_or_else(|| "default".to_string()),
             dedup_max_kept: parsed("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 512usize)?.saturating_mul(512),
             export_redaction_required: redaction_required(optional("EXPORT_REDACTION").as_deref())?,

@@ -8,6 +8,7 @@
 //! | message              | `ORG#<org>#CONVO#<agent>#<convo>`      | `MSG#<msgId>`     |
 //! | snapshot header      | `ORG#<org>#SNAP#<id>`                  | `META`            |
 //! | snapshot messages    | `ORG#<org>#SNAP#<id>`                  | `MSGS#[<set>#]<n>`|
+//! | deletion record      | `ORG#<org>#SNAP#<id>`                  | `TOMBSTONE`       |
 //! | idempotency record   | `ORG#<org>#IDEM#<operation>#<sha256>`  | `IDEM`            |
 //! | export job           | `ORG#<org>#JOBS`                       | `JOB#<id>`        |
 //! | schedule state       | `ORG#<org>#SCHEDULE`                   | `SCHEDULE`        |
@@ -17,7 +18,7 @@
 //! | GSI1: agent's convos | `ORG#<org>#AGENT#<agent>` (sort: `<lastActivity>#<convo>`)    |
 //! | GSI2: contact's convos | `ORG#<org>#CONTACT#<contact>`                               |
 //! | GSI1-4: snapshot lists | `ORG#<org>#SNAPS#A<0/1>[#Q#<quality>/#C#<category>/#CT#<contact>]` (sort: id) |
-//! | GSI5: changed snapshots | `ORG#<org>#CHANGED` (sort: `<updatedAt>#<id>`)             |
+//! | GSI5: changed snapshots | `ORG#<org>#CHANGED` (sort: `<updatedAt or deletedAt>#<id>`) |
 //! | GSI1: organizations  | `SCHEDULED#ORGS` (sort: the organization)                     |
 //!
 //! Export files: `exports/<org>/<kind>/<yyyy-mm-dd>/<128 random bits, hex>/<file name>`.

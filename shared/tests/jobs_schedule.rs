@@ -170,3 +170,63 @@ async fn a_run_while_the_last_scheduled_job_still_runs_starts_no_overlapping_win
     assert_eq!(exported_ids(&all[0]).await, vec![later], "each change in one window");
     assert_eq!(all[0]["params"]["changed"]["after"], all[1]["params"]["changed"]["upTo"]);
 }
+
+/// A scheduled export's lines.
+async fn exported_lines(job: &Value) -> Vec<Value> {
+    let (status, _, file) = download(job["url"].as_str().expect("url")).await;
+    assert_eq!(status, 200);
+    String::from_utf8(file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn deletions_and_archives_reach_the_next_incremental_export_as_records_until_their_ttl() {
+    let _turn = RUNS.lock().await;
+    let (state, mut worker) = jobs_state_with(|c| c.schedule_settle = std::time::Duration::ZERO).await;
+    let tok = token(&new_org());
+    seed_contact(&state, &tok, "ag", "k", 2, |i| format!("line {i}")).await;
+    let kept = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
+    let deleted = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
+    let archived = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
+    run(&state, next_tick().await).await.unwrap();
+    worker.drain(&state, worker_options()).await;
+    assert_eq!(exported_ids(&jobs(&state, &tok).await[0]).await.len(), 3);
+
+    let a = call(&state, "DELETE", &format!("/api/training/snapshots/{deleted}"), &tok, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a =
+        call(&state, "PATCH", &format!("/api/training/snapshots/{archived}"), &tok, Some(json!({"isArchived": true})))
+            .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Created and deleted between two runs: never exported, so no record either.
+    let fleeting = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
+    call(&state, "DELETE", &format!("/api/training/snapshots/{fleeting}"), &tok, None).await;
+    let added = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
+    run(&state, next_tick().await).await.unwrap();
+    worker.drain(&state, worker_options()).await;
+    let job = jobs(&state, &tok).await[0].clone();
+    let lines = exported_lines(&job).await;
+    let records: Vec<&Value> = lines.iter().filter(|l| l["deleted"] == true).collect();
+    let mut recorded: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    recorded.sort();
+    let mut want = vec![deleted.as_str(), archived.as_str()];
+    want.sort();
+    assert_eq!(recorded, want, "{lines:?}");
+    for r in &records {
+        let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["deleted", "deletedAt", "id"], "no customer data in {r}");
+    }
+    let written: Vec<&str> =
+        lines.iter().filter(|l| l["deleted"].is_null()).map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(written, [added.as_str()]);
+    assert!(!lines.iter().any(|l| l["id"] == fleeting.as_str() || l["id"] == kept.as_str()));
+    assert_eq!(job["files"][0]["rows"], 3, "rows count every line");
+
+    // A record past its TTL is gone: the next run has nothing to export.
+    let (expiring, _) = jobs_state_with(|c| c.deletion_record_for = std::time::Duration::ZERO).await;
+    let a = call(&expiring, "DELETE", &format!("/api/training/snapshots/{added}"), &tok, None).await;
+    assert_eq!(a.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    run(&state, next_tick().await).await.unwrap();
+    worker.drain(&state, worker_options()).await;
+    assert_eq!(jobs(&state, &tok).await.len(), 2, "no export for an expired record");
+}

@@ -209,7 +209,7 @@ async fn a_5000_message_conversation_round_trips_byte_for_byte() {
         .send()
         .await
         .unwrap();
-    assert_eq!(left.count, 0, "the header and every chunk are gone");
+    assert_eq!(left.count, 1, "the header and every chunk are gone; the deletion record stays");
 }
 
 #[tokio::test]
@@ -242,7 +242,16 @@ async fn a_snapshot_of_the_largest_size_commits_in_one_transaction_reads_back_an
     let d = call(&state, "DELETE", &format!("/api/training/snapshots/{id}"), &tok, None).await;
     assert_eq!(d.status, 200, "{}", d.body);
     assert_eq!(call(&state, "GET", &format!("/api/training/snapshots/{id}"), &tok, None).await.status, 404);
-    assert_eq!(partition(&state, &org, &id).await, vec![], "the header and every chunk are gone");
+    // The header and every chunk are gone; only the deletion record stays, without content.
+    let left = partition(&state, &org, &id).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    let mut names: Vec<&str> = left[0].keys().map(String::as_str).collect();
+    names.sort();
+    let ttl = shared::table::TTL;
+    let mut want = vec!["GSI5PK", "GSI5SK", "PK", "SK", "_id", "createdAt", "deletedAt", "organizationId", ttl];
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(left[0]["SK"].as_s().unwrap(), "TOMBSTONE");
 }
 
 /// Every item of a snapshot's partition (all pages: chunks are large).

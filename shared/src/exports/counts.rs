@@ -18,6 +18,9 @@ pub struct Counts {
     /// What redaction replaced, by type.
     #[serde(default)]
     pub redacted: Redacted,
+    /// Deletion records written (scheduled exports: snapshots deleted or archived).
+    #[serde(default)]
+    pub deletions: u64,
 }
 
 impl Counts {
@@ -34,6 +37,7 @@ impl Counts {
         a.duplicate += b.duplicate;
         a.near_duplicate += b.near_duplicate;
         self.redacted.add(other.redacted);
+        self.deletions += other.deletions;
     }
 
     /// Counts an item left out for `reason`.

@@ -36,18 +36,23 @@ struct Part {
 }
 
 /// [`Identity`] prepared for matching, once per example.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Known {
     /// Each person (lower case) with their full name and parts, full name first.
     names: Vec<(String, Vec<Part>)>,
     /// Digits that are the customer's number (national, and local without the area code),
     /// with its E.164 writing.
     phones: Vec<(String, String)>,
+    /// The region national phone numbers are read for: the customer's own number's, when
+    /// written internationally, else the default.
+    pub region: Id,
 }
 
 impl Known {
-    /// The names and phone numbers of `identity`; phones written nationally are read for `region`.
-    pub fn of(identity: &Identity, region: Id) -> Self {
+    /// The names and phone numbers of `identity`; phones written nationally are read for the
+    /// region of the customer's own number written internationally, else `default`.
+    pub fn of(identity: &Identity, default: Id) -> Self {
+        let region = identity.phones.iter().find_map(|p| region_of(p)).unwrap_or(default);
         let names = identity
             .names
             .iter()
@@ -82,7 +87,13 @@ impl Known {
             }
             phones.push((national, e164));
         }
-        Self { names, phones }
+        Self { names, phones, region }
+    }
+
+    /// The E.164 writing of `value` when its digits are the customer's number (no parsing).
+    pub fn e164(&self, value: &str) -> Option<&str> {
+        let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+        self.phone(&digits)
     }
 
     /// The customer's number (E.164) when `digits` (a run's digits, separators removed) is it.
@@ -142,4 +153,10 @@ fn edges(text: &str, start: usize, end: usize) -> bool {
 
 fn capitalised(text: &str, start: usize) -> bool {
     text[start..].chars().next().is_some_and(char::is_uppercase)
+}
+
+/// The region of a phone number written internationally (`+44 …` is GB), if it is valid.
+pub fn region_of(phone: &str) -> Option<Id> {
+    let number = phonenumber::parse(None, phone).ok()?;
+    phonenumber::is_valid(&number).then(|| number.country().id()).flatten()
 }

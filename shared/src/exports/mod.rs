@@ -2,6 +2,7 @@
 //! (Convocore's JSON and CSV), produced as a stream into an [`sink::ExportSink`] that answers
 //! small files inline and streams large ones to S3 behind a presigned download URL.
 
+pub mod changes;
 pub mod convos;
 pub mod counts;
 pub mod dedup;

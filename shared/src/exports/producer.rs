@@ -22,7 +22,7 @@ use crate::convos::store::ConvoStore;
 use crate::convos::Convo;
 use crate::error::ApiError;
 use crate::keys::Org;
-use crate::snapshots::store::{Filters, ReadStats, SnapshotStore};
+use crate::snapshots::store::{Change, Filters, ReadStats, SnapshotStore};
 use crate::snapshots::Snapshot;
 use crate::AppState;
 
@@ -49,26 +49,28 @@ pub struct Item {
 
 /// Produces an export's bytes.
 pub struct Producer<'a> {
-    state: &'a AppState,
-    org: Org,
+    pub(super) state: &'a AppState,
+    pub(super) org: Org,
     spec: ExportSpec,
     export_date: String,
-    encoder: Option<Encoder>,
-    counts: Counts,
-    position: Option<String>,
-    done: bool,
+    pub(super) encoder: Option<Encoder>,
+    pub(super) counts: Counts,
+    pub(super) position: Option<String>,
+    pub(super) done: bool,
     /// Snapshots of the current page not produced yet (a page is produced a group at a time).
     snapshots: VecDeque<Snapshot>,
     /// Conversations of the current page not produced yet, with their activity keys.
     convos: VecDeque<(Convo, String)>,
+    /// Changes of the current page of a scheduled export not produced yet.
+    pub(super) changes: VecDeque<Change>,
     /// The source has no page after the current one.
-    source_done: bool,
+    pub(super) source_done: bool,
     /// What this producer read from DynamoDB (capacity as reported by `ReturnConsumedCapacity`).
-    reads: ReadStats,
+    pub(super) reads: ReadStats,
     /// Only the snapshots of one split (a split job's pass); `None`: every snapshot.
     keep: Option<Keep>,
     /// Redaction and dedup.
-    stages: Stages,
+    pub(super) stages: Stages,
 }
 
 /// The snapshots of one split: those whose group the assignment puts there (a group that
@@ -118,6 +120,7 @@ impl<'a> Producer<'a> {
             region: Some(state.config.redaction_region),
             dedup: (!spec.dedup().is_none())
                 .then(|| Deduper::new(spec.dedup()).with_limit(state.config.dedup_max_kept)),
+            known: Default::default(),
         };
         Self {
             stages,
@@ -131,6 +134,7 @@ impl<'a> Producer<'a> {
             done: false,
             snapshots: VecDeque::new(),
             convos: VecDeque::new(),
+            changes: VecDeque::new(),
             source_done: false,
             reads: ReadStats::default(),
             keep: None,
@@ -220,7 +224,8 @@ impl<'a> Producer<'a> {
         }
         let spec = self.spec.clone();
         let items = match &spec {
-            ExportSpec::Training { filters, changed, .. } => self.snapshot_page(filters, changed.as_ref()).await?,
+            ExportSpec::Training { changed: Some(window), .. } => self.change_page(window).await?,
+            ExportSpec::Training { filters, changed: None, .. } => self.snapshot_page(filters).await?,
             ExportSpec::Conversations { agent_id, format, from, to, limit, .. } => {
                 self.convo_page(agent_id, *format, from.as_deref(), to.as_deref(), *limit).await?
             }
@@ -249,24 +254,15 @@ impl<'a> Producer<'a> {
         Ok(Some(items))
     }
 
-    async fn snapshot_page(&mut self, filters: &Filters, changed: Option<&Window>) -> Result<Vec<Item>, ApiError> {
+    async fn snapshot_page(&mut self, filters: &Filters) -> Result<Vec<Item>, ApiError> {
         let store = SnapshotStore::new(&self.state.dynamo, &self.state.config.table_name);
         if self.snapshots.is_empty() && !self.source_done {
             // Continue after the last snapshot read (produced or still pending: none are).
-            let (page, more) = match changed {
-                None => {
-                    let (page, next, stats) =
-                        store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
-                    self.reads.scanned += stats.scanned;
-                    self.reads.capacity += stats.capacity;
-                    (page, next.is_some())
-                }
-                Some(w) => {
-                    store.changed(&self.org, &w.after, &w.up_to, self.position.as_deref(), SNAPSHOT_PAGE).await?
-                }
-            };
+            let (page, next, stats) = store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
+            self.reads.scanned += stats.scanned;
+            self.reads.capacity += stats.capacity;
             self.snapshots = page.into();
-            self.source_done = !more;
+            self.source_done = next.is_none();
         }
         // A group holds at most 100 message chunks (~30 MB at worst), so memory stays bounded
         // whatever the number or size of snapshots.
@@ -292,10 +288,7 @@ impl<'a> Producer<'a> {
                 true => self.stages.snapshot(encoder, s, &messages.next().unwrap_or_default())?,
                 false => Vec::new(),
             };
-            let position = match changed {
-                None => s.id.clone(),
-                Some(_) => crate::snapshots::store::changed_key(&s.updated_at, &s.id),
-            };
+            let position = s.id.clone();
             items.push(Item { bytes, position, counts: encoder.counts, mark: self.stages.mark() });
         }
         self.counts = encoder.counts;

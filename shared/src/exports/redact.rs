@@ -17,8 +17,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-pub use super::identity::Identity;
-use super::identity::Known;
+pub use super::identity::{region_of, Identity, Known};
 
 /// What a placeholder stands for (its code in `redactTypes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -179,12 +178,6 @@ pub fn phone_e164(text: &str, region: phonenumber::country::Id) -> Option<String
     phonenumber::is_valid(&number).then(|| number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
-/// The region of a phone number written internationally (`+44 …` is GB), if it is valid.
-pub fn region_of(phone: &str) -> Option<phonenumber::country::Id> {
-    let number = phonenumber::parse(None, phone).ok()?;
-    phonenumber::is_valid(&number).then(|| number.country().id()).flatten()
-}
-
 /// Keeps `f` unless it overlaps a finding kept before it.
 fn add(found: &mut Vec<Found>, f: Found) {
     if !found.iter().any(|g| f.start < g.end && g.start < f.end) {
@@ -195,9 +188,11 @@ fn add(found: &mut Vec<Found>, f: Found) {
 /// Every span of `types` in `text`, non-overlapping (the first found of two overlapping wins,
 /// in the order: e-mail, the customer's names, IBAN, IP, then card, SSN and phone in digit runs).
 fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, known: &Known) -> Vec<Found> {
+    // Cheap tests first: most texts hold no `@`, and many no digit, so their patterns never run.
+    let has_digit = text.bytes().any(|b| b.is_ascii_digit());
     let on = |t| types.contains(&t);
     let mut found: Vec<Found> = Vec::new();
-    if on(PiiType::Email) {
+    if on(PiiType::Email) && text.contains('@') {
         for m in email_re().into_iter().flat_map(|r| r.find_iter(text)) {
             let value = m.as_str().to_lowercase();
             add(&mut found, Found { start: m.start(), end: m.end(), kind: PiiType::Email, value });
@@ -208,7 +203,7 @@ fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, known: 
             add(&mut found, Found { start, end, kind: PiiType::Name, value });
         }
     }
-    if on(PiiType::Iban) {
+    if on(PiiType::Iban) && has_digit {
         for m in iban_re().into_iter().flat_map(|r| r.find_iter(text)) {
             let compact: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
             if iban_valid(&compact) {
@@ -217,14 +212,14 @@ fn find(text: &str, types: &[PiiType], region: phonenumber::country::Id, known: 
         }
     }
     // Addresses before digit runs: a dotted quad also parses as some region's phone number.
-    if on(PiiType::Ip) {
+    if on(PiiType::Ip) && (has_digit || text.contains("::")) {
         for m in ip_re().into_iter().flat_map(|r| r.find_iter(text)) {
             if let Ok(ip) = m.as_str().parse::<std::net::IpAddr>() {
                 add(&mut found, Found { start: m.start(), end: m.end(), kind: PiiType::Ip, value: ip.to_string() });
             }
         }
     }
-    for m in digits_re().into_iter().flat_map(|r| r.find_iter(text)) {
+    for m in digits_re().into_iter().filter(|_| has_digit).flat_map(|r| r.find_iter(text)) {
         digit_run(text, m, (types, region, known), &mut found);
     }
     found.sort_by_key(|f| f.start);
@@ -297,7 +292,7 @@ pub fn spans(
 pub struct Redactor {
     types: Vec<PiiType>,
     region: phonenumber::country::Id,
-    known: Known,
+    known: std::sync::Arc<Known>,
     placeholders: HashMap<(PiiType, String), String>,
     counts: HashMap<PiiType, u64>,
 }
@@ -306,7 +301,14 @@ impl Redactor {
     /// A redactor of `types` for an example of the customer `identity`; phones written
     /// nationally are read for `region`.
     pub fn new(types: &[PiiType], region: phonenumber::country::Id, identity: &Identity) -> Self {
-        let known = Known::of(identity, region);
+        let mut known = Known::of(identity, region);
+        known.region = region;
+        Self::with_known(types, std::sync::Arc::new(known))
+    }
+
+    /// A redactor for a customer already prepared ([`Known::of`], which also says the region).
+    pub fn with_known(types: &[PiiType], known: std::sync::Arc<Known>) -> Self {
+        let region = known.region;
         Self { types: types.to_vec(), region, known, placeholders: HashMap::new(), counts: HashMap::new() }
     }
 
@@ -341,7 +343,10 @@ impl Redactor {
             return Cow::Borrowed(value);
         }
         let normalised = match kind {
-            PiiType::Phone => phone_e164(value, self.region).unwrap_or_else(|| value.trim().to_string()),
+            PiiType::Phone => match self.known.e164(value) {
+                Some(e164) => e164.to_string(),
+                None => phone_e164(value, self.region).unwrap_or_else(|| value.trim().to_string()),
+            },
             PiiType::Name => value.trim().to_lowercase(),
             _ => value.trim().to_lowercase(),
         };

@@ -6,10 +6,13 @@
 
 use super::counts::Redacted;
 pub use super::redact::Redaction;
-use super::redact::{region_of, Identity, PiiType, Redactor};
+use super::redact::{Identity, Known, PiiType, Redactor};
 use crate::convos::{Convo, Message};
 use crate::error::ApiError;
 use crate::snapshots::{Snapshot, SnapshotMessage};
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use phonenumber::country::Id;
 
 /// The redaction an export runs with: the caller's, or every type when the deployment
@@ -79,10 +82,32 @@ pub fn redaction(
     Ok(on.then_some(Redaction { types }))
 }
 
-/// The region national phone numbers are read for: the customer's own number's, when written
-/// internationally, else the deployment's default.
-fn region(identity: &Identity, default: Id) -> Id {
-    identity.phones.iter().find_map(|p| region_of(p)).unwrap_or(default)
+/// Customers prepared for matching ([`Known::of`]: their phone numbers parsed once), kept for
+/// one export: its examples are mostly a few customers' conversations.
+#[derive(Debug, Default)]
+pub struct KnownCache(HashMap<String, Arc<Known>>);
+
+/// Customers kept at most (the cache is emptied when full).
+const KNOWN_CACHE: usize = 1024;
+
+impl KnownCache {
+    /// `identity` prepared for `default` region, from the cache when it was seen before.
+    fn get(&mut self, identity: &Identity, default: Id) -> Arc<Known> {
+        let key = [&identity.names, &identity.emails, &identity.phones]
+            .iter()
+            .map(|v| v.join("\u{1f}"))
+            .collect::<Vec<_>>()
+            .join("\u{1e}");
+        if let Some(known) = self.0.get(&key) {
+            return known.clone();
+        }
+        if self.0.len() >= KNOWN_CACHE {
+            self.0.clear();
+        }
+        let known = Arc::new(Known::of(identity, default));
+        self.0.insert(key, known.clone());
+        known
+    }
 }
 
 fn text(r: &mut Redactor, v: &str) -> String {
@@ -99,7 +124,7 @@ fn field(r: &mut Redactor, kind: PiiType, v: &Option<String>) -> Option<String> 
 /// stay as they are.
 pub fn snapshot(
     redaction: &Redaction,
-    default_region: Id,
+    (default_region, cache): (Id, &mut KnownCache),
     s: &Snapshot,
     messages: &[SnapshotMessage],
 ) -> (Snapshot, Vec<SnapshotMessage>, Redacted) {
@@ -113,7 +138,7 @@ pub fn snapshot(
         emails: [&s.customer_email, &c.email].into_iter().flatten().cloned().collect(),
         phones: [&s.customer_phone, &c.phone_number].into_iter().flatten().cloned().collect(),
     };
-    let mut r = Redactor::new(&redaction.types, region(&identity, default_region), &identity);
+    let mut r = Redactor::with_known(&redaction.types, cache.get(&identity, default_region));
     // The texts first, so placeholders are numbered in reading order.
     let messages: Vec<SnapshotMessage> =
         messages.iter().map(|m| SnapshotMessage { content: text(&mut r, &m.content), ..m.clone() }).collect();
@@ -128,7 +153,7 @@ pub fn snapshot(
 /// A conversation and its messages with the lead's fields and every text redacted.
 pub fn convo(
     redaction: &Redaction,
-    default_region: Id,
+    (default_region, cache): (Id, &mut KnownCache),
     c: &Convo,
     messages: &[Message],
 ) -> (Convo, Vec<Message>, Redacted) {
@@ -137,7 +162,7 @@ pub fn convo(
         emails: c.user_email.iter().cloned().collect(),
         phones: c.user_phone.iter().cloned().collect(),
     };
-    let mut r = Redactor::new(&redaction.types, region(&identity, default_region), &identity);
+    let mut r = Redactor::with_known(&redaction.types, cache.get(&identity, default_region));
     let messages: Vec<Message> =
         messages.iter().map(|m| Message { content: text(&mut r, &m.content), ..m.clone() }).collect();
     let mut out = c.clone();

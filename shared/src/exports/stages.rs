@@ -10,7 +10,7 @@ use phonenumber::country::Id;
 use super::counts::{Counts, SkipReason};
 use super::dedup::{normalise, Deduper, Verdict};
 use super::examples::Role;
-use super::scrub::{self, Redaction};
+use super::scrub::{self, KnownCache, Redaction};
 use super::training::Encoder;
 use crate::convos::{Convo, Message};
 use crate::error::ApiError;
@@ -32,6 +32,8 @@ pub struct Stages {
     pub region: Option<Id>,
     /// Duplicate removal and its state (`None`: none).
     pub dedup: Option<Deduper>,
+    /// Customers prepared for redaction.
+    pub known: KnownCache,
 }
 
 impl Stages {
@@ -50,7 +52,7 @@ impl Stages {
         let region = self.region.unwrap_or(Id::US);
         let (s, messages, redacted) = match &self.redaction {
             Some(r) => {
-                let (s, m, found) = scrub::snapshot(r, region, s, messages);
+                let (s, m, found) = scrub::snapshot(r, (region, &mut self.known), s, messages);
                 (Cow::Owned(s), Cow::Owned(m), found)
             }
             None => (Cow::Borrowed(s), Cow::Borrowed(messages), Default::default()),
@@ -83,14 +85,14 @@ impl Stages {
 
     /// A conversation redacted (when asked), its findings added to `counts`.
     pub fn convo<'m>(
-        &self,
+        &mut self,
         counts: &mut Counts,
         c: &'m Convo,
         messages: &'m [Message],
     ) -> (Cow<'m, Convo>, Cow<'m, [Message]>) {
         match &self.redaction {
             Some(r) => {
-                let (c, m, found) = scrub::convo(r, self.region.unwrap_or(Id::US), c, messages);
+                let (c, m, found) = scrub::convo(r, (self.region.unwrap_or(Id::US), &mut self.known), c, messages);
                 counts.redacted.add(found);
                 (Cow::Owned(c), Cow::Owned(m))
             }

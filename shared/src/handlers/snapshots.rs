@@ -277,7 +277,7 @@ pub async fn delete_snapshot(state: &AppState, req: Request) -> Response<Body> {
     handle(state, req, Envelope::Tether, |principal, req| async move {
         let id = snapshot_id(&req)?;
         let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
-        if !store.delete(&Org::verified(&principal), &id).await? {
+        if !store.delete(&Org::verified(&principal), &id, state.config.deletion_record_for).await? {
             return Err(NOT_FOUND.into());
         }
         Ok(success(StatusCode::OK, "Training snapshot deleted successfully", &Deleted { id: &id }))

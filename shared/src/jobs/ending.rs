@@ -23,7 +23,7 @@ impl Invocation<'_> {
         let file = JobFile {
             name: pass.name.clone(),
             split: pass.split.map(|s| s.name().to_string()),
-            rows: counts.items,
+            rows: counts.items + counts.deletions,
             bytes,
             sha256,
             key: (!job.dry_run).then(|| pass.key.clone()),

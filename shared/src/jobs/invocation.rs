@@ -286,6 +286,7 @@ impl<'a> Invocation<'a> {
             skipped: counts.skipped,
             reasons: counts.reasons,
             redacted: counts.redacted,
+            deletions: counts.deletions,
             bytes: sink.bytes(),
             upload_started_at: Some(crate::time::to_rfc3339(state.started)),
             sha256: Some(state.sha256),

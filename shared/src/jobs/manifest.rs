@@ -81,6 +81,8 @@ struct ManifestCounts {
     written: u64,
     skipped: u64,
     skipped_reasons: std::collections::BTreeMap<&'static str, u64>,
+    /// Deletion records (scheduled exports).
+    deletions: u64,
 }
 
 #[derive(Serialize)]
@@ -172,6 +174,7 @@ fn counts_of(counts: Counts) -> ManifestCounts {
         written: counts.items,
         skipped: counts.skipped,
         skipped_reasons: reasons.by_code(),
+        deletions: counts.deletions,
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Checkpoint {
     /// What redaction replaced so far, by type.
     #[serde(default)]
     pub redacted: crate::exports::counts::Redacted,
+    /// Deletion records written so far.
+    #[serde(default)]
+    pub deletions: u64,
     /// The dedup journal's segments that hold the state at `position` (all files so far).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dedup_journal: Vec<String>,
@@ -107,6 +110,7 @@ impl Checkpoint {
             skipped: self.skipped,
             reasons: self.reasons,
             redacted: self.redacted,
+            deletions: self.deletions,
         }
     }
 

@@ -9,7 +9,8 @@
 //! removes the expiry of its chunks: the commit point. So a reader (who only reads the chunks a
 //! committed header names) never sees a half-written snapshot, and whatever an attempt that
 //! failed, timed out or was given up on leaves behind, or lands late, is never committed and is
-//! removed by TTL. Delete is one transaction too: the header goes and its chunks get an expiry;
+//! removed by TTL. Delete is one transaction too: the header goes, its chunks get an expiry and
+//! its deletion record is put (`TOMBSTONE`, for the scheduled export, until its own TTL);
 //! removing the chunks right away is then only a speed-up.
 //!
 //! This file holds the store, its keys and items, and create; reads are in `store_read.rs`,
@@ -26,7 +27,7 @@ use aws_sdk_dynamodb::{
 use futures::future::try_join_all;
 
 use super::model::{Snapshot, SnapshotMessage, MAX_MESSAGE_BYTES};
-pub use super::store_filters::{Archived, Filters, ReadStats};
+pub use super::store_filters::{changed_key, Archived, Change, Filters, ReadStats};
 use crate::keys::{self, Org, SnapshotList};
 use crate::store_error::{SdkResultExt, StoreError};
 use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK, TTL};
@@ -38,13 +39,16 @@ pub const MAX_CHUNKS: usize = MAX_MESSAGE_BYTES.div_ceil(CHUNK_BYTES);
 // The commit and the delete are one transaction of the header and every chunk: DynamoDB takes
 // at most 100 items and 4 MB (4 MiB) of items in one, so the chunks (at most MAX_MESSAGE_BYTES of
 // data) and a header (notes, tags, labels: well under 100 KB) must fit.
-const _: () = assert!(MAX_CHUNKS < 100 && MAX_MESSAGE_BYTES + 100_000 <= 4 * 1024 * 1024);
+// A delete transaction holds the header, every chunk and the deletion record: at most 100 items.
+const _: () = assert!(MAX_CHUNKS < 99 && MAX_MESSAGE_BYTES + 100_000 <= 4 * 1024 * 1024);
 /// How long the chunks of an uncommitted create live (they are removed by TTL afterwards):
 /// far longer than any request (29 s), so an attempt never loses its chunks before it commits.
 pub const PENDING_CHUNK_SECONDS: u64 = 3600;
 /// The chunk attribute: a slice of the messages' JSON array.
 const DATA: &str = "data";
 pub(super) const META: &str = "META";
+/// Sort key of a deleted snapshot's deletion record (in its own partition, until its TTL).
+pub(super) const TOMBSTONE: &str = "TOMBSTONE";
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -76,23 +80,15 @@ pub(super) fn partition(org: &Org, archived: bool, index: &IndexDef, value: &str
     keys::snapshot_list(org, archived, list)
 }
 
-/// GSI5's sort key: `<updatedAt>#<id>` (timestamps are fixed-width RFC 3339, so they sort).
-pub fn changed_key(updated_at: &str, id: &str) -> String {
-    format!("{updated_at}#{id}")
-}
-
 /// The index attributes of a header: set ones, and the ones to remove (no quality, ...).
 pub(super) fn index_keys(snap: &Snapshot) -> (Vec<(&'static str, String)>, Vec<&'static str>) {
     let (org, a) = (&snap.org(), snap.is_archived);
     let mut set = vec![(GSI1.pk, partition(org, a, &GSI1, "")), (GSI1.sk, snap.id.clone())];
     let mut remove = Vec::new();
-    // Only what a default export would include is indexed by change (sparse index).
-    if a {
-        remove.extend([GSI5.pk, GSI5.sk]);
-    } else {
-        set.push((GSI5.pk, keys::changed(org)));
-        set.push((GSI5.sk, changed_key(&snap.updated_at, &snap.id)));
-    }
+    // Every header is indexed by change, archived ones too: an archive is a change the
+    // scheduled export passes on as a deletion record.
+    set.push((GSI5.pk, keys::changed(org)));
+    set.push((GSI5.sk, changed_key(&snap.updated_at, &snap.id)));
     for (ix, value) in [(&GSI2, &snap.quality), (&GSI3, &snap.category), (&GSI4, &Some(snap.contact.id.clone()))] {
         match value {
             Some(v) => {

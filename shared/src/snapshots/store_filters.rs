@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::model::MAX_LABEL_CHARS;
+use super::model::{Snapshot, MAX_LABEL_CHARS};
 use crate::error::ApiError;
 use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4};
 use crate::validate::{Issues, MAX_TAGS, MAX_TAG_CHARS};
@@ -116,4 +116,38 @@ pub struct ReadStats {
     pub scanned: i64,
     /// Read capacity reported by DynamoDB (`ReturnConsumedCapacity`).
     pub capacity: f64,
+}
+
+/// GSI5's sort key: `<updatedAt>#<id>` (timestamps are fixed-width RFC 3339, so they sort).
+pub fn changed_key(updated_at: &str, id: &str) -> String {
+    format!("{updated_at}#{id}")
+}
+
+/// The suffix of a deletion record's position (a snapshot's is its GSI5 sort key).
+pub(super) const DELETED: &str = "#deleted";
+
+/// One change of an organization's snapshots, as the scheduled export reads them.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A snapshot created or changed (possibly archived).
+    Snapshot(Box<Snapshot>),
+    /// A snapshot deleted at `at`.
+    Deleted {
+        /// Its id.
+        id: String,
+        /// When (RFC 3339).
+        at: String,
+        /// When it was created (RFC 3339).
+        created: String,
+    },
+}
+
+impl Change {
+    /// Where a read continues after this change.
+    pub fn position(&self) -> String {
+        match self {
+            Self::Snapshot(s) => changed_key(&s.updated_at, &s.id),
+            Self::Deleted { id, at, .. } => format!("{}{DELETED}", changed_key(at, id)),
+        }
+    }
 }

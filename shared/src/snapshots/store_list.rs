@@ -10,11 +10,12 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Utc};
 
 use super::model::Snapshot;
-use super::store::{partition, s, SnapshotStore, META};
+use super::store::{partition, s, SnapshotStore, META, TOMBSTONE};
 use super::store_filters::{Archived, Filters, ReadStats};
+use super::store_filters::{Change, DELETED};
 use crate::keys::{self, Org};
 use crate::store_error::{SdkResultExt, StoreError};
-use crate::table::{IndexDef, GSI2, GSI3, GSI5, PK, SK};
+use crate::table::{IndexDef, GSI2, GSI3, GSI5, PK, SK, TTL};
 
 /// The smallest id made at or after `t` (`high == false`), or the largest made at or before it:
 /// ids name their creation instant to the millisecond (see [`crate::ids`]), so a window on
@@ -137,8 +138,9 @@ impl SnapshotStore<'_> {
         Ok((out, stats))
     }
 
-    /// One page of an organization's non-archived snapshots changed in `(after, up_to]`, oldest
-    /// change first, continuing after the GSI5 sort key `start` (exclusive). Answers the page and
+    /// One page of an organization's changes in `(after, up_to]`, oldest first: snapshots
+    /// created or changed (archived ones included) and deletion records (unexpired), continuing
+    /// after the position `start` (a [`Change::position`], exclusive). Answers the page and
     /// whether more may follow.
     pub async fn changed(
         &self,
@@ -147,14 +149,18 @@ impl SnapshotStore<'_> {
         up_to: &str,
         start: Option<&str>,
         limit: usize,
-    ) -> Result<(Vec<Snapshot>, bool), StoreError> {
+    ) -> Result<(Vec<Change>, bool), StoreError> {
         // `<ts>#~` sorts after every `<ts>#<id>`, so the bounds are exclusive / inclusive.
-        let lo = start.map_or_else(|| format!("{after}#~"), str::to_string);
-        let exclusive_start = start.and_then(|key| {
+        let (key, sk) = match start.map(|p| p.strip_suffix(DELETED).map_or((p, META), |k| (k, TOMBSTONE))) {
+            Some((key, sk)) => (Some(key), sk),
+            None => (None, META),
+        };
+        let lo = key.map_or_else(|| format!("{after}#~"), str::to_string);
+        let exclusive_start = key.and_then(|key| {
             let id = key.split_once('#')?.1;
             Some(HashMap::from([
                 (PK.to_string(), s(keys::snapshot(org, id))),
-                (SK.to_string(), s(META)),
+                (SK.to_string(), s(sk)),
                 (GSI5.pk.to_string(), s(keys::changed(org))),
                 (GSI5.sk.to_string(), s(key)),
             ]))
@@ -175,9 +181,22 @@ impl SnapshotStore<'_> {
             .send()
             .await
             .ctx("list changed snapshots")?;
-        let items: Vec<Snapshot> = serde_dynamo::from_items(out.items.unwrap_or_default())
-            .map_err(|e| StoreError::fault("decode snapshots", e))?;
-        Ok((items, out.last_evaluated_key.is_some()))
+        let now = crate::auth::now_epoch();
+        let mut changes = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            if item.get(SK).and_then(|v| v.as_s().ok()).map(String::as_str) != Some(TOMBSTONE) {
+                let snapshot = serde_dynamo::from_item(item).map_err(|e| StoreError::fault("decode snapshots", e))?;
+                changes.push(Change::Snapshot(Box::new(snapshot)));
+                continue;
+            }
+            // DynamoDB removes expired items within days: an expired record is gone already.
+            let expires = item.get(TTL).and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok());
+            if expires.is_none_or(|t| t > now) {
+                changes.push(Change::Deleted { id: text("_id"), at: text("deletedAt"), created: text("createdAt") });
+            }
+        }
+        Ok((changes, out.last_evaluated_key.is_some()))
     }
 
     /// How many snapshots `filters` match (a `COUNT` query per archive partition).

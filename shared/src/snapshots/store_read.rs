@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 
 use super::model::{Snapshot, SnapshotMessage};
-use super::store::{chunk_bytes, chunk_sk, decode_messages, s, SnapshotStore, META};
+use super::store::{chunk_bytes, chunk_sk, decode_messages, s, SnapshotStore, META, TOMBSTONE};
 use super::store_filters::ReadStats;
 use crate::keys::{self, Org};
 use crate::store_error::{SdkResultExt, StoreError};
@@ -52,6 +52,8 @@ impl SnapshotStore<'_> {
                             .map_err(|e| StoreError::fault("decode snapshot", e))?,
                     )
                 }
+                // A deleted snapshot's record: nothing to read.
+                Some(sk) if sk == TOMBSTONE => {}
                 Some(sk) => {
                     chunks.insert(sk, chunk_bytes(&mut item)?);
                 }

@@ -9,11 +9,13 @@ use aws_sdk_dynamodb::{
 use futures::future::try_join_all;
 
 use super::model::{PatchInput, Snapshot};
-use super::store::{chunk_deletes, chunk_sk, index_keys, s, SnapshotStore, MAX_CHUNKS, META, NOT_FOUND};
+use super::store::{
+    changed_key, chunk_deletes, chunk_sk, index_keys, s, SnapshotStore, MAX_CHUNKS, META, NOT_FOUND, TOMBSTONE,
+};
 use crate::keys::{self, Org};
 use crate::retry;
 use crate::store_error::{SdkResultExt, StoreError};
-use crate::table::{PK, SK, TTL};
+use crate::table::{GSI5, PK, SK, TTL};
 
 impl SnapshotStore<'_> {
     /// Applies a patch with an optimistic-concurrency loop: a concurrent change re-reads and
@@ -64,11 +66,12 @@ impl SnapshotStore<'_> {
 
     /// Deletes a snapshot and its message chunks. `Ok(false)` when there was none.
     ///
-    /// One transaction deletes the header and gives its chunks an expiry (they are invisible
-    /// once the header is gone), so whatever fails afterwards, nothing stays forever. The chunks
-    /// are then removed right away, best effort; a delete of a snapshot that is gone removes
-    /// any expiring chunks left in its partition.
-    pub async fn delete(&self, org: &Org, id: &str) -> Result<bool, StoreError> {
+    /// One transaction deletes the header, gives its chunks an expiry (they are invisible once
+    /// the header is gone), so whatever fails afterwards, nothing stays forever, and puts its
+    /// deletion record (id and time only), which the scheduled export passes on and which
+    /// expires after `record_for`. The chunks are then removed right away, best effort; a
+    /// delete of a snapshot that is gone removes any expiring chunks left in its partition.
+    pub async fn delete(&self, org: &Org, id: &str, record_for: std::time::Duration) -> Result<bool, StoreError> {
         let pk = keys::snapshot(org, id);
         let Some(header) = self.get_header(org, id).await? else {
             self.delete_expiring(&pk).await?;
@@ -80,7 +83,8 @@ impl SnapshotStore<'_> {
                 format!("snapshot {id} has {} chunks, at most {MAX_CHUNKS}", header.chunks),
             ));
         }
-        let items = self.delete_items(&pk, &header)?;
+        let mut items = self.delete_items(&pk, &header)?;
+        items.push(deletion_record(self.table, &pk, &header, record_for)?);
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => {}
             Err(err) => {
@@ -143,8 +147,9 @@ impl SnapshotStore<'_> {
             .query()
             .table_name(self.table)
             .key_condition_expression("PK = :pk")
-            .filter_expression(format!("attribute_exists({TTL})"))
+            .filter_expression(format!("attribute_exists({TTL}) AND {SK} <> :record"))
             .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":record", s(TOMBSTONE))
             .projection_expression("PK, SK")
             .consistent_read(true)
             .into_paginator()
@@ -257,4 +262,30 @@ fn bump(ts: &str) -> String {
 
 fn precondition_failed() -> StoreError {
     StoreError::Changed { context: "patch snapshot" }
+}
+
+/// A deleted snapshot's record for the scheduled export's change feed (GSI5): its id and the
+/// time of the delete, nothing of its content; DynamoDB removes it after `record_for`.
+fn deletion_record(
+    table: &str,
+    pk: &str,
+    header: &Snapshot,
+    record_for: std::time::Duration,
+) -> Result<TransactWriteItem, StoreError> {
+    let deleted_at = crate::time::now_rfc3339();
+    let expires = crate::auth::now_epoch() + record_for.as_secs();
+    let put = aws_sdk_dynamodb::types::Put::builder()
+        .table_name(table)
+        .item(PK, s(pk))
+        .item(SK, s(TOMBSTONE))
+        .item("_id", s(&header.id))
+        .item("organizationId", s(&header.organization_id))
+        .item("deletedAt", s(&deleted_at))
+        .item("createdAt", s(&header.created_at))
+        .item(GSI5.pk, s(keys::changed(&header.org())))
+        .item(GSI5.sk, s(changed_key(&deleted_at, &header.id)))
+        .item(TTL, AttributeValue::N(expires.to_string()))
+        .build()
+        .map_err(|e| StoreError::fault("build snapshot deletion record", e))?;
+    Ok(TransactWriteItem::builder().put(put).build())
 }
