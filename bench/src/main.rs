@@ -876,6 +876,8 @@ async fn export_throughput(settings: &Settings, state: &Arc<AppState>, secret: &
     }
     let base_rate = median(base_rate);
     let base_mb = median(base_mb);
+    // Taken before the rows below take the per-format figures out.
+    let jsonl = rates.get("jsonl").cloned().map(median);
     let mut rows = Vec::new();
     for format in formats {
         rows.push(Row {
@@ -901,7 +903,6 @@ async fn export_throughput(settings: &Settings, state: &Arc<AppState>, secret: &
             note: String::new(),
         });
     }
-    let jsonl = rates.get("jsonl").cloned().map(median);
     for (format, stages) in staged {
         rows.push(Row {
             section: "3. Export throughput",
