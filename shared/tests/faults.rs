@@ -662,6 +662,10 @@ async fn assert_only_committed_or_expiring(direct: &AppState, org: &str, latest:
     let store = shared::snapshots::store::SnapshotStore::new(&direct.dynamo, &direct.config.table_name);
     let mut expiring = 0;
     for (pk, sk, expires) in snapshot_items(direct, org).await {
+        if sk == "TOMBSTONE" {
+            // A deleted snapshot's record (id and times, kept for the scheduled export).
+            continue;
+        }
         if expires.is_some_and(|at| at <= latest) {
             expiring += 1;
             continue;
@@ -813,9 +817,10 @@ async fn emulator_stopped_while_a_snapshot_is_deleted_leaves_nothing_behind() {
     assert_invisible(&s, &tok, &id).await;
     // Whatever remains has expired already (DynamoDB's TTL removes it; moto keeps it).
     assert_only_committed_or_expiring(&direct, &org, shared::auth::now_epoch()).await;
-    // A repeated delete answers 404 and removes what is left.
+    // A repeated delete answers 404 and removes what is left but the deletion record.
     assert_eq!(call(&s, "DELETE", &uri, &tok, None).await.status, 404);
-    let left = snapshot_partitions(&direct, &org).await;
+    let mut left = snapshot_partitions(&direct, &org).await;
+    left.retain(|_, sks| sks.iter().any(|sk| sk != "TOMBSTONE"));
     assert!(left.is_empty(), "items of the deleted snapshot remain: {left:?}");
 }
 
@@ -847,15 +852,18 @@ async fn a_delete_whose_chunk_clean_up_fails_answers_200_and_leaves_only_expired
     assert_eq!(proxy.count("BatchWriteItem"), MAX_ATTEMPTS as usize, "{:?}", proxy.seen());
     proxy.set_rule(|_, _| Action::Forward);
 
-    // The chunks are still stored, each with an expiry that has passed, and nothing reads them.
-    let items = snapshot_items(&direct, &org).await;
+    // The chunks are still stored, each with an expiry that has passed, and nothing reads them
+    // (beside them, the deletion record the delete put for the scheduled export).
+    let mut items = snapshot_items(&direct, &org).await;
+    let record = items.iter().position(|(_, sk, _)| sk == "TOMBSTONE").expect("the deletion record");
+    let record = items.remove(record);
     assert_eq!(items.len(), 2, "{items:?}");
     let now = shared::auth::now_epoch();
     assert!(items.iter().all(|(_, sk, at)| sk.starts_with("MSGS#") && at.is_some_and(|at| at <= now)), "{items:?}");
     assert_invisible(&s, &tok, &id).await;
     // A repeated delete answers 404 and removes them.
     assert_eq!(call(&s, "DELETE", &uri, &tok, None).await.status, 404);
-    assert_eq!(snapshot_items(&direct, &org).await, vec![]);
+    assert_eq!(snapshot_items(&direct, &org).await, vec![record], "only the deletion record is left");
 }
 
 // The claim the caller gave up on is applied later, without an answer recorded; it names the
