@@ -10,6 +10,10 @@ use shared::jobs::schedule::{run, ScheduledEvent};
 use shared::AppState;
 use support::{call, jobs_state, jobs_state_with, new_org, seed_contact, token, worker_options};
 
+/// A scheduled run sweeps every organization's recent jobs and sends the events they still
+/// owe: this file's tests take turns, so each sees exactly the events its own steps send.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn seed(state: &shared::AppState, tok: &str) {
     seed_contact(state, tok, "ag", "k1", 2, |i| ["Where is my order?", "It ships today."][i].to_string()).await;
     support::create_snapshot(state, tok, json!({"contactId": "k1"})).await;
@@ -17,6 +21,7 @@ async fn seed(state: &shared::AppState, tok: &str) {
 
 #[tokio::test]
 async fn a_succeeded_job_puts_one_event_with_its_files_and_no_url_or_customer_data() {
+    let _turn = TURN.lock().await;
     let (state, mut worker) = jobs_state().await;
     let org = new_org();
     let tok = token(&org);
@@ -58,6 +63,7 @@ async fn a_succeeded_job_puts_one_event_with_its_files_and_no_url_or_customer_da
 
 #[tokio::test]
 async fn a_failed_job_puts_its_reason() {
+    let _turn = TURN.lock().await;
     let (state, mut worker) = jobs_state().await;
     let org = new_org();
     let tok = token(&org);
@@ -88,6 +94,7 @@ async fn a_failed_job_puts_its_reason() {
 
 #[tokio::test]
 async fn a_scheduled_run_puts_its_summary() {
+    let _turn = TURN.lock().await;
     let (state, mut worker) = jobs_state_with(|c| c.schedule_settle = std::time::Duration::ZERO).await;
     let tok = token(&new_org());
     seed(&state, &tok).await;
@@ -115,6 +122,7 @@ fn refused() -> String {
 
 #[tokio::test]
 async fn an_event_eventbridge_refuses_is_sent_again_later_and_the_job_stays_succeeded() {
+    let _turn = TURN.lock().await;
     let (state, mut worker) = jobs_state().await;
     let org = new_org();
     let tok = token(&org);
