@@ -202,6 +202,14 @@ impl ExportSpec {
         }
     }
 
+    /// The source as the API names it: `training` or `conversations`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::Training { .. } => "training",
+            Self::Conversations { .. } | Self::Conversation { .. } => "conversations",
+        }
+    }
+
     /// The redaction the caller asked for (see [`super::scrub::effective`] for what runs).
     pub fn redaction(&self) -> Option<&Redaction> {
         match self {

@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::exports::producer::ExportSpec;
 use crate::jobs::manifest::s3_uri;
 use crate::jobs::{Job, Status, Trigger};
 use crate::AppState;
@@ -99,10 +98,7 @@ fn with_links<'a>(
     if let Some(p) = params.as_object_mut() {
         p.remove("source");
     }
-    let source = match &job.params {
-        ExportSpec::Training { .. } => "training",
-        _ => "conversations",
-    };
+    let source = job.params.source();
     let link_of = |key: &str| links.get(key).cloned().map_or((None, None), |(u, e)| (Some(u), Some(e)));
     let files = job
         .files

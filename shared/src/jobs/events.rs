@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use super::manifest::s3_uri;
+use super::manifest::{s3_uri, ManifestFile};
 pub use super::model::{detail_type, FAILED, SUCCEEDED};
 use super::{Job, JobStore, Status, Trigger};
 use crate::exports::producer::ExportSpec;
@@ -31,18 +31,6 @@ const PUT: Backoff =
 /// up the answer.
 const RESEND: Backoff = Backoff { attempts: 1, ..PUT };
 
-/// One file of a job, as its event names it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileDetail<'a> {
-    name: &'a str,
-    split: Option<&'a str>,
-    rows: u64,
-    bytes: u64,
-    sha256: &'a str,
-    s3_uri: Option<String>,
-}
-
 /// A job event's `detail`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -56,7 +44,7 @@ pub struct JobDetail<'a> {
     format: Option<String>,
     dry_run: bool,
     counts: Counts,
-    files: Vec<FileDetail<'a>>,
+    files: Vec<ManifestFile<'a>>,
     manifest_key: Option<&'a str>,
     manifest_s3_uri: Option<String>,
     reason: Option<&'a str>,
@@ -86,10 +74,10 @@ fn status_code(status: Status) -> &'static str {
 /// The `detail` of `job`'s event.
 pub fn job_detail<'a>(state: &AppState, job: &'a Job) -> JobDetail<'a> {
     let bucket = &state.config.bucket_name;
-    let (source, format) = match &job.params {
-        ExportSpec::Training { format, .. } => ("training", serde_json::to_value(format).ok()),
+    let format = match &job.params {
+        ExportSpec::Training { format, .. } => serde_json::to_value(format).ok(),
         ExportSpec::Conversations { format, .. } | ExportSpec::Conversation { format, .. } => {
-            ("conversations", serde_json::to_value(format).ok())
+            serde_json::to_value(format).ok()
         }
     };
     JobDetail {
@@ -98,7 +86,7 @@ pub fn job_detail<'a>(state: &AppState, job: &'a Job) -> JobDetail<'a> {
         job_id: &job.id,
         status: job.status,
         trigger: job.trigger,
-        source,
+        source: job.params.source(),
         format: format.and_then(|v| v.as_str().map(str::to_string)),
         dry_run: job.dry_run,
         counts: Counts {
@@ -108,18 +96,7 @@ pub fn job_detail<'a>(state: &AppState, job: &'a Job) -> JobDetail<'a> {
             redacted: job.redacted.by_code(),
             bytes: job.bytes,
         },
-        files: job
-            .files
-            .iter()
-            .map(|f| FileDetail {
-                name: &f.name,
-                split: f.split.as_deref(),
-                rows: f.rows,
-                bytes: f.bytes,
-                sha256: &f.sha256,
-                s3_uri: f.key.as_deref().map(|k| s3_uri(bucket, k)),
-            })
-            .collect(),
+        files: job.files.iter().map(|f| ManifestFile::of(bucket, f)).collect(),
         manifest_key: job.manifest_key.as_deref(),
         manifest_s3_uri: job.manifest_key.as_deref().map(|k| s3_uri(bucket, k)),
         reason: job.reason.as_deref(),

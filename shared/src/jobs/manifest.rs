@@ -103,15 +103,30 @@ struct ManifestDedup<'a> {
     sample: &'a [Pair],
 }
 
-#[derive(Serialize)]
+/// One file of a job as the manifest and the job's event name it (no URL).
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ManifestFile<'a> {
+pub struct ManifestFile<'a> {
     name: &'a str,
     split: Option<&'a str>,
     rows: u64,
     bytes: u64,
     sha256: &'a str,
     s3_uri: Option<String>,
+}
+
+impl<'a> ManifestFile<'a> {
+    /// `file` of a job whose files are in `bucket`.
+    pub fn of(bucket: &str, file: &'a JobFile) -> Self {
+        Self {
+            name: &file.name,
+            split: file.split.as_deref(),
+            rows: file.rows,
+            bytes: file.bytes,
+            sha256: &file.sha256,
+            s3_uri: file.key.as_deref().map(|k| s3_uri(bucket, k)),
+        }
+    }
 }
 
 /// Writes the manifest of `job`'s `files` and answers its key.
@@ -144,17 +159,7 @@ pub async fn write(
             near_duplicate: counts.reasons.near_duplicate,
             sample: d.sample(),
         }),
-        files: files
-            .iter()
-            .map(|f| ManifestFile {
-                name: &f.name,
-                split: f.split.as_deref(),
-                rows: f.rows,
-                bytes: f.bytes,
-                sha256: &f.sha256,
-                s3_uri: f.key.as_deref().map(|k| s3_uri(bucket, k)),
-            })
-            .collect(),
+        files: files.iter().map(|f| ManifestFile::of(bucket, f)).collect(),
         warnings,
         created_at: &job.created_at,
         started_at: job.started_at.as_deref(),

@@ -17,7 +17,7 @@ use super::{Job, JobFile};
 use crate::error::ApiError;
 use crate::exports::counts::Counts;
 use crate::exports::dedup::Deduper;
-use crate::exports::objects::put_json;
+use crate::exports::objects::{get, put_json};
 use crate::exports::producer::{ExportSpec, Keep};
 use crate::exports::split::{Groups, Split, SplitSpec};
 use crate::snapshots::store::SnapshotStore;
@@ -111,14 +111,8 @@ struct Assignment {
 async fn assignment(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<Assignment, ApiError> {
     let key = beside(&job.key, "split-assignment.json");
     let bucket = &state.config.bucket_name;
-    match state.s3.get_object().bucket(bucket).key(&key).send().await {
-        Ok(out) => {
-            let bytes = out.body.collect().await.map_err(|e| ApiError::internal("read split assignment", e))?;
-            return serde_json::from_slice(&bytes.into_bytes())
-                .map_err(|e| ApiError::internal("decode split assignment", e));
-        }
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {}
-        Err(e) => return Err(crate::store_error::from_sdk("read split assignment", e).into()),
+    if let Some(bytes) = get(&state.s3, bucket, &key, "read split assignment").await? {
+        return serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("decode split assignment", e));
     }
     let assigned = compute(state, job, spec).await?;
     let body = serde_json::to_vec(&assigned).map_err(|e| ApiError::internal("encode split assignment", e))?;
