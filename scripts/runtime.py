@@ -10,20 +10,28 @@ checks the answers as Lambda encodes them for API Gateway: statusCode, isBase64E
 and the decoded body. Events that name an id which only exists after an earlier step (the
 snapshot id, the job id) are sent as a copy with the real id; the files stay as they are.
 
+cargo-lambda's Invoke API answers only synchronously, so the functions' own asynchronous
+invocations (`InvocationType: Event`: a job or a scheduled batch handed to the worker) go to
+`EventQueue`, a stand-in for Lambda's event queue that answers 202 and keeps them; a step then
+delivers what a function queued to the worker through cargo-lambda, as Lambda would.
+
 Prints one line per check and a last line `N passed, N failed`; exits 1 on any failure.
 """
 
 import argparse
 import base64
 import concurrent.futures
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -67,6 +75,52 @@ def free_port():
         return s.getsockname()[1]
 
 
+class EventQueue:
+    """Lambda's queue of asynchronous invocations, standing in at AWS_ENDPOINT_URL_LAMBDA: takes
+    `POST /2015-03-31/functions/<name>/invocations` with `X-Amz-Invocation-Type: Event`, answers
+    202 as Lambda does, and keeps each (function, event) for `take`."""
+
+    def __init__(self):
+        events, lock = [], threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = self.path.split("/")
+                if len(parts) != 5 or parts[1:3] != ["2015-03-31", "functions"] or parts[4] != "invocations":
+                    return self._answer(404, b'{"message":"not an Invoke request"}')
+                if self.headers.get("X-Amz-Invocation-Type") != "Event":
+                    return self._answer(400, b'{"message":"only asynchronous invocations are queued"}')
+                with lock:
+                    events.append((urllib.parse.unquote(parts[3]), json.loads(body)))
+                self._answer(202, b"")
+
+            def _answer(self, status, body):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_):
+                pass
+
+        self.events, self.lock = events, lock
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def take(self):
+        """The (function, event) pairs queued since the last call, in order."""
+        with self.lock:
+            taken = list(self.events)
+            self.events.clear()
+        return taken
+
+    def stop(self):
+        self.server.shutdown()
+
+
 class Lambda:
     """`cargo lambda watch --only-lambda-apis`: cargo-lambda's emulator of the Lambda Runtime API
     (which the functions poll for invocations) and of the Lambda Invoke API (which this script
@@ -104,7 +158,7 @@ class Lambda:
                 time.sleep(0.2)
         raise Failed(f"cargo lambda watch did not listen on port {self.port}; see {self.log_path}")
 
-    def start(self, names):
+    def start(self, names, queue_url):
         binaries = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
         for name in names:
             binary = binaries / name
@@ -119,6 +173,8 @@ class Lambda:
                 AWS_LAMBDA_LOG_STREAM_NAME="runtime-test",
                 AWS_LAMBDA_LOG_FORMAT="JSON",
                 AWS_LAMBDA_LOG_LEVEL="INFO",
+                # Their asynchronous invocations go to the EventQueue, the rest to the emulator.
+                AWS_ENDPOINT_URL_LAMBDA=queue_url,
             )
             env.pop("RUST_LOG", None)
             self.functions[name] = self._spawn([str(binary)], LOG_DIR / f"{name}.log", env)
@@ -221,9 +277,10 @@ class Answer:
 class Suite:
     """Runs the steps in order; a failed step is counted and the next one still runs."""
 
-    def __init__(self, runtime, cargo_lambda):
+    def __init__(self, runtime, cargo_lambda, queue):
         self.rt = runtime
         self.cargo_lambda = cargo_lambda
+        self.queue = queue
         self.passed = 0
         self.failed = 0
         self.stuck = False
@@ -257,6 +314,12 @@ class Suite:
             raise
         except Failed as e:
             raise Failed(f"{function}: {e}") from None
+
+    def queued(self, n):
+        """The `n` events the functions have queued for the worker since the last call."""
+        taken = self.queue.take()
+        check([f for f, _ in taken] == ["export-worker"] * n, f"{n} events queued for export-worker: {taken}")
+        return [e for _, e in taken]
 
     def run(self):
         ids = self.ids
@@ -328,10 +391,12 @@ class Suite:
             check(a.headers.get("location") == f"/api/training/exports/{data['id']}", f"Location {a.headers.get('location')!r}")
             job.update(data)
             ids[SAMPLE_JOB_ID] = data["id"]
+            queued = self.queued(1)
+            check(queued == [{"organizationId": ORG, "jobId": data["id"]}], f"the job handed to the worker: {queued}")
 
         def get_export_queued():
             data = self.http("get-export").expect(200)["data"]
-            check((data["id"], data["status"], data["url"]) == (job["id"], "queued", None), f"the dispatch failed, so it waits: {data}")
+            check((data["id"], data["status"], data["url"]) == (job["id"], "queued", None), f"the worker has not run it yet: {data}")
 
         def list_exports():
             data = self.http("list-exports").expect(200)["data"]
@@ -353,20 +418,33 @@ class Suite:
                 lines = r.read().decode().splitlines()
             check(len(lines) == 1 and json.loads(lines[0])["id"] == snapshot["_id"], f"the JSONL file has the snapshot: {lines}")
 
+        def scheduled_run(payload):
+            """The coordinator hands the registry to the worker in one batch; the worker runs it."""
+            summary = self.rt.invoke("scheduled-export", payload)
+            handed = {k: summary.get(k) for k in ("organizations", "batches", "batchesFinished", "finished")}
+            check(handed == {"organizations": 1, "batches": 1, "batchesFinished": 0, "finished": False}, f"{summary}")
+            [batch] = self.queued(1)
+            check(batch["scheduledBatch"]["organizations"] == [ORG], f"{batch}")
+            return self.rt.invoke("export-worker", batch)
+
         def scheduled_file():
-            summary = self.rt.invoke("scheduled-export", event("scheduled-export"))
-            expected = {"organizations": 1, "jobsCreated": 0, "unchanged": 1, "failed": 0, "scheduledTime": "2026-11-25T00:00:00.000Z"}
-            check({k: summary.get(k) for k in expected} == expected, f"nothing changed before the file's time: {summary}")
+            answer = scheduled_run(event("scheduled-export"))
+            counts = {k: answer.get(k) for k in ("number", "organizations", "jobsCreated", "unchanged", "reported")}
+            check(counts == {"number": 0, "organizations": 1, "jobsCreated": 0, "unchanged": 1, "reported": True},
+                  f"nothing changed before the file's time: {answer}")
+            self.queued(0)
 
         def scheduled_now():
             # The file's scheduledTime is fixed; a copy scheduled two minutes from now exports the snapshot.
             at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
-            summary = self.rt.invoke("scheduled-export", dict(event("scheduled-export"), scheduledTime=at))
-            check((summary.get("jobsCreated"), summary.get("failed")) == (1, 0), f"{summary}")
+            answer = scheduled_run(dict(event("scheduled-export"), scheduledTime=at))
+            check((answer.get("jobsCreated"), answer.get("failed")) == (1, 0), f"{answer}")
             jobs = self.http("list-exports").expect(200)["data"]
             scheduled = [j for j in jobs if j["trigger"] == "schedule"]
             check(len(jobs) == 2 and len(scheduled) == 1, f"{jobs}")
-            answer = self.rt.invoke("export-worker", {"organizationId": ORG, "jobId": scheduled[0]["id"]})
+            [queued] = self.queued(1)
+            check(queued == {"organizationId": ORG, "jobId": scheduled[0]["id"]}, f"the batch handed its job over: {queued}")
+            answer = self.rt.invoke("export-worker", queued)
             check(answer.get("outcome") == "Succeeded", f"{answer}")
 
         def update_snapshot():
@@ -403,14 +481,14 @@ class Suite:
             ("export-training: Tether's JSON inline, as text", export_training),
             ("export-convos: Convocore's JSON inline, as text", export_convos),
             ("export-convo: CSV inline, base64, with its BOM", export_convo_csv),
-            ("create-export: 202 with Location (its dispatch fails and is logged)", create_export),
+            ("create-export: 202 with Location, its job queued for the worker", create_export),
             ("get-export: queued", get_export_queued),
             ("list-exports: the job", list_exports),
             ("export-worker (the file): no such job, skipped", worker_file),
             ("export-worker: the created job succeeds", worker),
             ("get-export: succeeded, its download is the JSONL file", get_export_succeeded),
-            ("scheduled-export (the file): nothing new before its time", scheduled_file),
-            ("scheduled-export (now): a job, which the worker runs", scheduled_now),
+            ("scheduled-export (the file): one batch, nothing new before its time", scheduled_file),
+            ("scheduled-export (now): one batch, its job, which the worker runs", scheduled_now),
             ("update-snapshot: quality, tags, archived (new ETag)", update_snapshot),
             ("delete-snapshot: deleted, then 404", delete_snapshot),
         ]
@@ -428,16 +506,18 @@ def main():
     started = time.monotonic()
     functions = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "Cargo.toml").is_file())
     lam = Lambda(args.cargo_lambda)
+    queue = EventQueue()
     suite = None
     try:
         lam.wait_ready()
-        lam.start(functions)
-        suite = Suite(Runtime(lam), args.cargo_lambda)
+        lam.start(functions, queue.url)
+        suite = Suite(Runtime(lam), args.cargo_lambda, queue)
         suite.run()
     except Failed as e:
         print(f"FAIL {e}", flush=True)
     finally:
         lam.stop()
+        queue.stop()
     passed, failed = (suite.passed, suite.failed) if suite else (0, 1)
     if failed or not passed:
         tail = [line[:300] for line in lam.log_path.read_text(errors="replace").splitlines()[-20:]]

@@ -26,8 +26,8 @@ export BUCKET_NAME="training-exports-runtime-$run_id"
 # accepts it because AWS_ENDPOINT_URL is on loopback (shared/src/config.rs, dev_secret_allowed).
 export JWT_SECRET="local-development-secret-change-me-0123456789"
 unset JWT_PUBLIC_KEY JWT_ALGORITHM JWT_ISSUER JWT_AUDIENCE CURSOR_SECRET
-# Dispatches go to the Lambda API of AWS_ENDPOINT_URL (the emulator knows no function, so a
-# dispatch fails and is logged); the test then invokes the worker itself, with the job's id.
+# The worker's name for the functions' asynchronous invocations, which runtime.py's EventQueue
+# takes (AWS_ENDPOINT_URL_LAMBDA) and delivers to the worker through cargo-lambda.
 export EXPORT_WORKER_FUNCTION="export-worker"
 
 # The binaries of the workspace's debug build with the features of test.sh's `cargo test

@@ -141,13 +141,11 @@ async fn invoke_background(
             Ok(event) => shared::jobs::schedule::run(state, event).await.map(|summary| json(200, &summary)),
             Err(e) => return failure(400, format!("not a scheduled-export event: {e}")),
         },
-        "export-worker" => match serde_json::from_slice::<shared::jobs::JobRef>(event) {
-            Ok(job) => {
+        "export-worker" => match serde_json::from_slice::<shared::jobs::WorkerEvent>(event) {
+            Ok(event) => {
                 let budget = state.config.export_job_budget.unwrap_or(std::time::Duration::from_secs(840));
                 let options = shared::jobs::worker::Options { budget, lifetime: None, fault_after_parts: None };
-                shared::jobs::worker::run(state, &job, options)
-                    .await
-                    .map(|outcome| json(200, &shared::jobs::worker::WorkerAnswer { job_id: job.job_id, outcome }))
+                shared::jobs::worker::run_event(state, &event, options).await.map(|answer| json(200, &answer))
             }
             Err(e) => return failure(400, format!("not an export-worker event: {e}")),
         },

@@ -12,6 +12,7 @@
 //! | idempotency record   | `ORG#<org>#IDEM#<operation>#<sha256>`  | `IDEM`            |
 //! | export job           | `ORG#<org>#JOBS`                       | `JOB#<id>`        |
 //! | schedule state       | `ORG#<org>#SCHEDULE`                   | `SCHEDULE`        |
+//! | scheduled run        | `SCHEDULED#RUN#<scheduled time>`       | `RUN`             |
 //!
 //! | index partition      | key                                                           |
 //! |----------------------|---------------------------------------------------------------|
@@ -121,6 +122,12 @@ pub fn schedule(org: &Org) -> String {
     format!("ORG#{org}#SCHEDULE")
 }
 
+/// Partition of a scheduled run's item: the run's progress over every organization (no
+/// organization's data, so no organization in its key).
+pub fn scheduled_run(scheduled_time: &str) -> String {
+    format!("SCHEDULED#RUN#{scheduled_time}")
+}
+
 /// An export file's object key: unguessable (128 random bits), namespaced by organization.
 pub fn export_object(org: &Org, kind: &str, date: &str, random: u128, file: &str) -> String {
     format!("exports/{org}/{kind}/{date}/{random:032x}/{file}")
@@ -162,6 +169,9 @@ mod tests {
         ] {
             assert!(architecture.contains(item) && doc.contains(item), "{item}");
         }
+        let run = "SCHEDULED#RUN#<scheduled time>";
+        assert!(architecture.contains(run) && doc.contains(run));
+        assert_eq!(scheduled_run("2026-01-01T00:00:00.000Z"), "SCHEDULED#RUN#2026-01-01T00:00:00.000Z");
         assert_eq!(snapshot_list(&o, true, SnapshotList::Quality("q")), "ORG#o1#SNAPS#A1#Q#q");
         assert_eq!(snapshot_list(&o, false, SnapshotList::Category("c")), "ORG#o1#SNAPS#A0#C#c");
         assert_eq!(snapshot_list(&o, false, SnapshotList::Contact("k")), "ORG#o1#SNAPS#A0#CT#k");

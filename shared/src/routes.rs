@@ -102,7 +102,7 @@ pub const ROUTES: &[Route] = &[
 /// Functions started by another function or by a schedule instead of a route: their name and
 /// the handler their `main.rs` calls (checked by a test like the routes).
 pub const BACKGROUND: &[(&str, &str)] =
-    &[("export-worker", "shared::jobs::worker::handle"), ("scheduled-export", "shared::jobs::schedule::run")];
+    &[("export-worker", "shared::jobs::worker::handle"), ("scheduled-export", "shared::jobs::schedule::handle")];
 
 /// Matches `path` against a route template, returning the path parameters.
 pub fn match_path(template: &str, path: &str) -> Option<Vec<(String, String)>> {

@@ -101,9 +101,10 @@ async fn a_scheduled_run_puts_its_summary() {
     // A scheduled time no other test uses names this run's event.
     let scheduled = "2031-01-02T03:04:05.000Z";
     let events = subscribe(&state, json!({"eventId": [format!("run:{scheduled}:complete")]})).await;
-    let summary =
-        run(&state, ScheduledEvent { scheduled_time: Some(scheduled.into()), ..Default::default() }).await.unwrap();
+    run(&state, ScheduledEvent { scheduled_time: Some(scheduled.into()), ..Default::default() }).await.unwrap();
     worker.drain(&state, worker_options()).await;
+    let summary = shared::jobs::schedule::summary(&state, scheduled).await.unwrap().expect("the run's item");
+    assert!(summary.finished, "{summary:?}");
     let got = events.receive(1).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["detail-type"], "Scheduled Export Run Finished");
@@ -111,6 +112,8 @@ async fn a_scheduled_run_puts_its_summary() {
     assert_eq!(d["scheduledTime"], scheduled);
     assert_eq!(d["jobsCreated"], json!(summary.jobs_created));
     assert_eq!(d["organizations"], json!(summary.organizations));
+    assert_eq!(d["batches"], json!(summary.batches));
+    assert_eq!(d["batchesFinished"], json!(summary.batches));
     assert!(summary.jobs_created >= 1);
 }
 

@@ -4,10 +4,10 @@
 mod support;
 
 use serde_json::{json, Value};
-use shared::jobs::schedule::{run, watermark, ScheduledEvent};
+use shared::jobs::schedule::{watermark, RunSummary, ScheduledEvent};
 use shared::jobs::worker::Outcome;
 use shared::keys::Org;
-use support::{call, create_snapshot, download, jobs_state_with, new_org, seed_contact, token, worker_options};
+use support::{call, create_snapshot, download, jobs_state_with, new_org, seed_contact, token, worker_options, Worker};
 
 /// A scheduled run walks every organization: this file's runs take turns, so that one test's
 /// run does not start (or defer) another's jobs.
@@ -36,6 +36,14 @@ async fn next_tick() -> ScheduledEvent {
     ScheduledEvent { scheduled_time: Some(shared::time::now_rfc3339()), ..Default::default() }
 }
 
+/// A run as the deployed functions make it: the coordinator, then its batches in the worker
+/// (the jobs they make wait in `worker.pending()`). Answers the run's summary after its batches.
+async fn run(state: &shared::AppState, worker: &mut Worker, event: ScheduledEvent) -> RunSummary {
+    let handed_out = shared::jobs::schedule::run(state, event).await.expect("coordinator");
+    worker.run_batches(state).await;
+    shared::jobs::schedule::summary(state, &handed_out.scheduled_time).await.unwrap().expect("the run's item")
+}
+
 #[tokio::test]
 async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_run() {
     let _turn = RUNS.lock().await;
@@ -60,13 +68,14 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
 
     // The same event delivered twice: one export per organization.
     let first = next_tick().await;
-    let summary = run(&state, first.clone()).await.unwrap();
-    assert!(summary.jobs_created >= 2, "{summary:?}");
-    let again = run(&state, first.clone()).await.unwrap();
-    assert_eq!(again.jobs_created, 0, "{again:?}");
+    let summary = run(&state, &mut worker, first.clone()).await;
+    assert!(summary.jobs_created >= 2 && summary.finished, "{summary:?}");
+    assert_eq!(summary.batches_finished, summary.batches, "{summary:?}");
+    let again = run(&state, &mut worker, first.clone()).await;
+    assert_eq!(again, summary, "a redelivered event hands nothing out again");
     assert!(worker.drain(&state, worker_options()).await.contains(&Outcome::Succeeded));
-    let after_done = run(&state, first.clone()).await.unwrap();
-    assert_eq!(after_done.jobs_created, 0, "{after_done:?}");
+    let after_done = run(&state, &mut worker, first.clone()).await;
+    assert_eq!(after_done, summary);
     assert!(
         worker.pending().iter().all(|e| e.organization_id != org_a && e.organization_id != org_b),
         "nothing more to do for A or B"
@@ -96,7 +105,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     assert_eq!(a.status, 200);
     let a3 = create_snapshot(&state, &tok_a, json!({"contactId": "ka"})).await;
     let second = next_tick().await;
-    let summary = run(&state, second).await.unwrap();
+    let summary = run(&state, &mut worker, second).await;
     assert_eq!(summary.jobs_created, 1, "only A changed: {summary:?}");
     worker.drain(&state, worker_options()).await;
     let jobs_a = jobs(&state, &tok_a).await;
@@ -108,7 +117,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     let mark_b = watermark(&state, &Org::stored(org_b.as_str())).await.unwrap();
     let b2 = create_snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
     let third = next_tick().await;
-    run(&state, third).await.unwrap();
+    run(&state, &mut worker, third).await;
     let lost: Vec<_> = worker.pending(); // the invocations never run...
     assert_eq!(lost.len(), 1);
     let failed_id = jobs(&state, &tok_b).await[0]["id"].as_str().unwrap().to_string();
@@ -136,7 +145,7 @@ async fn scheduled_exports_are_incremental_idempotent_and_resume_after_a_failed_
     );
     let b3 = create_snapshot(&state, &tok_b, json!({"contactId": "kb"})).await;
     let fourth = next_tick().await;
-    run(&state, fourth).await.unwrap();
+    run(&state, &mut worker, fourth).await;
     worker.drain(&state, worker_options()).await;
     let latest = &jobs(&state, &tok_b).await[0];
     assert_eq!(latest["status"], "succeeded");
@@ -150,11 +159,11 @@ async fn a_run_while_the_last_scheduled_job_still_runs_starts_no_overlapping_win
     let tok = token(&new_org());
     seed_contact(&state, &tok, "ag", "k", 2, |i| format!("line {i}")).await;
     let first_snapshot = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
-    run(&state, next_tick().await).await.unwrap();
+    run(&state, &mut worker, next_tick().await).await;
     // The first run's job is slow: it has not run when the next run comes.
     let slow = worker.pending();
     let later = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
-    let summary = run(&state, next_tick().await).await.unwrap();
+    let summary = run(&state, &mut worker, next_tick().await).await;
     assert!(summary.deferred >= 1, "{summary:?}");
     assert_eq!(jobs(&state, &tok).await.len(), 1, "no second window over the same changes");
     worker.pending(); // the first job handed to the worker again by the sweep: the same job
@@ -162,7 +171,7 @@ async fn a_run_while_the_last_scheduled_job_still_runs_starts_no_overlapping_win
         assert_eq!(shared::jobs::worker::run(&state, event, worker_options()).await.unwrap(), Outcome::Succeeded);
     }
     // The next run starts where the slow job's window ended.
-    run(&state, next_tick().await).await.unwrap();
+    run(&state, &mut worker, next_tick().await).await;
     worker.drain(&state, worker_options()).await;
     let all = jobs(&state, &tok).await;
     assert_eq!(all.len(), 2);
@@ -187,7 +196,7 @@ async fn deletions_and_archives_reach_the_next_incremental_export_as_records_unt
     let kept = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
     let deleted = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
     let archived = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
-    run(&state, next_tick().await).await.unwrap();
+    run(&state, &mut worker, next_tick().await).await;
     worker.drain(&state, worker_options()).await;
     assert_eq!(exported_ids(&jobs(&state, &tok).await[0]).await.len(), 3);
 
@@ -201,7 +210,7 @@ async fn deletions_and_archives_reach_the_next_incremental_export_as_records_unt
     let fleeting = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
     call(&state, "DELETE", &format!("/api/training/snapshots/{fleeting}"), &tok, None).await;
     let added = create_snapshot(&state, &tok, json!({"contactId": "k"})).await;
-    run(&state, next_tick().await).await.unwrap();
+    run(&state, &mut worker, next_tick().await).await;
     worker.drain(&state, worker_options()).await;
     let job = jobs(&state, &tok).await[0].clone();
     let lines = exported_lines(&job).await;
@@ -226,7 +235,7 @@ async fn deletions_and_archives_reach_the_next_incremental_export_as_records_unt
     let a = call(&expiring, "DELETE", &format!("/api/training/snapshots/{added}"), &tok, None).await;
     assert_eq!(a.status, 200);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    run(&state, next_tick().await).await.unwrap();
+    run(&state, &mut worker, next_tick().await).await;
     worker.drain(&state, worker_options()).await;
     assert_eq!(jobs(&state, &tok).await.len(), 2, "no export for an expired record");
 }

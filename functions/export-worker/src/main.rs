@@ -1,6 +1,7 @@
-//! `export-worker` Lambda: runs export jobs to S3, invoked asynchronously with `{organizationId, jobId}`.
+//! `export-worker` Lambda: runs export jobs to S3 and the scheduled run's batches, invoked
+//! asynchronously with `{organizationId, jobId}` or `{"scheduledBatch": {...}}`.
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
-use shared::jobs::JobRef;
+use shared::jobs::WorkerEvent;
 use shared::AppState;
 
 #[tokio::main]
@@ -8,8 +9,8 @@ async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     // Configuration and AWS clients are built once per cold start, then shared by every invocation.
     let state = AppState::from_env().await?;
-    // An error fails the invocation, so Lambda retries it; the job resumes from its checkpoint.
-    run(service_fn(|event: LambdaEvent<JobRef>| async {
+    // An error fails the invocation, so Lambda retries it; a job resumes from its checkpoint.
+    run(service_fn(|event: LambdaEvent<WorkerEvent>| async {
         shared::jobs::worker::handle(&state, event).await.map_err(Error::from)
     }))
     .await

@@ -10,6 +10,7 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 
 pub use super::model::JobRef;
+use super::model::{Batch, WorkerEvent};
 use crate::error::{ApiError, ErrorKind};
 
 /// Hands jobs to the worker.
@@ -36,7 +37,16 @@ impl Dispatcher {
 
     /// Hands `job` to the worker.
     pub async fn dispatch(&self, job: &JobRef) -> Result<(), ApiError> {
-        let payload = serde_json::to_string(job).map_err(|e| ApiError::internal("encode job event", e))?;
+        self.send(&WorkerEvent::Job(job.clone())).await
+    }
+
+    /// Hands a scheduled run's `batch` to the worker.
+    pub async fn dispatch_batch(&self, batch: Batch) -> Result<(), ApiError> {
+        self.send(&WorkerEvent::Batch { scheduled_batch: batch }).await
+    }
+
+    async fn send(&self, event: &WorkerEvent) -> Result<(), ApiError> {
+        let payload = serde_json::to_string(event).map_err(|e| ApiError::internal("encode worker event", e))?;
         match self {
             Self::Lambda { client, function } => {
                 client

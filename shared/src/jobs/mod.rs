@@ -31,7 +31,8 @@ use crate::exports::producer::ExportSpec;
 pub use dispatch::Dispatcher;
 pub use lifecycle::{give_up, launch, revive, settle_event, start};
 pub use model::{
-    lifecycle_expiry, now_ms, Checkpoint, Job, JobFile, JobRef, Status, Trigger, MAX_FAILURES, STALE_AFTER_MS,
+    lifecycle_expiry, now_ms, Batch, Checkpoint, Job, JobFile, JobRef, Status, Trigger, WorkerEvent, MAX_FAILURES,
+    STALE_AFTER_MS,
 };
 pub use store::{job_sk, jobs_pk, JobStore};
 

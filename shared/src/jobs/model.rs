@@ -276,6 +276,36 @@ pub struct JobRef {
     pub job_id: String,
 }
 
+/// A share of a scheduled run: the organizations of one registry page, handed to the worker
+/// by the run's coordinator (`scheduled-export`), which makes or resumes each one's job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    /// The run's scheduled time (RFC 3339): names the run and every job it makes.
+    pub scheduled_time: String,
+    /// The end of the run's windows.
+    pub up_to: String,
+    /// Its place in the run (0, 1, …): a redelivered batch is counted once.
+    pub number: u64,
+    /// The organizations, as the registry stores them.
+    pub organizations: Vec<String>,
+}
+
+/// What the `export-worker` function is invoked with: a job to run (`{organizationId, jobId}`)
+/// or a scheduled run's batch (`{"scheduledBatch": {...}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WorkerEvent {
+    /// A scheduled run's batch.
+    Batch {
+        /// The batch.
+        #[serde(rename = "scheduledBatch")]
+        scheduled_batch: Batch,
+    },
+    /// A job.
+    Job(JobRef),
+}
+
 /// Epoch milliseconds now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

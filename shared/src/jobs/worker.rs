@@ -25,7 +25,7 @@ use super::invocation::{Invocation, UploadRef};
 pub use super::invocation::{Options, Outcome};
 use super::upload::abort;
 pub use super::upload::abort_upload;
-use super::{Job, JobRef, JobStore, MAX_FAILURES};
+use super::{Job, JobRef, JobStore, WorkerEvent, MAX_FAILURES};
 use crate::error::{ApiError, ErrorKind};
 use crate::keys::Org;
 use crate::AppState;
@@ -158,7 +158,7 @@ async fn record_failed_invocation(
     }
 }
 
-/// The worker's answer to an invocation.
+/// The worker's answer to a job's invocation.
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerAnswer {
@@ -168,17 +168,46 @@ pub struct WorkerAnswer {
     pub outcome: Outcome,
 }
 
-/// The worker function's handler: runs the job of the event; an error makes Lambda retry.
-pub async fn handle(state: &AppState, event: lambda_runtime::LambdaEvent<JobRef>) -> Result<WorkerAnswer, ApiError> {
+/// The worker's answer to an invocation: a job's, or a scheduled run's batch's.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// A job's invocation.
+    Job(WorkerAnswer),
+    /// A batch's invocation.
+    Batch(super::schedule::BatchOutcome),
+}
+
+/// Runs one invocation's event: a job (part of it, within `options`) or a scheduled batch.
+pub async fn run_event(state: &AppState, event: &WorkerEvent, options: Options) -> Result<Answer, ApiError> {
+    match event {
+        WorkerEvent::Job(job) => {
+            let outcome = run(state, job, options).await?;
+            Ok(Answer::Job(WorkerAnswer { job_id: job.job_id.clone(), outcome }))
+        }
+        WorkerEvent::Batch { scheduled_batch } => {
+            super::schedule::run_batch(state, scheduled_batch).await.map(Answer::Batch)
+        }
+    }
+}
+
+fn describe(event: &WorkerEvent) -> String {
+    match event {
+        WorkerEvent::Job(job) => format!("job {}", job.job_id),
+        WorkerEvent::Batch { scheduled_batch: b } => format!("scheduled batch {} of {}", b.number, b.scheduled_time),
+    }
+}
+
+/// The worker function's handler: runs the event; an error makes Lambda retry.
+pub async fn handle(state: &AppState, event: lambda_runtime::LambdaEvent<WorkerEvent>) -> Result<Answer, ApiError> {
     let budget = budget_for(state, event.context.deadline);
     let lifetime = Some(time_left(event.context.deadline));
-    let outcome =
-        run(state, &event.payload, Options { budget, lifetime, fault_after_parts: None }).await.map_err(|e| {
-            // The one log of a failed invocation; Lambda retries it, resuming from the checkpoint.
-            tracing::error!(job = %event.payload.job_id, error = %e, "export job invocation failed");
-            e
-        })?;
-    Ok(WorkerAnswer { job_id: event.payload.job_id, outcome })
+    let options = Options { budget, lifetime, fault_after_parts: None };
+    run_event(state, &event.payload, options).await.map_err(|e| {
+        // The one log of a failed invocation; Lambda retries it (a job resumes from its checkpoint).
+        tracing::error!(event = %describe(&event.payload), error = %e, "export worker invocation failed");
+        e
+    })
 }
 
 /// The local server's worker: runs each dispatched event in its own task, retrying a failed
@@ -187,8 +216,8 @@ pub async fn serve_channel(state: Arc<AppState>, mut events: tokio::sync::mpsc::
     while let Some(payload) = events.recv().await {
         let state = state.clone();
         tokio::spawn(async move {
-            let job: JobRef = match serde_json::from_str(&payload) {
-                Ok(job) => job,
+            let event: WorkerEvent = match serde_json::from_str(&payload) {
+                Ok(event) => event,
                 Err(e) => {
                     tracing::error!(error = %e, "bad worker event");
                     return;
@@ -199,9 +228,11 @@ pub async fn serve_channel(state: Arc<AppState>, mut events: tokio::sync::mpsc::
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_secs(u64::from(attempt) * 2)).await;
                 }
-                match run(&state, &job, Options { budget, lifetime: None, fault_after_parts: None }).await {
+                match run_event(&state, &event, Options { budget, lifetime: None, fault_after_parts: None }).await {
                     Ok(_) => return,
-                    Err(e) => tracing::error!(job = %job.job_id, attempt, error = %e, "export job invocation failed"),
+                    Err(e) => {
+                        tracing::error!(event = %describe(&event), attempt, error = %e, "export worker invocation failed")
+                    }
                 }
             }
         });

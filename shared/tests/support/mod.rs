@@ -261,7 +261,7 @@ pub async fn jobs_state_with(f: impl FnOnce(&mut Config)) -> (AppState, Worker) 
     let mut state = state_with(f).await;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     state.jobs = shared::jobs::Dispatcher::Channel(tx);
-    (state, Worker { events: rx })
+    (state, Worker::new(rx))
 }
 
 /// [`jobs_state_with`] with the suite's configuration.
@@ -272,16 +272,42 @@ pub async fn jobs_state() -> (AppState, Worker) {
 /// The receiving end of the job dispatcher: the test plays the worker function.
 pub struct Worker {
     pub events: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Job events received and not yet taken.
+    pub jobs: Vec<shared::jobs::JobRef>,
+    /// Scheduled batches received and not yet run.
+    pub batches: Vec<shared::jobs::Batch>,
 }
 
 impl Worker {
-    /// Worker events dispatched so far and not yet taken.
-    pub fn pending(&mut self) -> Vec<shared::jobs::JobRef> {
-        let mut out = Vec::new();
+    /// A worker for the receiving end of a dispatcher's channel.
+    pub fn new(events: tokio::sync::mpsc::UnboundedReceiver<String>) -> Self {
+        Self { events, jobs: Vec::new(), batches: Vec::new() }
+    }
+
+    fn receive(&mut self) {
         while let Ok(payload) = self.events.try_recv() {
-            out.push(serde_json::from_str(&payload).expect("worker event"));
+            match serde_json::from_str(&payload).expect("worker event") {
+                shared::jobs::WorkerEvent::Job(job) => self.jobs.push(job),
+                shared::jobs::WorkerEvent::Batch { scheduled_batch } => self.batches.push(scheduled_batch),
+            }
         }
-        out
+    }
+
+    /// Job events dispatched so far and not yet taken (batches wait for [`Worker::run_batches`]).
+    pub fn pending(&mut self) -> Vec<shared::jobs::JobRef> {
+        self.receive();
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// Runs the scheduled batches dispatched so far, as the worker function would (the jobs
+    /// they dispatch wait in [`Worker::pending`]).
+    pub async fn run_batches(&mut self, state: &AppState) -> Vec<shared::jobs::schedule::BatchOutcome> {
+        self.receive();
+        let mut outcomes = Vec::new();
+        for batch in std::mem::take(&mut self.batches) {
+            outcomes.push(shared::jobs::schedule::run_batch(state, &batch).await.expect("batch invocation"));
+        }
+        outcomes
     }
 
     /// Runs every dispatched invocation (including the ones they dispatch) until none is left.
@@ -292,6 +318,7 @@ impl Worker {
     ) -> Vec<shared::jobs::worker::Outcome> {
         let mut outcomes = Vec::new();
         loop {
+            self.run_batches(state).await;
             let events = self.pending();
             if events.is_empty() {
                 return outcomes;

@@ -1,0 +1,260 @@
+//! A scheduled run's item (`SCHEDULED#RUN#<scheduled time>` / `RUN`): where the coordinator is
+//! in the registry (`cursor`, `batches` handed out, `organizations` seen, `paged` once at its
+//! end), which batches have reported (`reported`, a number set) and the counts they reported.
+//! Every change is one conditional update, so a redelivered event or batch changes nothing a
+//! first delivery did; the update that completes the run, and only that one, marks it
+//! `finished` and puts the run's event.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use serde::Serialize;
+
+use super::{BatchOutcome, RunSummary};
+use crate::error::ApiError;
+use crate::store_error::{from_sdk, SdkResultExt};
+use crate::table::{PK, SK, TTL};
+use crate::AppState;
+
+/// How long a run's item is kept (it is read only while the run lasts, and to answer a
+/// redelivered event).
+const KEEP_DAYS: i64 = 14;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// The item's attributes by placeholder (several are DynamoDB reserved words).
+const ATTRIBUTES: &[(&str, &str)] = &[
+    ("#pk", PK),
+    ("#ttl", TTL),
+    ("#time", "scheduledTime"),
+    ("#upTo", "upTo"),
+    ("#cursor", "cursor"),
+    ("#batches", "batches"),
+    ("#orgs", "organizations"),
+    ("#paged", "paged"),
+    ("#reported", "reported"),
+    ("#created", "jobsCreated"),
+    ("#resumed", "jobsResumed"),
+    ("#unchanged", "unchanged"),
+    ("#deferred", "deferred"),
+    ("#failed", "failed"),
+    ("#finished", "finished"),
+    ("#finishedAt", "finishedAt"),
+];
+
+fn names(used: &[&str]) -> HashMap<String, String> {
+    ATTRIBUTES.iter().filter(|(p, _)| used.contains(p)).map(|(p, a)| (p.to_string(), a.to_string())).collect()
+}
+
+fn key(scheduled_time: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_string(), s(crate::keys::scheduled_run(scheduled_time))), (SK.to_string(), s("RUN"))])
+}
+
+/// A run's item, as read back.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Progress {
+    /// The run's summary so far.
+    pub summary: RunSummary,
+    /// The last organization handed out (the registry goes on after it).
+    pub cursor: Option<String>,
+    /// Whether the coordinator has paged the whole registry.
+    pub paged: bool,
+}
+
+impl Progress {
+    fn from_item(item: &HashMap<String, AttributeValue>) -> Self {
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let count = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let flag = |k: &str| item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+        let reported = item.get("reported").and_then(|v| v.as_ns().ok()).map_or(0, |set| set.len() as u64);
+        let paged = flag("paged");
+        let summary = RunSummary {
+            scheduled_time: text("scheduledTime").unwrap_or_default(),
+            up_to: text("upTo").unwrap_or_default(),
+            organizations: count("organizations"),
+            batches: count("batches"),
+            batches_finished: reported,
+            finished: flag("finished"),
+            jobs_created: count("jobsCreated"),
+            jobs_resumed: count("jobsResumed"),
+            unchanged: count("unchanged"),
+            deferred: count("deferred"),
+            failed: count("failed"),
+        };
+        Self { summary, cursor: text("cursor"), paged }
+    }
+
+    /// Every batch handed out has reported, and there are no more.
+    fn complete(&self) -> bool {
+        self.paged && self.summary.batches_finished == self.summary.batches
+    }
+}
+
+fn update(state: &AppState, scheduled_time: &str) -> UpdateItemFluentBuilder {
+    state
+        .dynamo
+        .update_item()
+        .table_name(&state.config.table_name)
+        .set_key(Some(key(scheduled_time)))
+        .return_values(ReturnValue::AllNew)
+}
+
+/// The run's item, made on the first delivery of its event: its `up_to` stays the first
+/// delivery's.
+pub(super) async fn open(state: &AppState, scheduled_time: &str, up_to: &str) -> Result<Progress, ApiError> {
+    let expires = chrono::Utc::now().timestamp() + KEEP_DAYS * 86_400;
+    let out = update(state, scheduled_time)
+        .update_expression(
+            "SET #time = :t, #upTo = if_not_exists(#upTo, :u), #batches = if_not_exists(#batches, :zero), \
+             #orgs = if_not_exists(#orgs, :zero), #paged = if_not_exists(#paged, :no), #ttl = :ttl",
+        )
+        .set_expression_attribute_names(Some(names(&["#time", "#upTo", "#batches", "#orgs", "#paged", "#ttl"])))
+        .expression_attribute_values(":t", s(scheduled_time))
+        .expression_attribute_values(":u", s(up_to))
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":no", AttributeValue::Bool(false))
+        .expression_attribute_values(":ttl", AttributeValue::N(expires.to_string()))
+        .send()
+        .await
+        .ctx("open scheduled run")?;
+    Ok(Progress::from_item(out.attributes().unwrap_or(&HashMap::new())))
+}
+
+/// Records a page handed out: `handed` more organizations (in one batch when there were any),
+/// the registry going on after `next` (or ended). `None` when another delivery of the event
+/// moved first (the caller reads the item again).
+pub(super) async fn advance(
+    state: &AppState,
+    at: &Progress,
+    next: Option<&str>,
+    handed: u64,
+) -> Result<Option<Progress>, ApiError> {
+    let mut request = update(state, &at.summary.scheduled_time)
+        .expression_attribute_values(":b", n(at.summary.batches))
+        .expression_attribute_values(":more", n(u64::from(handed > 0)))
+        .expression_attribute_values(":handed", n(handed))
+        .expression_attribute_values(":paged", AttributeValue::Bool(next.is_none()));
+    request = match &at.cursor {
+        Some(cursor) => {
+            request.condition_expression("#batches = :b AND #cursor = :c").expression_attribute_values(":c", s(cursor))
+        }
+        None => request.condition_expression("#batches = :b AND attribute_not_exists(#cursor)"),
+    };
+    request = request.set_expression_attribute_names(Some(names(&["#batches", "#cursor", "#orgs", "#paged"])));
+    let set = "SET #batches = #batches + :more, #orgs = #orgs + :handed, #paged = :paged";
+    request = match next {
+        Some(next) => {
+            request.update_expression(format!("{set}, #cursor = :next")).expression_attribute_values(":next", s(next))
+        }
+        None => request.update_expression(set),
+    };
+    match request.send().await {
+        Ok(out) => Ok(Some(Progress::from_item(out.attributes().unwrap_or(&HashMap::new())))),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+        Err(e) => Err(from_sdk("checkpoint scheduled run", e).into()),
+    }
+}
+
+/// Adds a batch's counts to its run, once: `None` when that batch had reported already (a
+/// redelivery) or its run has no item.
+pub(super) async fn report(
+    state: &AppState,
+    scheduled_time: &str,
+    outcome: &BatchOutcome,
+) -> Result<Option<Progress>, ApiError> {
+    let result = update(state, scheduled_time)
+        .update_expression(
+            "ADD #reported :number, #created :created, #resumed :resumed, #unchanged :unchanged, \
+             #deferred :deferred, #failed :failed",
+        )
+        .condition_expression("attribute_exists(#pk) AND NOT contains(#reported, :n)")
+        .set_expression_attribute_names(Some(names(&[
+            "#pk",
+            "#reported",
+            "#created",
+            "#resumed",
+            "#unchanged",
+            "#deferred",
+            "#failed",
+        ])))
+        .expression_attribute_values(":number", AttributeValue::Ns(vec![outcome.number.to_string()]))
+        .expression_attribute_values(":n", n(outcome.number))
+        .expression_attribute_values(":created", n(outcome.jobs_created))
+        .expression_attribute_values(":resumed", n(outcome.jobs_resumed))
+        .expression_attribute_values(":unchanged", n(outcome.unchanged))
+        .expression_attribute_values(":deferred", n(outcome.deferred))
+        .expression_attribute_values(":failed", n(outcome.failed))
+        .send()
+        .await;
+    match result {
+        Ok(out) => Ok(Some(Progress::from_item(out.attributes().unwrap_or(&HashMap::new())))),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+        Err(e) => Err(from_sdk("report scheduled batch", e).into()),
+    }
+}
+
+/// When `at` shows the run complete, marks it finished and puts its event; of all the updates
+/// that see it complete, only the first marks it, so the event is put once (at least once:
+/// `publish_run` retries, and its id is stable).
+pub(super) async fn finish_if_complete(state: &AppState, at: &Progress) -> Result<bool, ApiError> {
+    if !at.complete() || at.summary.finished {
+        return Ok(false);
+    }
+    let result = update(state, &at.summary.scheduled_time)
+        .update_expression("SET #finished = :yes, #finishedAt = :now")
+        .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#finished) OR #finished = :no)")
+        .set_expression_attribute_names(Some(names(&["#pk", "#finished", "#finishedAt"])))
+        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+        .expression_attribute_values(":no", AttributeValue::Bool(false))
+        .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
+        .send()
+        .await;
+    match result {
+        Ok(out) => {
+            let done = Progress::from_item(out.attributes().unwrap_or(&HashMap::new()));
+            tracing::info!(summary = ?done.summary, "scheduled export run finished");
+            publish_run(state, &done.summary).await;
+            Ok(true)
+        }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+        Err(e) => Err(from_sdk("finish scheduled run", e).into()),
+    }
+}
+
+/// Where the run of `scheduled_time` stands (`None` before its first delivery).
+pub async fn summary(state: &AppState, scheduled_time: &str) -> Result<Option<RunSummary>, ApiError> {
+    let out = state
+        .dynamo
+        .get_item()
+        .table_name(&state.config.table_name)
+        .set_key(Some(key(scheduled_time)))
+        .consistent_read(true)
+        .send()
+        .await
+        .ctx("read scheduled run")?;
+    Ok(out.item.map(|item| Progress::from_item(&item).summary))
+}
+
+/// A scheduled run's `detail`: its summary and a stable id (the scheduled time).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RunDetail<'a> {
+    event_id: String,
+    #[serde(flatten)]
+    summary: &'a RunSummary,
+}
+
+/// Sends a finished run's event (best effort: a run is not repeated for its event).
+pub async fn publish_run(state: &AppState, summary: &RunSummary) {
+    // Organizations that failed are covered by the next run; the id says this one missed them.
+    let outcome = if summary.failed == 0 { "complete" } else { "incomplete" };
+    let detail = RunDetail { event_id: format!("run:{}:{outcome}", summary.scheduled_time), summary };
+    crate::jobs::events::put(state, crate::jobs::events::RUN_FINISHED, &detail, "scheduled run").await;
+}

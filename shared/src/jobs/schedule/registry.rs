@@ -1,0 +1,108 @@
+//! The registry of organizations with snapshots (a sparse GSI1 partition) and each one's
+//! watermark, on its schedule state item.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::error::ApiError;
+use crate::keys::Org;
+use crate::store_error::SdkResultExt;
+use crate::table::{GSI1, PK, SK};
+use crate::AppState;
+
+/// The GSI1 partition listing every organization with snapshots.
+pub(super) const REGISTRY: &str = "SCHEDULED#ORGS";
+/// The watermark before any export.
+pub(super) const EPOCH: &str = "1970-01-01T00:00:00.000Z";
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn state_key(org: &Org) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_string(), s(crate::keys::schedule(org))), (SK.to_string(), s("SCHEDULE"))])
+}
+
+/// Makes sure `org` is in the scheduled export's registry (once per organization per process).
+pub async fn register(state: &AppState, org: &Org) -> Result<(), ApiError> {
+    if state.registered.lock().map(|set| set.contains(org.as_str())).unwrap_or(false) {
+        return Ok(());
+    }
+    state
+        .dynamo
+        .update_item()
+        .table_name(&state.config.table_name)
+        .set_key(Some(state_key(org)))
+        .update_expression("SET #gpk = :registry, #gsk = :org, organizationId = :org")
+        .expression_attribute_names("#gpk", GSI1.pk)
+        .expression_attribute_names("#gsk", GSI1.sk)
+        .expression_attribute_values(":registry", s(REGISTRY))
+        .expression_attribute_values(":org", s(org.as_str()))
+        .send()
+        .await
+        .ctx("register organization for scheduled exports")?;
+    if let Ok(mut set) = state.registered.lock() {
+        set.insert(org.as_str().to_string());
+    }
+    Ok(())
+}
+
+/// Moves `org`'s watermark forward to `up_to` (never back).
+pub async fn advance_watermark(state: &AppState, org: &Org, up_to: &str) -> Result<(), ApiError> {
+    let result = state
+        .dynamo
+        .update_item()
+        .table_name(&state.config.table_name)
+        .set_key(Some(state_key(org)))
+        .update_expression("SET watermark = :w")
+        .condition_expression("attribute_not_exists(watermark) OR watermark < :w")
+        .expression_attribute_values(":w", s(up_to))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+        Err(e) => Err(crate::store_error::from_sdk("advance scheduled export watermark", e).into()),
+    }
+}
+
+/// `org`'s watermark: everything changed up to it has been exported.
+pub async fn watermark(state: &AppState, org: &Org) -> Result<Option<String>, ApiError> {
+    let out = state
+        .dynamo
+        .get_item()
+        .table_name(&state.config.table_name)
+        .set_key(Some(state_key(org)))
+        .consistent_read(true)
+        .send()
+        .await
+        .ctx("read scheduled export watermark")?;
+    Ok(out.item.and_then(|i| i.get("watermark").and_then(|v| v.as_s().ok()).cloned()))
+}
+
+/// One page of the registry after `after` (an organization id; `None` from the start): the
+/// organizations, in id order, and whether the registry goes on.
+pub(super) async fn page(state: &AppState, after: Option<&str>, limit: i32) -> Result<(Vec<String>, bool), ApiError> {
+    let mut query = state
+        .dynamo
+        .query()
+        .table_name(&state.config.table_name)
+        .index_name(GSI1.name)
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", GSI1.pk)
+        .expression_attribute_values(":pk", s(REGISTRY))
+        .limit(limit);
+    if let Some(org) = after {
+        // An index's start key holds the index's keys and the table's.
+        let org = Org::stored(org);
+        let mut start = state_key(&org);
+        start.insert(GSI1.pk.to_string(), s(REGISTRY));
+        start.insert(GSI1.sk.to_string(), s(org.as_str()));
+        query = query.set_exclusive_start_key(Some(start));
+    }
+    let out = query.send().await.ctx("list organizations")?;
+    let orgs =
+        out.items().iter().filter_map(|item| item.get("organizationId").and_then(|v| v.as_s().ok()).cloned()).collect();
+    Ok((orgs, out.last_evaluated_key().is_some_and(|k| !k.is_empty())))
+}
