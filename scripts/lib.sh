@@ -17,6 +17,20 @@ install_tools() {
   printf '%s' "$want" > "$stamp"
 }
 
+# Installs the pinned SAM CLI once into .local/sam (test.sh only: run.sh does not need it).
+install_sam() {
+  local venv="$ROOT/.local/sam" stamp want
+  stamp="$venv/.requirements"
+  want="$(cat "$ROOT/scripts/requirements-sam.txt")"
+  if [[ -x "$venv/bin/sam" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return
+  fi
+  echo "Installing the SAM CLI into .local/sam ..."
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements-sam.txt"
+  printf '%s' "$want" > "$stamp"
+}
+
 # Prints a free TCP port on loopback.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

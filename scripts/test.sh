@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole suite: formatting and lints first (cargo fmt, clippy -D warnings), then its own
 # emulator on a free port, every test of the workspace against it, the functions under a Lambda
-# runtime (scripts/runtime.sh), cfn-lint on template.yaml, schemathesis; stops what it started.
+# runtime (scripts/runtime.sh), cfn-lint and `sam validate --lint` on template.yaml, schemathesis;
+# stops what it started.
 # `.ci/run` runs exactly this.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -24,8 +25,11 @@ export BUCKET_NAME="training-exports-test"
 export JWT_SECRET="test-secret-for-the-suite-only-0123456789abcdef"
 unset JWT_PUBLIC_KEY JWT_ALGORITHM JWT_ISSUER JWT_AUDIENCE CURSOR_SECRET
 
-echo "== cfn-lint template.yaml"
+echo "== cfn-lint template.yaml, sam validate --lint"
 "$VENV/bin/cfn-lint" template.yaml
+install_sam
+# Validation is local (the transform and cfn-lint); SAM only wants a region to start.
+SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 "$ROOT/.local/sam/bin/sam" validate --lint --template template.yaml
 
 echo "== cargo test (emulator on $AWS_ENDPOINT_URL)"
 cargo build --quiet -p local-server

@@ -12,7 +12,7 @@
 //! | idempotency record   | `ORG#<org>#IDEM#<operation>#<sha256>`  | `IDEM`            |
 //! | export job           | `ORG#<org>#JOBS`                       | `JOB#<id>`        |
 //! | schedule state       | `ORG#<org>#SCHEDULE`                   | `SCHEDULE`        |
-//! | scheduled run        | `SCHEDULED#RUN#<scheduled time>`       | `RUN`             |
+//! | scheduled run        | `SCHEDULED#RUNS`                       | `RUN#<scheduled time>` |
 //!
 //! | index partition      | key                                                           |
 //! |----------------------|---------------------------------------------------------------|
@@ -122,10 +122,13 @@ pub fn schedule(org: &Org) -> String {
     format!("ORG#{org}#SCHEDULE")
 }
 
-/// Partition of a scheduled run's item: the run's progress over every organization (no
-/// organization's data, so no organization in its key).
+/// Partition of the scheduled runs' items: each run's progress over every organization (no
+/// organization's data, so no organization in its key), newest last.
+pub const SCHEDULED_RUNS: &str = "SCHEDULED#RUNS";
+
+/// Sort key of a scheduled run's item.
 pub fn scheduled_run(scheduled_time: &str) -> String {
-    format!("SCHEDULED#RUN#{scheduled_time}")
+    format!("RUN#{scheduled_time}")
 }
 
 /// An export file's object key: unguessable (128 random bits), namespaced by organization.
@@ -169,9 +172,10 @@ mod tests {
         ] {
             assert!(architecture.contains(item) && doc.contains(item), "{item}");
         }
-        let run = "SCHEDULED#RUN#<scheduled time>";
-        assert!(architecture.contains(run) && doc.contains(run));
-        assert_eq!(scheduled_run("2026-01-01T00:00:00.000Z"), "SCHEDULED#RUN#2026-01-01T00:00:00.000Z");
+        for run in [SCHEDULED_RUNS, "RUN#<scheduled time>"] {
+            assert!(architecture.contains(run) && doc.contains(run), "{run}");
+        }
+        assert_eq!(scheduled_run("2026-01-01T00:00:00.000Z"), "RUN#2026-01-01T00:00:00.000Z");
         assert_eq!(snapshot_list(&o, true, SnapshotList::Quality("q")), "ORG#o1#SNAPS#A1#Q#q");
         assert_eq!(snapshot_list(&o, false, SnapshotList::Category("c")), "ORG#o1#SNAPS#A0#C#c");
         assert_eq!(snapshot_list(&o, false, SnapshotList::Contact("k")), "ORG#o1#SNAPS#A0#CT#k");

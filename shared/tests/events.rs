@@ -92,14 +92,20 @@ async fn a_failed_job_puts_its_reason() {
     assert_eq!(got[0]["detail"]["files"], json!([]));
 }
 
+/// A scheduled time no earlier run used (years ahead: every change is in its window), which
+/// names the run's event.
+fn far_scheduled_time() -> String {
+    let at = chrono::Utc::now() + chrono::Duration::days(5 * 366);
+    shared::time::to_rfc3339(at)
+}
+
 #[tokio::test]
 async fn a_scheduled_run_puts_its_summary() {
     let _turn = TURN.lock().await;
     let (state, mut worker) = jobs_state_with(|c| c.schedule_settle = std::time::Duration::ZERO).await;
     let tok = token(&new_org());
     seed(&state, &tok).await;
-    // A scheduled time no other test uses names this run's event.
-    let scheduled = "2031-01-02T03:04:05.000Z";
+    let scheduled = &far_scheduled_time();
     let events = subscribe(&state, json!({"eventId": [format!("run:{scheduled}:complete")]})).await;
     run(&state, ScheduledEvent { scheduled_time: Some(scheduled.into()), ..Default::default() }).await.unwrap();
     worker.drain(&state, worker_options()).await;
@@ -109,12 +115,105 @@ async fn a_scheduled_run_puts_its_summary() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["detail-type"], "Scheduled Export Run Finished");
     let d = &got[0]["detail"];
-    assert_eq!(d["scheduledTime"], scheduled);
+    assert_eq!(d["scheduledTime"], scheduled.as_str());
     assert_eq!(d["jobsCreated"], json!(summary.jobs_created));
     assert_eq!(d["organizations"], json!(summary.organizations));
     assert_eq!(d["batches"], json!(summary.batches));
     assert_eq!(d["batchesFinished"], json!(summary.batches));
     assert!(summary.jobs_created >= 1);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_a_run_and_of_its_batches_make_one_job_each_and_put_one_event() {
+    let _turn = TURN.lock().await;
+    let (state, mut worker) = jobs_state_with(|c| c.schedule_settle = std::time::Duration::ZERO).await;
+    let toks: Vec<String> = (0..3).map(|_| token(&new_org())).collect();
+    for tok in &toks {
+        seed(&state, tok).await;
+    }
+    let scheduled = &far_scheduled_time();
+    let events = subscribe(&state, json!({"eventId": [{"prefix": format!("run:{scheduled}:")}]})).await;
+    let event = ScheduledEvent { scheduled_time: Some(scheduled.into()), ..Default::default() };
+    // Two deliveries of the event at once; then every batch twice, all at once.
+    let (a, b) = tokio::join!(run(&state, event.clone()), run(&state, event.clone()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.organizations, b.organizations);
+    worker.pending();
+    let batches = std::mem::take(&mut worker.batches);
+    let numbers: std::collections::BTreeSet<u64> = batches.iter().map(|b| b.number).collect();
+    let twice = batches.iter().chain(batches.iter()).map(|b| shared::jobs::schedule::run_batch(&state, b, None));
+    let outcomes = futures::future::join_all(twice).await;
+    assert!(outcomes.iter().all(|o| o.as_ref().is_ok_and(|o| o.failed == 0)), "{outcomes:?}");
+    let summary = shared::jobs::schedule::summary(&state, scheduled).await.unwrap().expect("the run's item");
+    assert!(summary.finished, "{summary:?}");
+    assert_eq!(summary.batches_finished as usize, numbers.len(), "each batch counted once: {summary:?}");
+    for tok in &toks {
+        let jobs = call(&state, "GET", "/api/training/exports", tok, None).await;
+        let scheduled_jobs: Vec<&Value> =
+            jobs.body["data"].as_array().unwrap().iter().filter(|j| j["trigger"] == "schedule").collect();
+        assert_eq!(scheduled_jobs.len(), 1, "one job per organization: {}", jobs.body);
+    }
+    let got = events.receive(2).await;
+    assert_eq!(got.len(), 1, "one run event: {got:?}");
+    assert_eq!(got[0]["detail"]["jobsCreated"], json!(summary.jobs_created));
+    // A later delivery of the event puts no second one.
+    run(&state, event).await.unwrap();
+    assert!(events.receive(1).await.is_empty());
+    worker.drain(&state, worker_options()).await;
+}
+
+#[tokio::test]
+async fn a_run_event_eventbridge_refused_and_a_run_that_lost_a_batch_are_sent_by_the_next_run() {
+    let _turn = TURN.lock().await;
+    let (state, mut worker) = jobs_state_with(|c| c.schedule_settle = std::time::Duration::ZERO).await;
+    seed(&state, &token(&new_org())).await;
+    let refusing = Refusing::start(&refused()).await;
+    let mut down = state.clone();
+    down.events = shared::aws::repointed_events(&state.events, &refusing.url);
+    // A run 8 hours ago whose batches were lost (never run): it cannot finish by itself.
+    let lost = shared::time::to_rfc3339(chrono::Utc::now() - chrono::Duration::hours(8));
+    run(&down, ScheduledEvent { scheduled_time: Some(lost.clone()), ..Default::default() }).await.unwrap();
+    worker.pending();
+    worker.batches.clear();
+    // A run that finishes while EventBridge refuses its event: it stays owed. (Runs are swept
+    // newest first, a few at a time: these are the newest before the next one.)
+    let refused_run = &shared::time::to_rfc3339(chrono::Utc::now() - chrono::Duration::hours(1));
+    run(&down, ScheduledEvent { scheduled_time: Some(refused_run.clone()), ..Default::default() }).await.unwrap();
+    worker.pending();
+    for batch in std::mem::take(&mut worker.batches) {
+        shared::jobs::schedule::run_batch(&down, &batch, None).await.unwrap();
+    }
+    assert!(shared::jobs::schedule::summary(&state, refused_run).await.unwrap().unwrap().finished);
+    assert!(refusing.calls() >= 4, "retried: {} calls", refusing.calls());
+    // Some time later (the finishes are backdated), the next run's coordinator sends both (the
+    // refused run's coordinator ended the lost run, while EventBridge refused its event too).
+    let minute_ago = shared::time::to_rfc3339(chrono::Utc::now() - chrono::Duration::minutes(1));
+    for at in [refused_run.as_str(), lost.as_str()] {
+        state
+            .dynamo
+            .update_item()
+            .table_name(&state.config.table_name)
+            .key("PK", aws_sdk_dynamodb::types::AttributeValue::S("SCHEDULED#RUNS".into()))
+            .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(format!("RUN#{at}")))
+            .update_expression("SET finishedAt = :t")
+            .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::S(minute_ago.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let ids = [format!("run:{refused_run}:complete"), format!("run:{lost}:incomplete")];
+    let events = subscribe(&state, json!({"eventId": ids})).await;
+    let next = shared::time::now_rfc3339();
+    run(&state, ScheduledEvent { scheduled_time: Some(next), ..Default::default() }).await.unwrap();
+    let mut got: Vec<String> =
+        events.receive(3).await.iter().map(|e| e["detail"]["eventId"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    let mut want = ids.to_vec();
+    want.sort();
+    assert_eq!(got, want, "each owed event once");
+    let ended = shared::jobs::schedule::summary(&state, &lost).await.unwrap().unwrap();
+    assert!(ended.finished && ended.failed >= 1, "the lost batch's organizations count as failed: {ended:?}");
+    worker.drain(&state, worker_options()).await;
 }
 
 /// EventBridge's answer when it takes none of the entries.

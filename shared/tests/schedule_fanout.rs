@@ -70,7 +70,7 @@ async fn a_run_over_2000_organizations_makes_one_job_each_resumes_from_its_check
     let started = Instant::now();
     let mut outcomes = Vec::new();
     for batch in &batches {
-        outcomes.push(schedule::run_batch(&state, batch).await.expect("batch"));
+        outcomes.push(schedule::run_batch(&state, batch, None).await.expect("batch"));
     }
     let batch_time = started.elapsed();
     assert!(outcomes.iter().all(|o| o.reported && o.failed == 0), "{outcomes:?}");
@@ -81,7 +81,7 @@ async fn a_run_over_2000_organizations_makes_one_job_each_resumes_from_its_check
     assert_eq!((summary.jobs_resumed, summary.deferred, summary.failed), (0, 0, 0));
 
     // A redelivered batch finds its jobs, makes none and is not counted twice.
-    let repeat = schedule::run_batch(&state, &batches[3]).await.expect("a redelivered batch");
+    let repeat = schedule::run_batch(&state, &batches[3], None).await.expect("a redelivered batch");
     let changed_in_it = batches[3].organizations.iter().filter(|o| changed.contains(*o)).count() as u64;
     assert_eq!((repeat.reported, repeat.jobs_created, repeat.jobs_resumed), (false, 0, changed_in_it));
     assert_eq!(schedule::summary(&state, &scheduled).await.unwrap().unwrap(), summary);

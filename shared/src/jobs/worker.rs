@@ -186,7 +186,9 @@ pub async fn run_event(state: &AppState, event: &WorkerEvent, options: Options) 
             Ok(Answer::Job(WorkerAnswer { job_id: job.job_id.clone(), outcome }))
         }
         WorkerEvent::Batch { scheduled_batch } => {
-            super::schedule::run_batch(state, scheduled_batch).await.map(Answer::Batch)
+            // A batch has the invocation's lifetime (none locally).
+            let deadline = options.lifetime.map(|left| std::time::Instant::now() + left);
+            super::schedule::run_batch(state, scheduled_batch, deadline).await.map(Answer::Batch)
         }
     }
 }

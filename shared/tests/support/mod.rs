@@ -305,7 +305,7 @@ impl Worker {
         self.receive();
         let mut outcomes = Vec::new();
         for batch in std::mem::take(&mut self.batches) {
-            outcomes.push(shared::jobs::schedule::run_batch(state, &batch).await.expect("batch invocation"));
+            outcomes.push(shared::jobs::schedule::run_batch(state, &batch, None).await.expect("batch invocation"));
         }
         outcomes
     }

@@ -2,11 +2,11 @@
 //! run when its snapshots changed since its watermark, unless an earlier scheduled job of it
 //! still runs. Then the batch reports its counts to the run (once per batch number).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::registry::{watermark, EPOCH};
+use super::registry::{claim, schedule_state, EPOCH};
 use super::{job_id, progress, Batch};
 use crate::error::ApiError;
 use crate::exports::producer::{ExportSpec, Window};
@@ -18,6 +18,8 @@ use crate::AppState;
 
 /// Pause before an organization's second attempt within its batch.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Owed events are sent again (up to 2 s each) only while this much of the invocation is left.
+const SETTLE_MARGIN: Duration = Duration::from_secs(120);
 
 /// What a batch did: the worker's answer to a batch event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -42,22 +44,28 @@ pub struct BatchOutcome {
 }
 
 /// Runs a batch: each organization's part (a failed one is tried once more), then its report.
-/// An error (only when the report cannot be written) makes Lambda retry the batch, which
-/// repeats nothing that was done.
-pub async fn run_batch(state: &AppState, batch: &Batch) -> Result<BatchOutcome, ApiError> {
+/// `deadline` is the invocation's (none locally). An error (only when the report cannot be
+/// written) makes Lambda retry the batch, which repeats nothing that was done.
+pub async fn run_batch(state: &AppState, batch: &Batch, deadline: Option<Instant>) -> Result<BatchOutcome, ApiError> {
     let scheduled = crate::time::parse_rfc3339(&batch.scheduled_time)
         .ok_or_else(|| ApiError::invalid("scheduledTime", "must be an RFC 3339 timestamp"))?;
-    let jobs = JobStore::new(state);
-    let snapshots = SnapshotStore::new(&state.dynamo, &state.config.table_name);
+    let run = RunOfOrg {
+        state,
+        jobs: JobStore::new(state),
+        snapshots: SnapshotStore::new(&state.dynamo, &state.config.table_name),
+        scheduled,
+        up_to: &batch.up_to,
+        deadline,
+    };
     let mut outcome =
         BatchOutcome { number: batch.number, organizations: batch.organizations.len() as u64, ..Default::default() };
     for org in &batch.organizations {
         let org = Org::stored(org.as_str());
-        let mut result = export_org(state, &jobs, &snapshots, &org, scheduled, &batch.up_to).await;
+        let mut result = run.export(&org).await;
         if let Err(e) = &result {
             tracing::warn!(org = %org, error = %e, "scheduled export of an organization failed; trying again");
             tokio::time::sleep(RETRY_PAUSE).await;
-            result = export_org(state, &jobs, &snapshots, &org, scheduled, &batch.up_to).await;
+            result = run.export(&org).await;
         }
         match result {
             Ok(OrgRun::Created) => outcome.jobs_created += 1,
@@ -70,9 +78,17 @@ pub async fn run_batch(state: &AppState, batch: &Batch) -> Result<BatchOutcome, 
             }
         }
     }
-    if let Some(after) = progress::report(state, &batch.scheduled_time, &outcome).await? {
-        outcome.reported = true;
-        progress::finish_if_complete(state, &after).await?;
+    let after = match progress::report(state, &batch.scheduled_time, &outcome).await? {
+        Some(after) => {
+            outcome.reported = true;
+            Some(after)
+        }
+        // Reported before: a retry after the report, whose end (finishing the run, its event)
+        // may not have happened.
+        None => progress::read(state, &batch.scheduled_time).await?,
+    };
+    if let Some(after) = after {
+        progress::conclude(state, &after).await?;
     }
     Ok(outcome)
 }
@@ -89,54 +105,101 @@ enum OrgRun {
     Deferred,
 }
 
-/// One organization's part of a run. Also revives the organization's stale jobs and sends
-/// the events they owe, since nobody may poll a scheduled job.
-async fn export_org(
-    state: &AppState,
-    jobs: &JobStore<'_>,
-    snapshots: &SnapshotStore<'_>,
-    org: &Org,
+/// What every organization of a batch shares.
+struct RunOfOrg<'a> {
+    state: &'a AppState,
+    jobs: JobStore<'a>,
+    snapshots: SnapshotStore<'a>,
     scheduled: chrono::DateTime<chrono::Utc>,
-    up_to: &str,
-) -> Result<OrgRun, ApiError> {
-    let this_run = job_id(scheduled, org);
-    let mut earlier_running = false;
-    for job in jobs.list(org, 20, None).await?.0 {
-        crate::jobs::settle_event(state, &job).await;
-        let job = crate::jobs::revive(state, job).await?;
-        // Its window starts at the watermark this run would start from, and moves it only
-        // when it succeeds: a second window now would export the same changes twice.
-        earlier_running |= job.trigger == Trigger::Schedule && !job.status.is_terminal() && job.id != this_run;
-    }
-    if earlier_running {
-        return Ok(OrgRun::Deferred);
-    }
-    // The index may lag the table: read the watermark from the item itself.
-    let after = watermark(state, org).await?.unwrap_or_else(|| EPOCH.to_string());
-    if up_to <= after.as_str() || snapshots.changed(org, &after, up_to, None, 1).await?.0.is_empty() {
-        return Ok(OrgRun::Unchanged);
-    }
-    let spec = ExportSpec::Training {
-        format: Format::Jsonl,
-        filters: Filters::default(),
-        system: None,
-        changed: Some(Window { after, up_to: up_to.to_string() }),
-        split: None,
-        redact: None,
-        dedup: Default::default(),
-    };
-    let job = new_job(org, spec, Trigger::Schedule, this_run);
-    let (job, created) = if jobs.insert(&job).await? {
-        (job, OrgRun::Created)
-    } else {
-        match jobs.get(org, &job.id).await? {
-            Some(existing) if !existing.status.is_terminal() => (existing, OrgRun::Resumed),
-            _ => return Ok(OrgRun::Unchanged),
+    up_to: &'a str,
+    deadline: Option<Instant>,
+}
+
+impl RunOfOrg<'_> {
+    /// One organization's part of a run. Also revives the organization's stale jobs and sends
+    /// the events they owe (while the invocation has time for it), since nobody may poll a
+    /// scheduled job.
+    async fn export(&self, org: &Org) -> Result<OrgRun, ApiError> {
+        let (state, jobs) = (self.state, &self.jobs);
+        let this_run = job_id(self.scheduled, org);
+        let settle = self.deadline.is_none_or(|d| d.saturating_duration_since(Instant::now()) > SETTLE_MARGIN);
+        let mut running = Vec::new();
+        for job in jobs.list(org, 20, None).await?.0 {
+            if settle {
+                crate::jobs::settle_event(state, &job).await;
+            }
+            let job = crate::jobs::revive(state, job).await?;
+            if job.trigger == Trigger::Schedule && !job.status.is_terminal() && job.id != this_run {
+                running.push(job.id);
+            }
         }
-    };
-    // A repeated hand-over is harmless: the worker's lease lets one invocation run it.
-    if let Err(e) = state.jobs.dispatch(&job.reference()).await {
-        tracing::error!(org = %org, job = %job.id, error = %e, "could not hand the scheduled export to the worker");
+        // An earlier scheduled job still runs: its window starts at the watermark this run
+        // would start from, and moves it only when it succeeds.
+        if !running.is_empty() {
+            return Ok(OrgRun::Deferred);
+        }
+        let seen = schedule_state(state, org).await?;
+        let other = seen.active_job.as_deref().filter(|a| *a != this_run);
+        if let Some(active) = other {
+            // Not among the newest 20 (many requested exports since): read it.
+            if jobs.get(org, active).await?.is_some_and(|j| !j.status.is_terminal()) {
+                return Ok(OrgRun::Deferred);
+            }
+        }
+        let after = seen.watermark.clone().unwrap_or_else(|| EPOCH.to_string());
+        if !self.changed_since(org, &after).await? {
+            return Ok(OrgRun::Unchanged);
+        }
+        // The window is claimed, so a batch of another run at the same time defers; it starts
+        // at the watermark as of the claim (an earlier job that ended since has moved it).
+        let Some(claimed) = claim(state, org, &this_run, seen.active_job.as_deref()).await? else {
+            return Ok(OrgRun::Deferred);
+        };
+        if claimed.watermark != seen.watermark {
+            // An earlier job ended in between and moved it: look again from there.
+            let after = claimed.watermark.clone().unwrap_or_else(|| EPOCH.to_string());
+            if !self.changed_since(org, &after).await? {
+                return Ok(OrgRun::Unchanged);
+            }
+        }
+        let after = claimed.watermark.unwrap_or_else(|| EPOCH.to_string());
+        self.start(org, this_run, after).await
     }
-    Ok(created)
+
+    /// Whether anything changed in `(after, up_to]` (an expired deletion record is skipped,
+    /// so an empty page that goes on counts as a change).
+    async fn changed_since(&self, org: &Org, after: &str) -> Result<bool, ApiError> {
+        if self.up_to <= after {
+            return Ok(false);
+        }
+        let (changes, more) = self.snapshots.changed(org, after, self.up_to, None, 1).await?;
+        Ok(!changes.is_empty() || more)
+    }
+
+    /// Creates this run's job over `(after, up_to]` (or finds it) and hands it to the worker.
+    async fn start(&self, org: &Org, id: String, after: String) -> Result<OrgRun, ApiError> {
+        let spec = ExportSpec::Training {
+            format: Format::Jsonl,
+            filters: Filters::default(),
+            system: None,
+            changed: Some(Window { after, up_to: self.up_to.to_string() }),
+            split: None,
+            redact: None,
+            dedup: Default::default(),
+        };
+        let job = new_job(org, spec, Trigger::Schedule, id);
+        let (job, created) = if self.jobs.insert(&job).await? {
+            (job, OrgRun::Created)
+        } else {
+            match self.jobs.get(org, &job.id).await? {
+                Some(existing) if !existing.status.is_terminal() => (existing, OrgRun::Resumed),
+                _ => return Ok(OrgRun::Unchanged),
+            }
+        };
+        // A repeated hand-over is harmless: the worker's lease lets one invocation run it.
+        if let Err(e) = self.state.jobs.dispatch(&job.reference()).await {
+            tracing::error!(org = %org, job = %job.id, error = %e, "could not hand the scheduled export to the worker");
+        }
+        Ok(created)
+    }
 }

@@ -27,7 +27,7 @@ pub async fn handle(
     state: &AppState,
     event: lambda_runtime::LambdaEvent<ScheduledEvent>,
 ) -> Result<RunSummary, ApiError> {
-    let left = event.context.deadline.saturating_sub(super::super::now_ms().max(0) as u64);
+    let left = event.context.deadline.saturating_sub(crate::jobs::now_ms().max(0) as u64);
     // A deadline already past at the start is no epoch instant: `cargo lambda watch` sends its
     // timeout (600000) there. Without a known deadline the coordinator pages to the end.
     let deadline = (left > 0).then(|| Instant::now() + Duration::from_millis(left));
@@ -48,6 +48,10 @@ async fn coordinate(
     let (scheduled, up_to) = times(state, event)?;
     let scheduled_time = crate::time::to_rfc3339(scheduled);
     let mut at = progress::open(state, &scheduled_time, &up_to).await?;
+    // Earlier runs' owed events, and runs a lost batch left unfinished (never in this run's way).
+    if let Err(e) = progress::sweep(state, &scheduled_time).await {
+        tracing::warn!(error = %e, "could not look at earlier scheduled runs");
+    }
     while !at.paged {
         if deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < MARGIN) {
             // The retry (Lambda's, of this asynchronous invocation) goes on from the checkpoint.
@@ -55,13 +59,21 @@ async fn coordinate(
                 format!("Handed out {} organizations before the deadline; the retry goes on", at.summary.organizations);
             return Err(ApiError::new(ErrorKind::Unavailable, message));
         }
-        at = match hand_out_page(state, &at).await? {
-            Some(next) => next,
-            None => progress::open(state, &scheduled_time, &up_to).await?,
-        };
+        match hand_out_page(state, &at).await? {
+            Some(next) => at = next,
+            // Another delivery of the event recorded that page first: it goes on, this one
+            // stops (if that one dies, its own retry goes on from the checkpoint).
+            None => {
+                tracing::info!(scheduled = %scheduled_time, "another delivery of the run hands out its pages");
+                break;
+            }
+        }
     }
-    // The batches may all have reported before the registry's end was recorded.
-    progress::finish_if_complete(state, &at).await?;
+    // The batches may all have reported before the registry's end was recorded; a finished
+    // run whose event is still owed sends it again.
+    if let Some(now) = progress::read(state, &scheduled_time).await? {
+        progress::conclude(state, &now).await?;
+    }
     let summary = progress::summary(state, &scheduled_time).await?.unwrap_or(at.summary);
     tracing::info!(?summary, "scheduled export run handed out");
     Ok(summary)
@@ -82,5 +94,5 @@ async fn hand_out_page(state: &AppState, at: &Progress) -> Result<Option<Progres
         };
         state.jobs.dispatch_batch(batch).await?;
     }
-    progress::advance(state, at, next.as_deref(), handed).await
+    Ok(progress::advance(state, at, next.as_deref(), handed).await?)
 }

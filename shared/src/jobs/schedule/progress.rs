@@ -1,9 +1,11 @@
-//! A scheduled run's item (`SCHEDULED#RUN#<scheduled time>` / `RUN`): where the coordinator is
+//! A scheduled run's item (`SCHEDULED#RUNS` / `RUN#<scheduled time>`): where the coordinator is
 //! in the registry (`cursor`, `batches` handed out, `organizations` seen, `paged` once at its
 //! end), which batches have reported (`reported`, a number set) and the counts they reported.
 //! Every change is one conditional update, so a redelivered event or batch changes nothing a
 //! first delivery did; the update that completes the run, and only that one, marks it
-//! `finished` and puts the run's event.
+//! `finished` and puts the run's event. An event not delivered then is sent again by a later
+//! delivery, or by the next run's coordinator ([`sweep`]), which also ends a run that a lost
+//! batch left unfinished.
 
 use std::collections::HashMap;
 
@@ -12,14 +14,21 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::Serialize;
 
 use super::{BatchOutcome, RunSummary};
-use crate::error::ApiError;
-use crate::store_error::{from_sdk, SdkResultExt};
+use crate::store_error::{from_sdk, SdkResultExt, StoreError};
 use crate::table::{PK, SK, TTL};
 use crate::AppState;
 
-/// How long a run's item is kept (it is read only while the run lasts, and to answer a
-/// redelivered event).
+/// How long a run's item is kept (it is read only while the run lasts, to answer a redelivered
+/// event, and by the next runs' sweep).
 const KEEP_DAYS: i64 = 14;
+/// A finished run's event still pending after this long is sent again (sooner, it is most
+/// likely being sent by the update that finished the run).
+const RESEND_AFTER: chrono::Duration = chrono::Duration::seconds(30);
+/// A run unfinished this long after its scheduled time lost a batch for good: Lambda keeps an
+/// asynchronous invocation 6 hours at most (the worker's `MaximumEventAgeInSeconds`).
+const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(7);
+/// Earlier runs each coordinator looks at.
+const SWEEP: i32 = 5;
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -47,6 +56,7 @@ const ATTRIBUTES: &[(&str, &str)] = &[
     ("#failed", "failed"),
     ("#finished", "finished"),
     ("#finishedAt", "finishedAt"),
+    ("#pending", "eventPending"),
 ];
 
 fn names(used: &[&str]) -> HashMap<String, String> {
@@ -54,7 +64,10 @@ fn names(used: &[&str]) -> HashMap<String, String> {
 }
 
 fn key(scheduled_time: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([(PK.to_string(), s(crate::keys::scheduled_run(scheduled_time))), (SK.to_string(), s("RUN"))])
+    HashMap::from([
+        (PK.to_string(), s(crate::keys::SCHEDULED_RUNS)),
+        (SK.to_string(), s(crate::keys::scheduled_run(scheduled_time))),
+    ])
 }
 
 /// A run's item, as read back.
@@ -66,6 +79,10 @@ pub(super) struct Progress {
     pub cursor: Option<String>,
     /// Whether the coordinator has paged the whole registry.
     pub paged: bool,
+    /// The run has finished and its event is not known to be delivered yet.
+    pub event_pending: bool,
+    /// When it finished.
+    pub finished_at: Option<String>,
 }
 
 impl Progress {
@@ -88,7 +105,13 @@ impl Progress {
             deferred: count("deferred"),
             failed: count("failed"),
         };
-        Self { summary, cursor: text("cursor"), paged }
+        Self {
+            summary,
+            cursor: text("cursor"),
+            paged,
+            event_pending: flag("eventPending"),
+            finished_at: text("finishedAt"),
+        }
     }
 
     /// Every batch handed out has reported, and there are no more.
@@ -108,14 +131,23 @@ fn update(state: &AppState, scheduled_time: &str) -> UpdateItemFluentBuilder {
 
 /// The run's item, made on the first delivery of its event: its `up_to` stays the first
 /// delivery's.
-pub(super) async fn open(state: &AppState, scheduled_time: &str, up_to: &str) -> Result<Progress, ApiError> {
+pub(super) async fn open(state: &AppState, scheduled_time: &str, up_to: &str) -> Result<Progress, StoreError> {
     let expires = chrono::Utc::now().timestamp() + KEEP_DAYS * 86_400;
     let out = update(state, scheduled_time)
         .update_expression(
             "SET #time = :t, #upTo = if_not_exists(#upTo, :u), #batches = if_not_exists(#batches, :zero), \
-             #orgs = if_not_exists(#orgs, :zero), #paged = if_not_exists(#paged, :no), #ttl = :ttl",
+             #orgs = if_not_exists(#orgs, :zero), #paged = if_not_exists(#paged, :no), \
+             #finished = if_not_exists(#finished, :no), #ttl = :ttl",
         )
-        .set_expression_attribute_names(Some(names(&["#time", "#upTo", "#batches", "#orgs", "#paged", "#ttl"])))
+        .set_expression_attribute_names(Some(names(&[
+            "#time",
+            "#upTo",
+            "#batches",
+            "#orgs",
+            "#paged",
+            "#finished",
+            "#ttl",
+        ])))
         .expression_attribute_values(":t", s(scheduled_time))
         .expression_attribute_values(":u", s(up_to))
         .expression_attribute_values(":zero", n(0))
@@ -135,17 +167,18 @@ pub(super) async fn advance(
     at: &Progress,
     next: Option<&str>,
     handed: u64,
-) -> Result<Option<Progress>, ApiError> {
+) -> Result<Option<Progress>, StoreError> {
     let mut request = update(state, &at.summary.scheduled_time)
         .expression_attribute_values(":b", n(at.summary.batches))
         .expression_attribute_values(":more", n(u64::from(handed > 0)))
         .expression_attribute_values(":handed", n(handed))
-        .expression_attribute_values(":paged", AttributeValue::Bool(next.is_none()));
+        .expression_attribute_values(":paged", AttributeValue::Bool(next.is_none()))
+        .expression_attribute_values(":no", AttributeValue::Bool(false));
     request = match &at.cursor {
-        Some(cursor) => {
-            request.condition_expression("#batches = :b AND #cursor = :c").expression_attribute_values(":c", s(cursor))
-        }
-        None => request.condition_expression("#batches = :b AND attribute_not_exists(#cursor)"),
+        Some(cursor) => request
+            .condition_expression("#batches = :b AND #cursor = :c AND #paged = :no")
+            .expression_attribute_values(":c", s(cursor)),
+        None => request.condition_expression("#batches = :b AND attribute_not_exists(#cursor) AND #paged = :no"),
     };
     request = request.set_expression_attribute_names(Some(names(&["#batches", "#cursor", "#orgs", "#paged"])));
     let set = "SET #batches = #batches + :more, #orgs = #orgs + :handed, #paged = :paged";
@@ -158,7 +191,7 @@ pub(super) async fn advance(
     match request.send().await {
         Ok(out) => Ok(Some(Progress::from_item(out.attributes().unwrap_or(&HashMap::new())))),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
-        Err(e) => Err(from_sdk("checkpoint scheduled run", e).into()),
+        Err(e) => Err(from_sdk("checkpoint scheduled run", e)),
     }
 }
 
@@ -168,7 +201,7 @@ pub(super) async fn report(
     state: &AppState,
     scheduled_time: &str,
     outcome: &BatchOutcome,
-) -> Result<Option<Progress>, ApiError> {
+) -> Result<Option<Progress>, StoreError> {
     let result = update(state, scheduled_time)
         .update_expression(
             "ADD #reported :number, #created :created, #resumed :resumed, #unchanged :unchanged, \
@@ -196,21 +229,28 @@ pub(super) async fn report(
     match result {
         Ok(out) => Ok(Some(Progress::from_item(out.attributes().unwrap_or(&HashMap::new())))),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
-        Err(e) => Err(from_sdk("report scheduled batch", e).into()),
+        Err(e) => Err(from_sdk("report scheduled batch", e)),
     }
 }
 
-/// When `at` shows the run complete, marks it finished and puts its event; of all the updates
-/// that see it complete, only the first marks it, so the event is put once (at least once:
-/// `publish_run` retries, and its id is stable).
-pub(super) async fn finish_if_complete(state: &AppState, at: &Progress) -> Result<bool, ApiError> {
-    if !at.complete() || at.summary.finished {
-        return Ok(false);
+/// Ends the run when `at` shows it complete: of all the updates that see it complete, only
+/// the first marks it finished (and its event pending), and puts its event. A run finished
+/// earlier whose event is still pending puts it again (at least once; its id is stable).
+pub(super) async fn conclude(state: &AppState, at: &Progress) -> Result<(), StoreError> {
+    if at.summary.finished {
+        let since = at.finished_at.as_deref().and_then(crate::time::parse_rfc3339);
+        if at.event_pending && since.is_none_or(|t| chrono::Utc::now() - t > RESEND_AFTER) {
+            send_event(state, at).await;
+        }
+        return Ok(());
+    }
+    if !at.complete() {
+        return Ok(());
     }
     let result = update(state, &at.summary.scheduled_time)
-        .update_expression("SET #finished = :yes, #finishedAt = :now")
+        .update_expression("SET #finished = :yes, #finishedAt = :now, #pending = :yes")
         .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#finished) OR #finished = :no)")
-        .set_expression_attribute_names(Some(names(&["#pk", "#finished", "#finishedAt"])))
+        .set_expression_attribute_names(Some(names(&["#pk", "#finished", "#finishedAt", "#pending"])))
         .expression_attribute_values(":yes", AttributeValue::Bool(true))
         .expression_attribute_values(":no", AttributeValue::Bool(false))
         .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
@@ -220,16 +260,31 @@ pub(super) async fn finish_if_complete(state: &AppState, at: &Progress) -> Resul
         Ok(out) => {
             let done = Progress::from_item(out.attributes().unwrap_or(&HashMap::new()));
             tracing::info!(summary = ?done.summary, "scheduled export run finished");
-            publish_run(state, &done.summary).await;
-            Ok(true)
+            send_event(state, &done).await;
+            Ok(())
         }
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-        Err(e) => Err(from_sdk("finish scheduled run", e).into()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+        Err(e) => Err(from_sdk("finish scheduled run", e)),
     }
 }
 
-/// Where the run of `scheduled_time` stands (`None` before its first delivery).
-pub async fn summary(state: &AppState, scheduled_time: &str) -> Result<Option<RunSummary>, ApiError> {
+/// Puts the run's event; once EventBridge took it, the run no longer owes it.
+async fn send_event(state: &AppState, done: &Progress) {
+    if !publish_run(state, &done.summary).await {
+        return; // Logged; the next delivery of the event or of a batch sends it again.
+    }
+    let cleared = update(state, &done.summary.scheduled_time)
+        .update_expression("REMOVE #pending")
+        .set_expression_attribute_names(Some(names(&["#pending"])))
+        .send()
+        .await;
+    if let Err(e) = cleared {
+        tracing::warn!(error = %from_sdk("clear scheduled run event", e), "a run's event may be sent again");
+    }
+}
+
+/// The run's item (strongly consistent), `None` before its first delivery.
+pub(super) async fn read(state: &AppState, scheduled_time: &str) -> Result<Option<Progress>, StoreError> {
     let out = state
         .dynamo
         .get_item()
@@ -239,7 +294,67 @@ pub async fn summary(state: &AppState, scheduled_time: &str) -> Result<Option<Ru
         .send()
         .await
         .ctx("read scheduled run")?;
-    Ok(out.item.map(|item| Progress::from_item(&item).summary))
+    Ok(out.item.map(|item| Progress::from_item(&item)))
+}
+
+/// Looks at the runs before `scheduled_time`: sends the event a finished one still owes, and
+/// ends one that a lost batch left unfinished (its missing organizations counted `failed`).
+pub(super) async fn sweep(state: &AppState, scheduled_time: &str) -> Result<(), StoreError> {
+    let out = state
+        .dynamo
+        .query()
+        .table_name(&state.config.table_name)
+        .key_condition_expression("#pk = :pk AND #sk < :sk")
+        .set_expression_attribute_names(Some(HashMap::from([("#pk".into(), PK.into()), ("#sk".into(), SK.into())])))
+        .expression_attribute_values(":pk", s(crate::keys::SCHEDULED_RUNS))
+        .expression_attribute_values(":sk", s(crate::keys::scheduled_run(scheduled_time)))
+        .scan_index_forward(false)
+        .limit(SWEEP)
+        .consistent_read(true)
+        .send()
+        .await
+        .ctx("list earlier scheduled runs")?;
+    for item in out.items() {
+        let run = Progress::from_item(item);
+        let scheduled = crate::time::parse_rfc3339(&run.summary.scheduled_time);
+        if !run.summary.finished && scheduled.is_some_and(|t| chrono::Utc::now() - t > GIVE_UP_AFTER) {
+            give_up(state, &run).await?;
+        } else {
+            conclude(state, &run).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends a run whose batches will not all report: what they did not report counts `failed`.
+async fn give_up(state: &AppState, run: &Progress) -> Result<(), StoreError> {
+    let sum = &run.summary;
+    let reported = sum.jobs_created + sum.jobs_resumed + sum.unchanged + sum.deferred + sum.failed;
+    let missing = sum.organizations.saturating_sub(reported);
+    tracing::error!(scheduled = %sum.scheduled_time, missing, "a scheduled run lost batches; ending it incomplete");
+    let result = update(state, &sum.scheduled_time)
+        .update_expression("SET #finished = :yes, #finishedAt = :now, #pending = :yes ADD #failed :missing")
+        .condition_expression("attribute_exists(#pk) AND #finished = :no")
+        .set_expression_attribute_names(Some(names(&["#pk", "#finished", "#finishedAt", "#pending", "#failed"])))
+        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+        .expression_attribute_values(":no", AttributeValue::Bool(false))
+        .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
+        .expression_attribute_values(":missing", n(missing.max(1)))
+        .send()
+        .await;
+    match result {
+        Ok(out) => {
+            send_event(state, &Progress::from_item(out.attributes().unwrap_or(&HashMap::new()))).await;
+            Ok(())
+        }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+        Err(e) => Err(from_sdk("end a scheduled run that lost batches", e)),
+    }
+}
+
+/// Where the run of `scheduled_time` stands (`None` before its first delivery).
+pub async fn summary(state: &AppState, scheduled_time: &str) -> Result<Option<RunSummary>, StoreError> {
+    Ok(read(state, scheduled_time).await?.map(|p| p.summary))
 }
 
 /// A scheduled run's `detail`: its summary and a stable id (the scheduled time).
@@ -251,10 +366,10 @@ struct RunDetail<'a> {
     summary: &'a RunSummary,
 }
 
-/// Sends a finished run's event (best effort: a run is not repeated for its event).
-pub async fn publish_run(state: &AppState, summary: &RunSummary) {
+/// Puts a finished run's event; `true` once EventBridge took it.
+pub async fn publish_run(state: &AppState, summary: &RunSummary) -> bool {
     // Organizations that failed are covered by the next run; the id says this one missed them.
     let outcome = if summary.failed == 0 { "complete" } else { "incomplete" };
     let detail = RunDetail { event_id: format!("run:{}:{outcome}", summary.scheduled_time), summary };
-    crate::jobs::events::put(state, crate::jobs::events::RUN_FINISHED, &detail, "scheduled run").await;
+    crate::jobs::events::put(state, crate::jobs::events::RUN_FINISHED, &detail, "scheduled run").await
 }

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::error::ApiError;
 use crate::keys::Org;
-use crate::store_error::SdkResultExt;
+use crate::store_error::{from_sdk, SdkResultExt, StoreError};
 use crate::table::{GSI1, PK, SK};
 use crate::AppState;
 
@@ -25,7 +24,7 @@ fn state_key(org: &Org) -> HashMap<String, AttributeValue> {
 }
 
 /// Makes sure `org` is in the scheduled export's registry (once per organization per process).
-pub async fn register(state: &AppState, org: &Org) -> Result<(), ApiError> {
+pub async fn register(state: &AppState, org: &Org) -> Result<(), StoreError> {
     if state.registered.lock().map(|set| set.contains(org.as_str())).unwrap_or(false) {
         return Ok(());
     }
@@ -49,7 +48,7 @@ pub async fn register(state: &AppState, org: &Org) -> Result<(), ApiError> {
 }
 
 /// Moves `org`'s watermark forward to `up_to` (never back).
-pub async fn advance_watermark(state: &AppState, org: &Org, up_to: &str) -> Result<(), ApiError> {
+pub async fn advance_watermark(state: &AppState, org: &Org, up_to: &str) -> Result<(), StoreError> {
     let result = state
         .dynamo
         .update_item()
@@ -63,12 +62,33 @@ pub async fn advance_watermark(state: &AppState, org: &Org, up_to: &str) -> Resu
     match result {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
-        Err(e) => Err(crate::store_error::from_sdk("advance scheduled export watermark", e).into()),
+        Err(e) => Err(from_sdk("advance scheduled export watermark", e)),
     }
 }
 
 /// `org`'s watermark: everything changed up to it has been exported.
-pub async fn watermark(state: &AppState, org: &Org) -> Result<Option<String>, ApiError> {
+pub async fn watermark(state: &AppState, org: &Org) -> Result<Option<String>, StoreError> {
+    Ok(schedule_state(state, org).await?.watermark)
+}
+
+/// An organization's schedule state, as read (strongly consistent).
+#[derive(Debug, Default)]
+pub(super) struct ScheduleState {
+    /// Everything changed up to it has been exported.
+    pub watermark: Option<String>,
+    /// The scheduled job that last claimed the organization's next window.
+    pub active_job: Option<String>,
+}
+
+impl ScheduleState {
+    fn of(item: Option<&HashMap<String, AttributeValue>>) -> Self {
+        let text = |k: &str| item.and_then(|i| i.get(k)).and_then(|v| v.as_s().ok()).cloned();
+        Self { watermark: text("watermark"), active_job: text("activeJob") }
+    }
+}
+
+/// `org`'s schedule state (the index may lag the table: this reads the item itself).
+pub(super) async fn schedule_state(state: &AppState, org: &Org) -> Result<ScheduleState, StoreError> {
     let out = state
         .dynamo
         .get_item()
@@ -77,13 +97,41 @@ pub async fn watermark(state: &AppState, org: &Org) -> Result<Option<String>, Ap
         .consistent_read(true)
         .send()
         .await
-        .ctx("read scheduled export watermark")?;
-    Ok(out.item.and_then(|i| i.get("watermark").and_then(|v| v.as_s().ok()).cloned()))
+        .ctx("read scheduled export state")?;
+    Ok(ScheduleState::of(out.item.as_ref()))
+}
+
+/// Claims `org`'s next window for `job`, if the active job is still `seen` (the one read
+/// before): two runs' batches at once claim it one at a time. Answers the state as of the
+/// claim (its watermark is the window's start), or `None` when another claim came first.
+pub(super) async fn claim(
+    state: &AppState,
+    org: &Org,
+    job: &str,
+    seen: Option<&str>,
+) -> Result<Option<ScheduleState>, StoreError> {
+    let request = state
+        .dynamo
+        .update_item()
+        .table_name(&state.config.table_name)
+        .set_key(Some(state_key(org)))
+        .update_expression("SET activeJob = :job")
+        .expression_attribute_values(":job", s(job))
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+    let request = match seen {
+        Some(seen) => request.condition_expression("activeJob = :seen").expression_attribute_values(":seen", s(seen)),
+        None => request.condition_expression("attribute_exists(PK) AND attribute_not_exists(activeJob)"),
+    };
+    match request.send().await {
+        Ok(out) => Ok(Some(ScheduleState::of(out.attributes.as_ref()))),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+        Err(e) => Err(from_sdk("claim scheduled export window", e)),
+    }
 }
 
 /// One page of the registry after `after` (an organization id; `None` from the start): the
 /// organizations, in id order, and whether the registry goes on.
-pub(super) async fn page(state: &AppState, after: Option<&str>, limit: i32) -> Result<(Vec<String>, bool), ApiError> {
+pub(super) async fn page(state: &AppState, after: Option<&str>, limit: i32) -> Result<(Vec<String>, bool), StoreError> {
     let mut query = state
         .dynamo
         .query()
