@@ -175,8 +175,7 @@ async fn a_run_event_eventbridge_refused_and_a_run_that_lost_a_batch_are_sent_by
     run(&down, ScheduledEvent { scheduled_time: Some(lost.clone()), ..Default::default() }).await.unwrap();
     worker.pending();
     worker.batches.clear();
-    // A run that finishes while EventBridge refuses its event: it stays owed. (Runs are swept
-    // newest first, a few at a time: these are the newest before the next one.)
+    // A run that finishes while EventBridge refuses its event: it stays owed.
     let refused_run = &shared::time::to_rfc3339(chrono::Utc::now() - chrono::Duration::hours(1));
     run(&down, ScheduledEvent { scheduled_time: Some(refused_run.clone()), ..Default::default() }).await.unwrap();
     worker.pending();
@@ -185,18 +184,23 @@ async fn a_run_event_eventbridge_refused_and_a_run_that_lost_a_batch_are_sent_by
     }
     assert!(shared::jobs::schedule::summary(&state, refused_run).await.unwrap().unwrap().finished);
     assert!(refusing.calls() >= 4, "retried: {} calls", refusing.calls());
-    // Some time later (the finishes are backdated), the next run's coordinator sends both (the
-    // refused run's coordinator ended the lost run, while EventBridge refused its event too).
-    let minute_ago = shared::time::to_rfc3339(chrono::Utc::now() - chrono::Duration::minutes(1));
-    for at in [refused_run.as_str(), lost.as_str()] {
+    // Some time later (backdated: the refused run's finish a minute, the lost run's last
+    // hand-out 8 hours), the next run's coordinator sends both.
+    let ago = |d: chrono::Duration| shared::time::to_rfc3339(chrono::Utc::now() - d);
+    let backdate = [
+        (refused_run.as_str(), "finishedAt", ago(chrono::Duration::minutes(1))),
+        (lost.as_str(), "touchedAt", ago(chrono::Duration::hours(8))),
+    ];
+    for (at, attribute, when) in backdate {
         state
             .dynamo
             .update_item()
             .table_name(&state.config.table_name)
             .key("PK", aws_sdk_dynamodb::types::AttributeValue::S("SCHEDULED#RUNS".into()))
             .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(format!("RUN#{at}")))
-            .update_expression("SET finishedAt = :t")
-            .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::S(minute_ago.clone()))
+            .update_expression("SET #a = :t")
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::S(when))
             .send()
             .await
             .unwrap();

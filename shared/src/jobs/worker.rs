@@ -186,8 +186,9 @@ pub async fn run_event(state: &AppState, event: &WorkerEvent, options: Options) 
             Ok(Answer::Job(WorkerAnswer { job_id: job.job_id.clone(), outcome }))
         }
         WorkerEvent::Batch { scheduled_batch } => {
-            // A batch has the invocation's lifetime (none locally).
-            let deadline = options.lifetime.map(|left| std::time::Instant::now() + left);
+            // A batch has the invocation's lifetime (none locally, and none when the runtime's
+            // deadline was already past: `cargo lambda watch` sends a duration there).
+            let deadline = options.lifetime.filter(|left| !left.is_zero()).map(|left| std::time::Instant::now() + left);
             super::schedule::run_batch(state, scheduled_batch, deadline).await.map(Answer::Batch)
         }
     }

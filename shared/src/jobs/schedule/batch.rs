@@ -18,6 +18,8 @@ use crate::AppState;
 
 /// Pause before an organization's second attempt within its batch.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// A claimed window whose job does not exist yet is taken for another batch's this long.
+const CLAIM_GRACE: chrono::Duration = chrono::Duration::minutes(5);
 /// Owed events are sent again (up to 2 s each) only while this much of the invocation is left.
 const SETTLE_MARGIN: Duration = Duration::from_secs(120);
 
@@ -141,9 +143,14 @@ impl RunOfOrg<'_> {
         let seen = schedule_state(state, org).await?;
         let other = seen.active_job.as_deref().filter(|a| *a != this_run);
         if let Some(active) = other {
-            // Not among the newest 20 (many requested exports since): read it.
-            if jobs.get(org, active).await?.is_some_and(|j| !j.status.is_terminal()) {
-                return Ok(OrgRun::Deferred);
+            // Not among the newest 20 (many requested exports since): read it. A claim whose
+            // job is not there yet is another batch's, about to create it.
+            let claimed = seen.claimed_at.as_deref().and_then(crate::time::parse_rfc3339);
+            let fresh = claimed.is_some_and(|t| chrono::Utc::now() - t < CLAIM_GRACE);
+            match jobs.get(org, active).await? {
+                Some(job) if !job.status.is_terminal() => return Ok(OrgRun::Deferred),
+                None if fresh => return Ok(OrgRun::Deferred),
+                _ => {}
             }
         }
         let after = seen.watermark.clone().unwrap_or_else(|| EPOCH.to_string());

@@ -24,11 +24,13 @@ const KEEP_DAYS: i64 = 14;
 /// A finished run's event still pending after this long is sent again (sooner, it is most
 /// likely being sent by the update that finished the run).
 const RESEND_AFTER: chrono::Duration = chrono::Duration::seconds(30);
-/// A run unfinished this long after its scheduled time lost a batch for good: Lambda keeps an
-/// asynchronous invocation 6 hours at most (the worker's `MaximumEventAgeInSeconds`).
+/// A run unfinished this long after its last hand-out or report lost a batch for good: Lambda
+/// keeps an asynchronous invocation (a batch, or the coordinator's retry) 6 hours at most (the
+/// worker's `MaximumEventAgeInSeconds`, Lambda's default for the coordinator), and a batch
+/// runs 15 minutes at most.
 const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(7);
-/// Earlier runs each coordinator looks at.
-const SWEEP: i32 = 5;
+/// How far back each coordinator looks for runs still unfinished or owing their event.
+const SWEEP_DAYS: i64 = KEEP_DAYS;
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -57,6 +59,7 @@ const ATTRIBUTES: &[(&str, &str)] = &[
     ("#finished", "finished"),
     ("#finishedAt", "finishedAt"),
     ("#pending", "eventPending"),
+    ("#touched", "touchedAt"),
 ];
 
 fn names(used: &[&str]) -> HashMap<String, String> {
@@ -83,6 +86,8 @@ pub(super) struct Progress {
     pub event_pending: bool,
     /// When it finished.
     pub finished_at: Option<String>,
+    /// Its last delivery, hand-out or report.
+    pub touched_at: Option<String>,
 }
 
 impl Progress {
@@ -111,6 +116,7 @@ impl Progress {
             paged,
             event_pending: flag("eventPending"),
             finished_at: text("finishedAt"),
+            touched_at: text("touchedAt"),
         }
     }
 
@@ -137,7 +143,7 @@ pub(super) async fn open(state: &AppState, scheduled_time: &str, up_to: &str) ->
         .update_expression(
             "SET #time = :t, #upTo = if_not_exists(#upTo, :u), #batches = if_not_exists(#batches, :zero), \
              #orgs = if_not_exists(#orgs, :zero), #paged = if_not_exists(#paged, :no), \
-             #finished = if_not_exists(#finished, :no), #ttl = :ttl",
+             #finished = if_not_exists(#finished, :no), #touched = :now, #ttl = :ttl",
         )
         .set_expression_attribute_names(Some(names(&[
             "#time",
@@ -146,8 +152,10 @@ pub(super) async fn open(state: &AppState, scheduled_time: &str, up_to: &str) ->
             "#orgs",
             "#paged",
             "#finished",
+            "#touched",
             "#ttl",
         ])))
+        .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
         .expression_attribute_values(":t", s(scheduled_time))
         .expression_attribute_values(":u", s(up_to))
         .expression_attribute_values(":zero", n(0))
@@ -173,15 +181,17 @@ pub(super) async fn advance(
         .expression_attribute_values(":more", n(u64::from(handed > 0)))
         .expression_attribute_values(":handed", n(handed))
         .expression_attribute_values(":paged", AttributeValue::Bool(next.is_none()))
-        .expression_attribute_values(":no", AttributeValue::Bool(false));
+        .expression_attribute_values(":no", AttributeValue::Bool(false))
+        .expression_attribute_values(":now", s(crate::time::now_rfc3339()));
     request = match &at.cursor {
         Some(cursor) => request
             .condition_expression("#batches = :b AND #cursor = :c AND #paged = :no")
             .expression_attribute_values(":c", s(cursor)),
         None => request.condition_expression("#batches = :b AND attribute_not_exists(#cursor) AND #paged = :no"),
     };
-    request = request.set_expression_attribute_names(Some(names(&["#batches", "#cursor", "#orgs", "#paged"])));
-    let set = "SET #batches = #batches + :more, #orgs = #orgs + :handed, #paged = :paged";
+    request =
+        request.set_expression_attribute_names(Some(names(&["#batches", "#cursor", "#orgs", "#paged", "#touched"])));
+    let set = "SET #batches = #batches + :more, #orgs = #orgs + :handed, #paged = :paged, #touched = :now";
     request = match next {
         Some(next) => {
             request.update_expression(format!("{set}, #cursor = :next")).expression_attribute_values(":next", s(next))
@@ -204,12 +214,14 @@ pub(super) async fn report(
 ) -> Result<Option<Progress>, StoreError> {
     let result = update(state, scheduled_time)
         .update_expression(
-            "ADD #reported :number, #created :created, #resumed :resumed, #unchanged :unchanged, \
-             #deferred :deferred, #failed :failed",
+            "SET #touched = :now ADD #reported :number, #created :created, #resumed :resumed, \
+             #unchanged :unchanged, #deferred :deferred, #failed :failed",
         )
         .condition_expression("attribute_exists(#pk) AND NOT contains(#reported, :n)")
+        .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
         .set_expression_attribute_names(Some(names(&[
             "#pk",
+            "#touched",
             "#reported",
             "#created",
             "#resumed",
@@ -297,27 +309,38 @@ pub(super) async fn read(state: &AppState, scheduled_time: &str) -> Result<Optio
     Ok(out.item.map(|item| Progress::from_item(&item)))
 }
 
-/// Looks at the runs before `scheduled_time`: sends the event a finished one still owes, and
-/// ends one that a lost batch left unfinished (its missing organizations counted `failed`).
+/// Looks at the runs of the last [`SWEEP_DAYS`] before `scheduled_time` that are unfinished or
+/// owe their event: sends the event a finished one owes, and ends one that lost a batch for
+/// good (its missing organizations counted `failed`).
 pub(super) async fn sweep(state: &AppState, scheduled_time: &str) -> Result<(), StoreError> {
-    let out = state
+    let since = crate::time::to_rfc3339(chrono::Utc::now() - chrono::Duration::days(SWEEP_DAYS));
+    let mut pages = state
         .dynamo
         .query()
         .table_name(&state.config.table_name)
-        .key_condition_expression("#pk = :pk AND #sk < :sk")
-        .set_expression_attribute_names(Some(HashMap::from([("#pk".into(), PK.into()), ("#sk".into(), SK.into())])))
+        .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :before")
+        .filter_expression("#finished = :no OR attribute_exists(#pending)")
+        .set_expression_attribute_names(Some(HashMap::from([
+            ("#pk".into(), PK.into()),
+            ("#sk".into(), SK.into()),
+            ("#finished".into(), "finished".into()),
+            ("#pending".into(), "eventPending".into()),
+        ])))
         .expression_attribute_values(":pk", s(crate::keys::SCHEDULED_RUNS))
-        .expression_attribute_values(":sk", s(crate::keys::scheduled_run(scheduled_time)))
-        .scan_index_forward(false)
-        .limit(SWEEP)
+        .expression_attribute_values(":from", s(crate::keys::scheduled_run(&since)))
+        .expression_attribute_values(":before", s(crate::keys::scheduled_run(scheduled_time)))
+        .expression_attribute_values(":no", AttributeValue::Bool(false))
         .consistent_read(true)
-        .send()
-        .await
-        .ctx("list earlier scheduled runs")?;
-    for item in out.items() {
-        let run = Progress::from_item(item);
-        let scheduled = crate::time::parse_rfc3339(&run.summary.scheduled_time);
-        if !run.summary.finished && scheduled.is_some_and(|t| chrono::Utc::now() - t > GIVE_UP_AFTER) {
+        .into_paginator()
+        .items()
+        .send();
+    while let Some(item) = pages.next().await {
+        let run = Progress::from_item(&item.ctx("list earlier scheduled runs")?);
+        if run.summary.scheduled_time.as_str() >= scheduled_time {
+            continue; // This run itself (BETWEEN includes it).
+        }
+        let touched = run.touched_at.as_deref().and_then(crate::time::parse_rfc3339);
+        if !run.summary.finished && touched.is_none_or(|t| chrono::Utc::now() - t > GIVE_UP_AFTER) {
             give_up(state, &run).await?;
         } else {
             conclude(state, &run).await?;

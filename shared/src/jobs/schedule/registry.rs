@@ -78,12 +78,14 @@ pub(super) struct ScheduleState {
     pub watermark: Option<String>,
     /// The scheduled job that last claimed the organization's next window.
     pub active_job: Option<String>,
+    /// When it claimed it.
+    pub claimed_at: Option<String>,
 }
 
 impl ScheduleState {
     fn of(item: Option<&HashMap<String, AttributeValue>>) -> Self {
         let text = |k: &str| item.and_then(|i| i.get(k)).and_then(|v| v.as_s().ok()).cloned();
-        Self { watermark: text("watermark"), active_job: text("activeJob") }
+        Self { watermark: text("watermark"), active_job: text("activeJob"), claimed_at: text("claimedAt") }
     }
 }
 
@@ -115,8 +117,9 @@ pub(super) async fn claim(
         .update_item()
         .table_name(&state.config.table_name)
         .set_key(Some(state_key(org)))
-        .update_expression("SET activeJob = :job")
+        .update_expression("SET activeJob = :job, claimedAt = :now")
         .expression_attribute_values(":job", s(job))
+        .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
         .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
     let request = match seen {
         Some(seen) => request.condition_expression("activeJob = :seen").expression_attribute_values(":seen", s(seen)),
