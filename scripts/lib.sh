@@ -4,31 +4,30 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.local/venv"
 
-# Installs the pinned Python tools once (again only when scripts/requirements.txt changes).
-install_tools() {
-  local stamp="$VENV/.requirements" want
-  want="$(cat "$ROOT/scripts/requirements.txt")"
-  if [[ -x "$VENV/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+# Installs a pinned requirements file into a venv once (again only when the file changes):
+# pinned_venv <venv> <requirements file> <an executable it provides> <what, for the message>.
+pinned_venv() {
+  local venv="$1" requirements="$2" probe="$3" what="$4" stamp want
+  stamp="$venv/.requirements"
+  want="$(cat "$requirements")"
+  if [[ -x "$venv/bin/$probe" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     return
   fi
-  echo "Installing the local emulator and linters into .local/venv ..."
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
+  echo "Installing $what into ${venv#"$ROOT"/} ..."
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
   printf '%s' "$want" > "$stamp"
 }
 
-# Installs the pinned SAM CLI once into .local/sam (test.sh only: run.sh does not need it).
+# The emulator and linters (scripts/requirements.txt) in .local/venv.
+install_tools() {
+  pinned_venv "$VENV" "$ROOT/scripts/requirements.txt" moto_server "the local emulator and linters"
+}
+
+# The SAM CLI (scripts/requirements-sam.txt) in .local/sam, a venv of its own: it pins boto3 and
+# cfn-lint versions of its own. test.sh only: run.sh does not need it.
 install_sam() {
-  local venv="$ROOT/.local/sam" stamp want
-  stamp="$venv/.requirements"
-  want="$(cat "$ROOT/scripts/requirements-sam.txt")"
-  if [[ -x "$venv/bin/sam" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    return
-  fi
-  echo "Installing the SAM CLI into .local/sam ..."
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements-sam.txt"
-  printf '%s' "$want" > "$stamp"
+  pinned_venv "$ROOT/.local/sam" "$ROOT/scripts/requirements-sam.txt" sam "the SAM CLI"
 }
 
 # Prints a free TCP port on loopback.

@@ -125,23 +125,23 @@ impl RunOfOrg<'_> {
         let (state, jobs) = (self.state, &self.jobs);
         let this_run = job_id(self.scheduled, org);
         let settle = self.deadline.is_none_or(|d| d.saturating_duration_since(Instant::now()) > SETTLE_MARGIN);
-        let mut running = Vec::new();
+        let (mut earlier_running, mut listed) = (false, Vec::new());
         for job in jobs.list(org, 20, None).await?.0 {
             if settle {
                 crate::jobs::settle_event(state, &job).await;
             }
             let job = crate::jobs::revive(state, job).await?;
-            if job.trigger == Trigger::Schedule && !job.status.is_terminal() && job.id != this_run {
-                running.push(job.id);
-            }
+            earlier_running |= job.trigger == Trigger::Schedule && !job.status.is_terminal() && job.id != this_run;
+            listed.push(job.id);
         }
         // An earlier scheduled job still runs: its window starts at the watermark this run
         // would start from, and moves it only when it succeeds.
-        if !running.is_empty() {
+        if earlier_running {
             return Ok(OrgRun::Deferred);
         }
         let seen = schedule_state(state, org).await?;
-        let other = seen.active_job.as_deref().filter(|a| *a != this_run);
+        // Another run's active job among the newest 20 has ended (else it was deferred above).
+        let other = seen.active_job.as_deref().filter(|a| *a != this_run && !listed.iter().any(|id| id == a));
         if let Some(active) = other {
             // Not among the newest 20 (many requested exports since): read it. A claim whose
             // job is not there yet is another batch's, about to create it.

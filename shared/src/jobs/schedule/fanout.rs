@@ -71,10 +71,8 @@ async fn coordinate(
     }
     // The batches may all have reported before the registry's end was recorded; a finished
     // run whose event is still owed sends it again.
-    if let Some(now) = progress::read(state, &scheduled_time).await? {
-        progress::conclude(state, &now).await?;
-    }
-    let summary = progress::summary(state, &scheduled_time).await?.unwrap_or(at.summary);
+    let now = progress::read(state, &scheduled_time).await?.unwrap_or(at);
+    let summary = progress::conclude(state, &now).await?.unwrap_or(now).summary;
     tracing::info!(?summary, "scheduled export run handed out");
     Ok(summary)
 }

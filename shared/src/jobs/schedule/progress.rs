@@ -246,36 +246,47 @@ pub(super) async fn report(
 }
 
 /// Ends the run when `at` shows it complete: of all the updates that see it complete, only
-/// the first marks it finished (and its event pending), and puts its event. A run finished
-/// earlier whose event is still pending puts it again (at least once; its id is stable).
-pub(super) async fn conclude(state: &AppState, at: &Progress) -> Result<(), StoreError> {
+/// the first marks it finished (and its event pending), and puts its event; it answers the run
+/// as finished. A run finished earlier whose event is still pending puts it again (at least
+/// once; its id is stable).
+pub(super) async fn conclude(state: &AppState, at: &Progress) -> Result<Option<Progress>, StoreError> {
     if at.summary.finished {
         let since = at.finished_at.as_deref().and_then(crate::time::parse_rfc3339);
         if at.event_pending && since.is_none_or(|t| chrono::Utc::now() - t > RESEND_AFTER) {
             send_event(state, at).await;
         }
-        return Ok(());
+        return Ok(None);
     }
     if !at.complete() {
-        return Ok(());
+        return Ok(None);
     }
-    let result = update(state, &at.summary.scheduled_time)
-        .update_expression("SET #finished = :yes, #finishedAt = :now, #pending = :yes")
+    let done = finish(state, &at.summary.scheduled_time, 0).await?;
+    if let Some(done) = &done {
+        tracing::info!(summary = ?done.summary, "scheduled export run finished");
+    }
+    Ok(done)
+}
+
+/// Marks the run finished, `missing` more organizations `failed`, and puts its event; `None`
+/// when another update finished it first.
+async fn finish(state: &AppState, scheduled_time: &str, missing: u64) -> Result<Option<Progress>, StoreError> {
+    let result = update(state, scheduled_time)
+        .update_expression("SET #finished = :yes, #finishedAt = :now, #pending = :yes ADD #failed :missing")
         .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#finished) OR #finished = :no)")
-        .set_expression_attribute_names(Some(names(&["#pk", "#finished", "#finishedAt", "#pending"])))
+        .set_expression_attribute_names(Some(names(&["#pk", "#finished", "#finishedAt", "#pending", "#failed"])))
         .expression_attribute_values(":yes", AttributeValue::Bool(true))
         .expression_attribute_values(":no", AttributeValue::Bool(false))
         .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
+        .expression_attribute_values(":missing", n(missing))
         .send()
         .await;
     match result {
         Ok(out) => {
             let done = Progress::from_item(out.attributes().unwrap_or(&HashMap::new()));
-            tracing::info!(summary = ?done.summary, "scheduled export run finished");
             send_event(state, &done).await;
-            Ok(())
+            Ok(Some(done))
         }
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
         Err(e) => Err(from_sdk("finish scheduled run", e)),
     }
 }
@@ -355,24 +366,7 @@ async fn give_up(state: &AppState, run: &Progress) -> Result<(), StoreError> {
     let reported = sum.jobs_created + sum.jobs_resumed + sum.unchanged + sum.deferred + sum.failed;
     let missing = sum.organizations.saturating_sub(reported);
     tracing::error!(scheduled = %sum.scheduled_time, missing, "a scheduled run lost batches; ending it incomplete");
-    let result = update(state, &sum.scheduled_time)
-        .update_expression("SET #finished = :yes, #finishedAt = :now, #pending = :yes ADD #failed :missing")
-        .condition_expression("attribute_exists(#pk) AND #finished = :no")
-        .set_expression_attribute_names(Some(names(&["#pk", "#finished", "#finishedAt", "#pending", "#failed"])))
-        .expression_attribute_values(":yes", AttributeValue::Bool(true))
-        .expression_attribute_values(":no", AttributeValue::Bool(false))
-        .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
-        .expression_attribute_values(":missing", n(missing.max(1)))
-        .send()
-        .await;
-    match result {
-        Ok(out) => {
-            send_event(state, &Progress::from_item(out.attributes().unwrap_or(&HashMap::new()))).await;
-            Ok(())
-        }
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
-        Err(e) => Err(from_sdk("end a scheduled run that lost batches", e)),
-    }
+    finish(state, &sum.scheduled_time, missing.max(1)).await.map(|_| ())
 }
 
 /// Where the run of `scheduled_time` stands (`None` before its first delivery).
