@@ -5,7 +5,8 @@
 # BENCH_REQUESTS (320), BENCH_EXPORT_SNAPSHOTS (20000), BENCH_MEMORY_SMALL (5000),
 # BENCH_MEMORY_LARGE (50000), BENCH_MESSAGES (20); BENCH_ONLY=redaction runs sections 7 and 8
 # alone (redaction and near duplicates: only the bench is built, and no emulator is needed);
-# BENCH_ONLY=throughput runs section 3 alone (only the bench is built).
+# BENCH_ONLY=throughput runs section 3 alone (only the bench is built); BENCH_ONLY=cpu runs
+# section 9 alone (only the bench and export-training are built).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -20,6 +21,9 @@ install_tools
 if [ "${BENCH_ONLY:-}" = "throughput" ]; then
   # Section 3 alone (export throughput, redaction's cost included): only the bench is built.
   cargo build --release --quiet -p bench
+elif [ "${BENCH_ONLY:-}" = "cpu" ]; then
+  # Section 9 alone (CPU per 1,000 exported snapshots): the bench and the export function.
+  cargo build --release --quiet -p bench -p export-training
 else
   echo "== cargo build --release (every function, the bench and its baseline)" >&2
   cargo build --release --quiet --workspace --bins --exclude local-server

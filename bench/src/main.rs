@@ -9,11 +9,13 @@
 //! 4. Export memory: peak RSS of the export function's process for a small and a large export.
 //! 5. Size of each function's release binary and zipped package.
 //! 6. Read capacity per exported snapshot, against the item size divided by 4 KB.
+//! 9. Export CPU per 1,000 snapshots per format, against the CPU of the same reads alone.
 //!
 //! It expects the environment of `scripts/bench.sh`: an emulator (`AWS_ENDPOINT_URL`),
 //! `TABLE_NAME`, `BUCKET_NAME`, `JWT_SECRET` and the release binaries in `BENCH_BIN_DIR`.
 
 mod corpus;
+mod cpu;
 mod dedup;
 mod redaction;
 mod runtime_api;
@@ -95,6 +97,8 @@ enum Target {
     AtMostAndBelow(f64, f64),
     /// ours at least this absolute value.
     Above(f64),
+    /// ours at most this absolute value.
+    NoMore(f64),
 }
 
 impl Row {
@@ -109,6 +113,7 @@ impl Row {
             Target::Below(x) => Some(self.ours < x),
             Target::AtMostAndBelow(x, y) => self.ratio().map(|r| r <= x && self.ours < y),
             Target::Above(x) => Some(self.ours >= x),
+            Target::NoMore(x) => Some(self.ours <= x),
         }
     }
 
@@ -119,6 +124,7 @@ impl Row {
             Some(Target::Below(x)) => format!("< {x} {}", self.unit),
             Some(Target::AtMostAndBelow(x, y)) => format!("≤ {x} x and < {y} {}", self.unit),
             Some(Target::Above(x)) => format!("≥ {x}"),
+            Some(Target::NoMore(x)) => format!("≤ {x} {}", self.unit),
             None => String::new(),
         }
     }
@@ -180,6 +186,14 @@ async fn main() -> Res<()> {
     let secret = std::env::var("JWT_SECRET")?;
     let started = Instant::now();
     let mut rows = Vec::new();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("cpu") {
+        // Section 9 alone: its data and the export function's process, nothing else running.
+        let export_org = shared::ids::object_id();
+        seed(&state, &export_org, settings.export_snapshots, settings.messages).await?;
+        rows.extend(cpu::export_cpu(&settings, &state, &secret, &export_org).await?);
+        println!("{}", render(&rows, &machine(), &settings, started.elapsed()));
+        return Ok(());
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
         // Section 3 alone: its data and its exports, nothing else running.
         let export_org = shared::ids::object_id();
@@ -213,6 +227,8 @@ async fn main() -> Res<()> {
     rows.extend(export_throughput(&settings, &state, &secret, &export_org).await?);
     eprintln!("== 4 and 6. export memory and read capacity");
     rows.extend(export_memory(&settings, &state, &secret, &small_org, &large_org).await?);
+    eprintln!("== 9. export CPU");
+    rows.extend(cpu::export_cpu(&settings, &state, &secret, &export_org).await?);
     eprintln!("== 5. size");
     rows.extend(sizes(&settings)?);
     eprintln!("== 7. redaction");
@@ -389,6 +405,8 @@ struct ProcessRun {
     init: Duration,
     response: Duration,
     peak_rss: u64,
+    /// CPU (user + system) of the process up to its answer, in milliseconds.
+    cpu_ms: f64,
     status: u16,
     body: Value,
     logs: Vec<String>,
@@ -436,6 +454,7 @@ async fn run_process(binary: &Path, name: &str, table: &str, event: &Value, time
     }
     let posted = tokio::time::timeout(timeout, api.posted()).await;
     let rss = peak_rss(pid);
+    let cpu_ms = cpu::process_cpu_ms(&pid.to_string());
     let _ = child.kill().await;
     let mut logs = Vec::new();
     for r in readers {
@@ -458,6 +477,7 @@ async fn run_process(binary: &Path, name: &str, table: &str, event: &Value, time
         init,
         response: posted.at.duration_since(spawned),
         peak_rss: rss,
+        cpu_ms,
         status: body["statusCode"].as_u64().unwrap_or(0) as u16,
         body,
         logs,

@@ -74,6 +74,7 @@ pub async fn run_sync(
             tracing::info!(
                 kind = spec.kind(),
                 items = producer.counts().items,
+                skipped = producer.counts().skipped,
                 bytes,
                 items_read = reads.scanned,
                 read_capacity = reads.capacity,
