@@ -427,7 +427,12 @@ async fn run_process(binary: &Path, name: &str, table: &str, event: &Value, time
     let mut api = RuntimeApi::start().await?;
     api.push(event);
     let spawned = Instant::now();
-    let mut child = tokio::process::Command::new(binary)
+    // BENCH_WRAP (say `perf record -g -o perf.data --`) runs every function under a profiler.
+    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace().map(str::to_string).chain([binary.display().to_string()]);
+    let program = words.next().unwrap_or_default();
+    let mut child = tokio::process::Command::new(program)
+        .args(words)
         .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
         .env("TABLE_NAME", table)
         .env("AWS_LAMBDA_FUNCTION_NAME", name)

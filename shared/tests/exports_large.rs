@@ -1,5 +1,6 @@
 //! A 40 MB export of 20,000 snapshots: the presigned download is byte-identical to the inline
-//! answer, and producing it through S3 keeps memory bounded (the smallest Lambda has 128 MB).
+//! answer and to the sequential export (nothing read ahead, one part uploaded at a time), and
+//! producing it through S3 keeps memory bounded (the smallest Lambda has 128 MB).
 
 mod support;
 
@@ -117,5 +118,17 @@ async fn a_40_mb_export_through_s3_is_byte_identical_to_inline_with_bounded_memo
     assert_eq!(inline.status, 200);
     println!("inline export in {:?}", clock.elapsed());
     assert!(inline.bytes == file, "the download is byte-identical to the inline answer");
+
+    // Sequential (nothing read ahead, each part awaited): the same bytes as the pipelined export.
+    let sequential = state_with(|c| {
+        c.export_sync_budget = std::time::Duration::from_secs(3600);
+        c.export_read_ahead = 0;
+        c.export_uploads_ahead = 0;
+    })
+    .await;
+    let a = call(&sequential, "GET", "/api/training/export?format=jsonl&delivery=url", &tok, None).await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    let (_, _, one_at_a_time) = download(a.headers["location"].to_str().unwrap()).await;
+    assert!(one_at_a_time == file, "the pipelined export is byte-identical to the sequential one");
     assert_eq!(file.iter().filter(|b| **b == b'\n').count(), SNAPSHOTS);
 }

@@ -10,6 +10,7 @@ pub mod examples;
 pub mod identity;
 pub mod objects;
 pub mod producer;
+pub mod read_ahead;
 pub mod redact;
 pub mod scrub;
 pub mod sink;

@@ -6,15 +6,15 @@
 //! export writes everything in one go; a job checkpoints the position of the item that ended an
 //! uploaded part and, in a later invocation, continues with [`Producer::resume`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
 
 use super::convos::{self as convo_export};
 use super::dedup::Deduper;
+use super::read_ahead::{ReadAhead, Source};
 use super::scrub;
 use super::spec::ConvoFormat;
 pub use super::spec::{ExportSpec, Window};
-use super::split::{Split, SplitSpec};
+pub use super::split::Keep;
 use super::stages::Stages;
 use super::training::Encoder;
 use super::Counts;
@@ -23,11 +23,8 @@ use crate::convos::Convo;
 use crate::error::ApiError;
 use crate::keys::Org;
 use crate::snapshots::store::{Change, Filters, ReadStats, SnapshotStore};
-use crate::snapshots::Snapshot;
 use crate::AppState;
 
-/// Snapshots per page (headers are small; fewer round trips).
-const SNAPSHOT_PAGE: usize = 500;
 /// Conversation headers per page; their messages are read a few at a time.
 const CONVO_PAGE: usize = 100;
 /// Conversations whose messages are read at once.
@@ -57,8 +54,8 @@ pub struct Producer<'a> {
     pub(super) counts: Counts,
     pub(super) position: Option<String>,
     pub(super) done: bool,
-    /// Snapshots of the current page not produced yet (a page is produced a group at a time).
-    snapshots: VecDeque<Snapshot>,
+    /// The snapshots and messages read ahead of what is produced (snapshot exports).
+    ahead: Option<ReadAhead>,
     /// Conversations of the current page not produced yet, with their activity keys.
     convos: VecDeque<(Convo, String)>,
     /// Changes of the current page of a scheduled export not produced yet.
@@ -71,29 +68,6 @@ pub struct Producer<'a> {
     keep: Option<Keep>,
     /// Redaction and dedup.
     pub(super) stages: Stages,
-}
-
-/// The snapshots of one split: those whose group the assignment puts there (a group that
-/// appeared after the assignment was made goes to train).
-#[derive(Debug, Clone)]
-pub struct Keep {
-    /// How groups are formed.
-    pub spec: SplitSpec,
-    /// The split kept.
-    pub split: Split,
-    /// Each group's split.
-    pub assignment: Arc<HashMap<String, Split>>,
-    /// The newest snapshot when the assignment was made: every file holds the snapshots up to
-    /// it and none after, so files written at different times hold the same data set.
-    pub up_to: Option<String>,
-}
-
-impl Keep {
-    /// Whether `s` belongs to the kept split.
-    pub fn keeps(&self, s: &Snapshot) -> bool {
-        let in_set = self.up_to.as_deref().is_some_and(|up_to| s.id.as_str() <= up_to);
-        in_set && self.assignment.get(self.spec.group_of(s)).copied().unwrap_or(Split::Train) == self.split
-    }
 }
 
 impl<'a> Producer<'a> {
@@ -132,7 +106,7 @@ impl<'a> Producer<'a> {
             counts,
             position,
             done: false,
-            snapshots: VecDeque::new(),
+            ahead: None,
             convos: VecDeque::new(),
             changes: VecDeque::new(),
             source_done: false,
@@ -255,41 +229,34 @@ impl<'a> Producer<'a> {
     }
 
     async fn snapshot_page(&mut self, filters: &Filters) -> Result<Vec<Item>, ApiError> {
-        let store = SnapshotStore::new(&self.state.dynamo, &self.state.config.table_name);
-        if self.snapshots.is_empty() && !self.source_done {
-            // Continue after the last snapshot read (produced or still pending: none are).
-            let (page, next, stats) = store.list(&self.org, filters, SNAPSHOT_PAGE, self.position.as_deref()).await?;
-            self.reads.scanned += stats.scanned;
-            self.reads.capacity += stats.capacity;
-            self.snapshots = page.into();
-            self.source_done = next.is_none();
-        }
-        // A group holds at most 100 message chunks (~30 MB at worst), so memory stays bounded
-        // whatever the number or size of snapshots.
-        let (mut take, mut chunks) = (0, 0);
-        while take < self.snapshots.len() && (take == 0 || chunks + self.snapshots[take].chunks <= 100) {
-            chunks += self.snapshots[take].chunks;
-            take += 1;
-        }
-        let group: Vec<Snapshot> = self.snapshots.drain(..take).collect();
-        self.done = self.snapshots.is_empty() && self.source_done;
-        let Some(encoder) = self.encoder.as_mut() else { return Err(ApiError::internal("export", "no encoder")) };
-        let kept: Vec<bool> = group.iter().map(|s| self.keep.as_ref().is_none_or(|k| k.keeps(s))).collect();
-        // Only the kept snapshots' messages are read.
-        let wanted: Vec<Snapshot> = match &self.keep {
-            None => Vec::new(),
-            Some(_) => group.iter().zip(&kept).filter(|(_, k)| **k).map(|(s, _)| s.clone()).collect(),
+        let ahead = self.ahead.get_or_insert_with(|| {
+            // Continue after the last snapshot produced (a resumed job: its checkpoint).
+            ReadAhead::start(
+                Source {
+                    dynamo: self.state.dynamo.clone(),
+                    table: self.state.config.table_name.clone(),
+                    org: self.org.clone(),
+                    filters: filters.clone(),
+                    after: self.position.clone(),
+                    keep: self.keep.clone(),
+                },
+                self.state.config.export_read_ahead,
+            )
+        });
+        let Some(group) = ahead.next().await? else {
+            return Err(ApiError::internal("export", "the read-ahead ended before its last group"));
         };
-        let fetch = if self.keep.is_some() { &wanted } else { &group };
-        let mut messages = store.messages_of(fetch, &mut self.reads).await?.into_iter();
-        let mut items = Vec::with_capacity(group.len());
-        for (s, kept) in group.iter().zip(kept) {
-            let bytes = match kept {
-                true => self.stages.snapshot(encoder, s, &messages.next().unwrap_or_default())?,
-                false => Vec::new(),
+        self.reads.scanned += group.reads.scanned;
+        self.reads.capacity += group.reads.capacity;
+        self.done = group.last;
+        let Some(encoder) = self.encoder.as_mut() else { return Err(ApiError::internal("export", "no encoder")) };
+        let mut items = Vec::with_capacity(group.snapshots.len());
+        for (s, messages) in group.snapshots.iter().zip(group.messages) {
+            let bytes = match messages {
+                Some(messages) => self.stages.snapshot(encoder, s, &messages)?,
+                None => Vec::new(),
             };
-            let position = s.id.clone();
-            items.push(Item { bytes, position, counts: encoder.counts, mark: self.stages.mark() });
+            items.push(Item { bytes, position: s.id.clone(), counts: encoder.counts, mark: self.stages.mark() });
         }
         self.counts = encoder.counts;
         Ok(items)

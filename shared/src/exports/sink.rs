@@ -23,6 +23,13 @@ use crate::store_error::{SdkResultExt, StoreError};
 
 /// S3 part size: above S3's 5 MiB minimum; 10,000 parts of it allow exports up to 80 GiB.
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
+/// Parts a synchronous export uploads in the background while it goes on producing the next
+/// (memory: this many parts besides the one being filled). A job's parts are uploaded one at a
+/// time: it checkpoints at every part, which must be uploaded by then.
+pub const UPLOADS_IN_FLIGHT: usize = crate::config::EXPORT_UPLOADS_AHEAD;
+
+/// A part's upload, running in the background.
+type PartUpload = tokio::task::JoinHandle<Result<CompletedPart, StoreError>>;
 
 /// How the caller wants the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,7 +61,38 @@ pub struct ObjectSpec {
 
 struct Upload {
     id: String,
+    /// Parts uploaded, in order.
     parts: Vec<CompletedPart>,
+    /// Parts being uploaded (numbered after `parts`), oldest first.
+    in_flight: std::collections::VecDeque<PartUpload>,
+}
+
+impl Upload {
+    fn new(id: String) -> Self {
+        Self { id, parts: Vec::new(), in_flight: Default::default() }
+    }
+
+    /// Parts handed to S3 so far, uploaded or not yet.
+    fn started(&self) -> usize {
+        self.parts.len() + self.in_flight.len()
+    }
+
+    /// Waits for the oldest part being uploaded.
+    async fn settle_one(&mut self) -> Result<(), StoreError> {
+        if let Some(task) = self.in_flight.pop_front() {
+            let part = task.await.map_err(|e| StoreError::fault("upload export part", e))??;
+            self.parts.push(part);
+        }
+        Ok(())
+    }
+
+    /// Waits until no more than `left` parts are being uploaded.
+    async fn settle(&mut self, left: usize) -> Result<(), StoreError> {
+        while self.in_flight.len() > left {
+            self.settle_one().await?;
+        }
+        Ok(())
+    }
 }
 
 /// Now, taken just before a request that creates an object or an upload: S3 dates the object
@@ -121,6 +159,8 @@ pub struct ExportSink<'a> {
     fail_after_parts: Option<usize>,
     part_bytes: usize,
     resumable: bool,
+    /// Parts uploaded in the background at once (0: each is awaited before going on).
+    uploads_ahead: usize,
 }
 
 /// Bytes `bytes` add to a JSON string (the response body as Lambda serialises it).
@@ -154,6 +194,7 @@ impl<'a> ExportSink<'a> {
             fail_after_parts: None,
             part_bytes: PART_BYTES,
             resumable: false,
+            uploads_ahead: UPLOADS_IN_FLIGHT,
         }
     }
 
@@ -162,13 +203,14 @@ impl<'a> ExportSink<'a> {
     pub fn resumable(s3: &'a Client, spec: ObjectSpec, dry_run: bool, resume: Option<(UploadState, u64)>) -> Self {
         let mut sink = Self::new(s3, spec, if dry_run { Delivery::Discard } else { Delivery::Url }, 0);
         sink.resumable = true;
+        sink.uploads_ahead = 0;
         if let Some((state, bytes)) = resume {
             let parts = state
                 .parts
                 .into_iter()
                 .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
                 .collect();
-            sink.upload = Some(Upload { id: state.upload_id, parts });
+            sink.upload = Some(Upload { parts, ..Upload::new(state.upload_id) });
             sink.started = Some(state.started);
             sink.hash = state.sha256;
             sink.total = bytes;
@@ -186,14 +228,22 @@ impl<'a> ExportSink<'a> {
         })
     }
 
-    /// Parts uploaded so far.
+    /// Parts cut so far (a job's are all uploaded: it uploads one at a time).
     pub fn parts(&self) -> usize {
-        self.upload.as_ref().map_or(0, |u| u.parts.len())
+        self.upload.as_ref().map_or(0, Upload::started)
     }
 
     /// Bytes written but not yet uploaded.
     pub fn pending(&self) -> usize {
         self.buffer.len()
+    }
+
+    /// Uploads up to `n` parts in the background (`EXPORT_UPLOADS_AHEAD`); a job's sink stays at 0.
+    pub fn with_uploads_ahead(mut self, n: usize) -> Self {
+        if !self.resumable {
+            self.uploads_ahead = n;
+        }
+        self
     }
 
     /// Fault injection for tests: the upload of part `n + 1` fails as S3 failing would.
@@ -246,7 +296,7 @@ impl<'a> ExportSink<'a> {
 
     async fn upload_part(&mut self, part: Vec<u8>) -> Result<(), StoreError> {
         if self.delivery == Delivery::Discard {
-            let upload = self.upload.get_or_insert_with(|| Upload { id: String::new(), parts: Vec::new() });
+            let upload = self.upload.get_or_insert_with(|| Upload::new(String::new()));
             let number = upload.parts.len() as i32 + 1;
             upload.parts.push(CompletedPart::builder().part_number(number).e_tag("").build());
             self.started.get_or_insert_with(before_request);
@@ -265,26 +315,26 @@ impl<'a> ExportSink<'a> {
                 .await
                 .ctx("start export upload")?;
             let id = created.upload_id.ok_or_else(|| StoreError::fault("start export upload", "no upload id"))?;
-            self.upload = Some(Upload { id, parts: Vec::new() });
+            self.upload = Some(Upload::new(id));
         }
         let Some(upload) = self.upload.as_mut() else { return Err(StoreError::fault("upload part", "no upload")) };
-        if self.fail_after_parts.is_some_and(|n| upload.parts.len() >= n) {
+        if self.fail_after_parts.is_some_and(|n| upload.started() >= n) {
             return Err(StoreError::unavailable("upload part", "injected fault: S3 failed during the export"));
         }
-        let number = upload.parts.len() as i32 + 1;
-        let out = self
+        let number = upload.started() as i32 + 1;
+        let request = self
             .s3
             .upload_part()
             .bucket(&self.spec.bucket)
             .key(&self.spec.key)
             .upload_id(&upload.id)
             .part_number(number)
-            .body(ByteStream::from(part))
-            .send()
-            .await
-            .ctx("upload export part")?;
-        upload.parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
-        Ok(())
+            .body(ByteStream::from(part));
+        upload.in_flight.push_back(tokio::spawn(async move {
+            let out = request.send().await.ctx("upload export part")?;
+            Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build())
+        }));
+        upload.settle(self.uploads_ahead).await
     }
 
     /// Uploads what is buffered as a part (a job's last part, before its "finished" checkpoint).
@@ -298,6 +348,12 @@ impl<'a> ExportSink<'a> {
 
     /// Aborts the multipart upload, if one was started (best effort, logged).
     pub async fn abort(&mut self) {
+        if let Some(upload) = self.upload.as_mut() {
+            // A part still being uploaded could land after the abort and keep its storage.
+            while !upload.in_flight.is_empty() {
+                let _ = upload.settle_one().await;
+            }
+        }
         if let Some(upload) = self.upload.take().filter(|u| !u.id.is_empty()) {
             super::objects::abort_upload(self.s3, &self.spec.bucket, &self.spec.key, &upload.id).await;
         }
@@ -341,7 +397,8 @@ impl<'a> ExportSink<'a> {
             let last = std::mem::take(&mut self.buffer);
             self.upload_part(last).await?;
         }
-        let Some(upload) = self.upload.as_ref() else { return Err(StoreError::fault("complete export", "no upload")) };
+        let Some(upload) = self.upload.as_mut() else { return Err(StoreError::fault("complete export", "no upload")) };
+        upload.settle(0).await?;
         self.s3
             .complete_multipart_upload()
             .bucket(&self.spec.bucket)

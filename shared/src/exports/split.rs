@@ -11,6 +11,7 @@
 //! on the groups that appeared before it, adding snapshots never moves a group already assigned.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -218,6 +219,29 @@ impl Groups {
             }
         }
         out
+    }
+}
+
+/// The snapshots of one split: those whose group the assignment puts there (a group that
+/// appeared after the assignment was made goes to train).
+#[derive(Debug, Clone)]
+pub struct Keep {
+    /// How groups are formed.
+    pub spec: SplitSpec,
+    /// The split kept.
+    pub split: Split,
+    /// Each group's split.
+    pub assignment: Arc<HashMap<String, Split>>,
+    /// The newest snapshot when the assignment was made: every file holds the snapshots up to
+    /// it and none after, so files written at different times hold the same data set.
+    pub up_to: Option<String>,
+}
+
+impl Keep {
+    /// Whether `s` belongs to the kept split.
+    pub fn keeps(&self, s: &Snapshot) -> bool {
+        let in_set = self.up_to.as_deref().is_some_and(|up_to| s.id.as_str() <= up_to);
+        in_set && self.assignment.get(self.spec.group_of(s)).copied().unwrap_or(Split::Train) == self.split
     }
 }
 

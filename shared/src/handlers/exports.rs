@@ -106,6 +106,7 @@ pub async fn run_sync(
 /// A new sink for `spec` with the deployment's inline limit.
 pub fn sink<'a>(state: &'a AppState, spec: ObjectSpec, delivery: Delivery) -> ExportSink<'a> {
     ExportSink::new(&state.s3, spec, delivery, state.config.inline_export_max_bytes)
+        .with_uploads_ahead(state.config.export_uploads_ahead)
 }
 
 /// The `data` of a `303` export answer: where to download the file, and what it holds.
