@@ -43,9 +43,12 @@ pub async fn export_cpu(settings: &Settings, state: &Arc<AppState>, secret: &str
     let mut floor = Vec::new();
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); FORMATS.len()];
     let mut peak: Vec<Vec<f64>> = vec![Vec::new(); FORMATS.len()];
+    // BENCH_CPU_FORMATS=jsonl (say, under a profiler) measures only those formats.
+    let only = std::env::var("BENCH_CPU_FORMATS").unwrap_or_default();
+    let measured = |f: &str| only.is_empty() || only.split(',').any(|o| o == f);
     for run in 0..settings.runs {
         floor.push(read_floor(state, org).await?);
-        for (i, format) in FORMATS.iter().enumerate() {
+        for (i, format) in FORMATS.iter().enumerate().filter(|(_, f)| measured(f)) {
             let (event, _) = event("GET", &format!("/api/training/export?format={format}&delivery=url"), &tok, None)?;
             let result =
                 run_process(&bin, "export-training", &state.config.table_name, &event, Duration::from_secs(3600))
@@ -85,7 +88,7 @@ pub async fn export_cpu(settings: &Settings, state: &Arc<AppState>, secret: &str
             median(peak[0].clone())
         ),
     }];
-    for (i, format) in FORMATS.iter().enumerate().skip(1) {
+    for (i, format) in FORMATS.iter().enumerate().skip(1).filter(|(_, f)| measured(f)) {
         rows.push(Row {
             section: "9. Export CPU",
             measure: format!("`{format}`: CPU-ms per 1,000 snapshots (baseline: `jsonl`)"),
