@@ -460,7 +460,13 @@ async fn run_process(binary: &Path, name: &str, table: &str, event: &Value, time
     let posted = tokio::time::timeout(timeout, api.posted()).await;
     let rss = peak_rss(pid);
     let cpu_ms = cpu::process_cpu_ms(&pid.to_string());
-    let _ = child.kill().await;
+    if wrap.is_empty() {
+        let _ = child.kill().await;
+    } else {
+        // A profiler writes its data and stops its workload on SIGINT (SIGKILL would orphan it).
+        let _ = tokio::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().await;
+        let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+    }
     let mut logs = Vec::new();
     for r in readers {
         logs.extend(r.await.unwrap_or_default());

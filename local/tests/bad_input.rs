@@ -90,7 +90,8 @@ async fn a_storage_outage_answers_503_with_retry_after_in_both_envelopes() {
     let mut down = state().await;
     // A port nobody listens on: every storage call fails to connect (after the SDK's retries).
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    (down.dynamo, down.s3) = shared::aws::repointed(&down.dynamo, &down.s3, &format!("http://127.0.0.1:{port}"));
+    let (dynamo, s3) = shared::aws::repointed(&down.dynamo, &down.s3, &format!("http://127.0.0.1:{port}"));
+    (down.dynamo, down.s3) = (dynamo.into(), s3.into());
     let server = serve(down).await;
     let addr = server.addr;
     let auth = format!("Bearer {}", token(&new_org()));

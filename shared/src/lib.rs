@@ -39,12 +39,12 @@ use auth::Authenticator;
 pub struct AppState {
     /// Settings read from the environment.
     pub config: Config,
-    /// DynamoDB client (honours `AWS_ENDPOINT_URL`).
-    pub dynamo: aws_sdk_dynamodb::Client,
-    /// S3 client (path-style addressing when an endpoint override is set).
-    pub s3: aws_sdk_s3::Client,
-    /// EventBridge client (export events on `EVENT_BUS_NAME`).
-    pub events: aws_sdk_eventbridge::Client,
+    /// DynamoDB client (honours `AWS_ENDPOINT_URL`), built on first use.
+    pub dynamo: aws::Lazy<aws_sdk_dynamodb::Client>,
+    /// S3 client (path-style addressing when an endpoint override is set), built on first use.
+    pub s3: aws::Lazy<aws_sdk_s3::Client>,
+    /// EventBridge client (export events on `EVENT_BUS_NAME`), built on first use.
+    pub events: aws::Lazy<aws_sdk_eventbridge::Client>,
     /// Verifies bearer tokens with the algorithm pinned by configuration.
     pub auth: Authenticator,
     /// Signs and checks pagination cursors.

@@ -169,7 +169,7 @@ async fn a_run_event_eventbridge_refused_and_a_run_that_lost_a_batch_are_sent_by
     seed(&state, &token(&new_org())).await;
     let refusing = Refusing::start(&refused()).await;
     let mut down = state.clone();
-    down.events = shared::aws::repointed_events(&state.events, &refusing.url);
+    down.events = shared::aws::repointed_events(&state.events, &refusing.url).into();
     // A run 8 hours ago whose batches were lost (never run): it cannot finish by itself.
     let lost = shared::time::to_rfc3339(chrono::Utc::now() - chrono::Duration::hours(8));
     run(&down, ScheduledEvent { scheduled_time: Some(lost.clone()), ..Default::default() }).await.unwrap();
@@ -237,7 +237,7 @@ async fn an_event_eventbridge_refuses_is_sent_again_later_and_the_job_stays_succ
     // EventBridge refuses the entry every time while the job ends (a partial failure).
     let refusing = Refusing::start(&refused()).await;
     let mut down = state.clone();
-    down.events = shared::aws::repointed_events(&state.events, &refusing.url);
+    down.events = shared::aws::repointed_events(&state.events, &refusing.url).into();
     let created = call(&state, "POST", "/api/training/exports", &tok, Some(json!({"format": "jsonl"}))).await;
     assert_eq!(created.status, 202);
     for event in worker.pending() {

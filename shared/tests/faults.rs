@@ -213,8 +213,8 @@ fn pointed_at(
         dynamo = dynamo.timeout_config(t.clone());
         s3 = s3.timeout_config(t);
     }
-    s.dynamo = aws_sdk_dynamodb::Client::from_conf(dynamo.build());
-    s.s3 = aws_sdk_s3::Client::from_conf(s3.build());
+    s.dynamo = aws_sdk_dynamodb::Client::from_conf(dynamo.build()).into();
+    s.s3 = aws_sdk_s3::Client::from_conf(s3.build()).into();
     s
 }
 

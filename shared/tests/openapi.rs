@@ -379,7 +379,7 @@ async fn unreachable_storage() -> AppState {
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
         .build();
-    s.dynamo = aws_sdk_dynamodb::Client::from_conf(config);
+    s.dynamo = aws_sdk_dynamodb::Client::from_conf(config).into();
     s
 }
 

@@ -165,7 +165,7 @@ impl LambdaStandIn {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let config = aws_sdk_lambda::config::Builder::from(&sdk).endpoint_url(&self.url).build();
         shared::jobs::Dispatcher::Lambda {
-            client: aws_sdk_lambda::Client::from_conf(config),
+            client: aws_sdk_lambda::Client::from_conf(config).into(),
             function: "export-worker".into(),
         }
     }

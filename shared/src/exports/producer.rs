@@ -233,7 +233,7 @@ impl<'a> Producer<'a> {
             // Continue after the last snapshot produced (a resumed job: its checkpoint).
             ReadAhead::start(
                 Source {
-                    dynamo: self.state.dynamo.clone(),
+                    dynamo: (*self.state.dynamo).clone(),
                     table: self.state.config.table_name.clone(),
                     org: self.org.clone(),
                     filters: filters.clone(),

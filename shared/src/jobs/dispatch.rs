@@ -19,7 +19,7 @@ pub enum Dispatcher {
     /// Asynchronous invocation of the worker function (deployed).
     Lambda {
         /// Lambda client.
-        client: aws_sdk_lambda::Client,
+        client: crate::aws::Lazy<aws_sdk_lambda::Client>,
         /// The worker's function name or ARN.
         function: String,
     },
