@@ -6,7 +6,8 @@
 # BENCH_MEMORY_LARGE (50000), BENCH_MESSAGES (20); BENCH_ONLY=redaction runs sections 7 and 8
 # alone (redaction and near duplicates: only the bench is built, and no emulator is needed);
 # BENCH_ONLY=throughput runs section 3 alone (only the bench is built); BENCH_ONLY=cpu runs
-# section 9 alone (only the bench and export-training are built).
+# section 9 alone (only the bench and export-training are built); BENCH_ONLY=pipeline runs
+# section 10 alone (the latency model; only the bench is built).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -18,7 +19,7 @@ if [ "${BENCH_ONLY:-}" = "redaction" ]; then
 fi
 
 install_tools
-if [ "${BENCH_ONLY:-}" = "throughput" ]; then
+if [ "${BENCH_ONLY:-}" = "throughput" ] || [ "${BENCH_ONLY:-}" = "pipeline" ]; then
   # Section 3 alone (export throughput, redaction's cost included): only the bench is built.
   cargo build --release --quiet -p bench
 elif [ "${BENCH_ONLY:-}" = "cpu" ]; then

@@ -10,6 +10,8 @@
 //! 5. Size of each function's release binary and zipped package.
 //! 6. Read capacity per exported snapshot, against the item size divided by 4 KB.
 //! 9. Export CPU per 1,000 snapshots per format, against the CPU of the same reads alone.
+//! 10. The export under a latency model of AWS (recorded, then replayed with real concurrency):
+//!     pipelined against sequential and against the reads alone.
 //!
 //! It expects the environment of `scripts/bench.sh`: an emulator (`AWS_ENDPOINT_URL`),
 //! `TABLE_NAME`, `BUCKET_NAME`, `JWT_SECRET` and the release binaries in `BENCH_BIN_DIR`.
@@ -18,6 +20,7 @@ mod corpus;
 mod cpu;
 mod dedup;
 mod redaction;
+mod replay;
 mod runtime_api;
 
 use shared::keys::Org;
@@ -194,6 +197,14 @@ async fn main() -> Res<()> {
         println!("{}", render(&rows, &machine(), &settings, started.elapsed()));
         return Ok(());
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("pipeline") {
+        // Section 10 alone.
+        let export_org = shared::ids::object_id();
+        seed(&state, &export_org, settings.export_snapshots, settings.messages).await?;
+        rows.extend(replay::latency_model(&settings, &state, &secret, &export_org).await?);
+        println!("{}", render(&rows, &machine(), &settings, started.elapsed()));
+        return Ok(());
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
         // Section 3 alone: its data and its exports, nothing else running.
         let export_org = shared::ids::object_id();
@@ -227,6 +238,8 @@ async fn main() -> Res<()> {
     rows.extend(export_throughput(&settings, &state, &secret, &export_org).await?);
     eprintln!("== 4 and 6. export memory and read capacity");
     rows.extend(export_memory(&settings, &state, &secret, &small_org, &large_org).await?);
+    eprintln!("== 10. pipelined export under a latency model");
+    rows.extend(replay::latency_model(&settings, &state, &secret, &export_org).await?);
     eprintln!("== 9. export CPU");
     rows.extend(cpu::export_cpu(&settings, &state, &secret, &export_org).await?);
     eprintln!("== 5. size");
