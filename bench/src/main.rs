@@ -40,6 +40,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use runtime_api::RuntimeApi;
 
+// The functions' allocator, so the reads measured in this process (the floor of section 9) cost
+// what they cost in a function.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// Knobs, from the environment (defaults are the figures).

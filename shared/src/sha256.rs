@@ -17,13 +17,14 @@ pub struct Sha256State {
     h: [u32; 8],
     /// Bytes hashed so far.
     len: u64,
-    /// The unfinished block (fewer than 64 bytes), hex-encoded.
-    tail: String,
+    /// The unfinished block (fewer than 64 bytes), hex-encoded in a checkpoint.
+    #[serde(with = "hex_tail")]
+    tail: Vec<u8>,
 }
 
 impl Default for Sha256State {
     fn default() -> Self {
-        Self { h: H0, len: 0, tail: String::new() }
+        Self { h: H0, len: 0, tail: Vec::new() }
     }
 }
 
@@ -31,33 +32,34 @@ impl Sha256State {
     /// Hashes `bytes` after what was hashed so far.
     pub fn update(&mut self, bytes: &[u8]) {
         self.len += bytes.len() as u64;
-        let mut pending = hex_decode(&self.tail);
         let mut rest = bytes;
-        if !pending.is_empty() {
-            let take = (64 - pending.len()).min(rest.len());
-            pending.extend_from_slice(&rest[..take]);
+        if !self.tail.is_empty() {
+            let take = (64 - self.tail.len()).min(rest.len());
+            self.tail.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
-            if pending.len() < 64 {
-                self.tail = hex_encode(&pending);
+            if self.tail.len() < 64 {
                 return;
             }
-            self.compress(&pending);
+            let block = std::mem::take(&mut self.tail);
+            self.compress(&block);
         }
         let whole = rest.len() / 64 * 64;
         self.compress(&rest[..whole]);
-        self.tail = hex_encode(&rest[whole..]);
+        self.tail.extend_from_slice(&rest[whole..]);
     }
 
+    /// Compresses whole blocks, in place (no copy of the input).
     fn compress(&mut self, blocks: &[u8]) {
-        let blocks: Vec<GenericArray<u8, _>> = blocks.chunks_exact(64).map(GenericArray::clone_from_slice).collect();
-        sha2::compress256(&mut self.h, &blocks);
+        for block in blocks.chunks_exact(64) {
+            sha2::compress256(&mut self.h, std::slice::from_ref(GenericArray::from_slice(block)));
+        }
     }
 
     /// The digest of everything hashed, as lowercase hex (the state is left as it was).
     pub fn hex(&self) -> String {
         let mut done = self.clone();
         let bits = self.len.wrapping_mul(8);
-        let mut last = hex_decode(&self.tail);
+        let mut last = self.tail.clone();
         last.push(0x80);
         while last.len() % 64 != 56 {
             last.push(0);
@@ -78,13 +80,19 @@ impl Sha256State {
     }
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// The unfinished block as a checkpoint stores it: lowercase hex.
+mod hex_tail {
+    use serde::{Deserialize, Deserializer, Serializer};
 
-fn hex_decode(text: &str) -> Vec<u8> {
-    // Only ever our own encoding; a damaged checkpoint makes the digest wrong, not a panic.
-    (0..text.len() / 2).filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+    pub fn serialize<S: Serializer>(tail: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&tail.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        // Only ever our own encoding; a damaged checkpoint makes the digest wrong, not a panic.
+        Ok((0..text.len() / 2).filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()).collect())
+    }
 }
 
 #[cfg(test)]

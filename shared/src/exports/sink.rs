@@ -257,6 +257,11 @@ impl<'a> ExportSink<'a> {
         self.total
     }
 
+    /// Whether the export may still be answered inline (only then is its encoded size counted).
+    fn may_answer_inline(&self) -> bool {
+        matches!(self.delivery, Delivery::Auto | Delivery::Inline) && self.upload.is_none()
+    }
+
     fn spilling(&self) -> bool {
         matches!(self.delivery, Delivery::Url | Delivery::Discard)
             || self.encoded > self.inline_max
@@ -273,7 +278,9 @@ impl<'a> ExportSink<'a> {
         self.hash.update(bytes);
         self.buffer.extend_from_slice(bytes);
         // The limit is on the answer Lambda returns: text is JSON-escaped, anything else base64.
-        self.encoded = if self.text_body {
+        self.encoded = if !self.may_answer_inline() {
+            0
+        } else if self.text_body {
             self.encoded.saturating_add(escaped_len(bytes))
         } else {
             self.buffer.len().div_ceil(3) * 4

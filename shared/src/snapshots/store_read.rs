@@ -108,7 +108,12 @@ impl SnapshotStore<'_> {
                     let part = chunks.remove(&(pk.clone(), chunk_sk(&snap.chunk_set, i))).ok_or_else(|| {
                         StoreError::fault("read snapshot messages", format!("snapshot {} misses chunk {i}", snap.id))
                     })?;
-                    json.extend(part);
+                    // Most snapshots are one chunk: taken as it is, not copied.
+                    if json.is_empty() {
+                        json = part;
+                    } else {
+                        json.extend(part);
+                    }
                 }
                 decode_messages(&json)
             })
