@@ -45,7 +45,7 @@ use runtime_api::RuntimeApi;
 // The functions' allocator, so the reads measured in this process (the floor of section 9) cost
 // what they cost in a function.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 

@@ -3,9 +3,9 @@ use lambda_http::{run, service_fn, Error};
 use shared::lambda::LambdaReply;
 use shared::AppState;
 
-// mimalloc: glibc's allocator cost a quarter of an export's CPU (docs/performance.md).
+// jemalloc: glibc's allocator cost a quarter of an export's CPU (docs/performance.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
