@@ -40,12 +40,14 @@ pub struct JwtConfig {
     pub audience: Option<String>,
 }
 
-/// Settings shared by every function.
 /// Default of `EXPORT_READ_AHEAD`.
 pub const EXPORT_READ_AHEAD: usize = 2;
 /// Default of `EXPORT_UPLOADS_AHEAD`.
 pub const EXPORT_UPLOADS_AHEAD: usize = 2;
+/// Most of either (memory: each group is up to 35 MB of messages at worst, each part 8 MiB).
+pub const MOST_AHEAD: usize = 4;
 
+/// Settings shared by every function.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The single DynamoDB table (`TABLE_NAME`).
@@ -67,10 +69,10 @@ pub struct Config {
     /// (`EXPORT_SYNC_BUDGET_SECONDS`, default 20, under API Gateway's 29 s).
     pub export_sync_budget: Duration,
     /// Groups of snapshots whose messages an export reads ahead of the one it encodes
-    /// (`EXPORT_READ_AHEAD`, default 2, at most 8; 0: one group at a time).
+    /// (`EXPORT_READ_AHEAD`, default 2, at most 4; 0: one group at a time).
     pub export_read_ahead: usize,
     /// Parts a synchronous export uploads in the background (`EXPORT_UPLOADS_AHEAD`, default 2,
-    /// at most 8; 0: each part is awaited). A job uploads one at a time: it checkpoints at each.
+    /// at most 4; 0: each part is awaited). A job uploads one at a time: it checkpoints at each.
     pub export_uploads_ahead: usize,
     /// Work time of one worker invocation (`EXPORT_JOB_BUDGET_SECONDS`); by default the
     /// invocation's remaining time less a safety margin.
@@ -195,8 +197,8 @@ impl Config {
             inline_export_max_bytes: parsed("INLINE_EXPORT_MAX_BYTES", 5 * 1024 * 1024)?,
             export_url_ttl_seconds: parsed("EXPORT_URL_TTL_SECONDS", 900u64)?,
             export_sync_budget: Duration::from_secs_f64(parsed("EXPORT_SYNC_BUDGET_SECONDS", 20f64)?.clamp(0.0, 900.0)),
-            export_read_ahead: parsed("EXPORT_READ_AHEAD", EXPORT_READ_AHEAD)?.min(8),
-            export_uploads_ahead: parsed("EXPORT_UPLOADS_AHEAD", EXPORT_UPLOADS_AHEAD)?.min(8),
+            export_read_ahead: parsed("EXPORT_READ_AHEAD", EXPORT_READ_AHEAD)?.min(MOST_AHEAD),
+            export_uploads_ahead: parsed("EXPORT_UPLOADS_AHEAD", EXPORT_UPLOADS_AHEAD)?.min(MOST_AHEAD),
             export_job_budget: optional("EXPORT_JOB_BUDGET_SECONDS")
                 .map(|_| {
                     parsed("EXPORT_JOB_BUDGET_SECONDS", 0f64).map(|s| Duration::from_secs_f64(s.clamp(0.0, 900.0)))

@@ -5,15 +5,14 @@
 //! Groups arrive in order, so the file is byte for byte what reading one group at a time
 //! gives, and a job's positions stay exact: the read-ahead is only ever ahead of what was
 //! produced, and a resumed job starts a new one after its checkpoint. Memory stays bounded:
-//! a group holds at most [`GROUP_CHUNKS`] message chunks, at most `EXPORT_READ_AHEAD` groups
-//! ([`FETCHES_AHEAD`] by default) are being fetched and one more waits, whatever the size of
-//! the export.
+//! a group holds at most [`GROUP_CHUNKS`] message chunks; at most `EXPORT_READ_AHEAD` groups
+//! ([`FETCHES_AHEAD`] by default) are being fetched, one waits in the channel, one is being
+//! handed over and one is encoded, whatever the size of the export.
 
 use aws_sdk_dynamodb::Client;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -168,8 +167,16 @@ impl Source {
         let Pending { snapshots, mut reads, last } = group;
         let store = SnapshotStore::new(&self.dynamo, &self.table);
         let kept: Vec<bool> = snapshots.iter().map(|s| self.keep.as_ref().is_none_or(|k| k.keeps(s))).collect();
-        let wanted: Vec<Snapshot> = snapshots.iter().zip(&kept).filter(|(_, k)| **k).map(|(s, _)| s.clone()).collect();
-        let mut fetched = store.messages_of(&wanted, &mut reads).await?.into_iter();
+        // Only the kept snapshots' messages are read (every snapshot's, without a split).
+        let mut fetched = match &self.keep {
+            None => store.messages_of(&snapshots, &mut reads).await?,
+            Some(_) => {
+                let wanted: Vec<Snapshot> =
+                    snapshots.iter().zip(&kept).filter(|(_, k)| **k).map(|(s, _)| s.clone()).collect();
+                store.messages_of(&wanted, &mut reads).await?
+            }
+        }
+        .into_iter();
         let messages = kept.iter().map(|k| if *k { fetched.next() } else { None }).collect();
         Ok(Group { snapshots, messages, reads, last })
     }
@@ -182,21 +189,64 @@ pub struct Pending {
     last: bool,
 }
 
+/// A spawned read: it goes on while the reader waits to hand a group over, and is stopped when
+/// the reader stops (dropped).
+struct Spawned<T>(JoinHandle<Result<T, StoreError>>);
+
+impl<T> Drop for Spawned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T: Send + 'static> Spawned<T> {
+    fn start(read: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static) -> Self {
+        Self(tokio::spawn(read))
+    }
+
+    async fn join(&mut self) -> Result<T, StoreError> {
+        (&mut self.0).await.map_err(|e| StoreError::fault("read ahead", e))?
+    }
+}
+
 /// Reads `source` into `tx`: the next page's Query runs while the current page's groups are
-/// fetched, `ahead` at a time, and groups are sent in order.
+/// fetched, `ahead` at a time (each read a task of its own, so reads go on while a group waits
+/// to be taken), and groups are sent in order. A failed read is passed on after the groups
+/// before it, as reading one group at a time would.
 async fn run(source: Source, ahead: usize, tx: &mpsc::Sender<Result<Group, StoreError>>) -> Result<(), StoreError> {
     let source = Arc::new(source);
     let mut queued: VecDeque<Pending> = VecDeque::new();
-    let mut fetching = FuturesOrdered::new();
-    let mut paging = Some(Box::pin(source.clone().page(source.after.clone())));
+    let mut fetching: VecDeque<Spawned<Group>> = VecDeque::new();
+    let mut paging = Some(Spawned::start(source.clone().page(source.after.clone())));
+    let mut failed = None;
     loop {
         while fetching.len() < ahead {
             let Some(group) = queued.pop_front() else { break };
-            fetching.push_back(source.clone().fetch(group));
+            fetching.push_back(Spawned::start(source.clone().fetch(group)));
         }
+        let Some(first) = fetching.front_mut() else {
+            // Nothing is being fetched: the next page is needed (or the reading failed).
+            match (paging.as_mut(), failed.take()) {
+                (_, Some(e)) => return Err(e),
+                (Some(page), None) => {
+                    let page = page.join().await;
+                    paging = None;
+                    match page {
+                        Ok((groups, next)) => {
+                            paging = next.map(|after| Spawned::start(source.clone().page(Some(after))));
+                            queued.extend(groups);
+                        }
+                        Err(e) => failed = Some(e),
+                    }
+                    continue;
+                }
+                (None, None) => return Ok(()),
+            }
+        };
         tokio::select! {
             // Groups in order, as soon as the first in flight is read.
-            Some(group) = fetching.next() => {
+            group = first.join() => {
+                fetching.pop_front();
                 let group = group?;
                 let last = group.last;
                 if tx.send(Ok(group)).await.is_err() || last {
@@ -204,15 +254,17 @@ async fn run(source: Source, ahead: usize, tx: &mpsc::Sender<Result<Group, Store
                 }
             }
             // The next page, read while groups are fetched (at most one page ahead).
-            Some(page) = async { paging.as_mut()?.await.into() }, if paging.is_some() && queued.len() < ahead => {
+            page = async { paging.as_mut()?.join().await.into() }, if paging.is_some() && queued.len() < ahead => {
                 paging = None;
-                let (groups, next) = page?;
-                if let Some(after) = next {
-                    paging = Some(Box::pin(source.clone().page(Some(after))));
+                match page {
+                    Some(Ok((groups, next))) => {
+                        paging = next.map(|after| Spawned::start(source.clone().page(Some(after))));
+                        queued.extend(groups);
+                    }
+                    Some(Err(e)) => failed = Some(e),
+                    None => {}
                 }
-                queued.extend(groups);
             }
-            else => return Ok(()),
         }
     }
 }
