@@ -19,7 +19,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", 
 LAYERS = [
     (0, "foundations", ["config", "error", "auth", "ids", "time", "keys", "retry", "validate", "aws", "cursor", "table",
                         "gateway", "lambda", "json", "store_error", "sha256"]),
-    (1, "stores", ["store", "model", "idempotency", "spec", "counts", "redact", "identity", "dedup", "split", "sink", "objects", "store_filters", "store_ingest", "store_list", "store_read",
+    (1, "stores", ["store", "model", "idempotency", "spec", "counts", "redact", "identity", "dedup", "split", "sink", "parts", "objects", "store_filters", "store_ingest", "store_list", "store_read",
                    "store_write"]),
     (2, "domains", []),
     (3, "http", ["http", "handlers"]),

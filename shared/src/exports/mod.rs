@@ -9,6 +9,7 @@ pub mod dedup;
 pub mod examples;
 pub mod identity;
 pub mod objects;
+mod parts;
 pub mod producer;
 pub mod read_ahead;
 pub mod redact;
