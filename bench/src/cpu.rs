@@ -67,6 +67,7 @@ pub async fn export_cpu(settings: &Settings, state: &Arc<AppState>, secret: &str
                 result.response.as_secs_f64(),
                 result.peak_rss as f64 / (1 << 20) as f64
             );
+            crate::drop_exports(state, org).await?;
             cpu[i].push(per_1000);
             peak[i].push(result.peak_rss as f64 / (1 << 20) as f64);
         }

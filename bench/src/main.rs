@@ -376,6 +376,17 @@ async fn seed_latency_org(state: &AppState, secret: &str, org: &str) -> Res<Vec<
     Ok(ids)
 }
 
+/// Deletes the export files of `org`: the emulator keeps every object in memory, and some forty
+/// files of 90 MB made it too slow to answer within the functions' timeouts.
+pub async fn drop_exports(state: &AppState, org: &str) -> Res<()> {
+    let bucket = &state.config.bucket_name;
+    let listed = state.s3.list_objects_v2().bucket(bucket).prefix(format!("exports/{org}/")).send().await?;
+    for key in listed.contents.unwrap_or_default().into_iter().filter_map(|o| o.key) {
+        state.s3.delete_object().bucket(bucket).key(key).send().await?;
+    }
+    Ok(())
+}
+
 fn check(status: u16, want: u16, body: &[u8], what: &str) -> Res<()> {
     if status == want {
         Ok(())
@@ -773,7 +784,7 @@ async fn request_overhead(
                 Op::Get => "one Query (header and message chunks) vs one GetItem".to_string(),
                 Op::GetSameQuery => "our share: auth, decoding, the document; the storage request is the same".to_string(),
                 Op::List => "one Query on the list index vs the same Query".to_string(),
-                Op::Create => "reads the contact's conversations and messages, puts the chunk, commits header and chunk in one transaction (4 round trips) vs one PutItem".to_string(),
+                Op::Create => "reads the contact's conversations and messages, then one transaction of header and chunk (3 round trips) vs one PutItem".to_string(),
             };
             rows.push(Row {
                 section: "2. Request overhead",
@@ -924,6 +935,7 @@ async fn export_throughput(settings: &Settings, state: &Arc<AppState>, secret: &
             rates.entry(label).or_default().push(items as f64 / elapsed);
             mbs.entry(label).or_default().push(bytes as f64 / 1e6 / elapsed);
             file_bytes.insert(label, bytes);
+            drop_exports(state, org).await?;
         }
     }
     let base_rate = median(base_rate);
@@ -1010,6 +1022,7 @@ async fn export_memory(
                 result.peak_rss as f64 / 1e6,
                 log["read_capacity"]
             );
+            drop_exports(state, org).await?;
             peaks.entry(label).or_default().push(result.peak_rss as f64 / (1 << 20) as f64);
             capacity.entry(label).or_default().push(log["read_capacity"].as_f64().unwrap_or(0.0) / items.max(1.0));
         }
@@ -1017,7 +1030,9 @@ async fn export_memory(
     let small_peak = median(peaks.remove("small").unwrap_or_default());
     let large_peak = median(peaks.remove("large").unwrap_or_default());
     let sized = raw_read(state, small).await?;
-    let ideal = sized.bytes as f64 / sized.snapshots.max(1) as f64 / 4096.0;
+    // What one item per snapshot, read by a Query (sizes summed per page), would cost:
+    // eventually consistent, half a unit per 4 KB.
+    let ideal = sized.bytes as f64 / sized.snapshots.max(1) as f64 / 4096.0 / 2.0;
     Ok(vec![
         Row {
             section: "4. Export memory",
@@ -1040,14 +1055,14 @@ async fn export_memory(
         Row {
             section: "6. DynamoDB cost",
             measure: format!(
-                "read capacity per exported snapshot (vs item size / 4 KB: {:.0} bytes of header and chunks)",
+                "read capacity per exported snapshot (vs one item's: {:.0} bytes of header and chunks / 4 KB, halved)",
                 sized.bytes as f64 / sized.snapshots.max(1) as f64
             ),
             unit: "RCU",
             ours: median(capacity.remove("small").unwrap_or_default()),
             baseline: Some(ideal),
-            target: None,
-            note: "eventually consistent reads cost half a unit per 4 KB".into(),
+            target: Some(Target::AtMost(1.05)),
+            note: "eventually consistent; each chunk read by key rounds up to 4 KB on its own".into(),
         },
     ])
 }

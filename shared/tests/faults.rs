@@ -700,7 +700,7 @@ async fn assert_only_committed_or_expiring(direct: &AppState, org: &str, latest:
 /// Creates a snapshot with an `Idempotency-Key` while the emulator freezes at the first call
 /// matching `stop_on`; then checks the 503, that nothing is half-written, and that the same
 /// request succeeds once the emulator is back, creating exactly one snapshot. Answers how many
-/// items the failed attempt left to expire.
+/// items the failed attempt left to expire (none: a create is one transaction).
 async fn create_snapshot_with_emulator_stopped_at(stop_on: fn(&Seen, &[u8]) -> bool) -> usize {
     let (emulator, proxy, s, direct) = frozen_setup().await;
     let org = new_org();
@@ -742,10 +742,9 @@ async fn create_snapshot_with_emulator_stopped_at(stop_on: fn(&Seen, &[u8]) -> b
     let orphans: Vec<_> = partitions.iter().filter(|(_, sks)| !sks.iter().any(|sk| sk == "META")).collect();
     assert!(orphans.is_empty(), "message chunks without a snapshot: {orphans:?}");
     assert_eq!(partitions.len(), 1, "{partitions:?}");
-    // What the failed attempt left (chunks it wrote, or that landed late) expires within the
-    // hour, and the snapshot reads back whole, without them.
-    let latest = shared::auth::now_epoch() + shared::snapshots::store::PENDING_CHUNK_SECONDS + 60;
-    let expiring = assert_only_committed_or_expiring(&direct, &org, latest).await;
+    // The failed attempt wrote all of its transaction or nothing (a late one is canceled by the
+    // committed header), and the snapshot reads back whole.
+    let expiring = assert_only_committed_or_expiring(&direct, &org, shared::auth::now_epoch() + 60).await;
     let got = call(&s, "GET", &format!("/api/training/snapshots/{id}"), &tok, None).await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.body["data"]["messages"], a.body["data"]["messages"]);
@@ -757,13 +756,33 @@ fn is_put_of(call: &Seen, body: &[u8], sort_key: &str) -> bool {
         && std::str::from_utf8(body).is_ok_and(|b| b.contains(&format!("\"SK\":{{\"S\":\"{sort_key}\"}}")))
 }
 
-// The chunk write the caller gave up on lands later, with its expiry; the retry resumes the
-// claimed id with chunks of its own and commits them.
+// A create is one transaction of the header and every chunk (no chunk written before it), so
+// the store is written in one round trip and an attempt writes all of it or nothing.
 #[tokio::test]
-async fn emulator_stopped_while_snapshot_chunks_are_written_leaves_nothing_half_written() {
-    let left = create_snapshot_with_emulator_stopped_at(|call, body| is_put_of(call, body, "MSGS#00001")).await;
-    // The frozen chunk write landed after the retry had committed chunks of its own.
-    assert!(left >= 1, "the first attempt's chunks are left, expiring");
+async fn a_snapshot_create_writes_its_header_and_chunks_in_one_transaction() {
+    let direct = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    // 16 messages of 40 KB: two message chunks.
+    seed_contact(&direct, &tok, "a1", "k1", 16, |i| format!("{i} {}", "w".repeat(40_000))).await;
+    let proxy = Proxy::start(&emulator_url()).await;
+    let s = pointed_at(&direct, &proxy.url, None);
+    // The organization's first snapshot also registers it for the scheduled export, once.
+    let first = call(&s, "POST", "/api/training/snapshots", &tok, Some(json!({"contactId": "k1"}))).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    proxy.clear();
+    let a = call(&s, "POST", "/api/training/snapshots", &tok, Some(json!({"contactId": "k1"}))).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let writes: Vec<String> = proxy
+        .seen()
+        .into_iter()
+        .map(|c| c.op)
+        .filter(|op| ["PutItem", "UpdateItem", "BatchWriteItem", "TransactWriteItems"].contains(&op.as_str()))
+        .collect();
+    assert_eq!(writes, ["TransactWriteItems"], "the create's writes");
+    let items = snapshot_items(&direct, &org).await;
+    assert_eq!(items.len(), 6, "two snapshots, each a header and two chunks: {items:?}");
+    assert!(items.iter().all(|(_, _, expires)| expires.is_none()), "nothing expiring: {items:?}");
 }
 
 /// The commit transaction of a snapshot (it puts the header).
@@ -776,7 +795,7 @@ fn is_commit(call: &Seen, body: &[u8]) -> bool {
 // the retry answers it instead of creating another.
 #[tokio::test]
 async fn emulator_stopped_while_the_snapshot_header_commits_creates_it_once() {
-    assert_eq!(create_snapshot_with_emulator_stopped_at(is_commit).await, 0, "the late commit committed its chunks");
+    assert_eq!(create_snapshot_with_emulator_stopped_at(is_commit).await, 0, "the late commit left nothing to expire");
 }
 
 /// A stored snapshot of two chunks for `org`, created through the API; answers its id.

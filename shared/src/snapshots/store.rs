@@ -4,14 +4,13 @@
 //! chunk items (`MSGS#<n>`) of at most 350 KB, so a snapshot of any size, whatever its content,
 //! is kept whole under DynamoDB's 400 KB item limit; reading concatenates the chunks in order.
 //!
-//! Chunks are written first, carrying an expiry (the table's TTL attribute), under keys of
-//! their write attempt only. One transaction then puts the header, only if there is none, and
-//! removes the expiry of its chunks: the commit point. So a reader (who only reads the chunks a
-//! committed header names) never sees a half-written snapshot, and whatever an attempt that
-//! failed, timed out or was given up on leaves behind, or lands late, is never committed and is
-//! removed by TTL. Delete is one transaction too: the header goes, its chunks get an expiry and
-//! its deletion record is put (`TOMBSTONE`, for the scheduled export, until its own TTL);
-//! removing the chunks right away is then only a speed-up.
+//! One transaction puts the header, only if there is none, and every chunk: the commit point.
+//! So a reader (who only reads the chunks a committed header names) never sees a half-written
+//! snapshot, and an attempt that failed, timed out or was given up on wrote all of it or
+//! nothing. Delete is one transaction too: the header goes, its chunks get an expiry and its
+//! deletion record is put (`TOMBSTONE`, for the scheduled export, until its own TTL); removing
+//! the chunks right away is then only a speed-up. (Earlier versions wrote the chunks first,
+//! with an expiry: what they left uncommitted is removed by TTL.)
 //!
 //! This file holds the store, its keys and items, and create; reads are in `store_read.rs`,
 //! lists and counts in `store_list.rs` (their filters in `store_filters.rs`), and patch and
@@ -21,15 +20,14 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     operation::transact_write_items::TransactWriteItemsError,
-    types::{AttributeValue, CancellationReason, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest},
+    types::{AttributeValue, CancellationReason, DeleteRequest, Put, TransactWriteItem, WriteRequest},
     Client,
 };
-use futures::future::try_join_all;
 
 use super::model::{Snapshot, SnapshotMessage, MAX_MESSAGE_BYTES};
 pub use super::store_filters::{changed_key, Archived, Change, Filters, ReadStats};
 use crate::keys::{self, Org, SnapshotList};
-use crate::store_error::{SdkResultExt, StoreError};
+use crate::store_error::StoreError;
 use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK, TTL};
 
 /// Bytes of the messages' JSON per chunk item (DynamoDB's item limit is 400 KB).
@@ -41,9 +39,6 @@ pub const MAX_CHUNKS: usize = MAX_MESSAGE_BYTES.div_ceil(CHUNK_BYTES);
 // data) and a header (notes, tags, labels: well under 100 KB) must fit.
 // A delete transaction holds the header, every chunk and the deletion record: at most 100 items.
 const _: () = assert!(MAX_CHUNKS < 99 && MAX_MESSAGE_BYTES + 100_000 <= 4 * 1024 * 1024);
-/// How long the chunks of an uncommitted create live (they are removed by TTL afterwards):
-/// far longer than any request (29 s), so an attempt never loses its chunks before it commits.
-pub const PENDING_CHUNK_SECONDS: u64 = 3600;
 /// The chunk attribute: a slice of the messages' JSON array.
 const DATA: &str = "data";
 pub(super) const META: &str = "META";
@@ -116,12 +111,10 @@ impl<'a> SnapshotStore<'a> {
     /// `false`: a snapshot with this id was already committed (by another attempt of the same
     /// idempotent request; read it to answer it).
     ///
-    /// `resumed` says that an earlier attempt may have written under this id: the chunks then
-    /// get keys of their own (a random chunk set), so nothing that attempt wrote, or writes
-    /// late, can mix with them. The chunks are written with an expiry, then one transaction
-    /// puts the header (if there is none) and removes their expiry. Chunks of an attempt that
-    /// does not commit stay invisible and expire; when the attempt surely did not commit they
-    /// are removed at once.
+    /// One transaction puts the header (if there is none) and every chunk: one round trip, and
+    /// a create that fails, times out or lands late writes all of it or nothing. `resumed` says
+    /// that an earlier attempt may have written under this id: the chunks then get keys of
+    /// their own (a random chunk set), so they never meet that attempt's.
     pub async fn create(
         &self,
         snap: &mut Snapshot,
@@ -129,54 +122,30 @@ impl<'a> SnapshotStore<'a> {
         resumed: bool,
     ) -> Result<bool, StoreError> {
         snap.chunk_set = if resumed { new_chunk_set() } else { String::new() };
-        let expires = crate::auth::now_epoch() + PENDING_CHUNK_SECONDS;
-        let items = Self::chunk_items(snap, messages, Some(expires))?;
-        if items.len() > MAX_CHUNKS {
-            return Err(StoreError::fault("create snapshot", format!("{} chunks, at most {MAX_CHUNKS}", items.len())));
+        let chunks = Self::chunk_items(snap, messages)?;
+        if chunks.len() > MAX_CHUNKS {
+            return Err(StoreError::fault("create snapshot", format!("{} chunks, at most {MAX_CHUNKS}", chunks.len())));
         }
-        let condition = format!("attribute_not_exists({PK}) OR attribute_exists({TTL})");
-        let puts = items.into_iter().map(|item| {
-            let condition = condition.clone();
-            async move {
-                self.client
-                    .put_item()
-                    .table_name(self.table)
-                    .set_item(Some(item))
-                    // A committed chunk is never overwritten (a put given up on may land late).
-                    .condition_expression(condition)
-                    .send()
-                    .await
-                    .ctx("put snapshot chunk")
-            }
-        });
-        if let Err(e) = try_join_all(puts).await {
-            // Outcome unknown or storage down: the chunks expire; otherwise remove them now.
-            if !e.is_transient() {
-                self.discard_chunks(snap).await;
-            }
-            return Err(e);
-        }
-        self.commit(snap).await
-    }
-
-    /// The commit transaction: the header, only if there is none, and its chunks' expiry removed.
-    async fn commit(&self, snap: &Snapshot) -> Result<bool, StoreError> {
-        let items = self.commit_items(snap)?;
+        let items = self.commit_items(snap, chunks)?;
         let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => return Ok(true),
             Err(err) => err,
         };
         let reasons = match err.as_service_error() {
             Some(TransactWriteItemsError::TransactionCanceledException(e)) => e.cancellation_reasons().to_vec(),
-            // Timed out or storage down: the commit may still be applied; the chunks expire if not.
+            // Timed out or storage down: the commit may still be applied, whole.
             _ => return Err(crate::store_error::from_sdk("commit snapshot", err)),
         };
         self.commit_canceled(snap, reasons).await
     }
 
-    /// The items of the commit transaction of `snap`.
-    fn commit_items(&self, snap: &Snapshot) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let pk = keys::snapshot(&snap.org(), &snap.id);
+    /// The items of the commit transaction of `snap`: its header, only if there is none, and
+    /// its `chunks`.
+    fn commit_items(
+        &self,
+        snap: &Snapshot,
+        chunks: Vec<HashMap<String, AttributeValue>>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let build = |e| StoreError::fault("build snapshot commit", e);
         let header = Put::builder()
             .table_name(self.table)
@@ -185,49 +154,34 @@ impl<'a> SnapshotStore<'a> {
             .build()
             .map_err(build)?;
         let mut items = vec![TransactWriteItem::builder().put(header).build()];
-        for i in 0..snap.chunks {
-            let update = Update::builder()
+        for chunk in chunks {
+            let put = Put::builder()
                 .table_name(self.table)
-                .key(PK, s(&pk))
-                .key(SK, s(chunk_sk(&snap.chunk_set, i)))
-                .update_expression(format!("REMOVE {TTL}"))
-                // An update would create a missing chunk: it must still be there.
-                .condition_expression(format!("attribute_exists({PK})"))
+                .set_item(Some(chunk))
+                // A committed chunk is never overwritten; an expiring one (left by the
+                // two-step create of earlier versions) may be.
+                .condition_expression(format!("attribute_not_exists({PK}) OR attribute_exists({TTL})"))
                 .build()
                 .map_err(build)?;
-            items.push(TransactWriteItem::builder().update(update).build());
+            items.push(TransactWriteItem::builder().put(put).build());
         }
         Ok(items)
     }
 
-    /// Answers a commit transaction that was canceled for `reasons` (one per item, the header first).
+    /// Answers a commit transaction that was canceled for `reasons` (one per item, the header
+    /// first). A canceled transaction wrote nothing, so nothing is left to remove.
     async fn commit_canceled(&self, snap: &Snapshot, reasons: Vec<CancellationReason>) -> Result<bool, StoreError> {
         let failed = |i: usize| reasons.get(i).and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed");
         if failed(0) {
             // A header exists: ours (an SDK retry of a commit that was applied) or another attempt's.
             let committed = self.get_header(&snap.org(), &snap.id).await?;
-            if committed.as_ref().is_some_and(|h| h.chunk_set == snap.chunk_set) {
-                return Ok(true);
-            }
-            self.discard_chunks(snap).await;
             return match committed {
-                Some(_) => Ok(false),
+                Some(h) => Ok(h.chunk_set == snap.chunk_set),
                 None => Err(StoreError::contended("commit snapshot", "the header vanished after a conflict")),
             };
         }
-        // Canceled, so nothing was applied: throttled, or a chunk vanished (a concurrent delete).
-        self.discard_chunks(snap).await;
+        // Throttled, or a committed chunk under one of our keys (a concurrent create at this id).
         Err(StoreError::unavailable("commit snapshot", format!("canceled: {reasons:?}")))
-    }
-
-    /// Best effort: removes the chunks of an attempt that surely did not commit (they would
-    /// expire anyway). Their keys belong to that attempt only, so no committed item is touched.
-    async fn discard_chunks(&self, snap: &Snapshot) {
-        let pk = keys::snapshot(&snap.org(), &snap.id);
-        let requests = chunk_deletes(&pk, &snap.chunk_set, snap.chunks);
-        if let Err(e) = self.batch_write(requests, "discard snapshot chunks").await {
-            tracing::warn!(snapshot = %snap.id, error = %e, "uncommitted chunks left to expire");
-        }
     }
 
     fn header_item(snap: &Snapshot) -> Result<HashMap<String, AttributeValue>, StoreError> {
@@ -241,11 +195,10 @@ impl<'a> SnapshotStore<'a> {
         Ok(item)
     }
 
-    /// The chunk items of `snap`'s chunk set (with the expiry `expires`, when uncommitted).
+    /// The chunk items of `snap`'s chunk set.
     fn chunk_items(
         snap: &mut Snapshot,
         messages: &[SnapshotMessage],
-        expires: Option<u64>,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
         let pk = keys::snapshot(&snap.org(), &snap.id);
         let json = serde_json::to_vec(messages).map_err(|e| StoreError::fault("encode messages", e))?;
@@ -253,15 +206,11 @@ impl<'a> SnapshotStore<'a> {
             .chunks(CHUNK_BYTES)
             .enumerate()
             .map(|(i, piece)| {
-                let mut item = HashMap::from([
+                HashMap::from([
                     (PK.to_string(), s(&pk)),
                     (SK.to_string(), s(chunk_sk(&snap.chunk_set, i))),
                     (DATA.to_string(), AttributeValue::B(piece.to_vec().into())),
-                ]);
-                if let Some(at) = expires {
-                    item.insert(TTL.to_string(), AttributeValue::N(at.to_string()));
-                }
-                item
+                ])
             })
             .collect();
         snap.chunks = items.len();
@@ -275,7 +224,7 @@ impl<'a> SnapshotStore<'a> {
         let mut items = Vec::new();
         for (mut snap, messages) in snapshots {
             snap.chunk_set.clear();
-            let chunks = Self::chunk_items(&mut snap, &messages, None)?;
+            let chunks = Self::chunk_items(&mut snap, &messages)?;
             // Delete must be able to retire them in one transaction.
             if chunks.len() > MAX_CHUNKS {
                 let problem = format!("snapshot {}'s messages are over {MAX_MESSAGE_BYTES} bytes", snap.id);
@@ -339,7 +288,7 @@ mod tests {
             "messageCount": 30, "snapshotDate": "", "isArchived": false, "createdAt": "", "updatedAt": ""
         }))
         .unwrap();
-        let mut items = SnapshotStore::chunk_items(&mut snap, &messages, None).unwrap();
+        let mut items = SnapshotStore::chunk_items(&mut snap, &messages).unwrap();
         assert_eq!(snap.chunks, items.len());
         assert!(items.len() > 40);
         let mut json = Vec::new();
