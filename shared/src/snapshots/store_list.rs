@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Utc};
 
 use super::model::Snapshot;
-use super::store::{partition, s, SnapshotStore, META, TOMBSTONE};
+use super::store::{partition, s, SnapshotStore, HEADER_ATTRIBUTES, META, TOMBSTONE};
 use super::store_filters::{Archived, Filters, ReadStats};
 use super::store_filters::{Change, DELETED};
 use crate::keys::{self, Org};
@@ -111,7 +111,13 @@ impl SnapshotStore<'_> {
         want: usize,
         after: Option<&str>,
     ) -> Result<(Vec<Snapshot>, ReadStats), StoreError> {
-        let query = self.partition_query(org, f, archived, after);
+        let mut query = self.partition_query(org, f, archived, after);
+        let mut projection = Vec::with_capacity(HEADER_ATTRIBUTES.len());
+        for (i, name) in HEADER_ATTRIBUTES.iter().enumerate() {
+            query = query.expression_attribute_names(format!("#h{i}"), *name);
+            projection.push(format!("#h{i}"));
+        }
+        let query = query.projection_expression(projection.join(","));
         let mut out = Vec::new();
         let mut stats = ReadStats::default();
         let mut start = None;
