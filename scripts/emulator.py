@@ -24,12 +24,16 @@ which the AWS SDK rejects; the root element is renamed. DynamoDB reads (Query, G
 BatchGetItem, Scan) are dumped as JSON directly instead of through moto's model-driven
 serialiser (EMULATOR_VERIFY=1 compares both on every answer).
 
+moto applies a ProjectionExpression by converting the whole item to plain JSON once per
+projected attribute (21 times per snapshot header); a projection of top-level attributes only
+picks them instead (the same answer; others go to moto's own).
+
 moto reports a constant ConsumedCapacity. For reads that ask for it, the emulator computes it by
 DynamoDB's documented rules instead, so the benchmark's read cost is meaningful: item sizes
 (attribute names plus values), a Query or Scan page's items summed and rounded up to 4 KB, a
 GetItem or each BatchGetItem item rounded up on its own, half a unit per 4 KB when eventually
 consistent. It sees only the items returned, so a filter expression's discarded items are not
-counted (DynamoDB counts them).
+counted (DynamoDB counts them); a projected item counts whole, as in DynamoDB.
 
 Usage: emulator.py PORT
 """
@@ -48,7 +52,7 @@ import zlib
 import copy
 
 import moto.dynamodb.models as dynamodb_models
-from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict, bytesize
+from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict, bytesize
 from moto.dynamodb.models.table import LocalSecondaryIndex, Table
 from moto.core.serialize import BaseJSONSerializer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -207,6 +211,40 @@ def _partition_query(self, hash_key, *args, **kwargs):
         del self.all_items
 
 
+_moto_project = Item.project
+# The sizes of the whole items that the current request projected, when it asked for its
+# consumed capacity (requests run one at a time).
+_projected_sizes: list[int] = []
+_capacity_wanted = False
+
+
+def _type_size(value: DynamoType) -> int:
+    v = value.value
+    if value.type == "B":
+        return len(v) if isinstance(v, bytes) else len(base64.b64decode(v))
+    if value.type == "M":
+        return 3 + sum(1 + len(k.encode()) + _type_size(x) for k, x in v.items())
+    if value.type == "L":
+        return 3 + sum(1 + _type_size(x) for x in v)
+    return _value_size({value.type: v})
+
+
+def _fast_project(self, projection_expressions):
+    names = [e[0] for e in projection_expressions if len(e) == 1 and "[" not in e[0]]
+    if _capacity_wanted:
+        _projected_sizes.append(sum(len(k.encode()) + _type_size(v) for k, v in self.attrs.items()))
+    if len(names) != len(projection_expressions):
+        return _moto_project(self, projection_expressions)
+    # The query deep-copied its results already, so the values can be shared.
+    projected = Item.__new__(Item)
+    projected.hash_key, projected.range_key = self.hash_key, self.range_key
+    projected.attrs = LimitedSizeDict()
+    for name in names:
+        if name in self.attrs:
+            projected.attrs[name] = self.attrs[name]
+    return projected
+
+
 _exact_setitem = LimitedSizeDict.__setitem__
 
 
@@ -291,8 +329,9 @@ def _units(size: int, consistent: bool) -> float:
     return float(blocks) if consistent else blocks / 2
 
 
-def _with_read_capacity(action: str, request: dict, body: bytes) -> bytes:
-    """Replaces moto's constant ConsumedCapacity of a read by DynamoDB's rules."""
+def _with_read_capacity(action: str, request: dict, body: bytes, projected: list[int]) -> bytes:
+    """Replaces moto's constant ConsumedCapacity of a read by DynamoDB's rules; `projected`:
+    the whole sizes of the items a Query, Scan or GetItem projected."""
     try:
         answer = json.loads(body)
     except ValueError:
@@ -310,7 +349,10 @@ def _with_read_capacity(action: str, request: dict, body: bytes) -> bytes:
         consistent = bool(request.get("ConsistentRead"))
         if action == "GetItem":
             item = answer.get("Item")
-            units = _units(_item_size(item), consistent) if item else 0.5
+            size = sum(projected) if projected else _item_size(item) if item else 0
+            units = _units(size, consistent) if item else 0.5
+        elif projected:
+            units = _units(sum(projected), consistent)
         else:
             units = _units(sum(_item_size(i) for i in answer.get("Items", [])), consistent)
         answer["ConsumedCapacity"] = {"TableName": request.get("TableName"), "CapacityUnits": units}
@@ -325,6 +367,7 @@ def main() -> None:
     dynamodb_models.DynamoDBBackend.transact_write_items = _transact_with_undo
     Table.query = _partition_query
     LimitedSizeDict.__setitem__ = _estimated_setitem
+    Item.project = _fast_project
     BaseJSONSerializer._serialize_result = _fast_serialize_result
 
     def serialised(environ, start_response):
@@ -346,15 +389,19 @@ def main() -> None:
                     capacity_request = None
                 if capacity_request and capacity_request.get("ReturnConsumedCapacity", "NONE") == "NONE":
                     capacity_request = None
+        global _capacity_wanted
         with lock:
             table_copies.tables.clear()
+            _projected_sizes.clear()
+            _capacity_wanted = capacity_request is not None
             if action and action not in READ_ACTIONS:
                 _global_partitions.clear()
             # Consume the response inside the lock: the body may still read backend state.
             body = b"".join(app(environ, capture))
+            projected = list(_projected_sizes)
         headers = answer["headers"]
         if capacity_request is not None and answer["status"].startswith("200"):
-            body = _with_read_capacity(action, capacity_request, body)
+            body = _with_read_capacity(action, capacity_request, body, projected)
             fixed = {"content-length": str(len(body)), "x-amz-crc32": str(zlib.crc32(body))}
             headers = [(k, fixed.get(k.lower(), v)) for k, v in headers]
         # moto names ListParts' root element ListPartsResponse; S3 (and so the SDK) says ListPartsResult.

@@ -380,9 +380,11 @@ async fn seed_latency_org(state: &AppState, secret: &str, org: &str) -> Res<Vec<
 /// files of 90 MB made it too slow to answer within the functions' timeouts.
 pub async fn drop_exports(state: &AppState, org: &str) -> Res<()> {
     let bucket = &state.config.bucket_name;
-    let listed = state.s3.list_objects_v2().bucket(bucket).prefix(format!("exports/{org}/")).send().await?;
-    for key in listed.contents.unwrap_or_default().into_iter().filter_map(|o| o.key) {
-        state.s3.delete_object().bucket(bucket).key(key).send().await?;
+    let mut pages = state.s3.list_objects_v2().bucket(bucket).prefix(format!("exports/{org}/")).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for key in page?.contents.unwrap_or_default().into_iter().filter_map(|o| o.key) {
+            state.s3.delete_object().bucket(bucket).key(key).send().await?;
+        }
     }
     Ok(())
 }

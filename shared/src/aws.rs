@@ -9,8 +9,11 @@ use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::meta::region::ProvideRegion;
+use aws_config::provider_config::ProviderConfig;
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, SdkConfig};
 use aws_credential_types::provider::{future, ProvideCredentials};
+use aws_credential_types::Credentials;
 
 /// Attempts per AWS call (the first and two retries), throttling included.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -74,9 +77,13 @@ impl<T> Deref for Lazy<T> {
 /// The SDK's default credentials chain, built when credentials are first asked for. Building
 /// it builds an STS client for web-identity credentials, which loads the root certificates: a
 /// third of a cold start, spent before the first event and for nothing on Lambda, where the
-/// chain's first link (the environment) answers.
+/// chain's first link (the environment) answers. It is configured as the loader would (region,
+/// retries, timeouts).
 #[derive(Debug)]
-struct LazyChain(tokio::sync::OnceCell<DefaultCredentialsChain>);
+struct LazyChain {
+    config: ProviderConfig,
+    chain: tokio::sync::OnceCell<DefaultCredentialsChain>,
+}
 
 impl ProvideCredentials for LazyChain {
     fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
@@ -84,9 +91,13 @@ impl ProvideCredentials for LazyChain {
         Self: 'a,
     {
         future::ProvideCredentials::new(async move {
-            let chain = self.0.get_or_init(|| DefaultCredentialsChain::builder().build()).await;
-            chain.provide_credentials().await
+            let build = || DefaultCredentialsChain::builder().configure(self.config.clone()).build();
+            self.chain.get_or_init(build).await.provide_credentials().await
         })
+    }
+
+    fn fallback_on_interrupt(&self) -> Option<Credentials> {
+        self.chain.get().and_then(|chain| chain.fallback_on_interrupt())
     }
 }
 
@@ -115,16 +126,26 @@ fn with<T: 'static>(sdk: &Arc<SdkConfig>, build: fn(&SdkConfig) -> T) -> Lazy<T>
 /// throttled request is retried before it reaches a caller as 503; timeouts are short enough
 /// that an unreachable store answers 503 well inside API Gateway's 29 seconds.
 pub async fn clients() -> Clients {
+    let retry = RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS).with_initial_backoff(INITIAL_BACKOFF);
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    let region = aws_config::default_provider::region::default_provider().region().await;
+    let credentials = LazyChain {
+        config: ProviderConfig::default()
+            .with_region(region.clone())
+            .with_retry_config(retry.clone())
+            .with_timeout_config(timeouts.clone())
+            .with_behavior_version(Some(BehaviorVersion::latest())),
+        chain: Default::default(),
+    };
     let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .credentials_provider(LazyChain(Default::default()))
-        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS).with_initial_backoff(INITIAL_BACKOFF))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .operation_timeout(OPERATION_TIMEOUT)
-                .build(),
-        )
+        .region(region)
+        .credentials_provider(credentials)
+        .retry_config(retry)
+        .timeout_config(timeouts)
         .load()
         .await;
     let sdk = Arc::new(sdk);

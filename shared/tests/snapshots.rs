@@ -655,3 +655,27 @@ async fn from_and_to_mean_created_at_exactly_across_second_boundaries_under_para
     let want: Vec<String> = expected.iter().filter(|(c, _)| *c >= from).map(|(_, i)| i.clone()).collect();
     assert_eq!(exported, want);
 }
+
+// A create that lands after its snapshot was deleted (an attempt given up on, or the retry of a
+// key whose answer was lost) writes nothing: the deletion record stops its transaction.
+#[tokio::test]
+async fn a_create_landing_after_the_delete_does_not_bring_the_snapshot_back() {
+    let s = state().await;
+    let org = new_org();
+    let tok = token(&org);
+    let store = SnapshotStore::new(&s.dynamo, &s.config.table_name);
+    let (mut snap, messages) = support::tiny_snapshot(&org, 0);
+    assert!(store.create(&mut snap.clone(), &messages, false).await.unwrap(), "committed");
+    let path = format!("/api/training/snapshots/{}", snap.id);
+    assert_eq!(call(&s, "DELETE", &path, &tok, None).await.status, 200);
+
+    for resumed in [false, true] {
+        let committed = store.create(&mut snap.clone(), &messages, resumed).await.unwrap();
+        assert!(!committed, "committed again after its delete (resumed: {resumed})");
+    }
+    assert_eq!(call(&s, "GET", &path, &tok, None).await.status, 404);
+    let list = call(&s, "GET", "/api/training/snapshots?archived=all", &tok, None).await;
+    assert_eq!(list.body["data"], json!([]), "{}", list.body);
+    let items = support::items_with_prefix(&s, &format!("ORG#{org}#SNAP#")).await;
+    assert!(items.iter().all(|i| support::item_str(i, "SK") != "META"), "a header is back: {items:?}");
+}

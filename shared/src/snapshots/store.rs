@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     operation::transact_write_items::TransactWriteItemsError,
-    types::{AttributeValue, CancellationReason, DeleteRequest, Put, TransactWriteItem, WriteRequest},
+    types::{AttributeValue, CancellationReason, ConditionCheck, DeleteRequest, Put, TransactWriteItem, WriteRequest},
     Client,
 };
 
@@ -135,7 +135,7 @@ impl<'a> SnapshotStore<'a> {
 
     /// Stores a new snapshot under `snap.id` and answers whether this call committed it;
     /// `false`: a snapshot with this id was already committed (by another attempt of the same
-    /// idempotent request; read it to answer it).
+    /// idempotent request; read it to answer it), and maybe deleted since.
     ///
     /// One transaction puts the header (if there is none) and every chunk: one round trip, and
     /// a create that fails, times out or lands late writes all of it or nothing. `resumed` says
@@ -179,7 +179,19 @@ impl<'a> SnapshotStore<'a> {
             .condition_expression(format!("attribute_not_exists({PK})"))
             .build()
             .map_err(build)?;
-        let mut items = vec![TransactWriteItem::builder().put(header).build()];
+        // A deleted snapshot stays deleted: an attempt landing after the delete (given up on,
+        // or a retry of its key) finds the deletion record and writes nothing.
+        let deleted = ConditionCheck::builder()
+            .table_name(self.table)
+            .key(PK, s(keys::snapshot(&snap.org(), &snap.id)))
+            .key(SK, s(TOMBSTONE))
+            .condition_expression(format!("attribute_not_exists({PK})"))
+            .build()
+            .map_err(build)?;
+        let mut items = vec![
+            TransactWriteItem::builder().put(header).build(),
+            TransactWriteItem::builder().condition_check(deleted).build(),
+        ];
         for chunk in chunks {
             let put = Put::builder()
                 .table_name(self.table)
@@ -194,10 +206,15 @@ impl<'a> SnapshotStore<'a> {
         Ok(items)
     }
 
-    /// Answers a commit transaction that was canceled for `reasons` (one per item, the header
-    /// first). A canceled transaction wrote nothing, so nothing is left to remove.
+    /// Answers a commit transaction that was canceled for `reasons` (one per item: the header,
+    /// the deletion record's check, the chunks). A canceled transaction wrote nothing, so
+    /// nothing is left to remove.
     async fn commit_canceled(&self, snap: &Snapshot, reasons: Vec<CancellationReason>) -> Result<bool, StoreError> {
         let failed = |i: usize| reasons.get(i).and_then(|r| r.code()).is_some_and(|c| c == "ConditionalCheckFailed");
+        if failed(1) && !failed(0) {
+            // Committed by another attempt, then deleted: reading it answers 404.
+            return Ok(false);
+        }
         if failed(0) {
             // A header exists: ours (an SDK retry of a commit that was applied) or another attempt's.
             let committed = self.get_header(&snap.org(), &snap.id).await?;
@@ -206,7 +223,7 @@ impl<'a> SnapshotStore<'a> {
                 None => Err(StoreError::contended("commit snapshot", "the header vanished after a conflict")),
             };
         }
-        // Throttled, or a committed chunk under one of our keys (a concurrent create at this id).
+        // Throttled, or a committed chunk without its header under one of our keys.
         Err(StoreError::unavailable("commit snapshot", format!("canceled: {reasons:?}")))
     }
 

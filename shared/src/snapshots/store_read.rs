@@ -61,7 +61,7 @@ impl SnapshotStore<'_> {
             }
         }
         let Some(header) = header else { return Ok(None) };
-        // Only the chunks the header committed: others are an uncommitted attempt's, expiring.
+        // Only the chunks the header committed: others expire (an earlier version's failed create).
         let mut json = Vec::new();
         for i in 0..header.chunks {
             let part = chunks.remove(&chunk_sk(&header.chunk_set, i)).ok_or_else(|| {

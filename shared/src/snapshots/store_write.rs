@@ -137,9 +137,9 @@ impl SnapshotStore<'_> {
         Ok(items)
     }
 
-    /// Removes the expiring items of a snapshot partition without a header (chunks of a failed
-    /// create or a delete): each only while it still carries an expiry, so a chunk that a
-    /// concurrent create commits in between is never removed.
+    /// Removes the expiring items of a snapshot partition without a header (chunks of a delete,
+    /// or of a failed create of an earlier version): each only while it still carries an
+    /// expiry, so a committed chunk is never removed.
     async fn delete_expiring(&self, pk: &str) -> Result<(), StoreError> {
         let mut keys = Vec::new();
         let mut pages = self
