@@ -664,7 +664,7 @@ async fn a_create_landing_after_the_delete_does_not_bring_the_snapshot_back() {
     let org = new_org();
     let tok = token(&org);
     let store = SnapshotStore::new(&s.dynamo, &s.config.table_name);
-    let (mut snap, messages) = support::tiny_snapshot(&org, 0);
+    let (snap, messages) = support::tiny_snapshot(&org, 0);
     assert!(store.create(&mut snap.clone(), &messages, false).await.unwrap(), "committed");
     let path = format!("/api/training/snapshots/{}", snap.id);
     assert_eq!(call(&s, "DELETE", &path, &tok, None).await.status, 200);
