@@ -28,6 +28,11 @@ moto applies a ProjectionExpression by converting the whole item to plain JSON o
 projected attribute (21 times per snapshot header); a projection of top-level attributes only
 picks them instead (the same answer; others go to moto's own).
 
+The stored items are millions of Python objects, and each full collection of Python's cyclic
+garbage collector walked them all: pauses of seconds, long enough for a request to time out
+(the benchmark's exports answered 503). What a write request leaves behind is frozen out of
+the collector (gc.freeze); garbage is still freed by reference counting.
+
 moto reports a constant ConsumedCapacity. For reads that ask for it, the emulator computes it by
 DynamoDB's documented rules instead, so the benchmark's read cost is meaningful: item sizes
 (attribute names plus values), a Query or Scan page's items summed and rounded up to 4 KB, a
@@ -50,6 +55,7 @@ import threading
 import zlib
 
 import copy
+import gc
 
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict, bytesize
@@ -399,6 +405,8 @@ def main() -> None:
             # Consume the response inside the lock: the body may still read backend state.
             body = b"".join(app(environ, capture))
             projected = list(_projected_sizes)
+            if action not in READ_ACTIONS:
+                gc.freeze()
         headers = answer["headers"]
         if capacity_request is not None and answer["status"].startswith("200"):
             body = _with_read_capacity(action, capacity_request, body, projected)

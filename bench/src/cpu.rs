@@ -6,11 +6,10 @@
 //! CPU is what a user pays for.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use shared::AppState;
 
-use crate::{check, event, export_log, median, raw_read, run_process, token, Res, Row, Settings, Target};
+use crate::{check, event, export_log, median, raw_read, token, Res, Row, Settings, Target};
 
 /// Every training format; `jsonl` first (the others are compared with it).
 const FORMATS: [&str; 7] = ["jsonl", "json", "openai", "csv", "bedrock", "vertex", "sharegpt"];
@@ -37,7 +36,6 @@ async fn read_floor(state: &AppState, org: &str) -> Res<f64> {
 }
 
 pub async fn export_cpu(settings: &Settings, state: &Arc<AppState>, secret: &str, org: &str) -> Res<Vec<Row>> {
-    let bin = settings.bin_dir.join("export-training");
     let tok = token(secret, org)?;
     let count = settings.export_snapshots;
     let mut floor = Vec::new();
@@ -50,9 +48,7 @@ pub async fn export_cpu(settings: &Settings, state: &Arc<AppState>, secret: &str
         floor.push(read_floor(state, org).await?);
         for (i, format) in FORMATS.iter().enumerate().filter(|(_, f)| measured(f)) {
             let (event, _) = event("GET", &format!("/api/training/export?format={format}&delivery=url"), &tok, None)?;
-            let result =
-                run_process(&bin, "export-training", &state.config.table_name, &event, Duration::from_secs(3600))
-                    .await?;
+            let result = crate::run_export(settings, &state.config.table_name, &event).await?;
             check(result.status, 303, result.body.to_string().as_bytes(), "export-training")?;
             let log = export_log(&result.logs).ok_or("export-training logged no `export finished` line")?;
             let items = log["items"].as_u64().unwrap_or(0) + log["skipped"].as_u64().unwrap_or(0);
