@@ -471,18 +471,25 @@ fn peak_rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Runs `export-training` once for `event`; an answer of 503 (the emulator answered too slowly:
-/// the function asks the caller to retry) is said on stderr and measured once more, as a
-/// client would retry it.
+/// Runs `export-training` once for `event` (once more after a 503).
 async fn run_export(settings: &Settings, table: &str, event: &Value) -> Res<ProcessRun> {
     let bin = settings.bin_dir.join("export-training");
-    let result = run_process(&bin, "export-training", table, event, Duration::from_secs(3600)).await?;
-    if result.status != 503 {
-        return Ok(result);
+    again_on_503(|| run_process(&bin, "export-training", table, event, Duration::from_secs(3600)), |r| r.status).await
+}
+
+/// Runs `measure` once more when `status` says it answered 503 (the emulator was too slow and
+/// the function asked its caller to retry), said on stderr; a client would retry it.
+async fn again_on_503<T, F: std::future::Future<Output = Res<T>>>(
+    mut measure: impl FnMut() -> F,
+    status: impl Fn(&T) -> u16,
+) -> Res<T> {
+    let first = measure().await?;
+    if status(&first) != 503 {
+        return Ok(first);
     }
     eprintln!("   503 (the emulator was too slow; Retry-After): this export is measured again");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    run_process(&bin, "export-training", table, event, Duration::from_secs(3600)).await
+    measure().await
 }
 
 /// Spawns `binary` under a fresh Runtime API with one queued event and waits for its answer.
@@ -954,16 +961,12 @@ async fn export_throughput(settings: &Settings, state: &Arc<AppState>, secret: &
             let query = format!("format={format}&delivery=url&{stages}");
             let label = if stages.is_empty() { format } else { stages };
             let uri = format!("/api/training/export?{query}");
-            let started = Instant::now();
-            let (mut status, mut body) = call(state, "GET", &uri, &tok, None).await?;
-            let mut elapsed = started.elapsed().as_secs_f64();
-            if status == 503 {
-                eprintln!("   503 (the emulator was too slow; Retry-After): this export is measured again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            let timed = || async {
                 let started = Instant::now();
-                (status, body) = call(state, "GET", &uri, &tok, None).await?;
-                elapsed = started.elapsed().as_secs_f64();
-            }
+                let answer = call(state, "GET", &uri, &tok, None).await?;
+                Res::Ok((answer, started.elapsed().as_secs_f64()))
+            };
+            let ((status, body), elapsed) = again_on_503(timed, |((status, _), _)| *status).await?;
             check(status, 303, &body, "export")?;
             let answer: Value = serde_json::from_slice(&body)?;
             let items = answer["data"]["items"].as_u64().unwrap_or(0) + answer["data"]["skipped"].as_u64().unwrap_or(0);

@@ -230,14 +230,7 @@ async fn run(source: Source, ahead: usize, tx: &mpsc::Sender<Result<Group, Store
                 (_, Some(e)) => return Err(e),
                 (Some(page), None) => {
                     let page = page.join().await;
-                    paging = None;
-                    match page {
-                        Ok((groups, next)) => {
-                            paging = next.map(|after| Spawned::start(source.clone().page(Some(after))));
-                            queued.extend(groups);
-                        }
-                        Err(e) => failed = Some(e),
-                    }
+                    paging = take_page(&source, page, &mut queued, &mut failed);
                     continue;
                 }
                 (None, None) => return Ok(()),
@@ -255,16 +248,30 @@ async fn run(source: Source, ahead: usize, tx: &mpsc::Sender<Result<Group, Store
             }
             // The next page, read while groups are fetched (at most one page ahead).
             page = async { paging.as_mut()?.join().await.into() }, if paging.is_some() && queued.len() < ahead => {
-                paging = None;
-                match page {
-                    Some(Ok((groups, next))) => {
-                        paging = next.map(|after| Spawned::start(source.clone().page(Some(after))));
-                        queued.extend(groups);
-                    }
-                    Some(Err(e)) => failed = Some(e),
-                    None => {}
+                if let Some(page) = page {
+                    paging = take_page(&source, page, &mut queued, &mut failed);
                 }
             }
+        }
+    }
+}
+
+/// Takes a page that was read: its groups are queued and the read of the next page starts
+/// (answered); a failed read is kept in `failed`, passed on once the groups before it are.
+fn take_page(
+    source: &Arc<Source>,
+    page: Result<(Vec<Pending>, Option<String>), StoreError>,
+    queued: &mut VecDeque<Pending>,
+    failed: &mut Option<StoreError>,
+) -> Option<Spawned<(Vec<Pending>, Option<String>)>> {
+    match page {
+        Ok((groups, next)) => {
+            queued.extend(groups);
+            next.map(|after| Spawned::start(source.clone().page(Some(after))))
+        }
+        Err(e) => {
+            *failed = Some(e);
+            None
         }
     }
 }
