@@ -7,7 +7,8 @@
 # alone (redaction and near duplicates: only the bench is built, and no emulator is needed);
 # BENCH_ONLY=throughput runs section 3 alone (only the bench is built); BENCH_ONLY=cpu runs
 # section 9 alone (only the bench and export-training are built); BENCH_ONLY=pipeline runs
-# section 10 alone (the latency model; only the bench is built).
+# section 10 alone (the latency model; only the bench is built); BENCH_ONLY=cost runs section
+# 6's layouts and small snapshots' reads (the bench and export-training are built).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -22,8 +23,8 @@ install_tools
 if [ "${BENCH_ONLY:-}" = "throughput" ] || [ "${BENCH_ONLY:-}" = "pipeline" ]; then
   # Section 3 alone (export throughput, redaction's cost included): only the bench is built.
   cargo build --release --quiet -p bench
-elif [ "${BENCH_ONLY:-}" = "cpu" ]; then
-  # Section 9 alone (CPU per 1,000 exported snapshots): the bench and the export function.
+elif [ "${BENCH_ONLY:-}" = "cpu" ] || [ "${BENCH_ONLY:-}" = "cost" ]; then
+  # Section 9 or 6 alone (CPU per 1,000 exported snapshots; layouts): the bench and the export function.
   cargo build --release --quiet -p bench -p export-training
 else
   # Section 11 times this build: cold (a fresh clone's target) it is every dependency and

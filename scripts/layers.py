@@ -18,8 +18,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", 
 # first segment; anything else is domain code.
 LAYERS = [
     (0, "foundations", ["config", "error", "auth", "ids", "time", "keys", "retry", "validate", "aws", "cursor", "table",
-                        "gateway", "lambda", "json", "store_error", "sha256"]),
-    (1, "stores", ["store", "model", "idempotency", "spec", "counts", "redact", "identity", "dedup", "split", "sink", "parts", "objects", "store_filters", "store_ingest", "store_list", "store_read",
+                        "gateway", "lambda", "json", "store_error", "sha256", "capacity"]),
+    (1, "stores", ["store", "model", "idempotency", "spec", "counts", "redact", "identity", "dedup", "split", "sink", "parts", "objects", "store_filters", "store_ingest", "store_list", "store_read", "chunks",
                    "store_write"]),
     (2, "domains", []),
     (3, "http", ["http", "handlers"]),

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod capacity;
 pub mod config;
 pub mod convos;
 pub mod cursor;

@@ -140,6 +140,7 @@ fn new_snapshot(
         updated_at: updated,
         chunks: 0,
         chunk_set: String::new(),
+        inline: None,
         version: 1,
     }
 }

@@ -1,6 +1,7 @@
 //! Training snapshots (Tether contract): frozen copies of chosen messages of a contact's
 //! conversations, with curation metadata (quality, category, tags, notes, archive state).
 
+mod chunks;
 pub mod create;
 pub mod model;
 pub mod store;

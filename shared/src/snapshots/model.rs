@@ -86,7 +86,7 @@ pub struct ContactRef {
     pub channel_type: Option<String>,
 }
 
-/// A snapshot's metadata, as stored in its header item (messages are stored beside it).
+/// A snapshot's metadata, as stored in its header item (with its messages when they are small).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
@@ -147,6 +147,10 @@ pub struct Snapshot {
     /// Optimistic-concurrency counter (stored, not answered).
     #[serde(default)]
     pub version: u64,
+    /// The messages' JSON array when they are kept in the header item (a small snapshot: see
+    /// `store.rs`); `chunks` is then 0. Stored, not answered.
+    #[serde(default, rename = "data", skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
 }
 
 impl Snapshot {

@@ -1,8 +1,15 @@
 //! DynamoDB access for snapshots.
 //!
-//! A snapshot is a header item (`META`) plus its messages: their JSON array, cut into binary
-//! chunk items (`MSGS#<n>`) of at most 350 KB, so a snapshot of any size, whatever its content,
-//! is kept whole under DynamoDB's 400 KB item limit; reading concatenates the chunks in order.
+//! A snapshot is a header item (`META`) plus its messages, their JSON array, in one of two
+//! layouts (readers take both):
+//! - in the header (attribute `data`), when that costs no write unit more: the header with them
+//!   rounds to the same whole kilobytes as without ([`Layout::Chosen`]). Every index projects
+//!   all attributes and every PATCH rewrites the header, so messages that made the header a
+//!   kilobyte larger would cost that kilobyte again in 3 to 5 index copies on every write
+//!   (`docs/performance.md`, "Read cost");
+//! - else cut into binary chunk items (`MSGS#<n>`) of at most 350 KB beside it, so a snapshot of
+//!   any size, whatever its content, is kept whole under DynamoDB's 400 KB item limit; reading
+//!   concatenates the chunks in order.
 //!
 //! One transaction puts the header, only if there is none, and every chunk: the commit point.
 //! So a reader (who only reads the chunks a committed header names) never sees a half-written
@@ -24,30 +31,22 @@ use aws_sdk_dynamodb::{
     Client,
 };
 
+pub(super) use super::chunks::chunk_sk;
+use super::chunks::{chunk_items, DATA};
+pub use super::chunks::{CHUNK_BYTES, MAX_CHUNKS};
 use super::model::{Snapshot, SnapshotMessage, MAX_MESSAGE_BYTES};
 pub use super::store_filters::{changed_key, Archived, Change, Filters, ReadStats};
 use crate::keys::{self, Org, SnapshotList};
 use crate::store_error::StoreError;
 use crate::table::{IndexDef, GSI1, GSI2, GSI3, GSI4, GSI5, PK, SK, TTL};
 
-/// Bytes of the messages' JSON per chunk item (DynamoDB's item limit is 400 KB).
-pub const CHUNK_BYTES: usize = 350_000;
-/// Most chunks of a snapshot: its messages are at most [`MAX_MESSAGE_BYTES`] of JSON.
-pub const MAX_CHUNKS: usize = MAX_MESSAGE_BYTES.div_ceil(CHUNK_BYTES);
-// The commit and the delete are one transaction of the header and every chunk: DynamoDB takes
-// at most 100 items and 4 MB (4 MiB) of items in one, so the chunks (at most MAX_MESSAGE_BYTES of
-// data) and a header (notes, tags, labels: well under 100 KB) must fit.
-// A delete transaction holds the header, every chunk and the deletion record: at most 100 items.
-const _: () = assert!(MAX_CHUNKS < 99 && MAX_MESSAGE_BYTES + 100_000 <= 4 * 1024 * 1024);
-/// The chunk attribute: a slice of the messages' JSON array.
-const DATA: &str = "data";
 pub(super) const META: &str = "META";
 /// Sort key of a deleted snapshot's deletion record (in its own partition, until its TTL).
 pub(super) const TOMBSTONE: &str = "TOMBSTONE";
 
 /// Every attribute of a header a reader decodes ([`Snapshot`]'s fields). Lists and exports
 /// Query only these: the keys (about half of a header's bytes) stay behind, unparsed.
-pub(super) const HEADER_ATTRIBUTES: [&str; 21] = [
+pub(super) const HEADER_ATTRIBUTES: [&str; 22] = [
     "_id",
     "organizationId",
     "user",
@@ -69,19 +68,11 @@ pub(super) const HEADER_ATTRIBUTES: [&str; 21] = [
     "chunks",
     "chunkSet",
     "version",
+    "data",
 ];
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
-}
-
-/// The sort key of chunk `i` of a write attempt's `set` (empty: the first attempt at an id).
-pub(super) fn chunk_sk(set: &str, i: usize) -> String {
-    if set.is_empty() {
-        format!("MSGS#{i:05}")
-    } else {
-        format!("MSGS#{set}#{i:05}")
-    }
 }
 
 /// A random chunk set for a resumed create: its chunk keys differ from any earlier attempt's.
@@ -148,10 +139,7 @@ impl<'a> SnapshotStore<'a> {
         resumed: bool,
     ) -> Result<bool, StoreError> {
         snap.chunk_set = if resumed { new_chunk_set() } else { String::new() };
-        let chunks = Self::chunk_items(snap, messages)?;
-        if chunks.len() > MAX_CHUNKS {
-            return Err(StoreError::fault("create snapshot", format!("{} chunks, at most {MAX_CHUNKS}", chunks.len())));
-        }
+        let chunks = lay_out(snap, messages, Layout::Chosen)?;
         let items = self.commit_items(snap, chunks)?;
         let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => return Ok(true),
@@ -227,7 +215,7 @@ impl<'a> SnapshotStore<'a> {
         Err(StoreError::unavailable("commit snapshot", format!("canceled: {reasons:?}")))
     }
 
-    fn header_item(snap: &Snapshot) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    pub(super) fn header_item(snap: &Snapshot) -> Result<HashMap<String, AttributeValue>, StoreError> {
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(snap).map_err(|e| StoreError::fault("encode snapshot", e))?;
         item.insert(PK.into(), s(keys::snapshot(&snap.org(), &snap.id)));
@@ -238,25 +226,16 @@ impl<'a> SnapshotStore<'a> {
         Ok(item)
     }
 
-    /// The chunk items of `snap`'s chunk set.
-    fn chunk_items(
+    /// The items that store `snap` with its `messages` in `layout`: the header, then any chunks
+    /// (what [`Self::create`] and [`Self::import`] write; the benchmark prices them).
+    pub fn items(
         snap: &mut Snapshot,
         messages: &[SnapshotMessage],
+        layout: Layout,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let pk = keys::snapshot(&snap.org(), &snap.id);
-        let json = serde_json::to_vec(messages).map_err(|e| StoreError::fault("encode messages", e))?;
-        let items: Vec<_> = json
-            .chunks(CHUNK_BYTES)
-            .enumerate()
-            .map(|(i, piece)| {
-                HashMap::from([
-                    (PK.to_string(), s(&pk)),
-                    (SK.to_string(), s(chunk_sk(&snap.chunk_set, i))),
-                    (DATA.to_string(), AttributeValue::B(piece.to_vec().into())),
-                ])
-            })
-            .collect();
-        snap.chunks = items.len();
+        let chunks = lay_out(snap, messages, layout)?;
+        let mut items = vec![Self::header_item(snap)?];
+        items.extend(chunks);
         Ok(items)
     }
 
@@ -264,17 +243,23 @@ impl<'a> SnapshotStore<'a> {
     /// (no expiry), written 25 at a time with `BatchWriteItem`. Not atomic per snapshot and
     /// unconditional, so it is not used on request paths.
     pub async fn import(&self, snapshots: Vec<(Snapshot, Vec<SnapshotMessage>)>) -> Result<(), StoreError> {
+        self.import_as(snapshots, Layout::Chosen).await
+    }
+
+    /// [`Self::import`] in `layout` ([`Layout::Chunks`]: as versions before the header layout
+    /// stored every snapshot).
+    pub async fn import_as(
+        &self,
+        snapshots: Vec<(Snapshot, Vec<SnapshotMessage>)>,
+        layout: Layout,
+    ) -> Result<(), StoreError> {
         let mut items = Vec::new();
         for (mut snap, messages) in snapshots {
             snap.chunk_set.clear();
-            let chunks = Self::chunk_items(&mut snap, &messages)?;
-            // Delete must be able to retire them in one transaction.
-            if chunks.len() > MAX_CHUNKS {
-                let problem = format!("snapshot {}'s messages are over {MAX_MESSAGE_BYTES} bytes", snap.id);
-                return Err(StoreError::fault("import snapshots", problem));
-            }
-            items.extend(chunks);
-            items.push(Self::header_item(&snap)?);
+            // The chunks before their header, as a reader expects them.
+            let mut snap_items = Self::items(&mut snap, &messages, layout)?;
+            snap_items.rotate_left(1);
+            items.extend(snap_items);
         }
         let requests = items
             .into_iter()
@@ -285,16 +270,44 @@ impl<'a> SnapshotStore<'a> {
     }
 }
 
+/// Where a snapshot's messages are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// In the header when that costs no write unit more, else in chunks (what a create writes).
+    Chosen,
+    /// In chunk items beside the header, whatever their size.
+    Chunks,
+}
+
+/// Puts the `messages` of `snap` in the header (`snap.inline`) or answers their chunk items,
+/// as `layout` says; fails (as a fault: a create checks the size first) over [`MAX_CHUNKS`].
+fn lay_out(
+    snap: &mut Snapshot,
+    messages: &[SnapshotMessage],
+    layout: Layout,
+) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+    let json = serde_json::to_string(messages).map_err(|e| StoreError::fault("encode messages", e))?;
+    snap.inline = None;
+    if layout == Layout::Chosen {
+        let header = crate::capacity::item_size(&SnapshotStore::header_item(snap)?);
+        let with = header + DATA.len() + json.len();
+        if crate::capacity::write_units(with) == crate::capacity::write_units(header) {
+            snap.chunks = 0;
+            snap.inline = Some(json);
+            return Ok(Vec::new());
+        }
+    }
+    let chunks = chunk_items(snap, json.as_bytes());
+    // Delete must be able to retire them in one transaction.
+    if chunks.len() > MAX_CHUNKS {
+        let problem = format!("snapshot {}'s messages are over {MAX_MESSAGE_BYTES} bytes", snap.id);
+        return Err(StoreError::fault("store snapshot", problem));
+    }
+    Ok(chunks)
+}
+
 /// Tether's 404 for snapshots: "Training snapshot not found".
 pub const NOT_FOUND: StoreError = StoreError::NotFound("Training snapshot");
-
-/// The bytes of one chunk item.
-pub(super) fn chunk_bytes(item: &mut HashMap<String, AttributeValue>) -> Result<Vec<u8>, StoreError> {
-    match item.remove(DATA) {
-        Some(AttributeValue::B(blob)) => Ok(blob.into_inner()),
-        _ => Err(StoreError::fault("read snapshot messages", "chunk item without data")),
-    }
-}
 
 /// Delete requests of the chunks `0..chunks` of the chunk set `set` in the snapshot partition `pk`.
 pub(super) fn chunk_deletes(pk: &str, set: &str, chunks: usize) -> Vec<WriteRequest> {
@@ -307,51 +320,58 @@ pub(super) fn chunk_deletes(pk: &str, set: &str, chunks: usize) -> Vec<WriteRequ
         .collect()
 }
 
-pub(super) fn decode_messages(json: &[u8]) -> Result<Vec<SnapshotMessage>, StoreError> {
-    serde_json::from_slice(json).map_err(|e| StoreError::fault("decode snapshot messages", e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capacity::{item_size, write_units};
 
-    #[test]
-    fn chunks_stay_under_the_item_limit_and_reassemble_exactly() {
-        let m = |n: usize| SnapshotMessage {
-            id: format!("m{n}"),
-            // Control characters escape to six bytes each: the worst case for JSON size.
-            content: "\u{1}".repeat(n),
+    fn message(id: usize, content: String) -> SnapshotMessage {
+        SnapshotMessage {
+            id: format!("m{id}"),
+            content,
             sender: "user".into(),
             sender_type: "AI".into(),
             timestamp: "2024-01-01T00:00:00.000Z".into(),
-        };
-        let messages: Vec<_> = (0..30).map(|i| m(90_000 + i)).collect();
-        let mut snap: Snapshot = serde_json::from_value(serde_json::json!({
-            "_id": "0".repeat(24), "organizationId": "o", "user": {"_id": "u"}, "contact": {"_id": "k"},
-            "messageCount": 30, "snapshotDate": "", "isArchived": false, "createdAt": "", "updatedAt": ""
-        }))
-        .unwrap();
-        let mut items = SnapshotStore::chunk_items(&mut snap, &messages).unwrap();
-        assert_eq!(snap.chunks, items.len());
-        assert!(items.len() > 40);
-        let mut json = Vec::new();
-        for item in &mut items {
-            let bytes = chunk_bytes(item).unwrap();
-            assert!(bytes.len() <= CHUNK_BYTES);
-            json.extend(bytes);
         }
-        assert_eq!(decode_messages(&json).unwrap(), messages);
+    }
+
+    fn header(count: usize) -> Snapshot {
+        serde_json::from_value(serde_json::json!({
+            "_id": "0".repeat(24), "organizationId": "o", "user": {"_id": "u"}, "contact": {"_id": "k"},
+            "messageCount": count, "snapshotDate": "", "isArchived": false, "createdAt": "", "updatedAt": ""
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn messages_go_in_the_header_exactly_when_it_stays_within_its_write_units() {
+        let bare = item_size(&SnapshotStore::header_item(&header(1)).unwrap());
+        let room = write_units(bare) * 1024 - bare;
+        // The JSON of one message of `n` content bytes, as the header's `data` attribute holds it.
+        let cost = |n: usize| DATA.len() + serde_json::to_string(&[message(0, "x".repeat(n))]).unwrap().len();
+        let fits = (0..2000).rev().find(|n| cost(*n) <= room).expect("some room in a small header");
+        for (n, inline) in [(0, true), (fits, true), (fits + 1, false), (5000, false)] {
+            let messages = vec![message(0, "x".repeat(n))];
+            let mut snap = header(1);
+            let items = SnapshotStore::items(&mut snap, &messages, Layout::Chosen).unwrap();
+            assert_eq!(snap.inline.is_some(), inline, "{n} bytes of content");
+            assert_eq!(items.len(), if inline { 1 } else { 2 });
+            assert_eq!(snap.chunks, items.len() - 1);
+            // In the header, the messages cost no write unit: exactly the header's of the chunk layout.
+            let mut chunked = header(1);
+            let apart = SnapshotStore::items(&mut chunked, &messages, Layout::Chunks).unwrap();
+            assert_eq!(apart.len(), 2);
+            let (units, apart_units) = (write_units(item_size(&items[0])), write_units(item_size(&apart[0])));
+            assert!(if inline { units == apart_units } else { units >= apart_units });
+        }
     }
 
     #[test]
     fn the_header_projection_names_every_field_of_a_snapshot() {
-        let mut snap: Snapshot = serde_json::from_value(serde_json::json!({
-            "_id": "0".repeat(24), "organizationId": "o", "user": {"_id": "u"}, "contact": {"_id": "k"},
-            "messageCount": 30, "snapshotDate": "", "isArchived": false, "createdAt": "", "updatedAt": ""
-        }))
-        .unwrap();
-        // Skipped when empty: the one field a projection could miss unnoticed.
+        let mut snap = header(30);
+        // Skipped when empty: the fields a projection could miss unnoticed.
         snap.chunk_set = "set".into();
+        snap.inline = Some("[]".into());
         let item = SnapshotStore::header_item(&snap).unwrap();
         let mut fields: Vec<&str> =
             item.keys().map(String::as_str).filter(|k| *k != PK && *k != SK && !k.starts_with("GSI")).collect();

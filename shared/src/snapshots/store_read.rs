@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 
+use super::chunks::{chunk_bytes, chunk_sk, decode_messages};
 use super::model::{Snapshot, SnapshotMessage};
-use super::store::{chunk_bytes, chunk_sk, decode_messages, s, SnapshotStore, META, TOMBSTONE};
+use super::store::{s, SnapshotStore, META, TOMBSTONE};
 use super::store_filters::ReadStats;
 use crate::keys::{self, Org};
 use crate::store_error::{SdkResultExt, StoreError};
@@ -60,9 +61,10 @@ impl SnapshotStore<'_> {
                 None => {}
             }
         }
-        let Some(header) = header else { return Ok(None) };
-        // Only the chunks the header committed: others expire (an earlier version's failed create).
-        let mut json = Vec::new();
+        let Some(mut header) = header else { return Ok(None) };
+        // In the header, or only the chunks it committed: others expire (an earlier version's
+        // failed create).
+        let mut json = header.inline.take().map(String::into_bytes).unwrap_or_default();
         for i in 0..header.chunks {
             let part = chunks.remove(&chunk_sk(&header.chunk_set, i)).ok_or_else(|| {
                 StoreError::fault("get snapshot", format!("snapshot {id} misses chunk {i} of {}", header.chunks))
@@ -79,10 +81,10 @@ impl SnapshotStore<'_> {
         Ok(Some((header, messages)))
     }
 
-    /// The messages of several snapshots, fetched by key with `BatchGetItem` (the headers say
-    /// how many chunks each has), 100 keys a request: one round trip for a page of small
-    /// snapshots instead of one Query each. Answers in the order of `snaps`; the read capacity
-    /// DynamoDB reports is added to `stats`.
+    /// The messages of several snapshots: from their headers, or their chunks fetched by key with
+    /// `BatchGetItem` (the headers say how many chunks each has), 100 keys a request: one round
+    /// trip for a page of snapshots instead of one Query each. Answers in the order of `snaps`;
+    /// the read capacity DynamoDB reports is added to `stats`.
     pub async fn messages_of(
         &self,
         snaps: &[Snapshot],
@@ -102,6 +104,9 @@ impl SnapshotStore<'_> {
         snaps
             .iter()
             .map(|snap| {
+                if let Some(json) = &snap.inline {
+                    return decode_messages(json.as_bytes());
+                }
                 let pk = keys::snapshot(&snap.org(), &snap.id);
                 let mut json = Vec::new();
                 for i in 0..snap.chunks {

@@ -1,0 +1,137 @@
+//! Section 6, DynamoDB cost of the two layouts of a snapshot's messages (in its header, or in
+//! chunk items beside it: `shared::snapshots::store`).
+//!
+//! The write and read units are DynamoDB's rules applied to the items `SnapshotStore::items`
+//! writes (the emulator does not price writes):
+//! - a create is one transaction: each item (header, chunks, the deletion record's check)
+//!   counts twice its kilobytes; each index the header is in writes a copy of it (every index
+//!   projects all attributes), once;
+//! - a PATCH rewrites the header, and its copy in each index; the index of changes moves it
+//!   (a delete and a put);
+//! - an export reads the header from a list index by Query (sizes summed over the page: a
+//!   fraction of 4 KB each) and the chunks by key (each rounds up to 4 KB on its own),
+//!   eventually consistent (half a unit per 4 KB).
+
+use std::sync::Arc;
+
+use shared::capacity::{item_size, write_units, READ_UNIT_BYTES};
+use shared::snapshots::store::{Layout, SnapshotStore};
+use shared::AppState;
+
+use crate::{check, drop_exports, event, export_log, median, raw_read, run_export, snapshot, token};
+use crate::{Res, Row, Settings, Target};
+
+const SECTION: &str = "6. DynamoDB cost";
+/// Snapshots of one short message exported to measure the read capacity of the header layout.
+const SMALL_SNAPSHOTS: usize = 2_000;
+
+/// The write units of a create and of one PATCH of a header of `header` bytes with `chunks`
+/// (their sizes), in `indexes` indexes.
+fn write_cost(header: usize, chunks: &[usize], indexes: usize) -> usize {
+    let h = write_units(header);
+    let create = 2 * (h + chunks.iter().map(|c| write_units(*c)).sum::<usize>() + 1) + indexes * h;
+    let patch = h + (indexes + 1) * h;
+    create + patch
+}
+
+/// The read units of exporting a header of `header` bytes and its `chunks`.
+fn read_cost(header: usize, chunks: &[usize]) -> f64 {
+    let unit = READ_UNIT_BYTES as f64;
+    (header as f64 / unit + chunks.iter().map(|c| (*c as f64 / unit).ceil()).sum::<f64>()) / 2.0
+}
+
+/// One short message (about 110 bytes of JSON), `i` making it unique.
+fn short(org: &str, i: usize) -> Res<(shared::snapshots::Snapshot, Vec<shared::snapshots::SnapshotMessage>)> {
+    let (snap, mut messages) = snapshot(org, i, 1)?;
+    messages[0].content = format!("ok {}", i % 100);
+    Ok((snap, messages))
+}
+
+/// Both layouts priced for snapshots of several sizes, with the layout a create chooses.
+pub fn layouts() -> Res<Vec<Row>> {
+    let org = "0123456789abcdef01234567";
+    let cases = [
+        ("one short message", short(org, 1)?),
+        ("one message", snapshot(org, 7, 1)?),
+        ("4 messages", snapshot(org, 7, 4)?),
+        ("20 messages", snapshot(org, 7, 20)?),
+        ("250 messages", snapshot(org, 7, 250)?),
+    ];
+    let mut rows = Vec::new();
+    for (label, (snap, messages)) in cases {
+        let mut chosen = snap.clone();
+        SnapshotStore::items(&mut chosen, &messages, Layout::Chosen)?;
+        let mut apart = snap;
+        let items = SnapshotStore::items(&mut apart, &messages, Layout::Chunks)?;
+        let header = item_size(&items[0]);
+        let chunks: Vec<usize> = items[1..].iter().map(item_size).collect();
+        let indexes = items[0].keys().filter(|k| k.starts_with("GSI") && k.ends_with("PK")).count();
+        let json = serde_json::to_string(&messages)?.len();
+        // What lay_out adds to the header: the attribute `data` and the JSON.
+        let inline = header + "data".len() + json;
+        let note = format!(
+            "{json} bytes of messages, a {header}-byte header in {indexes} indexes; a create puts them {}",
+            if chosen.inline.is_some() { "in the header" } else { "beside it" }
+        );
+        rows.push(Row {
+            section: SECTION,
+            measure: format!("write units of a create and a PATCH, {label}: in the header (vs beside it)"),
+            unit: "WCU",
+            ours: write_cost(inline, &[], indexes) as f64,
+            baseline: Some(write_cost(header, &chunks, indexes) as f64),
+            target: None,
+            note: note.clone(),
+        });
+        rows.push(Row {
+            section: SECTION,
+            measure: format!("read units of exporting it, {label}: in the header (vs beside it)"),
+            unit: "RCU",
+            ours: read_cost(inline, &[]),
+            baseline: Some(read_cost(header, &chunks)),
+            target: None,
+            note,
+        });
+    }
+    Ok(rows)
+}
+
+/// The read capacity an export of snapshots of one short message (stored in their headers)
+/// reports, per snapshot, against their size read by a Query.
+pub async fn small_snapshot_reads(settings: &Settings, state: &Arc<AppState>, secret: &str) -> Res<Vec<Row>> {
+    let org = shared::ids::object_id();
+    let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
+    let snapshots = (0..SMALL_SNAPSHOTS).map(|i| short(&org, i)).collect::<Res<Vec<_>>>()?;
+    let inline = snapshots
+        .iter()
+        .filter(|(s, m)| SnapshotStore::items(&mut s.clone(), m, Layout::Chosen).is_ok_and(|items| items.len() == 1))
+        .count();
+    for batch in snapshots.chunks(1000) {
+        store.import(batch.to_vec()).await?;
+    }
+    let mut capacity = Vec::new();
+    for _ in 0..settings.runs {
+        let (event, _) = event("GET", "/api/training/export?format=jsonl&delivery=url", &token(secret, &org)?, None)?;
+        let result = run_export(settings, &state.config.table_name, &event).await?;
+        check(result.status, 303, result.body.to_string().as_bytes(), "export-training")?;
+        let log = export_log(&result.logs).ok_or("export-training logged no `export finished` line")?;
+        let items = log["items"].as_f64().unwrap_or(0.0);
+        if items as usize != SMALL_SNAPSHOTS {
+            return Err(format!("export-training exported {items} of {SMALL_SNAPSHOTS}").into());
+        }
+        drop_exports(state, &org).await?;
+        capacity.push(log["read_capacity"].as_f64().unwrap_or(0.0) / items);
+    }
+    let sized = raw_read(state, &org).await?;
+    let bytes = sized.bytes as f64 / sized.snapshots.max(1) as f64;
+    Ok(vec![Row {
+        section: SECTION,
+        measure: format!(
+            "read capacity per exported snapshot, one short message (vs one item's: {bytes:.0} bytes / 4 KB, halved)"
+        ),
+        unit: "RCU",
+        ours: median(capacity),
+        baseline: Some(bytes / READ_UNIT_BYTES as f64 / 2.0),
+        target: Some(Target::AtMost(1.05)),
+        note: format!("{inline} of {SMALL_SNAPSHOTS} kept in their headers (one item each)"),
+    }])
+}
