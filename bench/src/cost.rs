@@ -5,7 +5,8 @@
 //! writes (the emulator does not price writes):
 //! - a create is one transaction: each item (header, chunks, the deletion record's check)
 //!   counts twice its kilobytes; each index the header is in writes a copy of it (every index
-//!   projects all attributes), once;
+//!   projects all attributes), counted once (were index copies counted twice in a transaction,
+//!   the header layout's extra cost would only grow);
 //! - a PATCH rewrites the header, and its copy in each index; the index of changes moves it
 //!   (a delete and a put);
 //! - an export reads the header from a list index by Query (sizes summed over the page: a
@@ -60,7 +61,7 @@ pub fn layouts() -> Res<Vec<Row>> {
     let mut rows = Vec::new();
     for (label, (snap, messages)) in cases {
         let mut chosen = snap.clone();
-        SnapshotStore::items(&mut chosen, &messages, Layout::Chosen)?;
+        SnapshotStore::items(&mut chosen, &messages, Layout::SmallInHeader)?;
         let mut apart = snap;
         let items = SnapshotStore::items(&mut apart, &messages, Layout::Chunks)?;
         let header = item_size(&items[0]);
@@ -95,22 +96,11 @@ pub fn layouts() -> Res<Vec<Row>> {
     Ok(rows)
 }
 
-/// The read capacity an export of snapshots of one short message (stored in their headers)
-/// reports, per snapshot, against their size read by a Query.
-pub async fn small_snapshot_reads(settings: &Settings, state: &Arc<AppState>, secret: &str) -> Res<Vec<Row>> {
-    let org = shared::ids::object_id();
-    let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
-    let snapshots = (0..SMALL_SNAPSHOTS).map(|i| short(&org, i)).collect::<Res<Vec<_>>>()?;
-    let inline = snapshots
-        .iter()
-        .filter(|(s, m)| SnapshotStore::items(&mut s.clone(), m, Layout::Chosen).is_ok_and(|items| items.len() == 1))
-        .count();
-    for batch in snapshots.chunks(1000) {
-        store.import(batch.to_vec()).await?;
-    }
+/// The read capacity an export of `org`'s snapshots reports, per snapshot (median of the runs).
+async fn export_capacity(settings: &Settings, state: &Arc<AppState>, secret: &str, org: &str) -> Res<f64> {
     let mut capacity = Vec::new();
     for _ in 0..settings.runs {
-        let (event, _) = event("GET", "/api/training/export?format=jsonl&delivery=url", &token(secret, &org)?, None)?;
+        let (event, _) = event("GET", "/api/training/export?format=jsonl&delivery=url", &token(secret, org)?, None)?;
         let result = run_export(settings, &state.config.table_name, &event).await?;
         check(result.status, 303, result.body.to_string().as_bytes(), "export-training")?;
         let log = export_log(&result.logs).ok_or("export-training logged no `export finished` line")?;
@@ -118,20 +108,50 @@ pub async fn small_snapshot_reads(settings: &Settings, state: &Arc<AppState>, se
         if items as usize != SMALL_SNAPSHOTS {
             return Err(format!("export-training exported {items} of {SMALL_SNAPSHOTS}").into());
         }
-        drop_exports(state, &org).await?;
+        drop_exports(state, org).await?;
         capacity.push(log["read_capacity"].as_f64().unwrap_or(0.0) / items);
     }
-    let sized = raw_read(state, &org).await?;
+    Ok(median(capacity))
+}
+
+/// The read capacity of exporting snapshots of one short message, per snapshot: kept in their
+/// headers, against their size read by a Query, and against the same snapshots in chunks.
+pub async fn small_snapshot_reads(settings: &Settings, state: &Arc<AppState>, secret: &str) -> Res<Vec<Row>> {
+    let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
+    let (in_header, in_chunks) = (shared::ids::object_id(), shared::ids::object_id());
+    for (org, layout) in [(&in_header, Layout::SmallInHeader), (&in_chunks, Layout::Chunks)] {
+        let snapshots = (0..SMALL_SNAPSHOTS).map(|i| short(org, i)).collect::<Res<Vec<_>>>()?;
+        for batch in snapshots.chunks(1000) {
+            store.import_as(batch.to_vec(), layout).await?;
+        }
+    }
+    let ours = export_capacity(settings, state, secret, &in_header).await?;
+    let chunked = export_capacity(settings, state, secret, &in_chunks).await?;
+    let sized = raw_read(state, &in_header).await?;
+    if sized.chunked > 0 {
+        return Err(format!("{} of the small snapshots were stored in chunks", sized.chunked).into());
+    }
     let bytes = sized.bytes as f64 / sized.snapshots.max(1) as f64;
-    Ok(vec![Row {
-        section: SECTION,
-        measure: format!(
-            "read capacity per exported snapshot, one short message (vs one item's: {bytes:.0} bytes / 4 KB, halved)"
-        ),
-        unit: "RCU",
-        ours: median(capacity),
-        baseline: Some(bytes / READ_UNIT_BYTES as f64 / 2.0),
-        target: Some(Target::AtMost(1.05)),
-        note: format!("{inline} of {SMALL_SNAPSHOTS} kept in their headers (one item each)"),
-    }])
+    Ok(vec![
+        Row {
+            section: SECTION,
+            measure: format!(
+                "read capacity per exported snapshot, one short message in its header (vs one item's: {bytes:.0} bytes / 4 KB, halved)"
+            ),
+            unit: "RCU",
+            ours,
+            baseline: Some(bytes / READ_UNIT_BYTES as f64 / 2.0),
+            target: Some(Target::AtMost(1.05)),
+            note: format!("{SMALL_SNAPSHOTS} snapshots, every one a single item"),
+        },
+        Row {
+            section: SECTION,
+            measure: "the same, in its header (vs the same snapshots with the message in a chunk)".into(),
+            unit: "RCU",
+            ours,
+            baseline: Some(chunked),
+            target: None,
+            note: "the chunk's read by key rounds up to 4 KB on its own".into(),
+        },
+    ])
 }

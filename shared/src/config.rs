@@ -100,6 +100,9 @@ pub struct Config {
     pub deletion_record_for: Duration,
     /// The EventBridge bus export events go to (`EVENT_BUS_NAME`, default `default`).
     pub event_bus_name: String,
+    /// A new snapshot's messages go in its header item when they fit in its last kilobyte
+    /// (`SNAPSHOT_LAYOUT=small-in-header`); else, and by default (`chunks`), in chunk items.
+    pub small_snapshots_in_header: bool,
 }
 
 /// The development secret of docs/configuration.md, `scripts/run.sh` and the tokens in `events/`.
@@ -212,6 +215,7 @@ impl Config {
             schedule_settle: Duration::from_secs(parsed("SCHEDULE_SETTLE_SECONDS", 60u64)?),
             deletion_record_for: Duration::from_secs(parsed("DELETION_RECORD_DAYS", 35u64)?.saturating_mul(86_400)),
             event_bus_name: optional("EVENT_BUS_NAME").unwrap_or_else(|| "default".to_string()),
+            small_snapshots_in_header: small_in_header(optional("SNAPSHOT_LAYOUT").as_deref())?,
             dedup_max_kept: parsed("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 512usize)?.saturating_mul(512),
             export_redaction_required: redaction_required(optional("EXPORT_REDACTION").as_deref())?,
             redaction_region: match optional("REDACTION_REGION") {
@@ -222,6 +226,18 @@ impl Config {
                 })?,
             },
         })
+    }
+}
+
+/// `SNAPSHOT_LAYOUT`: `chunks` (or unset) or `small-in-header`.
+pub fn small_in_header(v: Option<&str>) -> Result<bool, ConfigError> {
+    match v.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("chunks") => Ok(false),
+        Some("small-in-header") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name: "SNAPSHOT_LAYOUT",
+            reason: format!("`{other}` is neither chunks nor small-in-header"),
+        }),
     }
 }
 
@@ -288,6 +304,15 @@ fn jwt_from_env() -> Result<(JwtAlgorithm, Option<String>, Option<String>), Conf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_snapshot_layout_is_chunks_unless_set_and_a_typo_is_refused() {
+        assert!(!small_in_header(None).unwrap());
+        assert!(!small_in_header(Some("chunks")).unwrap());
+        assert!(small_in_header(Some(" Small-In-Header ")).unwrap());
+        let e = small_in_header(Some("small")).unwrap_err().to_string();
+        assert!(e.contains("SNAPSHOT_LAYOUT") && e.contains("small-in-header"), "{e}");
+    }
 
     #[test]
     fn the_development_secret_is_refused_only_by_a_function_without_a_local_emulator() {

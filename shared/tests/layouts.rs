@@ -47,6 +47,18 @@ async fn a_small_snapshot_is_one_item_and_a_large_one_is_chunked() {
     }
 }
 
+#[tokio::test]
+async fn by_default_every_snapshot_is_chunked_as_earlier_versions_read_them() {
+    let state = support::state_with(|c| c.small_snapshots_in_header = false).await;
+    let org = new_org();
+    let tok = token(&org);
+    seed_contact(&state, &tok, "ag", "k1", 1, |_| "ok".into()).await;
+    let id = create_snapshot(&state, &tok, json!({"contactId": "k1"})).await;
+    assert_eq!(stored(&state, &org, &id).await, (vec!["META".to_string(), "MSGS#00000".to_string()], false));
+    let g = call(&state, "GET", &format!("/api/training/snapshots/{id}"), &tok, None).await;
+    assert_eq!(g.body["data"]["messages"][0]["content"], "ok");
+}
+
 /// Two snapshots of the same messages, one in each layout.
 fn twins(org: &str) -> Vec<(Snapshot, Vec<SnapshotMessage>)> {
     let messages = vec![SnapshotMessage {

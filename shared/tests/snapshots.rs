@@ -4,7 +4,7 @@ mod support;
 
 use serde_json::{json, Value};
 use shared::keys::Org;
-use shared::snapshots::store::{Archived, Filters, SnapshotStore};
+use shared::snapshots::store::{Archived, Filters, Layout, SnapshotStore};
 use support::{assert_tether_error, call, new_org, seed_contact, send, state, token, Answer};
 
 async fn create(state: &shared::AppState, tok: &str, body: Value) -> Answer {
@@ -664,16 +664,23 @@ async fn a_create_landing_after_the_delete_does_not_bring_the_snapshot_back() {
     let org = new_org();
     let tok = token(&org);
     let store = SnapshotStore::new(&s.dynamo, &s.config.table_name);
-    let (snap, messages) = support::tiny_snapshot(&org, 0);
-    assert!(store.create(&mut snap.clone(), &messages, false).await.unwrap(), "committed");
-    let path = format!("/api/training/snapshots/{}", snap.id);
-    assert_eq!(call(&s, "DELETE", &path, &tok, None).await.status, 200);
+    // One short message: in its header with `SmallInHeader`, in a chunk with `Chunks`.
+    for (i, layout) in [Layout::Chunks, Layout::SmallInHeader].into_iter().enumerate() {
+        let (mut snap, mut messages) = support::tiny_snapshot(&org, i);
+        messages.truncate(1);
+        snap.message_count = 1;
+        assert!(store.create(&mut snap.clone(), &messages, layout, false).await.unwrap(), "committed");
+        let path = format!("/api/training/snapshots/{}", snap.id);
+        let header = support::items_with_prefix(&s, &format!("ORG#{org}#SNAP#{}", snap.id)).await;
+        assert_eq!(header.len(), if layout == Layout::Chunks { 2 } else { 1 }, "{layout:?}: {header:?}");
+        assert_eq!(call(&s, "DELETE", &path, &tok, None).await.status, 200);
 
-    for resumed in [false, true] {
-        let committed = store.create(&mut snap.clone(), &messages, resumed).await.unwrap();
-        assert!(!committed, "committed again after its delete (resumed: {resumed})");
+        for resumed in [false, true] {
+            let committed = store.create(&mut snap.clone(), &messages, layout, resumed).await.unwrap();
+            assert!(!committed, "committed again after its delete ({layout:?}, resumed: {resumed})");
+        }
+        assert_eq!(call(&s, "GET", &path, &tok, None).await.status, 404);
     }
-    assert_eq!(call(&s, "GET", &path, &tok, None).await.status, 404);
     let list = call(&s, "GET", "/api/training/snapshots?archived=all", &tok, None).await;
     assert_eq!(list.body["data"], json!([]), "{}", list.body);
     let items = support::items_with_prefix(&s, &format!("ORG#{org}#SNAP#")).await;

@@ -120,7 +120,8 @@ async fn assignment(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<Ass
     Ok(assigned)
 }
 
-/// Reads every matching snapshot's header (not its messages) and assigns the groups.
+/// Reads every matching snapshot's header (not its chunks: only a small one holds its messages) and
+/// assigns the groups.
 async fn compute(state: &AppState, job: &Job, spec: &SplitSpec) -> Result<Assignment, ApiError> {
     let ExportSpec::Training { filters, .. } = &job.params else { return Ok(Assignment::default()) };
     let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);

@@ -2,7 +2,7 @@
 //! customer's lead fields and the capturing user, stored by [`SnapshotStore::create`].
 
 use super::model::{ContactRef, CreateInput, Snapshot, SnapshotMessage, UserRef, MAX_MESSAGES, MAX_MESSAGE_BYTES};
-use super::store::SnapshotStore;
+use super::store::{Layout, SnapshotStore};
 use crate::auth::Principal;
 use crate::convos::model::{Convo, Message};
 use crate::convos::store::ConvoStore;
@@ -38,8 +38,9 @@ pub async fn create(
     let mut snap = new_snapshot(id, org, principal, input, lead, &chosen, resumed);
     // Registered before the snapshot commits, so the scheduled export never misses its organization.
     crate::jobs::schedule::register(state, org).await?;
-    let committed =
-        SnapshotStore::new(&state.dynamo, &state.config.table_name).create(&mut snap, &chosen, resumed).await?;
+    let layout = if state.config.small_snapshots_in_header { Layout::SmallInHeader } else { Layout::Chunks };
+    let store = SnapshotStore::new(&state.dynamo, &state.config.table_name);
+    let committed = store.create(&mut snap, &chosen, layout, resumed).await?;
     Ok((snap, chosen, committed))
 }
 

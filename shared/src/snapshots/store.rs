@@ -2,11 +2,12 @@
 //!
 //! A snapshot is a header item (`META`) plus its messages, their JSON array, in one of two
 //! layouts (readers take both):
-//! - in the header (attribute `data`), when that costs no write unit more: the header with them
-//!   rounds to the same whole kilobytes as without ([`Layout::Chosen`]). Every index projects
-//!   all attributes and every PATCH rewrites the header, so messages that made the header a
-//!   kilobyte larger would cost that kilobyte again in 3 to 5 index copies on every write
-//!   (`docs/performance.md`, "Read cost");
+//! - in the header (attribute `data`), when that costs no write unit more at create: the header
+//!   with them rounds to the same whole kilobytes as without ([`Layout::SmallInHeader`], which a
+//!   deployment turns on once every function reads it: earlier versions read chunks only).
+//!   Every index projects all attributes and every PATCH rewrites the header, so messages that
+//!   made the header a kilobyte larger would cost that kilobyte again in 3 to 5 index copies
+//!   on every write (`docs/performance.md`, "Read cost");
 //! - else cut into binary chunk items (`MSGS#<n>`) of at most 350 KB beside it, so a snapshot of
 //!   any size, whatever its content, is kept whole under DynamoDB's 400 KB item limit; reading
 //!   concatenates the chunks in order.
@@ -124,7 +125,8 @@ impl<'a> SnapshotStore<'a> {
         Self { client, table }
     }
 
-    /// Stores a new snapshot under `snap.id` and answers whether this call committed it;
+    /// Stores a new snapshot under `snap.id`, its messages in `layout`, and answers whether this
+    /// call committed it;
     /// `false`: a snapshot with this id was already committed (by another attempt of the same
     /// idempotent request; read it to answer it), and maybe deleted since.
     ///
@@ -136,10 +138,11 @@ impl<'a> SnapshotStore<'a> {
         &self,
         snap: &mut Snapshot,
         messages: &[SnapshotMessage],
+        layout: Layout,
         resumed: bool,
     ) -> Result<bool, StoreError> {
         snap.chunk_set = if resumed { new_chunk_set() } else { String::new() };
-        let chunks = lay_out(snap, messages, Layout::Chosen)?;
+        let chunks = lay_out(snap, messages, layout)?;
         let items = self.commit_items(snap, chunks)?;
         let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => return Ok(true),
@@ -243,7 +246,7 @@ impl<'a> SnapshotStore<'a> {
     /// (no expiry), written 25 at a time with `BatchWriteItem`. Not atomic per snapshot and
     /// unconditional, so it is not used on request paths.
     pub async fn import(&self, snapshots: Vec<(Snapshot, Vec<SnapshotMessage>)>) -> Result<(), StoreError> {
-        self.import_as(snapshots, Layout::Chosen).await
+        self.import_as(snapshots, Layout::SmallInHeader).await
     }
 
     /// [`Self::import`] in `layout` ([`Layout::Chunks`]: as versions before the header layout
@@ -273,10 +276,12 @@ impl<'a> SnapshotStore<'a> {
 /// Where a snapshot's messages are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// In the header when that costs no write unit more, else in chunks (what a create writes).
-    Chosen,
-    /// In chunk items beside the header, whatever their size.
+    /// In chunk items beside the header, whatever their size: the default (`SNAPSHOT_LAYOUT`),
+    /// and the only layout that versions before this one read.
     Chunks,
+    /// In the header when that costs no write unit more (they fit in its last kilobyte), else
+    /// in chunks (`SNAPSHOT_LAYOUT=small-in-header`).
+    SmallInHeader,
 }
 
 /// Puts the `messages` of `snap` in the header (`snap.inline`) or answers their chunk items,
@@ -288,7 +293,7 @@ fn lay_out(
 ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
     let json = serde_json::to_string(messages).map_err(|e| StoreError::fault("encode messages", e))?;
     snap.inline = None;
-    if layout == Layout::Chosen {
+    if layout == Layout::SmallInHeader {
         let header = crate::capacity::item_size(&SnapshotStore::header_item(snap)?);
         let with = header + DATA.len() + json.len();
         if crate::capacity::write_units(with) == crate::capacity::write_units(header) {
@@ -353,7 +358,7 @@ mod tests {
         for (n, inline) in [(0, true), (fits, true), (fits + 1, false), (5000, false)] {
             let messages = vec![message(0, "x".repeat(n))];
             let mut snap = header(1);
-            let items = SnapshotStore::items(&mut snap, &messages, Layout::Chosen).unwrap();
+            let items = SnapshotStore::items(&mut snap, &messages, Layout::SmallInHeader).unwrap();
             assert_eq!(snap.inline.is_some(), inline, "{n} bytes of content");
             assert_eq!(items.len(), if inline { 1 } else { 2 });
             assert_eq!(snap.chunks, items.len() - 1);

@@ -29,6 +29,9 @@ pub async fn state() -> AppState {
     // One table per test binary: the emulator copies a whole table on every transactional
     // write, so small tables keep the suite fast (real DynamoDB has no such cost).
     config.table_name = format!("{}-{}", config.table_name, env!("CARGO_CRATE_NAME"));
+    // The layout a deployment turns on once every function reads it (`SNAPSHOT_LAYOUT`), so
+    // every route meets both: small snapshots in their headers, larger ones in chunks.
+    config.small_snapshots_in_header = true;
     let state = AppState::new(config).await.expect("state");
     table::ensure_table(&state.dynamo, &state.config.table_name).await.expect("table");
     table::ensure_bucket(&state.s3, &state.config.bucket_name).await.expect("bucket");
