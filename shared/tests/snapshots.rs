@@ -668,6 +668,7 @@ async fn a_create_landing_after_the_delete_does_not_bring_the_snapshot_back() {
     for (i, layout) in [Layout::Chunks, Layout::SmallInHeader].into_iter().enumerate() {
         let (mut snap, mut messages) = support::tiny_snapshot(&org, i);
         messages.truncate(1);
+        messages[0].content = "ok".into();
         snap.message_count = 1;
         assert!(store.create(&mut snap.clone(), &messages, layout, false).await.unwrap(), "committed");
         let path = format!("/api/training/snapshots/{}", snap.id);
