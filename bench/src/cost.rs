@@ -71,7 +71,7 @@ pub fn layouts() -> Res<Vec<Row>> {
         // What lay_out adds to the header: the attribute `data` and the JSON.
         let inline = header + "data".len() + json;
         let note = format!(
-            "{json} bytes of messages, a {header}-byte header in {indexes} indexes; a create puts them {}",
+            "{json} bytes of messages, a {header}-byte header in {indexes} indexes; small-in-header puts them {}",
             if chosen.inline.is_some() { "in the header" } else { "beside it" }
         );
         rows.push(Row {

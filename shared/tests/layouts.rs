@@ -49,6 +49,11 @@ async fn a_small_snapshot_is_one_item_and_a_large_one_is_chunked() {
 
 #[tokio::test]
 async fn by_default_every_snapshot_is_chunked_as_earlier_versions_read_them() {
+    // The default, in the code and in the template, is `chunks`.
+    assert!(!shared::Config::from_env().unwrap().small_snapshots_in_header, "SNAPSHOT_LAYOUT is unset here");
+    let template = include_str!("../../template.yaml");
+    assert!(template.contains("  SnapshotLayout:\n    Type: String\n    Default: chunks\n"));
+    assert!(template.contains("        SNAPSHOT_LAYOUT: !Ref SnapshotLayout\n"), "in the functions' Globals");
     let state = support::state_with(|c| c.small_snapshots_in_header = false).await;
     let org = new_org();
     let tok = token(&org);
@@ -98,7 +103,7 @@ async fn both_layouts_read_alike_in_get_list_export_patch_and_delete() {
     let chunked = snaps.pop().unwrap();
     let (ids, want) = ([snaps[0].0.id.clone(), chunked.0.id.clone()], serde_json::to_value(&chunked.1).unwrap());
     store.import_as(vec![chunked], Layout::Chunks).await.unwrap();
-    store.import(snaps).await.unwrap();
+    store.import_as(snaps, Layout::SmallInHeader).await.unwrap();
     assert_eq!(stored(&state, &org, &ids[0]).await, (vec!["META".to_string()], true));
     assert_eq!(stored(&state, &org, &ids[1]).await, (vec!["META".to_string(), "MSGS#00000".to_string()], false));
 

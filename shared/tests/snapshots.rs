@@ -670,10 +670,12 @@ async fn a_create_landing_after_the_delete_does_not_bring_the_snapshot_back() {
         messages.truncate(1);
         messages[0].content = "ok".into();
         snap.message_count = 1;
+        let want = SnapshotStore::items(&mut snap.clone(), &messages, layout).unwrap().len();
+        assert_eq!(want, if layout == Layout::Chunks { 2 } else { 1 }, "{layout:?}: one short message");
         assert!(store.create(&mut snap.clone(), &messages, layout, false).await.unwrap(), "committed");
         let path = format!("/api/training/snapshots/{}", snap.id);
-        let header = support::items_with_prefix(&s, &format!("ORG#{org}#SNAP#{}", snap.id)).await;
-        assert_eq!(header.len(), if layout == Layout::Chunks { 2 } else { 1 }, "{layout:?}: {header:?}");
+        let stored = support::items_with_prefix(&s, &format!("ORG#{org}#SNAP#{}", snap.id)).await;
+        assert_eq!(stored.len(), want, "{layout:?}: {stored:?}");
         assert_eq!(call(&s, "DELETE", &path, &tok, None).await.status, 200);
 
         for resumed in [false, true] {
@@ -681,6 +683,8 @@ async fn a_create_landing_after_the_delete_does_not_bring_the_snapshot_back() {
             assert!(!committed, "committed again after its delete ({layout:?}, resumed: {resumed})");
         }
         assert_eq!(call(&s, "GET", &path, &tok, None).await.status, 404);
+        let left = support::items_with_prefix(&s, &format!("ORG#{org}#SNAP#{}", snap.id)).await;
+        assert!(left.iter().all(|i| support::item_str(i, "SK") == "TOMBSTONE"), "{layout:?}: {left:?}");
     }
     let list = call(&s, "GET", "/api/training/snapshots?archived=all", &tok, None).await;
     assert_eq!(list.body["data"], json!([]), "{}", list.body);

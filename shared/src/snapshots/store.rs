@@ -243,10 +243,11 @@ impl<'a> SnapshotStore<'a> {
     }
 
     /// Bulk load for seeding (benchmark, tests, migrations): the items of committed snapshots
-    /// (no expiry), written 25 at a time with `BatchWriteItem`. Not atomic per snapshot and
-    /// unconditional, so it is not used on request paths.
+    /// (no expiry), written 25 at a time with `BatchWriteItem`, their messages in chunks (the
+    /// layout every version reads; [`Self::import_as`] takes another). Not atomic per snapshot
+    /// and unconditional, so it is not used on request paths.
     pub async fn import(&self, snapshots: Vec<(Snapshot, Vec<SnapshotMessage>)>) -> Result<(), StoreError> {
-        self.import_as(snapshots, Layout::SmallInHeader).await
+        self.import_as(snapshots, Layout::Chunks).await
     }
 
     /// [`Self::import`] in `layout` ([`Layout::Chunks`]: as versions before the header layout
