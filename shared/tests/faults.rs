@@ -471,6 +471,59 @@ async fn a_job_whose_s3_fails_mid_export_keeps_its_parts_resumes_and_leaves_no_u
     assert_eq!(uploads_in_progress(&direct, &org).await, 0, "no multipart upload left");
 }
 
+/// A scheduled job whose manifest S3 refuses has not succeeded, so the organization's
+/// watermark stays before its window until it does: moved early, a job that then failed for
+/// good would leave its window exported by no succeeded job.
+#[tokio::test]
+async fn a_scheduled_job_failing_at_its_manifest_moves_the_watermark_only_when_it_succeeds() {
+    // A table of its own: a scheduled run walks every organization of its table.
+    let (direct, mut worker) = jobs_state_with(|c| {
+        c.table_name = format!("{}-watermark", c.table_name);
+        c.schedule_settle = Duration::ZERO;
+    })
+    .await;
+    shared::table::ensure_table(&direct.dynamo, &direct.config.table_name).await.unwrap();
+    let org = new_org();
+    let tok = token(&org);
+    seed_contact(&direct, &tok, "ag", "k1", 2, |i| format!("line {i}")).await;
+    create_snapshot(&direct, &tok, json!({"contactId": "k1"})).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a scheduled time after the create
+    let event = shared::jobs::schedule::ScheduledEvent {
+        scheduled_time: Some(shared::time::now_rfc3339()),
+        ..Default::default()
+    };
+    shared::jobs::schedule::run(&direct, event).await.unwrap();
+    worker.run_batches(&direct).await;
+    let jobs = worker.pending();
+    assert_eq!(jobs.len(), 1, "one scheduled job");
+
+    let proxy = Proxy::start(&emulator_url()).await;
+    let s = pointed_at(&direct, &proxy.url, None);
+    proxy.set_rule(|call, _| {
+        if call.op == "PutObject" && call.uri.contains("manifest.json") {
+            s3_internal_error()
+        } else {
+            Action::Forward
+        }
+    });
+    let e = shared::jobs::worker::run(&s, &jobs[0], worker_options()).await.expect_err("no manifest, no success");
+    assert_eq!(e.kind, shared::error::ErrorKind::Unavailable, "{e:?}");
+    assert!(proxy.count("PutObject") >= 1, "the manifest was tried");
+    let o = Org::stored(org.as_str());
+    let mark = shared::jobs::schedule::watermark(&direct, &o).await.unwrap();
+    assert_eq!(mark, None, "moved by a job that has not succeeded");
+
+    // Lambda's retry, with S3 back: the job succeeds, and then the watermark is its window's end.
+    worker.pending();
+    proxy.set_rule(|_, _| Action::Forward);
+    assert_eq!(shared::jobs::worker::run(&s, &jobs[0], worker_options()).await.unwrap(), Outcome::Succeeded);
+    let listed = call(&direct, "GET", "/api/training/exports", &tok, None).await;
+    let job = &listed.body["data"][0];
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let mark = shared::jobs::schedule::watermark(&direct, &o).await.unwrap();
+    assert_eq!(mark.as_deref(), job["params"]["changed"]["upTo"].as_str(), "{job}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The emulator stopped in the middle of a request
 

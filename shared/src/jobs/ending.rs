@@ -43,15 +43,10 @@ impl Invocation<'_> {
         self.succeed(earlier).await.map(Next::Ended)
     }
 
-    /// Writes the manifest and marks the job succeeded (a scheduled job first advances its
+    /// Writes the manifest and marks the job succeeded (a scheduled job then advances its
     /// organization's watermark).
     async fn succeed(&self, done: Earlier) -> Result<Outcome, ApiError> {
         let job = self.job;
-        // The watermark first: it only moves forward, so a retry after a failure in between
-        // repeats it harmlessly, while the other order could end the job and keep the watermark.
-        if let (Trigger::Schedule, ExportSpec::Training { changed: Some(window), .. }) = (job.trigger, &job.params) {
-            super::schedule::advance_watermark(self.state, &job.org(), &window.up_to).await?;
-        }
         let format = match &job.params {
             ExportSpec::Training { format, .. } => Some(*format),
             _ => None,
@@ -69,6 +64,16 @@ impl Invocation<'_> {
         let Some(succeeded) = self.store.succeed(job, self.owner, record).await? else {
             return Ok(Outcome::Skipped);
         };
+        // The watermark only once the job has succeeded: moved before, a job that then failed
+        // for good (its manifest not written, say) would leave its window exported by no
+        // succeeded job. Should this update fail, the next run exports the window again: the
+        // scheduled export delivers at least once.
+        if let (Trigger::Schedule, ExportSpec::Training { changed: Some(window), .. }) = (job.trigger, &job.params) {
+            if let Err(e) = super::schedule::advance_watermark(self.state, &job.org(), &window.up_to).await {
+                let msg = "the scheduled export's watermark did not move: the next run exports this window again";
+                tracing::error!(job = %job.id, error = %e, "{msg}");
+            }
+        }
         let bytes: u64 = done.files.iter().map(|f| f.bytes).sum();
         tracing::info!(job = %job.id, items = done.counts.items, bytes, files = done.files.len(), "export job succeeded");
         super::events::publish_job(self.state, &succeeded).await;
