@@ -471,11 +471,33 @@ async fn a_job_whose_s3_fails_mid_export_keeps_its_parts_resumes_and_leaves_no_u
     assert_eq!(uploads_in_progress(&direct, &org).await, 0, "no multipart upload left");
 }
 
+/// A scheduled run, as the deployed functions make it: the coordinator and its batches; answers
+/// the jobs it handed to the worker.
+async fn scheduled_run(state: &AppState, worker: &mut Worker) -> Vec<shared::jobs::JobRef> {
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a scheduled time after every write
+    let event = shared::jobs::schedule::ScheduledEvent {
+        scheduled_time: Some(shared::time::now_rfc3339()),
+        ..Default::default()
+    };
+    shared::jobs::schedule::run(state, event).await.unwrap();
+    worker.run_batches(state).await;
+    worker.pending()
+}
+
+/// The window (`after`, `upTo`) of the newest job of `tok`'s organization, and its status.
+async fn newest_window(state: &AppState, tok: &str) -> (String, String, String) {
+    let listed = call(state, "GET", "/api/training/exports", tok, None).await;
+    let job = &listed.body["data"][0];
+    let field = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (field(&job["params"]["changed"]["after"]), field(&job["params"]["changed"]["upTo"]), field(&job["status"]))
+}
+
 /// A scheduled job whose manifest S3 refuses has not succeeded, so the organization's
 /// watermark stays before its window until it does: moved early, a job that then failed for
-/// good would leave its window exported by no succeeded job.
+/// good would leave its window exported by no succeeded job. And a job that succeeds without
+/// moving it (the update fails) has it moved by the next run, whose window starts after its.
 #[tokio::test]
-async fn a_scheduled_job_failing_at_its_manifest_moves_the_watermark_only_when_it_succeeds() {
+async fn a_scheduled_jobs_window_is_passed_only_once_it_succeeded_and_never_exported_twice() {
     // A table of its own: a scheduled run walks every organization of its table.
     let (direct, mut worker) = jobs_state_with(|c| {
         c.table_name = format!("{}-watermark", c.table_name);
@@ -484,44 +506,40 @@ async fn a_scheduled_job_failing_at_its_manifest_moves_the_watermark_only_when_i
     .await;
     shared::table::ensure_table(&direct.dynamo, &direct.config.table_name).await.unwrap();
     let org = new_org();
-    let tok = token(&org);
+    let (tok, o) = (token(&org), Org::stored(org.as_str()));
+    let watermark = || shared::jobs::schedule::watermark(&direct, &o);
     seed_contact(&direct, &tok, "ag", "k1", 2, |i| format!("line {i}")).await;
     create_snapshot(&direct, &tok, json!({"contactId": "k1"})).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // a scheduled time after the create
-    let event = shared::jobs::schedule::ScheduledEvent {
-        scheduled_time: Some(shared::time::now_rfc3339()),
-        ..Default::default()
-    };
-    shared::jobs::schedule::run(&direct, event).await.unwrap();
-    worker.run_batches(&direct).await;
-    let jobs = worker.pending();
+    let jobs = scheduled_run(&direct, &mut worker).await;
     assert_eq!(jobs.len(), 1, "one scheduled job");
 
     let proxy = Proxy::start(&emulator_url()).await;
     let s = pointed_at(&direct, &proxy.url, None);
-    proxy.set_rule(|call, _| {
-        if call.op == "PutObject" && call.uri.contains("manifest.json") {
-            s3_internal_error()
-        } else {
-            Action::Forward
-        }
-    });
+    let manifest = |c: &Seen| c.op == "PutObject" && c.uri.contains("manifest.json");
+    proxy.set_rule(move |c, _| if manifest(c) { s3_internal_error() } else { Action::Forward });
     let e = shared::jobs::worker::run(&s, &jobs[0], worker_options()).await.expect_err("no manifest, no success");
     assert_eq!(e.kind, shared::error::ErrorKind::Unavailable, "{e:?}");
-    assert!(proxy.count("PutObject") >= 1, "the manifest was tried");
-    let o = Org::stored(org.as_str());
-    let mark = shared::jobs::schedule::watermark(&direct, &o).await.unwrap();
-    assert_eq!(mark, None, "moved by a job that has not succeeded");
+    assert!(proxy.seen().iter().any(manifest), "the manifest was tried");
+    assert_eq!(watermark().await.unwrap(), None, "moved by a job that has not succeeded");
 
-    // Lambda's retry, with S3 back: the job succeeds, and then the watermark is its window's end.
+    // Lambda's retry, with S3 back but the watermark's update refused: the job succeeds.
     worker.pending();
-    proxy.set_rule(|_, _| Action::Forward);
+    // `advance_watermark`'s update (other updates name the watermark in conditions).
+    let moves_watermark =
+        |c: &Seen, body: &[u8]| c.op == "UpdateItem" && body.windows(13).any(|w| w == b"SET watermark");
+    proxy.set_rule(move |c, body| if moves_watermark(c, body) { throttled() } else { Action::Forward });
     assert_eq!(shared::jobs::worker::run(&s, &jobs[0], worker_options()).await.unwrap(), Outcome::Succeeded);
-    let listed = call(&direct, "GET", "/api/training/exports", &tok, None).await;
-    let job = &listed.body["data"][0];
-    assert_eq!(job["status"], "succeeded", "{job}");
-    let mark = shared::jobs::schedule::watermark(&direct, &o).await.unwrap();
-    assert_eq!(mark.as_deref(), job["params"]["changed"]["upTo"].as_str(), "{job}");
+    let (_, first_up_to, status) = newest_window(&direct, &tok).await;
+    assert_eq!(status, "succeeded");
+    assert_eq!(watermark().await.unwrap(), None, "the update was refused");
+
+    // The next run moves it for that job, and its window starts where that job's ended.
+    create_snapshot(&direct, &tok, json!({"contactId": "k1"})).await;
+    let jobs = scheduled_run(&direct, &mut worker).await;
+    assert_eq!(jobs.len(), 1, "one scheduled job");
+    assert_eq!(watermark().await.unwrap().as_deref(), Some(first_up_to.as_str()));
+    let (after, _, _) = newest_window(&direct, &tok).await;
+    assert_eq!(after, first_up_to, "the next window starts after the succeeded one");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::registry::{claim, schedule_state, EPOCH};
+use super::registry::{claim, schedule_state, ScheduleState, EPOCH};
 use super::{job_id, progress, Batch};
 use crate::error::ApiError;
 use crate::exports::producer::{ExportSpec, Window};
 use crate::exports::training::Format;
+use crate::jobs::model::{Job, Status};
 use crate::jobs::{new_job, JobStore, Trigger};
 use crate::keys::Org;
 use crate::snapshots::store::{Filters, SnapshotStore};
@@ -132,7 +133,7 @@ impl RunOfOrg<'_> {
             }
             let job = crate::jobs::revive(state, job).await?;
             earlier_running |= job.trigger == Trigger::Schedule && !job.status.is_terminal() && job.id != this_run;
-            listed.push(job.id);
+            listed.push(job);
         }
         // An earlier scheduled job still runs: its window starts at the watermark this run
         // would start from, and moves it only when it succeeds.
@@ -141,18 +142,22 @@ impl RunOfOrg<'_> {
         }
         let seen = schedule_state(state, org).await?;
         // Another run's active job among the newest 20 has ended (else it was deferred above).
-        let other = seen.active_job.as_deref().filter(|a| *a != this_run && !listed.iter().any(|id| id == a));
-        if let Some(active) = other {
-            // Not among the newest 20 (many requested exports since): read it. A claim whose
-            // job is not there yet is another batch's, about to create it.
-            let claimed = seen.claimed_at.as_deref().and_then(crate::time::parse_rfc3339);
-            let fresh = claimed.is_some_and(|t| chrono::Utc::now() - t < CLAIM_GRACE);
-            match jobs.get(org, active).await? {
-                Some(job) if !job.status.is_terminal() => return Ok(OrgRun::Deferred),
-                None if fresh => return Ok(OrgRun::Deferred),
-                _ => {}
+        let listed_active = seen.active_job.as_deref().and_then(|a| listed.iter().find(|j| j.id == a)).cloned();
+        let active = match seen.active_job.as_deref().filter(|a| *a != this_run) {
+            Some(a) if listed_active.is_none() => {
+                // Not among the newest 20 (many requested exports since): read it. A claim
+                // whose job is not there yet is another batch's, about to create it.
+                let claimed = seen.claimed_at.as_deref().and_then(crate::time::parse_rfc3339);
+                let fresh = claimed.is_some_and(|t| chrono::Utc::now() - t < CLAIM_GRACE);
+                match jobs.get(org, a).await? {
+                    Some(job) if !job.status.is_terminal() => return Ok(OrgRun::Deferred),
+                    None if fresh => return Ok(OrgRun::Deferred),
+                    found => found,
+                }
             }
-        }
+            _ => listed_active,
+        };
+        let seen = caught_up(state, org, seen, active.as_ref()).await?;
         let after = seen.watermark.clone().unwrap_or_else(|| EPOCH.to_string());
         if !self.changed_since(org, &after).await? {
             return Ok(OrgRun::Unchanged);
@@ -209,4 +214,26 @@ impl RunOfOrg<'_> {
         }
         Ok(created)
     }
+}
+
+/// `seen`, with its watermark moved to the end of the window of `active`, the job that last
+/// claimed one, when that scheduled job succeeded but did not move it (its invocation ended
+/// between the two, or the update failed; see `jobs/ending.rs`): so its window is not exported
+/// again, and a run that meets the job just as it succeeds starts after its window.
+async fn caught_up(
+    state: &AppState,
+    org: &Org,
+    mut seen: ScheduleState,
+    active: Option<&Job>,
+) -> Result<ScheduleState, ApiError> {
+    let Some(job) = active.filter(|j| j.trigger == Trigger::Schedule && j.status == Status::Succeeded) else {
+        return Ok(seen);
+    };
+    let ExportSpec::Training { changed: Some(window), .. } = &job.params else { return Ok(seen) };
+    if seen.watermark.as_deref().is_some_and(|w| w >= window.up_to.as_str()) {
+        return Ok(seen);
+    }
+    super::advance_watermark(state, org, &window.up_to).await?;
+    seen.watermark = Some(window.up_to.clone());
+    Ok(seen)
 }
