@@ -524,7 +524,7 @@ async fn a_scheduled_jobs_window_is_passed_only_once_it_succeeded_and_never_expo
 
     // Lambda's retry, with S3 back but the watermark's update refused: the job succeeds.
     worker.pending();
-    // `advance_watermark`'s update (other updates name the watermark in conditions).
+    // `advance_watermark`'s update, the only one that sets the watermark.
     let moves_watermark =
         |c: &Seen, body: &[u8]| c.op == "UpdateItem" && body.windows(13).any(|w| w == b"SET watermark");
     proxy.set_rule(move |c, body| if moves_watermark(c, body) { throttled() } else { Action::Forward });
