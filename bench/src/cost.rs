@@ -19,7 +19,7 @@ use shared::capacity::{item_size, write_units, READ_UNIT_BYTES};
 use shared::snapshots::store::{Layout, SnapshotStore};
 use shared::AppState;
 
-use crate::{check, drop_exports, event, export_log, median, raw_read, run_export, snapshot, token};
+use crate::{drop_exports, export_process, median, raw_read, snapshot};
 use crate::{Res, Row, Settings, Target};
 
 const SECTION: &str = "6. DynamoDB cost";
@@ -100,16 +100,9 @@ pub fn layouts() -> Res<Vec<Row>> {
 async fn export_capacity(settings: &Settings, state: &Arc<AppState>, secret: &str, org: &str) -> Res<f64> {
     let mut capacity = Vec::new();
     for _ in 0..settings.runs {
-        let (event, _) = event("GET", "/api/training/export?format=jsonl&delivery=url", &token(secret, org)?, None)?;
-        let result = run_export(settings, &state.config.table_name, &event).await?;
-        check(result.status, 303, result.body.to_string().as_bytes(), "export-training")?;
-        let log = export_log(&result.logs).ok_or("export-training logged no `export finished` line")?;
-        let items = log["items"].as_f64().unwrap_or(0.0);
-        if items as usize != SMALL_SNAPSHOTS {
-            return Err(format!("export-training exported {items} of {SMALL_SNAPSHOTS}").into());
-        }
+        let (_, log) = export_process(settings, state, secret, org, SMALL_SNAPSHOTS).await?;
         drop_exports(state, org).await?;
-        capacity.push(log["read_capacity"].as_f64().unwrap_or(0.0) / items);
+        capacity.push(log["read_capacity"].as_f64().unwrap_or(0.0) / SMALL_SNAPSHOTS as f64);
     }
     Ok(median(capacity))
 }

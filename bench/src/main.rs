@@ -1020,6 +1020,26 @@ async fn export_throughput(settings: &Settings, state: &Arc<AppState>, secret: &
 // 4. Export memory, 6. read capacity
 
 /// The `export finished` log line's fields, from the function's JSON logs.
+/// One `jsonl` export of `org` through S3 by the `export-training` process, checked to answer
+/// its URL and to have exported `count` snapshots: the run and its `export finished` log line.
+async fn export_process(
+    settings: &Settings,
+    state: &AppState,
+    secret: &str,
+    org: &str,
+    count: usize,
+) -> Res<(ProcessRun, Value)> {
+    let (event, _) = event("GET", "/api/training/export?format=jsonl&delivery=url", &token(secret, org)?, None)?;
+    let result = run_export(settings, &state.config.table_name, &event).await?;
+    check(result.status, 303, result.body.to_string().as_bytes(), "export-training")?;
+    let log = export_log(&result.logs).ok_or("export-training logged no `export finished` line")?;
+    let items = log["items"].as_f64().unwrap_or(0.0);
+    if items as usize != count {
+        return Err(format!("export-training exported {items} of {count}").into());
+    }
+    Ok((result, log))
+}
+
 fn export_log(logs: &[String]) -> Option<Value> {
     logs.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|v| {
         let fields = if v.get("fields").is_some() { v["fields"].clone() } else { v.clone() };
@@ -1038,15 +1058,8 @@ async fn export_memory(
     let mut capacity: HashMap<&str, Vec<f64>> = HashMap::new();
     for run in 0..settings.runs {
         for (label, org, count) in [("small", small, settings.memory_small), ("large", large, settings.memory_large)] {
-            let (event, _) =
-                event("GET", "/api/training/export?format=jsonl&delivery=url", &token(secret, org)?, None)?;
-            let result = run_export(settings, &state.config.table_name, &event).await?;
-            check(result.status, 303, result.body.to_string().as_bytes(), "export-training")?;
-            let log = export_log(&result.logs).ok_or("export-training logged no `export finished` line")?;
-            let items = log["items"].as_f64().unwrap_or(0.0);
-            if items as usize != count {
-                return Err(format!("export-training exported {items} of {count}").into());
-            }
+            let (result, log) = export_process(settings, state, secret, org, count).await?;
+            let items = count as f64;
             eprintln!(
                 "   run {}: {count} snapshots in {:.1} s, peak RSS {:.1} MB, {} RCU",
                 run + 1,

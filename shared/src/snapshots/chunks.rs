@@ -63,10 +63,11 @@ pub(super) fn decode_messages(json: &[u8]) -> Result<Vec<SnapshotMessage>, Store
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn message(id: usize, content: String) -> SnapshotMessage {
+    /// A message of `content` (the store's tests use it too).
+    pub(in crate::snapshots) fn message(id: usize, content: String) -> SnapshotMessage {
         SnapshotMessage {
             id: format!("m{id}"),
             content,
@@ -76,7 +77,8 @@ mod tests {
         }
     }
 
-    fn header(count: usize) -> Snapshot {
+    /// A bare header of `count` messages.
+    pub(in crate::snapshots) fn header(count: usize) -> Snapshot {
         serde_json::from_value(serde_json::json!({
             "_id": "0".repeat(24), "organizationId": "o", "user": {"_id": "u"}, "contact": {"_id": "k"},
             "messageCount": count, "snapshotDate": "", "isArchived": false, "createdAt": "", "updatedAt": ""

@@ -330,24 +330,7 @@ pub(super) fn chunk_deletes(pk: &str, set: &str, chunks: usize) -> Vec<WriteRequ
 mod tests {
     use super::*;
     use crate::capacity::{item_size, write_units};
-
-    fn message(id: usize, content: String) -> SnapshotMessage {
-        SnapshotMessage {
-            id: format!("m{id}"),
-            content,
-            sender: "user".into(),
-            sender_type: "AI".into(),
-            timestamp: "2024-01-01T00:00:00.000Z".into(),
-        }
-    }
-
-    fn header(count: usize) -> Snapshot {
-        serde_json::from_value(serde_json::json!({
-            "_id": "0".repeat(24), "organizationId": "o", "user": {"_id": "u"}, "contact": {"_id": "k"},
-            "messageCount": count, "snapshotDate": "", "isArchived": false, "createdAt": "", "updatedAt": ""
-        }))
-        .unwrap()
-    }
+    use crate::snapshots::chunks::tests::{header, message};
 
     #[test]
     fn messages_go_in_the_header_exactly_when_it_stays_within_its_write_units() {
