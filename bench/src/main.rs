@@ -1019,7 +1019,6 @@ async fn export_throughput(settings: &Settings, state: &Arc<AppState>, secret: &
 // ---------------------------------------------------------------------------------------------
 // 4. Export memory, 6. read capacity
 
-/// The `export finished` log line's fields, from the function's JSON logs.
 /// One `jsonl` export of `org` through S3 by the `export-training` process, checked to answer
 /// its URL and to have exported `count` snapshots: the run and its `export finished` log line.
 async fn export_process(
@@ -1040,6 +1039,7 @@ async fn export_process(
     Ok((result, log))
 }
 
+/// The `export finished` log line's fields, from the function's JSON logs.
 fn export_log(logs: &[String]) -> Option<Value> {
     logs.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|v| {
         let fields = if v.get("fields").is_some() { v["fields"].clone() } else { v.clone() };

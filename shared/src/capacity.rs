@@ -22,19 +22,22 @@ pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
 pub fn value_size(v: &AttributeValue) -> usize {
     match v {
         AttributeValue::S(s) => s.len(),
-        AttributeValue::N(n) => {
-            let digits: String = n.chars().filter(char::is_ascii_digit).collect();
-            1 + digits.trim_matches('0').len().max(1).div_ceil(2)
-        }
+        AttributeValue::N(n) => number_size(n),
         AttributeValue::B(b) => b.as_ref().len(),
         AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
         AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
-        AttributeValue::Ns(v) => v.iter().map(|n| value_size(&AttributeValue::N(n.clone()))).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| number_size(n)).sum(),
         AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
         AttributeValue::L(v) => 3 + v.iter().map(|x| 1 + value_size(x)).sum::<usize>(),
         AttributeValue::M(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + value_size(x)).sum::<usize>(),
         _ => 0,
     }
+}
+
+/// A number's size: one byte per two significant digits, plus one.
+fn number_size(n: &str) -> usize {
+    let digits: String = n.chars().filter(char::is_ascii_digit).collect();
+    1 + digits.trim_matches('0').len().max(1).div_ceil(2)
 }
 
 /// Write units of one write of an item of `bytes` (a transactional write counts twice).

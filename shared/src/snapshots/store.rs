@@ -72,6 +72,9 @@ pub(super) const HEADER_ATTRIBUTES: [&str; 22] = [
     "data",
 ];
 
+/// An item's attributes.
+type Item = HashMap<String, AttributeValue>;
+
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -142,8 +145,8 @@ impl<'a> SnapshotStore<'a> {
         resumed: bool,
     ) -> Result<bool, StoreError> {
         snap.chunk_set = if resumed { new_chunk_set() } else { String::new() };
-        let chunks = lay_out(snap, messages, layout)?;
-        let items = self.commit_items(snap, chunks)?;
+        let (header, chunks) = lay_out(snap, messages, layout)?;
+        let items = self.commit_items(snap, header, chunks)?;
         let err = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => return Ok(true),
             Err(err) => err,
@@ -156,17 +159,18 @@ impl<'a> SnapshotStore<'a> {
         self.commit_canceled(snap, reasons).await
     }
 
-    /// The items of the commit transaction of `snap`: its header, only if there is none, and
-    /// its `chunks`.
+    /// The items of the commit transaction of `snap`: its `header` item, only if there is
+    /// none, and its `chunks`.
     fn commit_items(
         &self,
         snap: &Snapshot,
-        chunks: Vec<HashMap<String, AttributeValue>>,
+        header: Item,
+        chunks: Vec<Item>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let build = |e| StoreError::fault("build snapshot commit", e);
         let header = Put::builder()
             .table_name(self.table)
-            .set_item(Some(Self::header_item(snap)?))
+            .set_item(Some(header))
             .condition_expression(format!("attribute_not_exists({PK})"))
             .build()
             .map_err(build)?;
@@ -218,7 +222,7 @@ impl<'a> SnapshotStore<'a> {
         Err(StoreError::unavailable("commit snapshot", format!("canceled: {reasons:?}")))
     }
 
-    pub(super) fn header_item(snap: &Snapshot) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    pub(super) fn header_item(snap: &Snapshot) -> Result<Item, StoreError> {
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(snap).map_err(|e| StoreError::fault("encode snapshot", e))?;
         item.insert(PK.into(), s(keys::snapshot(&snap.org(), &snap.id)));
@@ -231,15 +235,9 @@ impl<'a> SnapshotStore<'a> {
 
     /// The items that store `snap` with its `messages` in `layout`: the header, then any chunks
     /// (what [`Self::create`] and [`Self::import`] write; the benchmark prices them).
-    pub fn items(
-        snap: &mut Snapshot,
-        messages: &[SnapshotMessage],
-        layout: Layout,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let chunks = lay_out(snap, messages, layout)?;
-        let mut items = vec![Self::header_item(snap)?];
-        items.extend(chunks);
-        Ok(items)
+    pub fn items(snap: &mut Snapshot, messages: &[SnapshotMessage], layout: Layout) -> Result<Vec<Item>, StoreError> {
+        let (header, chunks) = lay_out(snap, messages, layout)?;
+        Ok(std::iter::once(header).chain(chunks).collect())
     }
 
     /// Bulk load for seeding (benchmark, tests, migrations): the items of committed snapshots
@@ -260,10 +258,10 @@ impl<'a> SnapshotStore<'a> {
         let mut items = Vec::new();
         for (mut snap, messages) in snapshots {
             snap.chunk_set.clear();
+            let (header, chunks) = lay_out(&mut snap, &messages, layout)?;
             // The chunks before their header, as a reader expects them.
-            let mut snap_items = Self::items(&mut snap, &messages, layout)?;
-            snap_items.rotate_left(1);
-            items.extend(snap_items);
+            items.extend(chunks);
+            items.push(header);
         }
         let requests = items
             .into_iter()
@@ -285,22 +283,21 @@ pub enum Layout {
     SmallInHeader,
 }
 
-/// Puts the `messages` of `snap` in the header (`snap.inline`) or answers their chunk items,
-/// as `layout` says; fails (as a fault: a create checks the size first) over [`MAX_CHUNKS`].
-fn lay_out(
-    snap: &mut Snapshot,
-    messages: &[SnapshotMessage],
-    layout: Layout,
-) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+/// The header item and the chunk items that store `snap` with its `messages` in `layout`: the
+/// messages in the header (`snap.inline`, no chunks) or in chunks; fails (as a fault: a create
+/// checks the size first) over [`MAX_CHUNKS`].
+fn lay_out(snap: &mut Snapshot, messages: &[SnapshotMessage], layout: Layout) -> Result<(Item, Vec<Item>), StoreError> {
     let json = serde_json::to_string(messages).map_err(|e| StoreError::fault("encode messages", e))?;
     snap.inline = None;
     if layout == Layout::SmallInHeader {
-        let header = crate::capacity::item_size(&SnapshotStore::header_item(snap)?);
-        let with = header + DATA.len() + json.len();
-        if crate::capacity::write_units(with) == crate::capacity::write_units(header) {
-            snap.chunks = 0;
+        snap.chunks = 0;
+        let mut header = SnapshotStore::header_item(snap)?;
+        let bare = crate::capacity::item_size(&header);
+        // The messages add their attribute: its name and the JSON string.
+        if crate::capacity::write_units(bare + DATA.len() + json.len()) == crate::capacity::write_units(bare) {
+            header.insert(DATA.to_string(), AttributeValue::S(json.clone()));
             snap.inline = Some(json);
-            return Ok(Vec::new());
+            return Ok((header, Vec::new()));
         }
     }
     let chunks = chunk_items(snap, json.as_bytes());
@@ -309,7 +306,7 @@ fn lay_out(
         let problem = format!("snapshot {}'s messages are over {MAX_MESSAGE_BYTES} bytes", snap.id);
         return Err(StoreError::fault("store snapshot", problem));
     }
-    Ok(chunks)
+    Ok((SnapshotStore::header_item(snap)?, chunks))
 }
 
 /// Tether's 404 for snapshots: "Training snapshot not found".

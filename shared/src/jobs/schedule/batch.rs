@@ -142,20 +142,23 @@ impl RunOfOrg<'_> {
         }
         let seen = schedule_state(state, org).await?;
         // Another run's active job among the newest 20 has ended (else it was deferred above).
-        let listed_active = seen.active_job.as_deref().and_then(|a| listed.iter().find(|j| j.id == a)).cloned();
-        let active = match seen.active_job.as_deref().filter(|a| *a != this_run) {
-            Some(a) if listed_active.is_none() => {
-                // Not among the newest 20 (many requested exports since): read it. A claim
-                // whose job is not there yet is another batch's, about to create it.
-                let claimed = seen.claimed_at.as_deref().and_then(crate::time::parse_rfc3339);
-                let fresh = claimed.is_some_and(|t| chrono::Utc::now() - t < CLAIM_GRACE);
-                match jobs.get(org, a).await? {
-                    Some(job) if !job.status.is_terminal() => return Ok(OrgRun::Deferred),
-                    None if fresh => return Ok(OrgRun::Deferred),
-                    found => found,
+        let active = match seen.active_job.as_deref() {
+            None => None,
+            Some(a) => match listed.into_iter().find(|j| j.id == a) {
+                Some(job) => Some(job),
+                None if a == this_run => None,
+                None => {
+                    // Not among the newest 20 (many requested exports since): read it. A claim
+                    // whose job is not there yet is another batch's, about to create it.
+                    let claimed = seen.claimed_at.as_deref().and_then(crate::time::parse_rfc3339);
+                    let fresh = claimed.is_some_and(|t| chrono::Utc::now() - t < CLAIM_GRACE);
+                    match jobs.get(org, a).await? {
+                        Some(job) if !job.status.is_terminal() => return Ok(OrgRun::Deferred),
+                        None if fresh => return Ok(OrgRun::Deferred),
+                        found => found,
+                    }
                 }
-            }
-            _ => listed_active,
+            },
         };
         let seen = caught_up(state, org, seen, active.as_ref()).await?;
         let after = seen.watermark.clone().unwrap_or_else(|| EPOCH.to_string());
